@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The test command: build, then run every suite with Node's test runner, one file at a time
+# (sandboxes share the machine's two cores; files in parallel would only measure contention).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+npm run build --silent
+files=$(ls dist/test/*.test.js | sort)
+exec node --test --test-concurrency=1 --test-reporter=spec ${CORDON_TEST_FILES:-$files}

@@ -1,0 +1,56 @@
+import type { Readable } from 'node:stream';
+import { cleanPath } from '../../engine/files.js';
+import { idParams, listFilesQuery, mkdirBody, moveBody, pathQuery, removeFileQuery, truthy, writeQuery } from '../schemas.js';
+import type { ApiDeps, TypedApp } from '../server.js';
+import { fileView } from '../views.js';
+import { CordonError } from '../../errors/registry.js';
+
+export function registerFileRoutes(app: TypedApp, { mgr }: ApiDeps): void {
+  const files = (id: string) => mgr.running(id, 'files').files;
+
+  app.get('/v1/sandboxes/:id/files/content', { schema: { summary: 'Download a file (streamed)', params: idParams, querystring: pathQuery } }, async (req, reply) => {
+    const path = cleanPath(req.query.path);
+    const { stream, size } = await files(req.params.id).read(path, req.query.user);
+    reply.header('content-type', 'application/octet-stream').header('x-file-size', String(size));
+    return reply.send(stream);
+  });
+
+  app.put(
+    '/v1/sandboxes/:id/files/content',
+    { schema: { summary: 'Upload a file (streamed body, application/octet-stream)', params: idParams, querystring: writeQuery }, bodyLimit: Number.MAX_SAFE_INTEGER },
+    async (req, reply) => {
+      const q = req.query;
+      const body = req.body as Readable | Buffer | string | undefined;
+      if (body === undefined || body === null) throw new CordonError('invalid_argument', 'body: send the file contents as application/octet-stream');
+      const data = typeof body === 'string' ? Buffer.from(body) : body;
+      const entry = await files(req.params.id).write(cleanPath(q.path), data as Readable | Buffer, {
+        user: q.user,
+        mode: q.mode ? parseInt(q.mode, 8) : undefined,
+        append: truthy(q.append),
+        parents: q.parents === undefined ? true : truthy(q.parents),
+      });
+      reply.status(200).send(fileView(entry));
+    },
+  );
+
+  app.get('/v1/sandboxes/:id/files/stat', { schema: { summary: 'Stat a path (symlinks not followed)', params: idParams, querystring: pathQuery } }, async (req) =>
+    fileView(await files(req.params.id).stat(cleanPath(req.query.path), req.query.user)),
+  );
+
+  app.get('/v1/sandboxes/:id/files/list', { schema: { summary: 'List a directory to a depth', params: idParams, querystring: listFilesQuery } }, async (req) =>
+    (await files(req.params.id).list(cleanPath(req.query.path), req.query.depth, req.query.user)).map(fileView),
+  );
+
+  app.post('/v1/sandboxes/:id/files/mkdir', { schema: { summary: 'mkdir -p', params: idParams, body: mkdirBody } }, async (req, reply) => {
+    reply.status(201).send(fileView(await files(req.params.id).mkdir(cleanPath(req.body.path), req.body.user)));
+  });
+
+  app.post('/v1/sandboxes/:id/files/move', { schema: { summary: 'Move or rename', params: idParams, body: moveBody } }, async (req) =>
+    fileView(await files(req.params.id).move(cleanPath(req.body.from, '/', 'from'), cleanPath(req.body.to, '/', 'to'), req.body.user)),
+  );
+
+  app.delete('/v1/sandboxes/:id/files', { schema: { summary: 'Remove a file or directory', params: idParams, querystring: removeFileQuery } }, async (req, reply) => {
+    await files(req.params.id).remove(cleanPath(req.query.path), req.query.user, req.query.recursive === undefined ? true : truthy(req.query.recursive));
+    reply.status(204).send();
+  });
+}

@@ -1,0 +1,152 @@
+import type { FastifyReply } from 'fastify';
+import type { WebSocket } from 'ws';
+import { z } from 'zod';
+import { CordonError } from '../../errors/registry.js';
+import type { LiveSandbox } from '../../engine/live-sandbox.js';
+import type { ManagedProcess, ProcessEvent } from '../../engine/process-manager.js';
+import { execBody, idParams, procParams, processBody, resizeBody, signalBody, stdinBody } from '../schemas.js';
+import type { ApiDeps, TypedApp } from '../server.js';
+import { execView, processView } from '../views.js';
+
+/** Wire form of a process event: output bytes travel as base64 so binary output survives JSON. */
+export function eventWire(ev: ProcessEvent) {
+  if (ev.type === 'exit') return { type: 'exit', exit_code: ev.exitCode, signal: ev.signal ?? null, timed_out: !!ev.timedOut, oom_killed: !!ev.oomKilled };
+  if (ev.type === 'start') return { type: 'start', pid: ev.pid };
+  return { type: ev.type, data: ev.data.toString('base64') };
+}
+
+/** Server-Sent Events: one `data:` JSON line per event, ending after the exit event. */
+function streamSse(reply: FastifyReply, proc: ManagedProcess, replay: boolean): void {
+  reply.hijack();
+  const res = reply.raw;
+  res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' });
+  const unsubscribe = proc.subscribe((ev) => {
+    res.write(`event: ${ev.type}\ndata: ${JSON.stringify(eventWire(ev))}\n\n`);
+    if (ev.type === 'exit') res.end();
+  }, replay);
+  res.on('close', unsubscribe);
+}
+
+const clientMessage = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('stdin'), data: z.string() }),
+  z.object({ type: z.literal('close_stdin') }),
+  z.object({ type: z.literal('resize'), cols: z.number().int().min(1).max(1000), rows: z.number().int().min(1).max(1000) }),
+  z.object({ type: z.literal('signal'), signal: signalBody.shape.signal }),
+]);
+
+/** A WebSocket bound to one process: events out, stdin / resize / signal in. */
+function bindSocket(socket: WebSocket, live: LiveSandbox, proc: ManagedProcess, replay: boolean): void {
+  const unsubscribe = proc.subscribe((ev) => {
+    if (socket.readyState !== socket.OPEN) return;
+    socket.send(JSON.stringify(eventWire(ev)));
+    if (ev.type === 'exit') socket.close(1000, 'process exited');
+  }, replay);
+  socket.on('close', unsubscribe);
+  socket.on('message', (raw) => {
+    const parsed = clientMessage.safeParse(safeJson(raw.toString()));
+    if (!parsed.success) {
+      socket.send(JSON.stringify({ type: 'error', code: 'invalid_argument', message: `bad message: ${parsed.error.issues[0]?.message}` }));
+      return;
+    }
+    const m = parsed.data;
+    const pid = proc.info.pid;
+    const act = async () => {
+      if (m.type === 'stdin') await live.processes.sendStdin(pid, Buffer.from(m.data, 'base64'));
+      else if (m.type === 'close_stdin') live.processes.closeStdin(pid);
+      else if (m.type === 'resize') live.processes.resize(pid, m.cols, m.rows);
+      else await live.processes.signal(pid, m.signal as NodeJS.Signals);
+    };
+    act().catch((e: Error) => socket.send(JSON.stringify({ type: 'error', code: (e as CordonError).code ?? 'internal', message: e.message })));
+  });
+}
+
+function safeJson(s: string): unknown {
+  try {
+    return JSON.parse(s);
+  } catch {
+    return undefined;
+  }
+}
+
+export function registerProcessRoutes(app: TypedApp, { mgr }: ApiDeps): void {
+  app.post('/v1/sandboxes/:id/exec', { schema: { summary: 'Run a command; stream=true answers with Server-Sent Events', params: idParams, body: execBody } }, async (req, reply) => {
+    const b = req.body;
+    const live = mgr.running(req.params.id);
+    const stdinData = b.stdin === undefined ? undefined : Buffer.from(b.stdin, b.stdin_encoding === 'base64' ? 'base64' : 'utf8');
+    const cmd = { cmd: b.cmd, env: b.env, cwd: b.cwd, user: b.user, timeoutMs: b.timeout, stdinData };
+    if (b.stream) {
+      const proc = await live.start(cmd);
+      return streamSse(reply, proc, true);
+    }
+    return execView(await live.exec(cmd));
+  });
+
+  app.post('/v1/sandboxes/:id/processes', { schema: { summary: 'Start a background process', params: idParams, body: processBody } }, async (req, reply) => {
+    const b = req.body;
+    const proc = await mgr.running(req.params.id).start({ cmd: b.cmd, env: b.env, cwd: b.cwd, user: b.user, tag: b.tag, stdin: b.stdin, timeoutMs: b.timeout, tty: b.pty });
+    reply.status(201).send(processView(proc.info));
+  });
+
+  app.get('/v1/sandboxes/:id/processes', { schema: { summary: 'List processes started through the API', params: idParams } }, async (req) =>
+    mgr.running(req.params.id).processes.list().map(processView),
+  );
+  app.get('/v1/sandboxes/:id/processes/:ref', { schema: { summary: 'One process, by pid or tag', params: procParams } }, async (req) =>
+    processView(mgr.running(req.params.id).processes.get(req.params.ref).info),
+  );
+  app.get(
+    '/v1/sandboxes/:id/processes/:ref/events',
+    { schema: { summary: 'Reconnect to a process output as Server-Sent Events', params: procParams, querystring: z.object({ replay: z.enum(['true', 'false']).optional() }).strict() } },
+    async (req, reply) => {
+      const proc = mgr.running(req.params.id).processes.get(req.params.ref);
+      streamSse(reply, proc, req.query.replay !== 'false');
+    },
+  );
+  app.post('/v1/sandboxes/:id/processes/:ref/stdin', { schema: { summary: 'Write to stdin', params: procParams, body: stdinBody } }, async (req, reply) => {
+    await mgr.running(req.params.id).processes.sendStdin(req.params.ref, Buffer.from(req.body.data, req.body.encoding === 'base64' ? 'base64' : 'utf8'));
+    reply.status(204).send();
+  });
+  app.post('/v1/sandboxes/:id/processes/:ref/close-stdin', { schema: { summary: 'Close stdin (EOF)', params: procParams } }, async (req, reply) => {
+    mgr.running(req.params.id).processes.closeStdin(req.params.ref);
+    reply.status(204).send();
+  });
+  app.post('/v1/sandboxes/:id/processes/:ref/signal', { schema: { summary: 'Send a signal', params: procParams, body: signalBody } }, async (req, reply) => {
+    await mgr.running(req.params.id).processes.signal(req.params.ref, req.body.signal as NodeJS.Signals);
+    reply.status(204).send();
+  });
+  app.post('/v1/sandboxes/:id/processes/:ref/resize', { schema: { summary: 'Resize the PTY', params: procParams, body: resizeBody } }, async (req, reply) => {
+    mgr.running(req.params.id).processes.resize(req.params.ref, req.body.cols, req.body.rows);
+    reply.status(204).send();
+  });
+  app.delete('/v1/sandboxes/:id/processes/:ref', { schema: { summary: 'Kill a process (SIGKILL)', params: procParams } }, async (req, reply) => {
+    await mgr.running(req.params.id).processes.signal(req.params.ref, 'SIGKILL');
+    reply.status(204).send();
+  });
+
+  // WebSocket surfaces: attach to an existing process, or start one (first message is the command).
+  app.get('/v1/sandboxes/:id/processes/:ref/attach', { websocket: true, schema: { params: procParams, hide: true } }, (socket, req) => {
+    try {
+      const live = mgr.running(req.params.id);
+      bindSocket(socket, live, live.processes.get(req.params.ref), true);
+    } catch (e) {
+      socket.close(4000 + ((e as CordonError).status ?? 500), (e as Error).message.slice(0, 120));
+    }
+  });
+  app.get('/v1/sandboxes/:id/exec/ws', { websocket: true, schema: { params: idParams, hide: true } }, (socket, req) => {
+    socket.once('message', (raw) => {
+      void (async () => {
+        try {
+          const parsed = processBody.safeParse(safeJson(raw.toString()));
+          if (!parsed.success) throw new CordonError('invalid_argument', parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; '));
+          const b = parsed.data;
+          const live = mgr.running(req.params.id);
+          const proc = await live.start({ cmd: b.cmd, env: b.env, cwd: b.cwd, user: b.user, tag: b.tag, stdin: b.stdin ?? true, timeoutMs: b.timeout, tty: b.pty });
+          bindSocket(socket, live, proc, true);
+        } catch (e) {
+          const err = e instanceof CordonError ? e : new CordonError('internal', (e as Error).message);
+          socket.send(JSON.stringify({ type: 'error', ...err.toJSON() }));
+          socket.close(4000 + err.status, err.message.slice(0, 120));
+        }
+      })();
+    });
+  });
+}

@@ -1,0 +1,129 @@
+import { z } from 'zod';
+import { RUNTIME_NAMES } from '../config.js';
+import { parseDuration, parseSize } from '../util/units.js';
+
+// Every input the REST API accepts, validated at the edge. Messages name the field and the fix.
+
+const size = (field: string, min = 0) =>
+  z.union([z.string(), z.number()]).transform((v, ctx) => {
+    const n = parseSize(v);
+    if (n === undefined || n < min) {
+      ctx.addIssue({ code: 'custom', message: `${field} must be a size like 128m, 1g or a byte count${min ? ` (at least ${min} bytes)` : ''}` });
+      return z.NEVER;
+    }
+    return n;
+  });
+
+const duration = (field: string) =>
+  z.union([z.string(), z.number()]).transform((v, ctx) => {
+    const n = parseDuration(v);
+    if (n === undefined) {
+      ctx.addIssue({ code: 'custom', message: `${field} must be a duration like 30s, 5m, 1h or a number of seconds` });
+      return z.NEVER;
+    }
+    return n;
+  });
+
+const absPath = z
+  .string()
+  .min(1)
+  .max(4096)
+  .refine((p) => p.startsWith('/') && !p.includes('\0') && !p.split('/').includes('..'), 'must be an absolute path without ".." or NUL');
+
+const envMap = z
+  .record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'environment variable names are letters, digits and _'), z.string().max(131072).refine((v) => !v.includes('\0'), 'must not contain NUL'))
+  .refine((m) => Object.keys(m).length <= 1024, 'at most 1024 variables');
+
+const labelMap = z
+  .record(z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$/, 'label keys are up to 63 letters, digits, . _ / -'), z.string().max(256))
+  .refine((m) => Object.keys(m).length <= 64, 'at most 64 labels');
+
+const argv = z.array(z.string().max(131072).refine((a) => !a.includes('\0'), 'arguments must not contain NUL')).max(4096);
+const userSpec = z.string().regex(/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,31})?$/, 'a user name, uid, or user:group');
+
+export const createSandboxBody = z
+  .object({
+    template: z.string().regex(/^[a-z0-9][a-z0-9._-]{0,62}$/, 'template names are lowercase letters, digits, . _ -').optional(),
+    image: z.string().min(1).max(512).optional(),
+    runtime: z.enum(RUNTIME_NAMES as [string, ...string[]]).optional(),
+    env: envMap.optional(),
+    workdir: absPath.optional(),
+    cmd: argv.optional(),
+    entrypoint: argv.optional(),
+    user: userSpec.optional(),
+    cpus: z.number().positive().max(256).optional(),
+    memory: size('memory', 32 * 1024 * 1024).optional(),
+    pids: z.number().int().min(8).max(1_000_000).optional(),
+    disk: size('disk', 16 * 1024 * 1024).optional(),
+    timeout: duration('timeout').optional(),
+    labels: labelMap.optional(),
+    metadata: labelMap.optional(),
+    read_only_rootfs: z.boolean().optional(),
+    tmpfs: z.array(z.object({ path: absPath, size: size('tmpfs.size', 4096).default(64 * 1024 * 1024), options: z.array(z.enum(['noexec', 'exec', 'nosuid', 'nodev', 'ro', 'rw'])).optional() }).strict()).max(16).optional(),
+    hostname: z.string().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/i, 'a hostname of letters, digits and -').optional(),
+  })
+  .strict()
+  .refine((b) => !(b.template && b.image), { message: 'give template or image, not both', path: ['image'] });
+
+export const listQuery = z
+  .object({
+    state: z.string().optional(),
+    label: z.union([z.string(), z.array(z.string())]).optional(),
+  })
+  .strict();
+
+export const idParams = z.object({ id: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'sandbox ids are lowercase letters and digits') });
+export const procParams = idParams.extend({ ref: z.string().min(1).max(128) });
+
+export const stopBody = z.object({ timeout: duration('timeout').optional() }).strict().optional();
+export const removeQuery = z.object({ force: z.enum(['true', 'false', '1', '0']).optional() }).strict();
+export const timeoutBody = z.object({ timeout: duration('timeout') }).strict();
+export const resourcesBody = z.object({ memory: size('memory', 32 * 1024 * 1024) }).strict();
+
+const commandFields = {
+  cmd: argv.min(1, 'give at least the program to run'),
+  env: envMap.optional(),
+  cwd: z.string().min(1).max(4096).refine((p) => !p.includes('\0'), 'must not contain NUL').optional(),
+  user: userSpec.optional(),
+  timeout: duration('timeout').optional(),
+};
+
+export const execBody = z
+  .object({
+    ...commandFields,
+    stdin: z.string().max(64 * 1024 * 1024).optional(),
+    stdin_encoding: z.enum(['utf8', 'base64']).optional(),
+    stream: z.boolean().optional(),
+  })
+  .strict();
+
+export const processBody = z
+  .object({
+    ...commandFields,
+    tag: z.string().regex(/^[A-Za-z][A-Za-z0-9_.-]{0,62}$/, 'tags start with a letter').optional(),
+    stdin: z.boolean().optional(),
+    pty: z.object({ cols: z.number().int().min(1).max(1000), rows: z.number().int().min(1).max(1000) }).strict().optional(),
+  })
+  .strict();
+
+export const stdinBody = z.object({ data: z.string().max(16 * 1024 * 1024), encoding: z.enum(['utf8', 'base64']).optional() }).strict();
+export const signalBody = z.object({ signal: z.enum(['SIGTERM', 'SIGKILL', 'SIGINT', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2', 'SIGSTOP', 'SIGCONT']) }).strict();
+export const resizeBody = z.object({ cols: z.number().int().min(1).max(1000), rows: z.number().int().min(1).max(1000) }).strict();
+
+const filePath = z.string().min(1).max(4096);
+export const pathQuery = z.object({ path: filePath, user: userSpec.optional() }).strict();
+export const listFilesQuery = z.object({ path: filePath, depth: z.coerce.number().int().min(1).max(64).default(1), user: userSpec.optional() }).strict();
+export const writeQuery = z
+  .object({
+    path: filePath,
+    user: userSpec.optional(),
+    mode: z.string().regex(/^[0-7]{3,4}$/, 'an octal mode like 644').optional(),
+    append: z.enum(['true', 'false', '1', '0']).optional(),
+    parents: z.enum(['true', 'false', '1', '0']).optional(),
+  })
+  .strict();
+export const removeFileQuery = pathQuery.extend({ recursive: z.enum(['true', 'false', '1', '0']).optional() }).strict();
+export const mkdirBody = z.object({ path: filePath, user: userSpec.optional() }).strict();
+export const moveBody = z.object({ from: filePath, to: filePath, user: userSpec.optional() }).strict();
+
+export const truthy = (v: string | undefined) => v === 'true' || v === '1';

@@ -1,0 +1,88 @@
+import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type RawReplyDefaultExpression, type RawRequestDefaultExpression, type RawServerDefault } from 'fastify';
+import swagger from '@fastify/swagger';
+import websocket from '@fastify/websocket';
+import { jsonSchemaTransform, serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
+import type { DaemonConfig } from '../config.js';
+import { CordonError } from '../errors/registry.js';
+import type { SandboxManager } from '../engine/sandbox-manager.js';
+import { apiKeyMatches } from './auth.js';
+import { registerSandboxRoutes } from './routes/sandboxes.js';
+import { registerProcessRoutes } from './routes/processes.js';
+import { registerFileRoutes } from './routes/files.js';
+import { registerSystemRoutes } from './routes/system.js';
+
+export interface ApiDeps {
+  cfg: DaemonConfig;
+  mgr: SandboxManager;
+  /** Whether the daemon can create sandboxes now, and if not why. */
+  readiness: () => { ready: boolean; reason?: string; runtimes: Record<string, string> };
+  version: string;
+}
+
+export type TypedApp = FastifyInstance<RawServerDefault, RawRequestDefaultExpression, RawReplyDefaultExpression, FastifyBaseLogger, ZodTypeProvider>;
+
+function errorBody(err: CordonError) {
+  return err.toJSON();
+}
+
+/** Fastify validation failures become 400s that name the field and say what is wrong with it. */
+function validationMessage(err: FastifyError): string {
+  const where = (err as { validationContext?: string }).validationContext ?? 'body';
+  return (err.validation ?? [])
+    .map((v) => {
+      const field = [where, ...String(v.instancePath ?? '').split('/').filter(Boolean)].join('.');
+      return `${field}: ${v.message}`;
+    })
+    .join('; ');
+}
+
+export async function buildServer(deps: ApiDeps): Promise<FastifyInstance> {
+  const app = Fastify({ bodyLimit: deps.cfg.bodyLimitBytes, logger: false, forceCloseConnections: true });
+  app.setValidatorCompiler(validatorCompiler);
+  app.setSerializerCompiler(serializerCompiler);
+
+  // Uploads stream straight through to the sandbox; nothing buffers them in memory.
+  app.addContentTypeParser('application/octet-stream', (_req, payload, done) => done(null, payload));
+
+  app.setErrorHandler((err: FastifyError, _req, reply) => {
+    let e: CordonError;
+    if (err instanceof CordonError) e = err;
+    else if (err.validation) e = new CordonError('invalid_argument', validationMessage(err));
+    else if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
+      e = new CordonError('payload_too_large', `request body is larger than ${deps.cfg.bodyLimitBytes} bytes; send file contents with PUT .../files/content instead`);
+    } else if (err.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') e = new CordonError('invalid_argument', `unsupported Content-Type; send application/json (or application/octet-stream for file contents)`);
+    else if (err.code === 'FST_ERR_CTP_EMPTY_JSON_BODY' || err.statusCode === 400) e = new CordonError('invalid_argument', `malformed request: ${err.message}`);
+    else e = new CordonError('internal', `internal error: ${err.message}`);
+    if (reply.sent || reply.raw.headersSent) {
+      reply.raw.destroy();
+      return;
+    }
+    reply.status(e.status).send(errorBody(e));
+  });
+  app.setNotFoundHandler((req, reply) => {
+    reply.status(404).send(new CordonError('not_found', `no route ${req.method} ${req.url.split('?')[0]}; see GET /v1/openapi.json`).toJSON());
+  });
+
+  if (deps.cfg.apiKey) {
+    const key = deps.cfg.apiKey;
+    app.addHook('onRequest', async (req, reply) => {
+      if (req.url === '/v1/health' || req.url.startsWith('/v1/openapi')) return;
+      if (!apiKeyMatches(req, key)) {
+        reply.status(401).send(new CordonError('unauthenticated', 'missing or wrong API key; set CORDON_API_KEY (sent as Authorization: Bearer KEY)').toJSON());
+      }
+    });
+  }
+
+  await app.register(swagger, {
+    openapi: { info: { title: 'cordon', version: deps.version, description: 'Sandboxes for untrusted code' }, components: { securitySchemes: { apiKey: { type: 'http', scheme: 'bearer' } } } },
+    transform: jsonSchemaTransform,
+  });
+  await app.register(websocket, { options: { maxPayload: 16 * 1024 * 1024 } });
+
+  const typed = app.withTypeProvider<ZodTypeProvider>();
+  registerSystemRoutes(typed, deps, () => app.swagger());
+  registerSandboxRoutes(typed, deps);
+  registerProcessRoutes(typed, deps);
+  registerFileRoutes(typed, deps);
+  return app;
+}

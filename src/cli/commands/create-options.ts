@@ -1,0 +1,61 @@
+import { readFileSync } from 'node:fs';
+import type { Command } from 'commander';
+import { CordonError } from '../../errors/registry.js';
+import type { CreateOptions } from '../../sdk/types.js';
+import { collect, envFrom } from '../output.js';
+
+/** Flags shared by `run` and `create`, docker-style. */
+export function addCreateOptions(cmd: Command): Command {
+  return cmd
+    .option('--template <name>', 'template to start from', undefined)
+    .option('--image <ref>', 'OCI image to start from')
+    .option('--runtime <name>', 'runsc (gVisor, default), crun or runc')
+    .option('--memory <size>', 'memory limit, e.g. 128m')
+    .option('--cpus <n>', 'CPU limit in cores, e.g. 0.5')
+    .option('--pids <n>', 'process limit')
+    .option('--disk <size>', 'disk limit for the writable layer, e.g. 1g')
+    .option('--timeout <duration>', 'remove the sandbox after this long, e.g. 60s')
+    .option('-e, --env <K=V>', 'environment variable (repeatable)', collect, [])
+    .option('--env-file <file>', 'read environment variables from a file')
+    .option('-w, --workdir <dir>', 'working directory')
+    .option('-u, --user <user>', 'user to run as (name, uid or uid:gid)')
+    .option('-l, --label <k=v>', 'label (repeatable)', collect, [])
+    .option('--read-only', 'mount the root filesystem read-only')
+    .option('--tmpfs <path[:size]>', 'mount a tmpfs (repeatable)', collect, [])
+    .option('--hostname <name>', 'hostname inside the sandbox');
+}
+
+export function createOptionsFrom(o: Record<string, unknown>): CreateOptions {
+  const labels: Record<string, string> = {};
+  for (const l of (o.label as string[]) ?? []) {
+    const i = l.indexOf('=');
+    if (i <= 0) throw new CordonError('invalid_argument', `--label "${l}" must look like key=value`);
+    labels[l.slice(0, i)] = l.slice(i + 1);
+  }
+  const num = (v: unknown, flag: string) => {
+    if (v === undefined) return undefined;
+    const n = Number(v);
+    if (!Number.isFinite(n)) throw new CordonError('invalid_argument', `${flag} must be a number, got ${v}`);
+    return n;
+  };
+  return {
+    template: o.template as string | undefined,
+    image: o.image as string | undefined,
+    runtime: o.runtime as CreateOptions['runtime'],
+    memory: o.memory as string | undefined,
+    cpus: num(o.cpus, '--cpus'),
+    pids: num(o.pids, '--pids'),
+    disk: o.disk as string | undefined,
+    timeout: o.timeout as string | undefined,
+    env: envFrom(o.env as string[], o.envFile as string | undefined, (p) => readFileSync(p, 'utf8')),
+    workdir: o.workdir as string | undefined,
+    user: o.user as string | undefined,
+    labels,
+    read_only_rootfs: o.readOnly ? true : undefined,
+    tmpfs: ((o.tmpfs as string[]) ?? []).map((t) => {
+      const [path, size] = t.split(':');
+      return { path, size };
+    }),
+    hostname: o.hostname as string | undefined,
+  };
+}

@@ -1,0 +1,11 @@
+import type { Command } from 'commander';
+import { registerCp } from './cp.js';
+import { registerLifecycle } from './lifecycle.js';
+import { registerRunExec } from './run-exec.js';
+
+export function registerCommands(program: Command): void {
+  program.enablePositionalOptions();
+  registerLifecycle(program);
+  registerRunExec(program);
+  registerCp(program);
+}

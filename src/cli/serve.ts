@@ -1,0 +1,52 @@
+import type { Command } from 'commander';
+import { defaultConfig, RUNTIME_NAMES, type RuntimeName } from '../config.js';
+import { createDaemon } from '../daemon.js';
+import { parseDuration, parseSize } from '../util/units.js';
+
+function hostPort(listen: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(listen);
+  if (!m) throw new Error(`--listen must look like 127.0.0.1:7070, got ${listen}`);
+  return { host: m[1] ?? m[2], port: Number(m[3]) };
+}
+
+export function registerServe(program: Command): void {
+  program
+    .command('serve')
+    .description('run the cordon daemon')
+    .option('--listen <host:port>', 'address to serve the API on', '127.0.0.1:7070')
+    .option('--data-dir <dir>', 'where state, templates and sandboxes live', '/var/lib/cordon')
+    .option('--api-key <key>', 'require this API key (default: $CORDON_API_KEY; required off loopback)')
+    .option('--runtime <name>', `default runtime (${RUNTIME_NAMES.join('|')})`, 'runsc')
+    .option('--max-sandboxes <n>', 'refuse new sandboxes past this many (429)', '100')
+    .option('--min-host-memory <size>', 'refuse new sandboxes when less host memory is available (503)', '256m')
+    .option('--default-timeout <duration>', 'timeout for sandboxes that do not set one (0 = none)', '0')
+    .option('--runsc-platform <name>', 'gVisor platform: systrap or ptrace', 'systrap')
+    .option('--templates-dir <dir>', 'where built templates are kept (default DATA/templates); daemons may share one')
+    .option('--debian-mirror <url>', 'Debian mirror for the base template (default: the host apt sources)')
+    .action(async (o) => {
+      const { host, port } = hostPort(o.listen);
+      if (!RUNTIME_NAMES.includes(o.runtime)) throw new Error(`--runtime must be one of ${RUNTIME_NAMES.join(', ')}`);
+      const cfg = defaultConfig({
+        listenHost: host,
+        listenPort: port,
+        dataDir: o.dataDir,
+        apiKey: o.apiKey ?? process.env.CORDON_API_KEY ?? undefined,
+        defaultRuntime: o.runtime as RuntimeName,
+        maxSandboxes: Number(o.maxSandboxes),
+        minHostMemoryBytes: parseSize(o.minHostMemory) ?? 256 * 1024 * 1024,
+        defaultTimeoutMs: parseDuration(o.defaultTimeout) ?? 0,
+        runscPlatform: o.runscPlatform,
+        debianMirror: o.debianMirror,
+        templatesDir: o.templatesDir,
+      });
+      const daemon = await createDaemon(cfg);
+      const url = await daemon.listen();
+      console.error(`cordon ${cfg.defaultRuntime} daemon listening on ${url} (data in ${cfg.dataDir})`);
+      const shutdown = async () => {
+        await daemon.close().catch(() => {});
+        process.exit(0);
+      };
+      process.on('SIGINT', shutdown);
+      process.on('SIGTERM', shutdown);
+    });
+}

@@ -1,0 +1,86 @@
+import { existsSync } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
+import type { FastifyInstance } from 'fastify';
+import { buildServer } from './api/server.js';
+import { dataPaths, isLoopback, type DaemonConfig, type RuntimeName } from './config.js';
+import { SandboxManager } from './engine/sandbox-manager.js';
+import { TemplateResolver, type RootfsResolver } from './engine/sources.js';
+import { Supervisor } from './engine/supervisor.js';
+import { BaseTemplate } from './image/base-template.js';
+import { SandboxRootfs } from './image/sandbox-rootfs.js';
+import { createRuntimes } from './runtime/registry.js';
+import { openDatabase } from './store/db.js';
+import { SandboxStore } from './store/sandboxes.js';
+import { VERSION } from './version.js';
+
+export interface Daemon {
+  app: FastifyInstance;
+  mgr: SandboxManager;
+  listen(): Promise<string>;
+  close(): Promise<void>;
+}
+
+export const HELPERS = { busybox: '/bin/busybox', tini: '/usr/bin/tini-static' };
+
+/**
+ * Wire the layers together: store → runtimes → rootfs/templates → engine → HTTP surfaces.
+ * `imageResolver` lets the OCI image store plug in without the daemon knowing its internals.
+ */
+export async function createDaemon(cfg: DaemonConfig, log: (msg: string) => void = (m) => console.error(m), imageResolver?: RootfsResolver): Promise<Daemon> {
+  if (!isLoopback(cfg.listenHost) && !cfg.apiKey) {
+    throw new Error(`listening on ${cfg.listenHost} needs an API key: set CORDON_API_KEY or pass --api-key`);
+  }
+  for (const [name, path] of Object.entries(HELPERS)) {
+    if (!existsSync(path)) throw new Error(`${path} is missing (the sandbox ${name}); install it with apt-get install busybox-static tini`);
+  }
+  const paths = dataPaths(cfg.dataDir, cfg.templatesDir);
+  await mkdir(paths.sandboxes, { recursive: true });
+  await mkdir(paths.templates, { recursive: true });
+  const db = openDatabase(paths.db);
+  const store = new SandboxStore(db);
+  const runtimes = createRuntimes(cfg);
+  const runtimeStatus: Record<string, string> = {};
+  for (const [name, rt] of runtimes) {
+    runtimeStatus[name] = await rt.check().then(() => 'ok', (e: Error) => e.message);
+  }
+  const usable = new Map([...runtimes].filter(([n]) => runtimeStatus[n] === 'ok')) as Map<RuntimeName, (typeof runtimes extends Map<RuntimeName, infer R> ? R : never)>;
+  if (!usable.has(cfg.defaultRuntime)) throw new Error(`default runtime ${cfg.defaultRuntime} is not usable: ${runtimeStatus[cfg.defaultRuntime]}`);
+
+  const base = new BaseTemplate(paths.templates, cfg.debianMirror);
+  const mgr = new SandboxManager(cfg, store, usable, new SandboxRootfs(paths.sandboxes), new TemplateResolver(base, imageResolver), HELPERS);
+  const supervisor = new Supervisor(mgr, log);
+  await supervisor.reconcile();
+  supervisor.watch();
+
+  let baseError: string | undefined;
+  if (!base.isBuilt()) {
+    log('template base is not built yet; building it now (about a minute)');
+    base.ensure((l) => log(`[base] ${l}`)).catch((e: Error) => {
+      baseError = e.message;
+      log(`building template base failed: ${e.message}`);
+    });
+  }
+
+  const app = await buildServer({
+    cfg,
+    mgr,
+    version: VERSION,
+    readiness: () => {
+      if (base.isBuilt()) return { ready: true, runtimes: runtimeStatus };
+      return { ready: false, reason: baseError ? `template base failed to build: ${baseError}` : 'building template base', runtimes: runtimeStatus };
+    },
+  });
+
+  return {
+    app,
+    mgr,
+    async listen() {
+      return app.listen({ host: cfg.listenHost, port: cfg.listenPort });
+    },
+    async close() {
+      supervisor.stop();
+      await app.close();
+      db.close();
+    },
+  };
+}

@@ -1,0 +1,212 @@
+import { readFile } from 'node:fs/promises';
+import type { DaemonConfig } from '../config.js';
+import { CordonError } from '../errors/registry.js';
+import type { Runtime } from '../runtime/types.js';
+import { composeEnv } from './exec-env.js';
+import { FileService } from './files.js';
+import { ProcessManager, type ManagedProcess, type ProcessEvent } from './process-manager.js';
+import type { ImageConfig, SandboxRecord } from './types.js';
+import { resolveUser, type ResolvedUser } from './users.js';
+
+export interface CommandRequest {
+  cmd: string[];
+  env?: Record<string, string>;
+  cwd?: string;
+  user?: string;
+  tag?: string;
+  stdin?: boolean;
+  stdinData?: Buffer;
+  timeoutMs?: number;
+  tty?: { cols: number; rows: number };
+}
+
+export interface ExecResult {
+  exitCode: number;
+  stdout: string;
+  stderr: string;
+  durationMs: number;
+  timedOut: boolean;
+  oomKilled: boolean;
+  truncated: boolean;
+}
+
+export interface SandboxStats {
+  cpuPercent: number;
+  memoryUsageBytes: number;
+  memoryLimitBytes: number;
+  memoryPercent: number;
+  pids: number;
+  networkRxBytes: number;
+  networkTxBytes: number;
+  diskReadBytes: number;
+  diskWriteBytes: number;
+  oomKills: number;
+  timestamp: string;
+}
+
+/** In-memory side of a running sandbox: its processes, files and resource sampling. */
+export class LiveSandbox {
+  readonly processes: ProcessManager;
+  readonly files: FileService;
+  private lastCpu?: { at: number; ns: number };
+  private oomBaseline = 0;
+
+  constructor(
+    private readonly rec: SandboxRecord,
+    private readonly runtime: Runtime,
+    private readonly image: ImageConfig,
+    private readonly rootfs: string,
+    readonly initPid: number,
+    private readonly cfg: DaemonConfig,
+  ) {
+    this.processes = new ProcessManager(rec.id, runtime, cfg.processOutputBufferBytes);
+    this.files = new FileService(async (args, user) => {
+      const proc = await this.spawnRaw(args, user);
+      return proc;
+    });
+    void runtime.stats(rec.id).then((s) => (this.oomBaseline = s.oomKills)).catch(() => {});
+  }
+
+  get id(): string {
+    return this.rec.id;
+  }
+
+  defaultUser(): string {
+    return this.rec.spec.user ?? this.image.user ?? 'root';
+  }
+
+  resolveUser(user?: string): Promise<ResolvedUser> {
+    return resolveUser(this.rootfs, user || this.defaultUser());
+  }
+
+  private async execSpec(req: CommandRequest) {
+    if (!req.cmd.length) throw new CordonError('invalid_argument', 'cmd: give at least the program to run');
+    const user = await this.resolveUser(req.user);
+    const cwd = req.cwd ?? this.rec.spec.workdir ?? this.image.workdir ?? '/';
+    const spec = {
+      args: req.cmd,
+      env: composeEnv(this.image, this.rec.spec, user, req.env),
+      cwd: cwd.startsWith('/') ? cwd : `${user.home}/${cwd}`,
+      uid: user.uid,
+      gid: user.gid,
+      additionalGids: user.additionalGids,
+      tty: req.tty,
+      nproc: this.runtime.name === 'runsc' ? this.rec.spec.pids : undefined,
+    };
+    return { spec, user };
+  }
+
+  /** A helper process that is not tracked in the process list (file operations). */
+  private async spawnRaw(args: string[], user?: string) {
+    const { spec } = await this.execSpec({ cmd: args, user, cwd: '/' });
+    return this.runtime.exec(this.rec.id, spec);
+  }
+
+  async start(req: CommandRequest): Promise<ManagedProcess> {
+    const { spec, user } = await this.execSpec(req);
+    return this.processes.start({
+      spec,
+      user: user.name,
+      env: req.env ?? {},
+      tag: req.tag,
+      stdin: req.stdin,
+      stdinData: req.stdinData,
+      timeoutMs: req.timeoutMs,
+      oomCheck: () => this.oomHappened(),
+    });
+  }
+
+  startMain(args: string[]): Promise<ManagedProcess> {
+    return this.start({ cmd: args, tag: 'main' });
+  }
+
+  /** Run to completion and collect output (capped; `truncated` says when the cap was hit). */
+  async exec(req: CommandRequest): Promise<ExecResult> {
+    const started = Date.now();
+    const proc = await this.start(req);
+    const limit = this.cfg.execOutputLimitBytes;
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    let outLen = 0;
+    let errLen = 0;
+    let truncated = false;
+    const exit = await new Promise<Extract<ProcessEvent, { type: 'exit' }>>((resolve) => {
+      proc.subscribe((ev) => {
+        if (ev.type === 'stdout' || ev.type === 'pty') {
+          if (outLen + ev.data.length <= limit) (out.push(ev.data), (outLen += ev.data.length));
+          else truncated = true;
+        } else if (ev.type === 'stderr') {
+          if (errLen + ev.data.length <= limit) (err.push(ev.data), (errLen += ev.data.length));
+          else truncated = true;
+        } else if (ev.type === 'exit') resolve(ev);
+      });
+    });
+    return {
+      exitCode: exit.timedOut ? 124 : exit.exitCode,
+      stdout: Buffer.concat(out).toString('utf8'),
+      stderr: Buffer.concat(err).toString('utf8'),
+      durationMs: Date.now() - started,
+      timedOut: !!exit.timedOut,
+      oomKilled: !!exit.oomKilled,
+      truncated,
+    };
+  }
+
+  private async oomHappened(): Promise<boolean> {
+    const s = await this.runtime.stats(this.rec.id);
+    const happened = s.oomKills > this.oomBaseline;
+    this.oomBaseline = s.oomKills;
+    return happened;
+  }
+
+  async stats(): Promise<SandboxStats> {
+    const sample = async () => ({ at: Date.now(), s: await this.runtime.stats(this.rec.id) });
+    let prev = this.lastCpu;
+    let cur = await sample();
+    if (!prev || cur.at - prev.at > 30_000 || cur.at - prev.at < 50) {
+      prev = { at: cur.at, ns: cur.s.cpuUsageNs };
+      await new Promise((r) => setTimeout(r, 200));
+      cur = await sample();
+    }
+    this.lastCpu = { at: cur.at, ns: cur.s.cpuUsageNs };
+    const cpuPercent = Math.max(0, ((cur.s.cpuUsageNs - prev.ns) / 1e6 / Math.max(1, cur.at - prev.at)) * 100);
+    const net = await netCounters(this.initPid);
+    const limit = cur.s.memoryLimitBytes;
+    return {
+      cpuPercent: Math.round(cpuPercent * 100) / 100,
+      memoryUsageBytes: cur.s.memoryUsageBytes,
+      memoryLimitBytes: limit,
+      memoryPercent: limit ? Math.round((cur.s.memoryUsageBytes / limit) * 10000) / 100 : 0,
+      pids: cur.s.pids,
+      networkRxBytes: net.rx,
+      networkTxBytes: net.tx,
+      diskReadBytes: cur.s.diskReadBytes,
+      diskWriteBytes: cur.s.diskWriteBytes,
+      oomKills: cur.s.oomKills,
+      timestamp: new Date(cur.at).toISOString(),
+    };
+  }
+
+  close(): void {
+    this.processes.clear();
+  }
+}
+
+/** rx/tx bytes of the sandbox's network namespace, from the kernel's per-interface counters. */
+async function netCounters(pid: number): Promise<{ rx: number; tx: number }> {
+  try {
+    const text = await readFile(`/proc/${pid}/net/dev`, 'utf8');
+    let rx = 0;
+    let tx = 0;
+    for (const line of text.split('\n').slice(2)) {
+      const [iface, rest] = line.split(':');
+      if (!rest || iface.trim() === 'lo') continue;
+      const f = rest.trim().split(/\s+/).map(Number);
+      rx += f[0];
+      tx += f[8];
+    }
+    return { rx, tx };
+  } catch {
+    return { rx: 0, tx: 0 };
+  }
+}

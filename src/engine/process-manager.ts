@@ -1,0 +1,225 @@
+import { EventEmitter } from 'node:events';
+import { CordonError, errors } from '../errors/registry.js';
+import type { ExecHandle, ExecSpec, Runtime } from '../runtime/types.js';
+
+export type ProcessEvent =
+  | { type: 'start'; pid: number }
+  | { type: 'stdout' | 'stderr' | 'pty'; data: Buffer }
+  | { type: 'exit'; exitCode: number; signal?: string; timedOut?: boolean; oomKilled?: boolean; error?: string };
+
+export interface ProcessInfo {
+  pid: number;
+  tag?: string;
+  cmd: string[];
+  cwd: string;
+  user: string;
+  env: Record<string, string>;
+  pty: boolean;
+  running: boolean;
+  stdinOpen: boolean;
+  startedAt: number;
+  exitedAt?: number;
+  exitCode?: number;
+}
+
+export interface StartOptions {
+  spec: ExecSpec;
+  user: string;
+  env: Record<string, string>;
+  tag?: string;
+  /** Keep stdin open for sendStdin; otherwise the process sees EOF at once (after `stdinData`). */
+  stdin?: boolean;
+  stdinData?: Buffer;
+  timeoutMs?: number;
+  /** Called after exit to tell whether the kernel OOM-killed something meanwhile. */
+  oomCheck?: () => Promise<boolean>;
+}
+
+const KEEP_FINISHED = 200;
+let syntheticPid = 1 << 22;
+
+/** One running or recently finished process, with the output a late subscriber can replay. */
+export class ManagedProcess extends EventEmitter {
+  readonly info: ProcessInfo;
+  private chunks: ProcessEvent[] = [];
+  private buffered = 0;
+  private dropped = false;
+  exit?: Extract<ProcessEvent, { type: 'exit' }>;
+  timedOut = false;
+
+  constructor(info: ProcessInfo, readonly handle: ExecHandle, private readonly bufferLimit: number) {
+    super();
+    this.info = info;
+    this.setMaxListeners(0);
+  }
+
+  record(ev: ProcessEvent): void {
+    if (ev.type === 'stdout' || ev.type === 'stderr' || ev.type === 'pty') {
+      this.chunks.push(ev);
+      this.buffered += ev.data.length;
+      while (this.buffered > this.bufferLimit && this.chunks.length > 1) {
+        const old = this.chunks.shift() as { data: Buffer };
+        this.buffered -= old.data.length;
+        this.dropped = true;
+      }
+    } else if (ev.type === 'exit') {
+      this.exit = ev;
+    }
+    this.emit('event', ev);
+  }
+
+  /** Replay what is buffered, then follow live events until exit. Returns an unsubscribe function. */
+  subscribe(fn: (ev: ProcessEvent) => void, replay = true): () => void {
+    fn({ type: 'start', pid: this.info.pid });
+    if (replay) for (const c of this.chunks) fn(c);
+    if (this.exit) {
+      fn(this.exit);
+      return () => {};
+    }
+    this.on('event', fn);
+    return () => this.off('event', fn);
+  }
+
+  get outputDropped(): boolean {
+    return this.dropped;
+  }
+}
+
+/** The processes of one sandbox: start, find by pid or tag, stdin, signals, terminal size. */
+export class ProcessManager {
+  private readonly procs = new Map<number, ManagedProcess>();
+  private readonly finished: number[] = [];
+
+  constructor(
+    private readonly sandboxId: string,
+    private readonly runtime: Runtime,
+    private readonly bufferLimit: number,
+  ) {}
+
+  async start(opts: StartOptions): Promise<ManagedProcess> {
+    if (opts.tag && this.byTag(opts.tag)?.info.running) {
+      throw new CordonError('already_exists', `a running process already has tag ${opts.tag}; pick another tag or kill it first`);
+    }
+    const handle = this.runtime.exec(this.sandboxId, opts.spec);
+    const early = await Promise.race([handle.pid.then((p) => ({ pid: p })), handle.exited.then(() => ({ pid: undefined }))]).catch(() => ({ pid: undefined }));
+    const pid = early.pid ?? ++syntheticPid;
+    const proc = new ManagedProcess(
+      {
+        pid,
+        tag: opts.tag,
+        cmd: opts.spec.args,
+        cwd: opts.spec.cwd,
+        user: opts.user,
+        env: opts.env,
+        pty: !!opts.spec.tty,
+        running: true,
+        stdinOpen: !!opts.stdin,
+        startedAt: Date.now(),
+      },
+      handle,
+      this.bufferLimit,
+    );
+    this.procs.set(pid, proc);
+    this.pump(proc, opts);
+    if (opts.stdinData?.length) handle.stdin.write(opts.stdinData);
+    if (!opts.stdin) handle.stdin.end();
+    return proc;
+  }
+
+  private pump(proc: ManagedProcess, opts: StartOptions): void {
+    const h = proc.handle;
+    const streams: Promise<void>[] = [];
+    const follow = (s: NodeJS.ReadableStream | undefined, type: 'stdout' | 'stderr' | 'pty') => {
+      if (!s) return;
+      streams.push(
+        new Promise((resolve) => {
+          s.on('data', (d: Buffer) => proc.record({ type, data: d }));
+          s.on('end', resolve);
+          s.on('close', resolve);
+          s.on('error', () => resolve());
+        }),
+      );
+    };
+    follow(h.stdout, proc.info.pty ? 'pty' : 'stdout');
+    follow(h.stderr, 'stderr');
+    let timer: NodeJS.Timeout | undefined;
+    if (opts.timeoutMs && opts.timeoutMs > 0) {
+      timer = setTimeout(() => {
+        proc.timedOut = true;
+        h.signal('SIGKILL').catch(() => {});
+      }, opts.timeoutMs);
+    }
+    void (async () => {
+      const status = await h.exited;
+      // Output can still be in flight when the exit is seen; give the pipes a moment to drain.
+      await Promise.race([Promise.all(streams), new Promise((r) => setTimeout(r, 2000))]);
+      if (timer) clearTimeout(timer);
+      const oomKilled = status.exitCode === 137 && opts.oomCheck ? await opts.oomCheck().catch(() => false) : false;
+      proc.info.running = false;
+      proc.info.stdinOpen = false;
+      proc.info.exitedAt = Date.now();
+      proc.info.exitCode = status.exitCode;
+      proc.record({
+        type: 'exit',
+        exitCode: status.exitCode,
+        signal: status.signal,
+        ...(proc.timedOut ? { timedOut: true } : {}),
+        ...(oomKilled ? { oomKilled: true } : {}),
+      });
+      this.retire(proc.info.pid);
+    })();
+  }
+
+  private retire(pid: number): void {
+    this.finished.push(pid);
+    while (this.finished.length > KEEP_FINISHED) this.procs.delete(this.finished.shift()!);
+  }
+
+  list(): ProcessInfo[] {
+    return [...this.procs.values()].map((p) => p.info);
+  }
+
+  byTag(tag: string): ManagedProcess | undefined {
+    let found: ManagedProcess | undefined;
+    for (const p of this.procs.values()) if (p.info.tag === tag && (!found || p.info.running)) found = p;
+    return found;
+  }
+
+  /** A process by pid ("123") or by tag ("tag:name" or a non-numeric name). */
+  get(ref: string | number): ManagedProcess {
+    const text = String(ref);
+    const p = /^\d+$/.test(text) ? this.procs.get(Number(text)) : this.byTag(text.replace(/^tag:/, ''));
+    if (!p) throw errors.processNotFound(text);
+    return p;
+  }
+
+  async sendStdin(ref: string | number, data: Buffer): Promise<void> {
+    const p = this.get(ref);
+    if (!p.info.stdinOpen) throw new CordonError('invalid_state', `stdin of process ${p.info.pid} is closed; start it with stdin enabled`);
+    await new Promise<void>((resolve, reject) => p.handle.stdin.write(data, (e) => (e ? reject(e) : resolve())));
+  }
+
+  closeStdin(ref: string | number): void {
+    const p = this.get(ref);
+    p.info.stdinOpen = false;
+    p.handle.stdin.end();
+  }
+
+  async signal(ref: string | number, sig: NodeJS.Signals): Promise<void> {
+    const p = this.get(ref);
+    if (!p.info.running) return;
+    await p.handle.signal(sig);
+  }
+
+  resize(ref: string | number, cols: number, rows: number): void {
+    const p = this.get(ref);
+    if (!p.info.pty) throw new CordonError('invalid_argument', `process ${p.info.pid} has no terminal; only PTY processes can be resized`);
+    p.handle.resize(cols, rows);
+  }
+
+  /** Forget every process, e.g. when the sandbox stops; their runtime processes die with it. */
+  clear(): void {
+    this.procs.clear();
+    this.finished.length = 0;
+  }
+}

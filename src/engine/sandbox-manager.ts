@@ -1,0 +1,336 @@
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { DaemonConfig, RuntimeName } from '../config.js';
+import { CordonError, errors } from '../errors/registry.js';
+import type { SandboxRootfs } from '../image/sandbox-rootfs.js';
+import type { SandboxStore } from '../store/sandboxes.js';
+import { newId } from '../util/ids.js';
+import { pidAlive, sleep } from '../util/proc.js';
+import type { Runtime } from '../runtime/types.js';
+import { HELPER_DIR } from '../runtime/oci-spec.js';
+import { admit } from './admission.js';
+import { KeyedLock } from './keyed-lock.js';
+import { LiveSandbox } from './live-sandbox.js';
+import type { RootfsResolver } from './sources.js';
+import { assertAllowed } from './state-machine.js';
+import type { ImageConfig, SandboxRecord, SandboxSpec, SandboxState } from './types.js';
+
+export interface CreateInput extends Omit<SandboxSpec, 'runtime' | 'memoryBytes' | 'pids' | 'timeoutMs' | 'env' | 'tmpfs' | 'readOnlyRootfs'> {
+  runtime?: RuntimeName;
+  memoryBytes?: number;
+  pids?: number;
+  timeoutMs?: number;
+  env?: Record<string, string>;
+  tmpfs?: SandboxSpec['tmpfs'];
+  readOnlyRootfs?: boolean;
+  labels?: Record<string, string>;
+  entrypoint?: string[];
+}
+
+export interface ListFilter {
+  state?: SandboxState[];
+  labels?: Record<string, string>;
+}
+
+export interface Helpers {
+  busybox: string;
+  tini: string;
+}
+
+/**
+ * Sandbox lifecycle: create, start, stop, pause, resume, remove, timeouts. It owns the state machine
+ * and keeps the store, the runtime and the on-disk rootfs in agreement, undoing partial work on failure.
+ */
+export class SandboxManager {
+  readonly live = new Map<string, LiveSandbox>();
+  private readonly lock = new KeyedLock();
+  private readonly timers = new Map<string, NodeJS.Timeout>();
+
+  constructor(
+    readonly cfg: DaemonConfig,
+    readonly store: SandboxStore,
+    readonly runtimes: Map<RuntimeName, Runtime>,
+    readonly rootfs: SandboxRootfs,
+    readonly sources: RootfsResolver,
+    readonly helpers: Helpers,
+  ) {}
+
+  runtimeFor(name: RuntimeName): Runtime {
+    const rt = this.runtimes.get(name);
+    if (!rt) throw errors.invalid('runtime', `unknown runtime ${name}; use one of ${[...this.runtimes.keys()].join(', ')}`);
+    return rt;
+  }
+
+  get(id: string): SandboxRecord {
+    const rec = this.store.get(id);
+    if (!rec) throw errors.sandboxNotFound(id);
+    return rec;
+  }
+
+  list(filter: ListFilter = {}): SandboxRecord[] {
+    return this.store.list().filter(
+      (r) =>
+        (!filter.state?.length || filter.state.includes(r.state)) &&
+        Object.entries(filter.labels ?? {}).every(([k, v]) => r.labels[k] === v),
+    );
+  }
+
+  /** The running sandbox's live handles (processes, files); 409 when it is not running. */
+  running(id: string, action: 'exec' | 'files' | 'stats' | 'update' = 'exec'): LiveSandbox {
+    const rec = this.get(id);
+    assertAllowed(id, rec.state, action);
+    const live = this.live.get(id);
+    if (!live) throw errors.wrongState(id, rec.state, action, 'The daemon lost track of it; stop and start it again.');
+    return live;
+  }
+
+  async create(input: CreateInput, progress?: (line: string) => void): Promise<SandboxRecord> {
+    await admit({ live: this.store.countLive(), max: this.cfg.maxSandboxes, minHostMemory: this.cfg.minHostMemoryBytes });
+    const runtime = input.runtime ?? this.cfg.defaultRuntime;
+    this.runtimeFor(runtime);
+    const timeoutMs = input.timeoutMs ?? this.cfg.defaultTimeoutMs;
+    if (timeoutMs > this.cfg.maxTimeoutMs) throw errors.invalid('timeout', `at most ${this.cfg.maxTimeoutMs / 1000}s`);
+    const id = newId();
+    const spec: SandboxSpec = {
+      template: input.image ? undefined : (input.template ?? 'base'),
+      image: input.image,
+      runtime,
+      env: input.env ?? {},
+      workdir: input.workdir,
+      cmd: input.cmd,
+      user: input.user,
+      cpus: input.cpus,
+      memoryBytes: input.memoryBytes ?? this.cfg.defaultMemoryBytes,
+      pids: input.pids ?? this.cfg.defaultPids,
+      diskBytes: input.diskBytes,
+      timeoutMs,
+      readOnlyRootfs: input.readOnlyRootfs ?? false,
+      tmpfs: input.tmpfs ?? [],
+      hostname: input.hostname ?? id.slice(0, 12),
+    };
+    const now = Date.now();
+    const rec: SandboxRecord = { id, state: 'creating', runtime, spec, labels: input.labels ?? {}, createdAt: now, updatedAt: now };
+    this.store.insert(rec);
+    return this.lock.run(id, async () => {
+      try {
+        const source = await this.sources.resolve({ template: spec.template, image: spec.image }, progress);
+        await this.rootfs.prepare(id, source, spec.diskBytes).catch((e: Error) => {
+          throw e instanceof RangeError ? errors.invalid('disk', e.message) : e;
+        });
+        await writeFile(join(this.rootfs.dirs(id).root, 'image-config.json'), JSON.stringify(source.config));
+        await this.boot(rec, source.config);
+        if (input.entrypoint || spec.cmd?.length) {
+          const args = [...(input.entrypoint ?? []), ...(spec.cmd ?? [])];
+          await this.live.get(id)!.startMain(args);
+        }
+        this.store.addEvent(id, 'created', `sandbox created from ${source.ref} on ${runtime}`);
+        return this.get(id);
+      } catch (e) {
+        await this.teardown(id).catch(() => {});
+        this.store.delete(id);
+        if (e instanceof CordonError) throw e;
+        throw new CordonError('internal', `creating the sandbox failed and was rolled back: ${(e as Error).message}`);
+      }
+    });
+  }
+
+  /** Start the container on an already prepared rootfs and mark the sandbox running. */
+  private async boot(rec: SandboxRecord, image: ImageConfig): Promise<void> {
+    const { id, spec } = rec;
+    const dirs = this.rootfs.dirs(id);
+    await this.rootfs.mount(id);
+    await writeFile(join(dirs.bundle, 'hosts'), `127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t${spec.hostname}\n`);
+    await writeFile(join(dirs.bundle, 'hostname'), `${spec.hostname}\n`);
+    const rt = this.runtimeFor(spec.runtime);
+    await rt.delete(id, this.rootfs.dirs(id).bundle).catch(() => {});
+    const { initPid } = await rt.create({
+      id,
+      bundleDir: dirs.bundle,
+      rootfsDir: dirs.rootfs,
+      readOnlyRootfs: spec.readOnlyRootfs,
+      hostname: spec.hostname!,
+      cpus: spec.cpus,
+      memoryBytes: spec.memoryBytes,
+      pids: spec.pids,
+      tmpfs: spec.tmpfs,
+      binds: [
+        { source: this.helpers.busybox, destination: `${HELPER_DIR}/busybox`, readOnly: true },
+        { source: this.helpers.tini, destination: `${HELPER_DIR}/tini`, readOnly: true },
+        { source: join(dirs.bundle, 'hosts'), destination: '/etc/hosts', readOnly: true },
+        { source: join(dirs.bundle, 'hostname'), destination: '/etc/hostname', readOnly: true },
+      ],
+    });
+    const now = Date.now();
+    const expiresAt = spec.timeoutMs > 0 ? now + spec.timeoutMs : undefined;
+    this.store.update(id, { state: 'running', stateReason: undefined, initPid, startedAt: now, expiresAt });
+    this.attach(id, rt, image, initPid);
+    this.schedule(id, expiresAt);
+  }
+
+  /** Give a running sandbox its in-memory handles (also used after a daemon restart). */
+  attach(id: string, rt: Runtime, image: ImageConfig, initPid: number): LiveSandbox {
+    const live = new LiveSandbox(this.get(id), rt, image, this.rootfs.dirs(id).rootfs, initPid, this.cfg);
+    this.live.set(id, live);
+    return live;
+  }
+
+  async start(id: string): Promise<SandboxRecord> {
+    return this.lock.run(id, async () => {
+      const rec = this.get(id);
+      assertAllowed(id, rec.state, 'start');
+      const image = await this.imageConfig(id);
+      try {
+        await this.boot(rec, image);
+      } catch (e) {
+        this.store.update(id, { state: 'error', stateReason: `start failed: ${(e as Error).message}` });
+        throw new CordonError('internal', `starting sandbox ${id} failed: ${(e as Error).message}`);
+      }
+      this.store.addEvent(id, 'started', 'sandbox started');
+      return this.get(id);
+    });
+  }
+
+  async stop(id: string, graceMs = 10_000): Promise<SandboxRecord> {
+    return this.lock.run(id, async () => {
+      const rec = this.get(id);
+      assertAllowed(id, rec.state, 'stop');
+      await this.halt(rec, graceMs);
+      this.store.update(id, { state: 'stopped', stateReason: undefined, initPid: undefined, expiresAt: undefined });
+      this.store.addEvent(id, 'stopped', 'sandbox stopped');
+      return this.get(id);
+    });
+  }
+
+  /** TERM every process, wait up to the grace period, then KILL; the rootfs stays for a later start. */
+  private async halt(rec: SandboxRecord, graceMs: number): Promise<void> {
+    const rt = this.runtimeFor(rec.runtime);
+    this.unschedule(rec.id);
+    if (rec.state === 'paused') await rt.resume(rec.id).catch(() => {});
+    await rt.killAll(rec.id, 'SIGTERM').catch(() => {});
+    const deadline = Date.now() + graceMs;
+    while (Date.now() < deadline && rec.initPid && pidAlive(rec.initPid)) await sleep(20);
+    if (rec.initPid && pidAlive(rec.initPid)) await rt.killAll(rec.id, 'SIGKILL').catch(() => {});
+    await rt.delete(rec.id, this.rootfs.dirs(rec.id).bundle);
+    this.live.get(rec.id)?.close();
+    this.live.delete(rec.id);
+    await this.rootfs.unmount(rec.id);
+  }
+
+  async pause(id: string): Promise<SandboxRecord> {
+    return this.lock.run(id, async () => {
+      const rec = this.get(id);
+      assertAllowed(id, rec.state, 'pause');
+      await this.runtimeFor(rec.runtime).pause(id);
+      this.store.update(id, { state: 'paused' });
+      this.store.addEvent(id, 'paused', 'sandbox paused');
+      return this.get(id);
+    });
+  }
+
+  async resume(id: string): Promise<SandboxRecord> {
+    return this.lock.run(id, async () => {
+      const rec = this.get(id);
+      assertAllowed(id, rec.state, 'resume');
+      await this.runtimeFor(rec.runtime).resume(id);
+      this.store.update(id, { state: 'running' });
+      this.store.addEvent(id, 'resumed', 'sandbox resumed');
+      return this.get(id);
+    });
+  }
+
+  /** Remove a sandbox. Without force only a stopped or failed one; with force whatever its state. */
+  async remove(id: string, force = false): Promise<void> {
+    return this.lock.run(id, async () => {
+      const rec = this.get(id);
+      if (!force && (rec.state === 'running' || rec.state === 'paused')) {
+        throw errors.wrongState(id, rec.state, 'remove', 'Stop it first, or remove with force (cordon rm -f).');
+      }
+      await this.teardown(id, rec);
+      this.store.delete(id);
+    });
+  }
+
+  /** Undo everything a sandbox holds: processes, container, cgroups, mounts, files. */
+  private async teardown(id: string, rec?: SandboxRecord): Promise<void> {
+    this.unschedule(id);
+    this.live.get(id)?.close();
+    this.live.delete(id);
+    const runtime = rec?.runtime ?? this.store.get(id)?.runtime;
+    if (runtime) {
+      const rt = this.runtimeFor(runtime);
+      if (rec?.state === 'paused') await rt.resume(id).catch(() => {});
+      await rt.delete(id, this.rootfs.dirs(id).bundle);
+    }
+    await this.rootfs.destroy(id);
+  }
+
+  /** Set (or clear, with 0) the time left before the sandbox is removed. */
+  setTimeout(id: string, timeoutMs: number): SandboxRecord {
+    const rec = this.get(id);
+    assertAllowed(id, rec.state, 'timeout');
+    if (timeoutMs > this.cfg.maxTimeoutMs) throw errors.invalid('timeout', `at most ${this.cfg.maxTimeoutMs / 1000}s`);
+    const expiresAt = timeoutMs > 0 ? Date.now() + timeoutMs : undefined;
+    this.store.update(id, { expiresAt, spec: { ...rec.spec, timeoutMs } });
+    if (rec.state === 'running' || rec.state === 'paused') this.schedule(id, expiresAt);
+    return this.get(id);
+  }
+
+  schedule(id: string, expiresAt: number | undefined): void {
+    this.unschedule(id);
+    if (!expiresAt) return;
+    // setTimeout caps at ~24.8 days; the max sandbox timeout is far below that.
+    const t = setTimeout(() => void this.expire(id), Math.max(0, expiresAt - Date.now()));
+    t.unref();
+    this.timers.set(id, t);
+  }
+
+  private unschedule(id: string): void {
+    const t = this.timers.get(id);
+    if (t) clearTimeout(t);
+    this.timers.delete(id);
+  }
+
+  private async expire(id: string): Promise<void> {
+    this.timers.delete(id);
+    const rec = this.store.get(id);
+    if (!rec || !rec.expiresAt || rec.expiresAt > Date.now() + 50) return;
+    await this.remove(id, true).catch(() => {});
+  }
+
+  async setMemoryLimit(id: string, bytes: number): Promise<SandboxRecord> {
+    return this.lock.run(id, async () => {
+      const rec = this.get(id);
+      assertAllowed(id, rec.state, 'update');
+      await this.runtimeFor(rec.runtime).setMemoryLimit(id, bytes).catch((e: Error) => {
+        throw new CordonError('invalid_argument', `memory: the kernel refused ${bytes} bytes (${e.message}); it may be below what the sandbox uses now`);
+      });
+      this.store.update(id, { spec: { ...rec.spec, memoryBytes: bytes } });
+      this.store.addEvent(id, 'updated', `memory limit set to ${bytes} bytes`);
+      return this.get(id);
+    });
+  }
+
+  async imageConfig(id: string): Promise<ImageConfig> {
+    const { readFile } = await import('node:fs/promises');
+    try {
+      return JSON.parse(await readFile(join(this.rootfs.dirs(id).root, 'image-config.json'), 'utf8'));
+    } catch {
+      return { env: [] };
+    }
+  }
+
+  /** Called by the supervisor when a running sandbox's init is gone. */
+  async markDead(id: string, reason: string): Promise<void> {
+    await this.lock.run(id, async () => {
+      const rec = this.store.get(id);
+      if (!rec || (rec.state !== 'running' && rec.state !== 'paused')) return;
+      this.unschedule(id);
+      this.live.get(id)?.close();
+      this.live.delete(id);
+      await this.runtimeFor(rec.runtime).delete(id, this.rootfs.dirs(id).bundle).catch(() => {});
+      await this.rootfs.unmount(id).catch(() => {});
+      this.store.update(id, { state: 'error', stateReason: reason, initPid: undefined, expiresAt: undefined });
+      this.store.addEvent(id, 'died', reason);
+    });
+  }
+}

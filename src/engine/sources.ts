@@ -1,0 +1,23 @@
+import { CordonError } from '../errors/registry.js';
+import type { BaseTemplate } from '../image/base-template.js';
+import type { RootfsSource } from './types.js';
+
+/** Where a sandbox's filesystem comes from: a template name or an image reference. */
+export interface RootfsResolver {
+  resolve(req: { template?: string; image?: string }, progress?: (line: string) => void): Promise<RootfsSource>;
+}
+
+/** Only the built-in `base` template for now; OCI images plug in behind the same interface. */
+export class TemplateResolver implements RootfsResolver {
+  constructor(private readonly base: BaseTemplate, private readonly images?: RootfsResolver) {}
+
+  async resolve(req: { template?: string; image?: string }, progress?: (line: string) => void): Promise<RootfsSource> {
+    if (req.image) {
+      if (!this.images) throw new CordonError('not_implemented', `image ${req.image}: images are not supported by this daemon yet; use --template base`);
+      return this.images.resolve(req, progress);
+    }
+    const name = req.template ?? 'base';
+    if (name !== 'base') throw new CordonError('not_found', `template ${name} does not exist; the built-in template is "base"`, { template: name });
+    return this.base.ensure(progress);
+  }
+}

@@ -1,0 +1,68 @@
+import type { RuntimeName } from '../config.js';
+
+export type SandboxState = 'creating' | 'running' | 'paused' | 'stopped' | 'error';
+
+export interface TmpfsMount {
+  path: string;
+  sizeBytes: number;
+  options?: string[];
+}
+
+/** A sandbox's configuration after validation and defaults; stored as JSON with the record. */
+export interface SandboxSpec {
+  template?: string;
+  image?: string;
+  runtime: RuntimeName;
+  env: Record<string, string>;
+  workdir?: string;
+  cmd?: string[];
+  user?: string;
+  cpus?: number;
+  memoryBytes: number;
+  pids: number;
+  diskBytes?: number;
+  timeoutMs: number;
+  readOnlyRootfs: boolean;
+  tmpfs: TmpfsMount[];
+  hostname?: string;
+}
+
+export interface SandboxRecord {
+  id: string;
+  state: SandboxState;
+  stateReason?: string;
+  runtime: RuntimeName;
+  spec: SandboxSpec;
+  labels: Record<string, string>;
+  initPid?: number;
+  createdAt: number;
+  updatedAt: number;
+  startedAt?: number;
+  expiresAt?: number;
+}
+
+export interface SandboxEvent {
+  seq: number;
+  sandboxId: string;
+  ts: number;
+  type: string;
+  message: string;
+  data?: Record<string, unknown>;
+}
+
+/** What an image or template contributes to a sandbox: its layers and the config Docker would honour. */
+export interface ImageConfig {
+  env: string[];
+  workdir?: string;
+  user?: string;
+  entrypoint?: string[];
+  cmd?: string[];
+}
+
+export interface RootfsSource {
+  /** Read-only layer directories, top-most first (overlayfs lowerdir order). */
+  lowerDirs: string[];
+  config: ImageConfig;
+  /** A name for display: "template:base" or an image reference. */
+  ref: string;
+}

@@ -1,0 +1,107 @@
+import { createHash } from 'node:crypto';
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdir, rename, rm, writeFile, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { debianMirror } from './apt-mirror.js';
+import type { ImageConfig, RootfsSource } from '../engine/types.js';
+
+/** What the `base` template is made of; any change here changes its hash and causes a rebuild. */
+export const BASE_RECIPE = {
+  version: 1,
+  suite: 'bookworm',
+  variant: 'minbase',
+  packages: ['bash', 'coreutils', 'procps', 'python3', 'nodejs', 'git', 'curl', 'ca-certificates', 'sudo', 'passwd', 'less', 'xz-utils'],
+  user: { name: 'user', uid: 1000, home: '/home/user' },
+};
+
+export const BASE_CONFIG: ImageConfig = {
+  env: ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', 'LANG=C.UTF-8'],
+  workdir: '/',
+  user: 'root',
+};
+
+export function recipeHash(): string {
+  return createHash('sha256').update(JSON.stringify(BASE_RECIPE)).digest('hex').slice(0, 16);
+}
+
+export type Progress = (line: string) => void;
+
+/**
+ * Builds `base` with mmdebstrap into the data directory on first use and reuses it until the recipe
+ * changes. Concurrent callers share one build; a half-built tree is never taken as complete.
+ */
+export class BaseTemplate {
+  private building?: Promise<RootfsSource>;
+  constructor(private readonly templatesDir: string, private readonly mirrorOverride?: string) {}
+
+  get dir(): string {
+    return join(this.templatesDir, `base-${recipeHash()}`);
+  }
+
+  isBuilt(): boolean {
+    return existsSync(join(this.dir, 'complete'));
+  }
+
+  async ensure(progress: Progress = () => {}): Promise<RootfsSource> {
+    if (this.isBuilt()) return this.source();
+    this.building ??= this.build(progress).finally(() => (this.building = undefined));
+    return this.building;
+  }
+
+  private source(): RootfsSource {
+    return { lowerDirs: [join(this.dir, 'rootfs')], config: BASE_CONFIG, ref: 'template:base' };
+  }
+
+  private async build(progress: Progress): Promise<RootfsSource> {
+    const mirror = this.mirrorOverride || debianMirror(BASE_RECIPE.suite);
+    if (!mirror) {
+      throw new Error(`no apt source for Debian ${BASE_RECIPE.suite} main found in /etc/apt; pass --debian-mirror URL`);
+    }
+    const staging = `${this.dir}.partial-${process.pid}`;
+    await rm(staging, { recursive: true, force: true });
+    await mkdir(staging, { recursive: true });
+    const u = BASE_RECIPE.user;
+    const hooks = [
+      `chroot "$1" useradd --create-home --home-dir ${u.home} --shell /bin/bash --uid ${u.uid} --user-group ${u.name}`,
+      `echo '${u.name} ALL=(ALL) NOPASSWD:ALL' > "$1/etc/sudoers.d/${u.name}"`,
+      `chmod 0440 "$1/etc/sudoers.d/${u.name}"`,
+      'rm -rf "$1"/var/cache/apt/archives/*.deb "$1"/var/lib/apt/lists/*',
+    ];
+    const args = [
+      `--variant=${BASE_RECIPE.variant}`,
+      `--include=${BASE_RECIPE.packages.join(',')}`,
+      ...hooks.map((h) => `--customize-hook=${h}`),
+      BASE_RECIPE.suite,
+      join(staging, 'rootfs'),
+      mirror,
+    ];
+    progress(`building template base (${BASE_RECIPE.suite}, ${BASE_RECIPE.packages.length} packages) from ${mirror}`);
+    await new Promise<void>((resolve, reject) => {
+      const child = spawn('mmdebstrap', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+      let tail = '';
+      const onLine = (d: Buffer) => {
+        const text = d.toString();
+        tail = (tail + text).slice(-4000);
+        for (const l of text.split('\n')) if (l.trim()) progress(l.trim());
+      };
+      child.stdout.on('data', onLine);
+      child.stderr.on('data', onLine);
+      child.on('error', (e) => reject(new Error(`mmdebstrap could not start (${e.message}); install it with apt-get install mmdebstrap`)));
+      child.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`mmdebstrap failed (exit ${code}): ${tail.trim().split('\n').slice(-5).join(' | ')}`))));
+    }).catch(async (e) => {
+      await rm(staging, { recursive: true, force: true });
+      throw e;
+    });
+    await writeFile(join(staging, 'recipe.json'), JSON.stringify(BASE_RECIPE, null, 2));
+    await writeFile(join(staging, 'complete'), new Date().toISOString());
+    await rm(this.dir, { recursive: true, force: true });
+    await rename(staging, this.dir);
+    progress('template base ready');
+    return this.source();
+  }
+
+  async recipe(): Promise<unknown> {
+    return JSON.parse(await readFile(join(this.dir, 'recipe.json'), 'utf8'));
+  }
+}

@@ -1,0 +1,118 @@
+import { lstat, mkdir, readFile, rm, writeFile, open } from 'node:fs/promises';
+import { join } from 'node:path';
+import { run, runOk } from '../util/proc.js';
+import type { RootfsSource } from '../engine/types.js';
+
+/** Paths of one sandbox's on-disk state. */
+export interface SandboxDirs {
+  root: string;
+  bundle: string;
+  rootfs: string;
+  disk: string;
+  diskImage: string;
+}
+
+const MIN_DISK = 16 * 1024 * 1024;
+
+export function sandboxDirs(sandboxesDir: string, id: string): SandboxDirs {
+  const root = join(sandboxesDir, id);
+  return { root, bundle: join(root, 'bundle'), rootfs: join(root, 'rootfs'), disk: join(root, 'disk'), diskImage: join(root, 'disk.img') };
+}
+
+async function mountedAt(path: string): Promise<boolean> {
+  const info = await readFile('/proc/self/mountinfo', 'utf8');
+  return info.split('\n').some((l) => l.split(' ')[4] === path);
+}
+
+/**
+ * Each sandbox's root filesystem: the image layers read-only below, an overlay upper of its own above.
+ * With a disk limit the upper lives in a loop-mounted ext4 image of that size, so writes past it get
+ * ENOSPC (this kernel has no project quotas).
+ */
+export class SandboxRootfs {
+  constructor(private readonly sandboxesDir: string) {}
+
+  dirs(id: string): SandboxDirs {
+    return sandboxDirs(this.sandboxesDir, id);
+  }
+
+  async prepare(id: string, source: RootfsSource, diskBytes?: number): Promise<SandboxDirs> {
+    if (diskBytes !== undefined && diskBytes < MIN_DISK) {
+      throw new RangeError(`disk limit must be at least ${MIN_DISK / 1024 / 1024} MiB`);
+    }
+    const d = this.dirs(id);
+    await mkdir(d.bundle, { recursive: true });
+    await mkdir(d.rootfs, { recursive: true });
+    await writeFile(join(d.root, 'layers.json'), JSON.stringify({ lowerDirs: source.lowerDirs, diskBytes: diskBytes ?? null }));
+    await this.mount(id);
+    return d;
+  }
+
+  /** (Re)mount the overlay, e.g. when a stopped sandbox starts again after a host reboot. */
+  async mount(id: string): Promise<void> {
+    const d = this.dirs(id);
+    if (await mountedAt(d.rootfs)) return;
+    const { lowerDirs, diskBytes } = JSON.parse(await readFile(join(d.root, 'layers.json'), 'utf8')) as { lowerDirs: string[]; diskBytes: number | null };
+    let base = d.root;
+    if (diskBytes) {
+      await mkdir(d.disk, { recursive: true });
+      if (!(await exists(d.diskImage))) {
+        const fh = await open(d.diskImage, 'w');
+        await fh.truncate(diskBytes);
+        await fh.close();
+        await runOk('mkfs.ext4', ['-q', '-F', '-m', '0', '-O', '^has_journal', '-E', 'nodiscard,lazy_itable_init=1', d.diskImage]);
+      }
+      if (!(await mountedAt(d.disk))) await runOk('mount', ['-o', 'loop', d.diskImage, d.disk]);
+      base = d.disk;
+    }
+    const upper = join(base, 'upper');
+    const work = join(base, 'work');
+    await mkdir(upper, { recursive: true, mode: 0o755 });
+    await mkdir(work, { recursive: true });
+    await runOk('mount', ['-t', 'overlay', 'overlay', '-o', `lowerdir=${lowerDirs.join(':')},upperdir=${upper},workdir=${work}`, d.rootfs]);
+    await this.placeHelperTargets(d.rootfs);
+  }
+
+  /** Files the runtime bind-mounts onto; made here only when nothing (not even a symlink) is in the way. */
+  private async placeHelperTargets(rootfs: string): Promise<void> {
+    const dir = join(rootfs, '.cordon');
+    const st = await lstat(dir).catch(() => undefined);
+    if (st && !st.isDirectory()) await rm(dir, { force: true });
+    await mkdir(dir, { recursive: true, mode: 0o755 });
+    for (const f of ['busybox', 'tini']) {
+      const p = join(dir, f);
+      const fst = await lstat(p).catch(() => undefined);
+      if (!fst || !fst.isFile()) {
+        await rm(p, { force: true, recursive: true });
+        await writeFile(p, '', { mode: 0o755 });
+      }
+    }
+  }
+
+  async unmount(id: string): Promise<void> {
+    const d = this.dirs(id);
+    for (const p of [d.rootfs, d.disk]) {
+      if (await mountedAt(p)) {
+        const r = await run('umount', [p]);
+        if (r.code !== 0) await runOk('umount', ['-l', p]);
+      }
+    }
+  }
+
+  /** Unmount and delete everything the sandbox had on disk. Safe to call twice. */
+  async destroy(id: string): Promise<void> {
+    await this.unmount(id);
+    await rm(this.dirs(id).root, { recursive: true, force: true });
+  }
+
+  async diskUsage(id: string): Promise<number> {
+    const d = this.dirs(id);
+    const r = await run('du', ['-sb', join(d.disk, 'upper')]);
+    const r2 = r.code === 0 ? r : await run('du', ['-sb', join(d.root, 'upper')]);
+    return Number(r2.stdout.split(/\s+/)[0]) || 0;
+  }
+}
+
+async function exists(p: string): Promise<boolean> {
+  return lstat(p).then(() => true, () => false);
+}

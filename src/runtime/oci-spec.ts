@@ -1,0 +1,75 @@
+import { cgroupsPathFor } from './cgroups.js';
+import type { ContainerSpec, ExecSpec } from './types.js';
+
+// OCI runtime-spec documents for a sandbox's container and for processes started in it.
+
+const CAPS = [
+  'CAP_CHOWN', 'CAP_DAC_OVERRIDE', 'CAP_FOWNER', 'CAP_FSETID', 'CAP_KILL', 'CAP_SETGID', 'CAP_SETUID',
+  'CAP_SETPCAP', 'CAP_NET_BIND_SERVICE', 'CAP_NET_RAW', 'CAP_SYS_CHROOT', 'CAP_MKNOD', 'CAP_AUDIT_WRITE', 'CAP_SETFCAP',
+];
+const capsFor = (uid: number) => {
+  const set = uid === 0 ? CAPS : [];
+  return { bounding: CAPS, effective: set, permitted: set, inheritable: [] as string[], ambient: [] as string[] };
+};
+
+export const HELPER_DIR = '/.cordon';
+export const INIT_ARGS = [`${HELPER_DIR}/tini`, '-s', '-g', '--', `${HELPER_DIR}/busybox`, 'sleep', '2147483647'];
+const DEFAULT_PATH = 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+
+export function processSpec(p: ExecSpec) {
+  const rlimits: { type: string; hard: number; soft: number }[] = [{ type: 'RLIMIT_NOFILE', hard: 65536, soft: 65536 }];
+  if (p.nproc !== undefined) rlimits.push({ type: 'RLIMIT_NPROC', hard: p.nproc, soft: p.nproc });
+  return {
+    terminal: !!p.tty,
+    ...(p.tty ? { consoleSize: { height: p.tty.rows, width: p.tty.cols } } : {}),
+    user: { uid: p.uid, gid: p.gid, ...(p.additionalGids?.length ? { additionalGids: p.additionalGids } : {}) },
+    args: p.args,
+    env: p.env.some((e) => e.startsWith('PATH=')) ? p.env : [DEFAULT_PATH, ...p.env],
+    cwd: p.cwd,
+    capabilities: capsFor(p.uid),
+    rlimits,
+    noNewPrivileges: false,
+  };
+}
+
+export interface SpecOptions {
+  /** cgroup pids limit actually written (gVisor needs head-room for its own threads). */
+  pidsLimit: number;
+}
+
+export function containerSpec(c: ContainerSpec, opts: SpecOptions) {
+  const mounts: Record<string, unknown>[] = [
+    { destination: '/proc', type: 'proc', source: 'proc' },
+    { destination: '/dev', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'strictatime', 'mode=755', 'size=65536k'] },
+    { destination: '/dev/pts', type: 'devpts', source: 'devpts', options: ['nosuid', 'noexec', 'newinstance', 'ptmxmode=0666', 'mode=0620'] },
+    { destination: '/dev/shm', type: 'tmpfs', source: 'shm', options: ['nosuid', 'noexec', 'nodev', 'mode=1777', 'size=65536k'] },
+    { destination: '/dev/mqueue', type: 'mqueue', source: 'mqueue', options: ['nosuid', 'noexec', 'nodev'] },
+    { destination: '/sys', type: 'sysfs', source: 'sysfs', options: ['nosuid', 'noexec', 'nodev', 'ro'] },
+    ...c.tmpfs.map((t) => ({
+      destination: t.path,
+      type: 'tmpfs',
+      source: 'tmpfs',
+      options: ['nosuid', 'nodev', `size=${t.sizeBytes}`, 'mode=1777', ...(t.options ?? [])],
+    })),
+    ...c.binds.map((b) => ({ destination: b.destination, type: 'bind', source: b.source, options: ['rbind', b.readOnly ? 'ro' : 'rw'] })),
+  ];
+  const resources: Record<string, unknown> = {
+    memory: { limit: c.memoryBytes, swap: c.memoryBytes },
+    pids: { limit: opts.pidsLimit },
+  };
+  if (c.cpus) resources.cpu = { quota: Math.round(c.cpus * 100_000), period: 100_000 };
+  return {
+    ociVersion: '1.0.2',
+    process: processSpec({ args: INIT_ARGS, env: [], cwd: '/', uid: 0, gid: 0 }),
+    root: { path: c.rootfsDir, readonly: c.readOnlyRootfs },
+    hostname: c.hostname,
+    mounts,
+    linux: {
+      cgroupsPath: cgroupsPathFor(c.id),
+      resources,
+      namespaces: [{ type: 'pid' }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' }, { type: 'network' }],
+      maskedPaths: ['/proc/kcore', '/proc/keys', '/proc/latency_stats', '/proc/timer_list', '/proc/sched_debug', '/sys/firmware'],
+      readonlyPaths: ['/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/proc/sysrq-trigger'],
+    },
+  };
+}

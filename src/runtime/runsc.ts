@@ -1,0 +1,41 @@
+import type { DaemonConfig } from '../config.js';
+import { runOk } from '../util/proc.js';
+import { OciCliRuntime } from './oci-cli.js';
+
+/**
+ * gVisor. The rootfs is the host overlay the engine mounted (--overlay2=none), so writes land on
+ * the sandbox's own upper dir and disk limits hold; the sandbox has no network until policy exists.
+ */
+export class RunscRuntime extends OciCliRuntime {
+  readonly name = 'runsc' as const;
+  constructor(stateRoot: string, private readonly platform: DaemonConfig['runscPlatform']) {
+    super(stateRoot);
+  }
+
+  protected command(_sub: string): [string, string[]] {
+    return ['runsc', [`--root=${this.stateRoot}`, `--platform=${this.platform}`, '--overlay2=none', '--network=none']];
+  }
+
+  // The sentry's own threads count against the pids cgroup and it panics when starved (HOST-NOTES),
+  // so the cgroup gets head-room and the user's limit is applied as RLIMIT_NPROC per process.
+  protected pidsLimit(requested: number): number {
+    return Math.max(requested, 4096) + 512;
+  }
+
+  protected pidFileArgs(pidFile: string): string[] {
+    return ['--internal-pid-file', pidFile];
+  }
+
+  protected async sandboxPid(fromPidFile: number): Promise<number> {
+    return fromPidFile;
+  }
+
+  protected async signalProcess(id: string, pid: number, _host: number, sig: NodeJS.Signals): Promise<void> {
+    await runOk(...this.args(['kill', '--pid', String(pid), id, sig]));
+  }
+
+  private args(rest: string[]): [string, string[]] {
+    const [cmd, pre] = this.command(rest[0]);
+    return [cmd, [...pre, ...rest]];
+  }
+}

@@ -1,0 +1,194 @@
+import type { Readable } from 'node:stream';
+import { Http, type ClientOptions } from './http.js';
+import { ProcessSocket, readSse } from './process-stream.js';
+import type { CreateOptions, ExecOptions, ExecResult, FileInfo, ProcessEvent, ProcessInfo, SandboxEvent, SandboxInfo, SandboxState, SandboxStats } from './types.js';
+
+const enc = encodeURIComponent;
+
+export interface StartProcessOptions extends Omit<ExecOptions, 'stdin'> {
+  tag?: string;
+  stdin?: boolean;
+  pty?: { cols: number; rows: number };
+}
+
+/** Files of one sandbox. Paths are inside the sandbox; nothing can reach the host's files. */
+export class SandboxFiles {
+  constructor(private readonly http: Http, private readonly id: string) {}
+  private p(rest: string) {
+    return `/v1/sandboxes/${enc(this.id)}/files${rest}`;
+  }
+  async readStream(path: string, opts: { user?: string } = {}): Promise<Readable> {
+    const res = await this.http.raw('GET', this.p('/content'), { query: { path, user: opts.user } });
+    return res.body;
+  }
+  async read(path: string, opts: { user?: string } = {}): Promise<Buffer> {
+    const res = await this.http.raw('GET', this.p('/content'), { query: { path, user: opts.user } });
+    return Buffer.from(await res.body.arrayBuffer());
+  }
+  async readText(path: string, opts: { user?: string } = {}): Promise<string> {
+    return (await this.read(path, opts)).toString('utf8');
+  }
+  write(path: string, data: string | Buffer | Readable, opts: { user?: string; mode?: number; append?: boolean; parents?: boolean } = {}): Promise<FileInfo> {
+    return this.http
+      .raw('PUT', this.p('/content'), {
+        body: typeof data === 'string' ? Buffer.from(data) : data,
+        contentType: 'application/octet-stream',
+        query: { path, user: opts.user, mode: opts.mode?.toString(8), append: opts.append, parents: opts.parents },
+      })
+      .then((r) => r.body.json() as Promise<FileInfo>);
+  }
+  append(path: string, data: string | Buffer, opts: { user?: string } = {}) {
+    return this.write(path, data, { ...opts, append: true });
+  }
+  stat(path: string, opts: { user?: string } = {}) {
+    return this.http.json<FileInfo>('GET', this.p('/stat'), undefined, { path, user: opts.user });
+  }
+  async exists(path: string, opts: { user?: string } = {}): Promise<boolean> {
+    try {
+      await this.stat(path, opts);
+      return true;
+    } catch (e) {
+      if ((e as { code?: string }).code === 'not_found') return false;
+      throw e;
+    }
+  }
+  list(path: string, opts: { depth?: number; user?: string } = {}) {
+    return this.http.json<FileInfo[]>('GET', this.p('/list'), undefined, { path, depth: opts.depth, user: opts.user });
+  }
+  mkdir(path: string, opts: { user?: string } = {}) {
+    return this.http.json<FileInfo>('POST', this.p('/mkdir'), { path, user: opts.user });
+  }
+  move(from: string, to: string, opts: { user?: string } = {}) {
+    return this.http.json<FileInfo>('POST', this.p('/move'), { from, to, user: opts.user });
+  }
+  remove(path: string, opts: { user?: string; recursive?: boolean } = {}) {
+    return this.http.json<void>('DELETE', this.p(''), undefined, { path, user: opts.user, recursive: opts.recursive });
+  }
+}
+
+/** Handle on one sandbox. */
+export class Sandbox {
+  readonly files: SandboxFiles;
+  constructor(private readonly http: Http, public info: SandboxInfo) {
+    this.files = new SandboxFiles(http, info.id);
+  }
+  get id(): string {
+    return this.info.id;
+  }
+  private p(rest = '') {
+    return `/v1/sandboxes/${enc(this.id)}${rest}`;
+  }
+  async refresh(): Promise<SandboxInfo> {
+    return (this.info = await this.http.json<SandboxInfo>('GET', this.p()));
+  }
+  exec(cmd: string[], opts: ExecOptions = {}): Promise<ExecResult> {
+    const stdin = opts.stdin === undefined ? undefined : Buffer.from(opts.stdin).toString('base64');
+    return this.http.json<ExecResult>('POST', this.p('/exec'), { cmd, env: opts.env, cwd: opts.cwd, user: opts.user, timeout: opts.timeout, stdin, stdin_encoding: stdin ? 'base64' : undefined });
+  }
+  /** Run and receive output as it happens (Server-Sent Events). */
+  async *execStream(cmd: string[], opts: ExecOptions = {}): AsyncGenerator<ProcessEvent> {
+    const stdin = opts.stdin === undefined ? undefined : Buffer.from(opts.stdin).toString('base64');
+    const res = await this.http.raw('POST', this.p('/exec'), {
+      body: JSON.stringify({ cmd, env: opts.env, cwd: opts.cwd, user: opts.user, timeout: opts.timeout, stdin, stdin_encoding: stdin ? 'base64' : undefined, stream: true }),
+    });
+    yield* readSse(res.body);
+  }
+  startProcess(cmd: string[], opts: StartProcessOptions = {}): Promise<ProcessInfo> {
+    return this.http.json<ProcessInfo>('POST', this.p('/processes'), { cmd, env: opts.env, cwd: opts.cwd, user: opts.user, timeout: opts.timeout, tag: opts.tag, stdin: opts.stdin, pty: opts.pty });
+  }
+  processes(): Promise<ProcessInfo[]> {
+    return this.http.json<ProcessInfo[]>('GET', this.p('/processes'));
+  }
+  process(ref: string | number): Promise<ProcessInfo> {
+    return this.http.json<ProcessInfo>('GET', this.p(`/processes/${enc(String(ref))}`));
+  }
+  /** Reconnect to a process's output by pid or tag; buffered output is replayed first. */
+  async *events(ref: string | number, opts: { replay?: boolean } = {}): AsyncGenerator<ProcessEvent> {
+    const res = await this.http.raw('GET', this.p(`/processes/${enc(String(ref))}/events`), { query: { replay: opts.replay === false ? 'false' : undefined } });
+    yield* readSse(res.body);
+  }
+  sendStdin(ref: string | number, data: string | Buffer) {
+    return this.http.json<void>('POST', this.p(`/processes/${enc(String(ref))}/stdin`), { data: Buffer.from(data).toString('base64'), encoding: 'base64' });
+  }
+  closeStdin(ref: string | number) {
+    return this.http.json<void>('POST', this.p(`/processes/${enc(String(ref))}/close-stdin`));
+  }
+  signal(ref: string | number, signal: string) {
+    return this.http.json<void>('POST', this.p(`/processes/${enc(String(ref))}/signal`), { signal });
+  }
+  kill(ref: string | number) {
+    return this.http.json<void>('DELETE', this.p(`/processes/${enc(String(ref))}`));
+  }
+  resize(ref: string | number, cols: number, rows: number) {
+    return this.http.json<void>('POST', this.p(`/processes/${enc(String(ref))}/resize`), { cols, rows });
+  }
+  /** Start a process over a WebSocket (stdin open, optional PTY) and follow it. */
+  openProcess(cmd: string[], opts: StartProcessOptions, onEvent: (ev: ProcessEvent) => void) {
+    return ProcessSocket.open(this.http, this.p('/exec/ws'), onEvent, { cmd, env: opts.env, cwd: opts.cwd, user: opts.user, tag: opts.tag, stdin: opts.stdin ?? true, pty: opts.pty, timeout: opts.timeout });
+  }
+  attach(ref: string | number, onEvent: (ev: ProcessEvent) => void) {
+    return ProcessSocket.open(this.http, this.p(`/processes/${enc(String(ref))}/attach`), onEvent);
+  }
+  stats() {
+    return this.http.json<SandboxStats>('GET', this.p('/stats'));
+  }
+  events_() {
+    return this.http.json<SandboxEvent[]>('GET', this.p('/events'));
+  }
+  async stop(timeout?: string | number) {
+    return (this.info = await this.http.json<SandboxInfo>('POST', this.p('/stop'), timeout === undefined ? {} : { timeout }));
+  }
+  async start() {
+    return (this.info = await this.http.json<SandboxInfo>('POST', this.p('/start')));
+  }
+  async pause() {
+    return (this.info = await this.http.json<SandboxInfo>('POST', this.p('/pause')));
+  }
+  async resume() {
+    return (this.info = await this.http.json<SandboxInfo>('POST', this.p('/resume')));
+  }
+  async setTimeout(timeout: string | number) {
+    return (this.info = await this.http.json<SandboxInfo>('POST', this.p('/timeout'), { timeout }));
+  }
+  async setMemoryLimit(memory: string | number) {
+    return (this.info = await this.http.json<SandboxInfo>('PATCH', this.p('/resources'), { memory }));
+  }
+  remove(opts: { force?: boolean } = { force: true }) {
+    return this.http.json<void>('DELETE', this.p(), undefined, { force: opts.force });
+  }
+}
+
+/** Client for a cordon daemon. */
+export class Cordon {
+  readonly http: Http;
+  constructor(opts: ClientOptions = {}) {
+    this.http = new Http(opts);
+  }
+  health() {
+    return this.http.json<{ status: string; reason: string | null; runtimes: Record<string, string>; version: string }>('GET', '/v1/health');
+  }
+  info() {
+    return this.http.json<Record<string, unknown>>('GET', '/v1/info');
+  }
+  async create(opts: CreateOptions = {}): Promise<Sandbox> {
+    return new Sandbox(this.http, await this.http.json<SandboxInfo>('POST', '/v1/sandboxes', opts));
+  }
+  async get(id: string): Promise<Sandbox> {
+    return new Sandbox(this.http, await this.http.json<SandboxInfo>('GET', `/v1/sandboxes/${enc(id)}`));
+  }
+  list(filter: { state?: SandboxState[]; labels?: Record<string, string> } = {}): Promise<SandboxInfo[]> {
+    const qs = new URLSearchParams();
+    if (filter.state?.length) qs.set('state', filter.state.join(','));
+    for (const [k, v] of Object.entries(filter.labels ?? {})) qs.append('label', `${k}=${v}`);
+    return this.http.json<SandboxInfo[]>('GET', `/v1/sandboxes${qs.size ? `?${qs}` : ''}`);
+  }
+  remove(id: string, opts: { force?: boolean } = {}) {
+    return this.http.json<void>('DELETE', `/v1/sandboxes/${enc(id)}`, undefined, { force: opts.force });
+  }
+  sandbox(id: string, info?: SandboxInfo): Sandbox {
+    return new Sandbox(this.http, info ?? ({ id } as SandboxInfo));
+  }
+  close() {
+    return this.http.close();
+  }
+}

@@ -1,0 +1,5 @@
+export { Cordon, Sandbox, SandboxFiles, type StartProcessOptions } from './client.js';
+export { ProcessSocket } from './process-stream.js';
+export type { ClientOptions } from './http.js';
+export { CordonError, ERROR_KINDS, type ErrorCode } from '../errors/registry.js';
+export type * from './types.js';

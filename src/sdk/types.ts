@@ -1,0 +1,123 @@
+// Shapes of the /v1 API as the SDK returns them.
+
+export type SandboxState = 'creating' | 'running' | 'paused' | 'stopped' | 'error';
+export type RuntimeName = 'runsc' | 'crun' | 'runc';
+
+export interface SandboxInfo {
+  id: string;
+  state: SandboxState;
+  state_reason: string | null;
+  runtime: RuntimeName;
+  template: string | null;
+  image: string | null;
+  labels: Record<string, string>;
+  created_at: string;
+  started_at: string | null;
+  expires_at: string | null;
+  config: {
+    env: Record<string, string>;
+    workdir: string | null;
+    cmd: string[] | null;
+    user: string | null;
+    cpus: number | null;
+    memory: number;
+    pids: number;
+    disk: number | null;
+    timeout_ms: number;
+    read_only_rootfs: boolean;
+    tmpfs: { path: string; size: number; options: string[] }[];
+    hostname: string | null;
+  };
+}
+
+export interface CreateOptions {
+  template?: string;
+  image?: string;
+  runtime?: RuntimeName;
+  env?: Record<string, string>;
+  workdir?: string;
+  cmd?: string[];
+  entrypoint?: string[];
+  user?: string;
+  cpus?: number;
+  memory?: string | number;
+  pids?: number;
+  disk?: string | number;
+  timeout?: string | number;
+  labels?: Record<string, string>;
+  read_only_rootfs?: boolean;
+  tmpfs?: { path: string; size?: string | number; options?: string[] }[];
+  hostname?: string;
+}
+
+export interface ExecOptions {
+  env?: Record<string, string>;
+  cwd?: string;
+  user?: string;
+  timeout?: string | number;
+  stdin?: string | Buffer;
+}
+
+export interface ExecResult {
+  exit_code: number;
+  stdout: string;
+  stderr: string;
+  duration_ms: number;
+  timed_out: boolean;
+  oom_killed: boolean;
+  truncated: boolean;
+}
+
+export interface ProcessInfo {
+  pid: number;
+  tag: string | null;
+  cmd: string[];
+  cwd: string;
+  user: string;
+  pty: boolean;
+  running: boolean;
+  stdin_open: boolean;
+  started_at: string;
+  exited_at: string | null;
+  exit_code: number | null;
+}
+
+export type ProcessEvent =
+  | { type: 'start'; pid: number }
+  | { type: 'stdout' | 'stderr' | 'pty'; data: Buffer }
+  | { type: 'exit'; exit_code: number; signal: string | null; timed_out: boolean; oom_killed: boolean };
+
+export interface FileInfo {
+  name: string;
+  path: string;
+  type: 'file' | 'dir' | 'symlink' | 'other';
+  size: number;
+  mode: number;
+  permissions: string;
+  owner: string;
+  group: string;
+  modified_at: string;
+  symlink_target: string | null;
+}
+
+export interface SandboxStats {
+  cpu_percent: number;
+  memory_usage: number;
+  memory_limit: number;
+  memory_percent: number;
+  pid_count: number;
+  network_rx: number;
+  network_tx: number;
+  disk_read: number;
+  disk_write: number;
+  oom_kills: number;
+  timestamp: string;
+}
+
+export interface SandboxEvent {
+  seq: number;
+  ts: string;
+  type: string;
+  message: string;
+  data: Record<string, unknown> | null;
+}

@@ -1,0 +1,56 @@
+import Database from 'better-sqlite3';
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+
+export type DB = Database.Database;
+
+const MIGRATIONS: string[] = [
+  `CREATE TABLE sandboxes (
+     id TEXT PRIMARY KEY,
+     state TEXT NOT NULL,
+     state_reason TEXT,
+     runtime TEXT NOT NULL,
+     template TEXT,
+     image TEXT,
+     config TEXT NOT NULL,
+     labels TEXT NOT NULL DEFAULT '{}',
+     init_pid INTEGER,
+     created_at INTEGER NOT NULL,
+     updated_at INTEGER NOT NULL,
+     started_at INTEGER,
+     expires_at INTEGER
+   );
+   CREATE TABLE events (
+     seq INTEGER PRIMARY KEY AUTOINCREMENT,
+     sandbox_id TEXT NOT NULL,
+     ts INTEGER NOT NULL,
+     type TEXT NOT NULL,
+     message TEXT NOT NULL,
+     data TEXT
+   );
+   CREATE INDEX events_sandbox ON events(sandbox_id, seq);
+   CREATE TABLE templates (
+     name TEXT PRIMARY KEY,
+     recipe_hash TEXT NOT NULL,
+     rootfs TEXT NOT NULL,
+     config TEXT NOT NULL,
+     built_at INTEGER NOT NULL
+   );`,
+];
+
+/** Open (and migrate) the daemon's SQLite database. WAL keeps readers off the writer's back. */
+export function openDatabase(path: string): DB {
+  mkdirSync(dirname(path), { recursive: true });
+  const db = new Database(path);
+  db.pragma('journal_mode = WAL');
+  db.pragma('synchronous = NORMAL');
+  db.pragma('busy_timeout = 5000');
+  const version = db.pragma('user_version', { simple: true }) as number;
+  for (let v = version; v < MIGRATIONS.length; v++) {
+    db.transaction(() => {
+      db.exec(MIGRATIONS[v]);
+      db.pragma(`user_version = ${v + 1}`);
+    })();
+  }
+  return db;
+}
