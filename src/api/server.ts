@@ -10,6 +10,7 @@ import { registerSandboxRoutes } from './routes/sandboxes.js';
 import { registerProcessRoutes } from './routes/processes.js';
 import { registerFileRoutes } from './routes/files.js';
 import { registerSystemRoutes } from './routes/system.js';
+import { registerE2b } from './e2b/index.js';
 
 export interface ApiDeps {
   cfg: DaemonConfig;
@@ -63,6 +64,7 @@ export async function buildServer(deps: ApiDeps): Promise<FastifyInstance> {
     reply.status(404).send(new CordonError('not_found', `no route ${req.method} ${req.url.split('?')[0]}; see GET /v1/openapi.json`).toJSON());
   });
 
+  await registerE2b(app, deps); // before the API-key hook: sandbox-bound requests carry envd tokens
   if (deps.cfg.apiKey) {
     const key = deps.cfg.apiKey;
     app.addHook('onRequest', async (req, reply) => {

@@ -111,7 +111,8 @@ export class FileService {
       const text = r.out.toString('utf8');
       const split = text.indexOf('\0\0');
       const names = (split < 0 ? '' : text.slice(0, split)).split('\0').filter(Boolean);
-      const lines = (split < 0 ? '' : text.slice(split + 2)).split('\n').filter(Boolean);
+      // The last name's own NUL runs into the marker, so strip any NULs left before the stat lines.
+      const lines = (split < 0 ? '' : text.slice(split + 2).replace(/^\0+/, '')).split('\n').filter(Boolean);
       if (lines.length !== names.length) continue; // the directory changed between the two passes
       return names.map((n, i) => parseStat(lines[i], posix.join(path, n)));
     }

@@ -102,6 +102,9 @@ export class LiveSandbox {
     return this.runtime.exec(this.rec.id, spec);
   }
 
+  /** Untracked helper processes for surfaces that need them (e.g. the E2B directory watcher). */
+  readonly helperExec = (args: string[], user?: string) => this.spawnRaw(args, user);
+
   async start(req: CommandRequest): Promise<ManagedProcess> {
     const { spec, user } = await this.execSpec(req);
     return this.processes.start({

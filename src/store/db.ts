@@ -36,6 +36,12 @@ const MIGRATIONS: string[] = [
      config TEXT NOT NULL,
      built_at INTEGER NOT NULL
    );`,
+  // E2B surface: the per-sandbox envd access token (X-Access-Token, signed file URLs).
+  `CREATE TABLE e2b_tokens (
+     sandbox_id TEXT PRIMARY KEY,
+     envd_token TEXT NOT NULL,
+     created_at INTEGER NOT NULL
+   );`,
 ];
 
 /** Open (and migrate) the daemon's SQLite database. WAL keeps readers off the writer's back. */

@@ -33,7 +33,7 @@ function fromRow(r: Row): SandboxRecord {
 
 /** Sandbox records and their event log. The only module that writes SQL for sandboxes. */
 export class SandboxStore {
-  constructor(private readonly db: DB) {}
+  constructor(readonly db: DB) {}
 
   insert(rec: SandboxRecord): void {
     this.db

@@ -1,0 +1,180 @@
+// E2B's control plane (spec/openapi.yml): create, connect, list, inspect, kill, timeout, pause, metrics.
+import type { FastifyError, FastifyInstance } from 'fastify';
+import { z } from 'zod';
+import type { SandboxRecord } from '../../engine/types.js';
+import { CordonError } from '../../errors/registry.js';
+import type { ApiDeps, TypedApp } from '../server.js';
+import type { EnvdTokens } from './tokens.js';
+import { e2bState, metricView, sandboxCreated, sandboxDetail, sandboxListed } from './views.js';
+
+const envVars = z
+  .record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'environment variable names are letters, digits and _'), z.string().max(131072))
+  .refine((m) => Object.keys(m).length <= 1024, 'at most 1024 variables');
+const metadata = z
+  .record(z.string().min(1).max(256), z.string().max(1024))
+  .refine((m) => Object.keys(m).length <= 64, 'at most 64 metadata entries');
+const seconds = z.number().int().min(0).max(86_400 * 30);
+
+const newSandbox = z
+  .object({
+    templateID: z.string().regex(/^[a-z0-9][a-z0-9._-]{0,62}$/, 'template names are lowercase letters, digits, . _ -'),
+    timeout: seconds.optional(),
+    metadata: metadata.nullish(),
+    envVars: envVars.nullish(),
+    secure: z.boolean().optional(),
+    autoPause: z.boolean().optional(),
+    allow_internet_access: z.boolean().nullish(),
+    mcp: z.unknown().optional(),
+    volumeMounts: z.array(z.unknown()).optional(),
+  })
+  .passthrough();
+const idParams = z.object({ sandboxID: z.string().min(1).max(128) });
+const timeoutBody = z.object({ timeout: seconds });
+const connectBody = z.object({ timeout: seconds.optional(), memory: z.boolean().optional() }).passthrough();
+const listQuery = z.object({
+  metadata: z.string().max(8192).optional(),
+  state: z.union([z.string(), z.array(z.string())]).optional(),
+  limit: z.coerce.number().int().min(1).max(1000).optional(),
+  nextToken: z.string().max(512).optional(),
+  template: z.string().max(256).optional(),
+  startedAfter: z.string().max(64).optional(),
+  order: z.string().max(16).optional(),
+});
+
+/** E2B's default sandbox lifetime when the request names none. */
+const DEFAULT_TIMEOUT_S = 15;
+
+function parseMetadataFilter(q: string | undefined): Record<string, string> {
+  if (!q) return {};
+  // The SDK sends one query value holding "k=v&k2=v2", each part URL-encoded once more.
+  const out: Record<string, string> = {};
+  for (const [k, v] of new URLSearchParams(q)) out[decodeURIComponent(k)] = decodeURIComponent(v);
+  return out;
+}
+
+function parseStates(s: string | string[] | undefined): ('running' | 'paused')[] {
+  const list = [s ?? []].flat().flatMap((x) => x.split(',')).filter(Boolean);
+  for (const st of list) if (st !== 'running' && st !== 'paused') throw new CordonError('invalid_argument', `state: unknown state "${st}"; use running or paused`);
+  return list.length ? (list as ('running' | 'paused')[]) : ['running', 'paused'];
+}
+
+const pageToken = (r: SandboxRecord) => Buffer.from(`${r.createdAt}:${r.id}`).toString('base64url');
+function afterToken(token: string): (r: SandboxRecord) => boolean {
+  const m = /^(\d+):(.+)$/.exec(Buffer.from(token, 'base64url').toString());
+  if (!m) throw new CordonError('invalid_argument', 'nextToken: not a token this server issued; pass back the x-next-token header value');
+  const at = Number(m[1]);
+  return (r) => r.createdAt > at || (r.createdAt === at && r.id > m[2]);
+}
+
+export async function registerControlPlane(app: FastifyInstance, { mgr }: ApiDeps, tokens: EnvdTokens): Promise<void> {
+  await app.register(async (scope) => {
+    // E2B clients read errors as {code: <HTTP status>, message}.
+    scope.setErrorHandler((err: FastifyError, _req, reply) => {
+      const status = err instanceof CordonError ? err.status : err.validation ? 400 : err.statusCode && err.statusCode < 500 ? err.statusCode : 500;
+      const message = err.validation ? `invalid request: ${err.message}` : err.message;
+      reply.status(status).send({ code: status, message });
+    });
+    const r = scope.withTypeProvider() as unknown as TypedApp;
+
+    /** A sandbox E2B may see (error-state ones are gone as far as E2B is concerned). */
+    const visible = (id: string): SandboxRecord => {
+      const rec = mgr.store.get(id);
+      if (!rec || !e2bState(rec)) throw new CordonError('not_found', `sandbox ${id} not found`);
+      return rec;
+    };
+
+    const create = async (body: z.infer<typeof newSandbox>) => {
+      if (body.mcp) throw new CordonError('invalid_argument', 'mcp: the MCP gateway is not available in cordon; create the sandbox without it');
+      if (body.volumeMounts?.length) throw new CordonError('invalid_argument', 'volumeMounts: E2B volumes are not available in cordon; use the native API (POST /v1/sandboxes) for mounts');
+      tokens.prune();
+      const rec = await mgr.create({
+        template: body.templateID,
+        env: body.envVars ?? {},
+        timeoutMs: (body.timeout ?? DEFAULT_TIMEOUT_S) * 1000,
+        labels: body.metadata ?? {},
+      });
+      return sandboxCreated(rec, tokens.issue(rec.id));
+    };
+    for (const path of ['/sandboxes', '/v2/sandboxes']) {
+      r.post(path, { schema: { body: newSandbox, hide: true } }, async (req, reply) => reply.status(201).send(await create(req.body)));
+    }
+
+    const connect = async (id: string, timeout: number | undefined) => {
+      let rec = visible(id);
+      let resumed = false;
+      if (rec.state === 'paused') (rec = await mgr.resume(id)), (resumed = true);
+      else if (rec.state === 'stopped') (rec = await mgr.start(id)), (resumed = true);
+      // Connect only ever extends the lifetime, as E2B documents.
+      if (timeout !== undefined && timeout > 0) {
+        const want = Date.now() + timeout * 1000;
+        if (rec.expiresAt === undefined ? resumed : rec.expiresAt < want) rec = mgr.setTimeout(id, timeout * 1000);
+      }
+      return { status: resumed ? 201 : 200, body: sandboxCreated(rec, tokens.issue(id)) };
+    };
+    for (const path of ['/sandboxes/:sandboxID/connect', '/v2/sandboxes/:sandboxID/connect']) {
+      r.post(path, { schema: { params: idParams, body: connectBody.optional(), hide: true } }, async (req, reply) => {
+        const out = await connect(req.params.sandboxID, req.body?.timeout);
+        reply.status(out.status).send(out.body);
+      });
+    }
+    r.post('/sandboxes/:sandboxID/resume', { schema: { params: idParams, body: connectBody.optional(), hide: true } }, async (req, reply) => {
+      if (visible(req.params.sandboxID).state === 'running') throw new CordonError('already_exists', `sandbox ${req.params.sandboxID} is already running`);
+      const out = await connect(req.params.sandboxID, req.body?.timeout);
+      reply.status(201).send(out.body);
+    });
+
+    const list = (q: z.infer<typeof listQuery>) => {
+      const states = parseStates(q.state);
+      const labels = parseMetadataFilter(q.metadata);
+      const after = q.startedAfter ? Date.parse(q.startedAfter) : undefined;
+      if (after !== undefined && Number.isNaN(after)) throw new CordonError('invalid_argument', 'startedAfter: use an RFC 3339 timestamp');
+      let recs = mgr
+        .list({ labels })
+        .filter((rec) => states.includes(e2bState(rec)!) && (!q.template || rec.spec.template === q.template || rec.spec.image === q.template))
+        .filter((rec) => after === undefined || (rec.startedAt ?? rec.createdAt) > after)
+        .sort((a, b) => a.createdAt - b.createdAt || (a.id < b.id ? -1 : 1));
+      if (q.nextToken) recs = recs.filter(afterToken(q.nextToken));
+      return recs;
+    };
+    r.get('/v2/sandboxes', { schema: { querystring: listQuery, hide: true } }, async (req, reply) => {
+      const recs = list(req.query);
+      const limit = req.query.limit ?? 100;
+      const page = recs.slice(0, limit);
+      if (recs.length > limit) reply.header('x-next-token', pageToken(page[page.length - 1]));
+      return page.map(sandboxListed);
+    });
+    r.get('/sandboxes', { schema: { querystring: listQuery, hide: true } }, async (req) => list({ ...req.query, state: 'running' }).map(sandboxListed));
+
+    r.get('/sandboxes/:sandboxID', { schema: { params: idParams, hide: true } }, async (req) => sandboxDetail(visible(req.params.sandboxID)));
+
+    r.delete('/sandboxes/:sandboxID', { schema: { params: idParams, hide: true } }, async (req, reply) => {
+      visible(req.params.sandboxID);
+      await mgr.remove(req.params.sandboxID, true);
+      tokens.forget(req.params.sandboxID);
+      reply.status(204).send();
+    });
+
+    r.post('/sandboxes/:sandboxID/timeout', { schema: { params: idParams, body: timeoutBody, hide: true } }, async (req, reply) => {
+      visible(req.params.sandboxID);
+      mgr.setTimeout(req.params.sandboxID, req.body.timeout * 1000);
+      reply.status(204).send();
+    });
+
+    r.post('/sandboxes/:sandboxID/pause', { schema: { params: idParams, hide: true } }, async (req, reply) => {
+      const rec = visible(req.params.sandboxID);
+      if (e2bState(rec) === 'paused') throw new CordonError('invalid_state', `sandbox ${rec.id} is already paused`);
+      await mgr.pause(rec.id);
+      reply.status(204).send();
+    });
+
+    r.get(
+      '/sandboxes/:sandboxID/metrics',
+      { schema: { params: idParams, querystring: z.object({ start: z.coerce.number().int().optional(), end: z.coerce.number().int().optional() }), hide: true } },
+      async (req) => {
+        const rec = visible(req.params.sandboxID);
+        if (rec.state !== 'running') return [];
+        return [metricView(rec, await mgr.running(rec.id, 'stats').stats())];
+      },
+    );
+  });
+}

@@ -1,0 +1,119 @@
+import type { IncomingHttpHeaders } from 'node:http';
+import { z } from 'zod';
+import { cleanPath, type FileEntry } from '../../engine/files.js';
+import type { LiveSandbox } from '../../engine/live-sandbox.js';
+import { CordonError } from '../../errors/registry.js';
+import { RpcError } from './connect.js';
+
+/** E2B's default user inside a sandbox; templates without it fall back to the sandbox's own default. */
+export const E2B_USER = 'user';
+export const ENVD_PORT = 49983;
+/** The envd version we claim: >= 0.6.4 unlocks every feature the 2.x SDK gates on. */
+export const ENVD_VERSION = '0.6.4';
+
+const userName = z.string().regex(/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}$/, 'a user name or uid');
+
+/** envd takes the user from `Authorization: Basic base64("user:")`. */
+export function userFromAuthorization(h: IncomingHttpHeaders): string | undefined {
+  const auth = h.authorization;
+  if (typeof auth !== 'string' || !/^Basic /i.test(auth)) return undefined;
+  const decoded = Buffer.from(auth.slice(6).trim(), 'base64').toString('utf8');
+  const name = decoded.split(':')[0];
+  if (!name) return undefined;
+  const ok = userName.safeParse(name);
+  if (!ok.success) throw new RpcError('invalid_argument', `Authorization: user "${name}" is not a valid user name`);
+  return name;
+}
+
+export interface EnvdUser {
+  name: string;
+  home: string;
+}
+
+/** Resolve the caller's user, defaulting to `user` when the template has one. */
+export async function resolveEnvdUser(live: LiveSandbox, requested: string | undefined): Promise<EnvdUser> {
+  try {
+    const u = await live.resolveUser(requested ?? E2B_USER);
+    return { name: u.name, home: u.home };
+  } catch (e) {
+    if (requested !== undefined) throw e;
+    const u = await live.resolveUser();
+    return { name: u.name, home: u.home };
+  }
+}
+
+/** envd resolves relative paths (and "~") against the user's home. */
+export function envdPath(p: unknown, home: string, field = 'path'): string {
+  if (typeof p === 'string' && (p === '~' || p.startsWith('~/'))) p = home + p.slice(1);
+  return cleanPath(p, home, field);
+}
+
+/** Per-sandbox file metadata set with X-Metadata-* on upload (kept in memory, keyed by path). */
+export class FileMetadata {
+  private readonly bySandbox = new Map<string, Map<string, Record<string, string>>>();
+  get(sandboxId: string, path: string): Record<string, string> | undefined {
+    return this.bySandbox.get(sandboxId)?.get(path);
+  }
+  set(sandboxId: string, path: string, meta: Record<string, string> | undefined): void {
+    let m = this.bySandbox.get(sandboxId);
+    if (!m) this.bySandbox.set(sandboxId, (m = new Map()));
+    if (meta && Object.keys(meta).length) m.set(path, meta);
+    else m.delete(path);
+  }
+  /** Follow a move or removal of a path and everything below it. */
+  rebase(sandboxId: string, from: string, to: string | undefined): void {
+    const m = this.bySandbox.get(sandboxId);
+    if (!m) return;
+    for (const [p, v] of [...m]) {
+      if (p !== from && !p.startsWith(from + '/')) continue;
+      m.delete(p);
+      if (to !== undefined) m.set(to + p.slice(from.length), v);
+    }
+  }
+  forget(sandboxId: string): void {
+    this.bySandbox.delete(sandboxId);
+  }
+}
+
+const FILE_TYPE = { file: 'FILE_TYPE_FILE', dir: 'FILE_TYPE_DIRECTORY', symlink: 'FILE_TYPE_SYMLINK', other: 'FILE_TYPE_UNSPECIFIED' } as const;
+
+/** Go's os.FileMode keeps the type in high bits; envd reports it that way. */
+function goMode(e: FileEntry): number {
+  const type = e.type === 'dir' ? 2 ** 31 : e.type === 'symlink' ? 2 ** 27 : 0;
+  return type + (e.mode & 0o777);
+}
+
+/** A FileEntry as filesystem.EntryInfo in proto3 JSON (int64 as string, enum names, RFC 3339). */
+export function entryInfo(e: FileEntry, metadata?: Record<string, string>) {
+  return {
+    name: e.name,
+    type: FILE_TYPE[e.type],
+    path: e.path,
+    size: String(e.size),
+    mode: goMode(e),
+    permissions: e.permissions,
+    owner: e.owner,
+    group: e.group,
+    modifiedTime: e.modifiedAt,
+    ...(e.symlinkTarget !== undefined ? { symlinkTarget: e.symlinkTarget } : {}),
+    ...(metadata ? { metadata } : {}),
+  };
+}
+
+/** Validate a request message; failures become invalid_argument naming the field. */
+export function parseMsg<T extends z.ZodTypeAny>(schema: T, msg: unknown, what: string): z.infer<T> {
+  // proto3 JSON accepts the original field names too; only top-level request fields have underscores.
+  if (msg && typeof msg === 'object' && !Array.isArray(msg)) {
+    msg = Object.fromEntries(Object.entries(msg).map(([k, v]) => [k.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase()), v]));
+  }
+  const r = schema.safeParse(msg);
+  if (!r.success) {
+    const i = r.error.issues[0];
+    throw new RpcError('invalid_argument', `${what}.${i?.path.join('.') || '(message)'}: ${i?.message}`);
+  }
+  return r.data;
+}
+
+export function isNotFound(e: unknown): boolean {
+  return e instanceof CordonError && e.code === 'not_found';
+}
