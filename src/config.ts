@@ -29,6 +29,8 @@ export interface DaemonConfig {
   debianMirror?: string;
   /** Where built templates live (default DATA/templates); daemons may share one. */
   templatesDir?: string;
+  /** Registries (host[:port]) that may be pulled from over plain HTTP; loopback ones always may. */
+  insecureRegistries?: string[];
 }
 
 export function defaultConfig(overrides: Partial<DaemonConfig> = {}): DaemonConfig {

@@ -1,5 +1,6 @@
 import { existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { buildServer } from './api/server.js';
 import { dataPaths, isLoopback, type DaemonConfig, type RuntimeName } from './config.js';
@@ -7,6 +8,7 @@ import { SandboxManager } from './engine/sandbox-manager.js';
 import { TemplateResolver, type RootfsResolver } from './engine/sources.js';
 import { Supervisor } from './engine/supervisor.js';
 import { BaseTemplate } from './image/base-template.js';
+import { ImageStore } from './image/oci/image-store.js';
 import { SandboxRootfs } from './image/sandbox-rootfs.js';
 import { createRuntimes } from './runtime/registry.js';
 import { openDatabase } from './store/db.js';
@@ -47,7 +49,13 @@ export async function createDaemon(cfg: DaemonConfig, log: (msg: string) => void
   if (!usable.has(cfg.defaultRuntime)) throw new Error(`default runtime ${cfg.defaultRuntime} is not usable: ${runtimeStatus[cfg.defaultRuntime]}`);
 
   const base = new BaseTemplate(paths.templates, cfg.debianMirror);
-  const mgr = new SandboxManager(cfg, store, usable, new SandboxRootfs(paths.sandboxes), new TemplateResolver(base, imageResolver), HELPERS);
+  const images = new ImageStore(join(cfg.dataDir, 'images'), db, {
+    sandboxesDir: paths.sandboxes,
+    insecureRegistries: cfg.insecureRegistries,
+    imagesInUse: () => store.list().flatMap((r) => (r.spec.image ? [r.spec.image] : [])),
+  });
+  await images.init();
+  const mgr = new SandboxManager(cfg, store, usable, new SandboxRootfs(paths.sandboxes), new TemplateResolver(base, imageResolver ?? images), HELPERS);
   const supervisor = new Supervisor(mgr, log);
   await supervisor.reconcile();
   supervisor.watch();
@@ -65,6 +73,7 @@ export async function createDaemon(cfg: DaemonConfig, log: (msg: string) => void
     cfg,
     mgr,
     version: VERSION,
+    images,
     readiness: () => {
       if (base.isBuilt()) return { ready: true, runtimes: runtimeStatus };
       return { ready: false, reason: baseError ? `template base failed to build: ${baseError}` : 'building template base', runtimes: runtimeStatus };

@@ -11,6 +11,8 @@ import { registerProcessRoutes } from './routes/processes.js';
 import { registerFileRoutes } from './routes/files.js';
 import { registerSystemRoutes } from './routes/system.js';
 import { registerE2b } from './e2b/index.js';
+import { registerImageRoutes } from './routes/images.js';
+import type { ImageStore } from '../image/oci/image-store.js';
 
 export interface ApiDeps {
   cfg: DaemonConfig;
@@ -18,6 +20,8 @@ export interface ApiDeps {
   /** Whether the daemon can create sandboxes now, and if not why. */
   readiness: () => { ready: boolean; reason?: string; runtimes: Record<string, string> };
   version: string;
+  /** OCI image store (pull, import, ls, rm, prune); absent in daemons built without it. */
+  images?: ImageStore;
 }
 
 export type TypedApp = FastifyInstance<RawServerDefault, RawRequestDefaultExpression, RawReplyDefaultExpression, FastifyBaseLogger, ZodTypeProvider>;
@@ -86,5 +90,6 @@ export async function buildServer(deps: ApiDeps): Promise<FastifyInstance> {
   registerSandboxRoutes(typed, deps);
   registerProcessRoutes(typed, deps);
   registerFileRoutes(typed, deps);
+  registerImageRoutes(typed, deps);
   return app;
 }

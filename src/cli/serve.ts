@@ -23,6 +23,7 @@ export function registerServe(program: Command): void {
     .option('--runsc-platform <name>', 'gVisor platform: systrap or ptrace', 'systrap')
     .option('--templates-dir <dir>', 'where built templates are kept (default DATA/templates); daemons may share one')
     .option('--debian-mirror <url>', 'Debian mirror for the base template (default: the host apt sources)')
+    .option('--insecure-registry <host:port>', 'allow pulling from this registry over plain HTTP (repeatable)', (v: string, p: string[] = []) => [...p, v], [])
     .action(async (o) => {
       const { host, port } = hostPort(o.listen);
       if (!RUNTIME_NAMES.includes(o.runtime)) throw new Error(`--runtime must be one of ${RUNTIME_NAMES.join(', ')}`);
@@ -38,6 +39,7 @@ export function registerServe(program: Command): void {
         runscPlatform: o.runscPlatform,
         debianMirror: o.debianMirror,
         templatesDir: o.templatesDir,
+        insecureRegistries: o.insecureRegistry,
       });
       const daemon = await createDaemon(cfg);
       const url = await daemon.listen();

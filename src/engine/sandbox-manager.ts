@@ -9,6 +9,7 @@ import { pidAlive, sleep } from '../util/proc.js';
 import type { Runtime } from '../runtime/types.js';
 import { HELPER_DIR } from '../runtime/oci-spec.js';
 import { admit } from './admission.js';
+import { composeCommand } from './exec-env.js';
 import { KeyedLock } from './keyed-lock.js';
 import { LiveSandbox } from './live-sandbox.js';
 import type { RootfsResolver } from './sources.js';
@@ -119,10 +120,9 @@ export class SandboxManager {
         });
         await writeFile(join(this.rootfs.dirs(id).root, 'image-config.json'), JSON.stringify(source.config));
         await this.boot(rec, source.config);
-        if (input.entrypoint || spec.cmd?.length) {
-          const args = [...(input.entrypoint ?? []), ...(spec.cmd ?? [])];
-          await this.live.get(id)!.startMain(args);
-        }
+        // Docker's rule: cmd replaces the image's Cmd, entrypoint (even []) replaces its Entrypoint.
+        const main = composeCommand(source.config, input.entrypoint, spec.cmd);
+        if (main.length) await this.live.get(id)!.startMain(main);
         this.store.addEvent(id, 'created', `sandbox created from ${source.ref} on ${runtime}`);
         return this.get(id);
       } catch (e) {

@@ -1,5 +1,5 @@
 import { lstat, mkdir, readFile, rm, writeFile, open } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, basename, join } from 'node:path';
 import { run, runOk } from '../util/proc.js';
 import type { RootfsSource } from '../engine/types.js';
 
@@ -69,7 +69,7 @@ export class SandboxRootfs {
     const work = join(base, 'work');
     await mkdir(upper, { recursive: true, mode: 0o755 });
     await mkdir(work, { recursive: true });
-    await runOk('mount', ['-t', 'overlay', 'overlay', '-o', `lowerdir=${lowerDirs.join(':')},upperdir=${upper},workdir=${work}`, d.rootfs]);
+    await mountOverlay(lowerDirs, upper, work, d.rootfs);
     await this.placeHelperTargets(d.rootfs);
   }
 
@@ -115,4 +115,15 @@ export class SandboxRootfs {
 
 async function exists(p: string): Promise<boolean> {
   return lstat(p).then(() => true, () => false);
+}
+
+/** Mount options must fit in a page; with many layers that share a parent, mount from that parent with relative names. */
+async function mountOverlay(lowerDirs: string[], upper: string, work: string, target: string): Promise<void> {
+  const opts = `lowerdir=${lowerDirs.join(':')},upperdir=${upper},workdir=${work}`;
+  const parent = dirname(lowerDirs[0]);
+  if (opts.length < 3800 || !lowerDirs.every((l) => dirname(l) === parent)) {
+    await runOk('mount', ['-t', 'overlay', 'overlay', '-o', opts, target]);
+    return;
+  }
+  await runOk('mount', ['-t', 'overlay', 'overlay', '-o', `lowerdir=${lowerDirs.map((l) => basename(l)).join(':')},upperdir=${upper},workdir=${work}`, target], { cwd: parent });
 }

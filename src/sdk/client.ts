@@ -1,6 +1,7 @@
 import type { Readable } from 'node:stream';
 import { Http, type ClientOptions } from './http.js';
 import { ProcessSocket, readSse } from './process-stream.js';
+import { Images } from './images.js';
 import type { CreateOptions, ExecOptions, ExecResult, FileInfo, ProcessEvent, ProcessInfo, SandboxEvent, SandboxInfo, SandboxState, SandboxStats } from './types.js';
 
 const enc = encodeURIComponent;
@@ -161,8 +162,10 @@ export class Sandbox {
 /** Client for a cordon daemon. */
 export class Cordon {
   readonly http: Http;
+  readonly images: Images;
   constructor(opts: ClientOptions = {}) {
     this.http = new Http(opts);
+    this.images = new Images(this.http);
   }
   health() {
     return this.http.json<{ status: string; reason: string | null; runtimes: Record<string, string>; version: string }>('GET', '/v1/health');

@@ -42,6 +42,19 @@ const MIGRATIONS: string[] = [
      envd_token TEXT NOT NULL,
      created_at INTEGER NOT NULL
    );`,
+  // OCI images (src/image/oci): one row per name; layers live unpacked on disk, keyed by diff ID.
+  `CREATE TABLE images (
+     name TEXT PRIMARY KEY,
+     id TEXT NOT NULL,
+     digest TEXT NOT NULL,
+     manifest TEXT NOT NULL,
+     config TEXT NOT NULL,
+     layers TEXT NOT NULL,
+     size INTEGER NOT NULL,
+     source TEXT NOT NULL,
+     created_at INTEGER NOT NULL
+   );
+   CREATE INDEX images_id ON images(id);`,
 ];
 
 /** Open (and migrate) the daemon's SQLite database. WAL keeps readers off the writer's back. */

@@ -9,6 +9,7 @@ export function addCreateOptions(cmd: Command): Command {
   return cmd
     .option('--template <name>', 'template to start from', undefined)
     .option('--image <ref>', 'OCI image to start from')
+    .option('--entrypoint <cmd>', "override the image's Entrypoint ('' clears it)")
     .option('--runtime <name>', 'runsc (gVisor, default), crun or runc')
     .option('--memory <size>', 'memory limit, e.g. 128m')
     .option('--cpus <n>', 'CPU limit in cores, e.g. 0.5')
@@ -41,6 +42,7 @@ export function createOptionsFrom(o: Record<string, unknown>): CreateOptions {
   return {
     template: o.template as string | undefined,
     image: o.image as string | undefined,
+    entrypoint: o.entrypoint === undefined ? undefined : o.entrypoint === '' ? [] : [o.entrypoint as string],
     runtime: o.runtime as CreateOptions['runtime'],
     memory: o.memory as string | undefined,
     cpus: num(o.cpus, '--cpus'),

@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { registerCp } from './cp.js';
+import { registerImage } from './image.js';
 import { registerLifecycle } from './lifecycle.js';
 import { registerRunExec } from './run-exec.js';
 
@@ -8,4 +9,5 @@ export function registerCommands(program: Command): void {
   registerLifecycle(program);
   registerRunExec(program);
   registerCp(program);
+  registerImage(program);
 }

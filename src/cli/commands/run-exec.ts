@@ -4,6 +4,7 @@ import { client, collect, envFrom, printJson, table } from '../output.js';
 import { addCreateOptions, createOptionsFrom } from './create-options.js';
 import { runAttached } from './attach-io.js';
 import type { Sandbox } from '../../sdk/client.js';
+import { composeCommand } from '../../engine/exec-env.js';
 
 function needCmd(cmd: string[]): string[] {
   if (!cmd.length) throw new CordonError('invalid_argument', 'give a command after --, e.g. cordon run -- echo hello');
@@ -29,10 +30,22 @@ export function registerRunExec(program: Command): void {
     .option('--json', 'print the result as JSON (output is collected, not streamed)')
     .argument('[cmd...]', 'command and arguments')
     .action(async (cmd: string[], o: Record<string, unknown>) => {
-      needCmd(cmd);
       const c = client();
       const createOpts = createOptionsFrom(o);
-      const sbx = await c.create({ ...createOpts, env: createOpts.env });
+      if (!createOpts.image) needCmd(cmd);
+      // With an image, the command runs in the foreground, so create starts no main process (entrypoint []).
+      const sbx = await c.create({ ...createOpts, env: createOpts.env, ...(createOpts.image ? { entrypoint: [] } : {}) });
+      if (createOpts.image) {
+        const img = await c.images.get(createOpts.image).catch(async (e) => {
+          await sbx.remove({ force: true }).catch(() => {});
+          throw e;
+        });
+        cmd = composeCommand(img.config, createOpts.entrypoint, cmd);
+        if (!cmd.length) {
+          await sbx.remove({ force: true }).catch(() => {});
+          needCmd(cmd);
+        }
+      }
       let code = 1;
       try {
         code = await execIn(sbx, cmd, { ...o, env: [], workdir: undefined, user: undefined });
