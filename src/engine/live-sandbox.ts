@@ -58,6 +58,7 @@ export class LiveSandbox {
     private readonly rootfs: string,
     readonly initPid: number,
     private readonly cfg: DaemonConfig,
+    private readonly onEvent: (type: string, message: string) => void = () => {},
   ) {
     this.processes = new ProcessManager(rec.id, runtime, cfg.processOutputBufferBytes);
     this.files = new FileService(async (args, user) => {
@@ -159,6 +160,7 @@ export class LiveSandbox {
     const s = await this.runtime.stats(this.rec.id);
     const happened = s.oomKills > this.oomBaseline;
     this.oomBaseline = s.oomKills;
+    if (happened) this.onEvent('oom', `a process was killed for exceeding the ${this.rec.spec.memoryBytes}-byte memory limit`);
     return happened;
   }
 

@@ -154,14 +154,16 @@ export class ProcessManager {
       // Output can still be in flight when the exit is seen; give the pipes a moment to drain.
       await Promise.race([Promise.all(streams), new Promise((r) => setTimeout(r, 2000))]);
       if (timer) clearTimeout(timer);
-      const oomKilled = status.exitCode === 137 && opts.oomCheck ? await opts.oomCheck().catch(() => false) : false;
+      // 137 is the kernel's OOM kill; with gVisor the whole sandbox is killed and the exec ends with 128.
+      const oomKilled = status.exitCode >= 128 && opts.oomCheck ? await opts.oomCheck().catch(() => false) : false;
+      const exitCode = oomKilled ? 137 : status.exitCode;
       proc.info.running = false;
       proc.info.stdinOpen = false;
       proc.info.exitedAt = Date.now();
-      proc.info.exitCode = status.exitCode;
+      proc.info.exitCode = exitCode;
       proc.record({
         type: 'exit',
-        exitCode: status.exitCode,
+        exitCode,
         signal: status.signal,
         ...(proc.timedOut ? { timedOut: true } : {}),
         ...(oomKilled ? { oomKilled: true } : {}),

@@ -169,7 +169,7 @@ export class SandboxManager {
 
   /** Give a running sandbox its in-memory handles (also used after a daemon restart). */
   attach(id: string, rt: Runtime, image: ImageConfig, initPid: number): LiveSandbox {
-    const live = new LiveSandbox(this.get(id), rt, image, this.rootfs.dirs(id).rootfs, initPid, this.cfg);
+    const live = new LiveSandbox(this.get(id), rt, image, this.rootfs.dirs(id).rootfs, initPid, this.cfg, (type, message) => this.store.addEvent(id, type, message));
     this.live.set(id, live);
     return live;
   }

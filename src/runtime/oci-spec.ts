@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { cgroupsPathFor } from './cgroups.js';
 import type { ContainerSpec, ExecSpec } from './types.js';
 
@@ -16,8 +17,20 @@ export const HELPER_DIR = '/.cordon';
 export const INIT_ARGS = [`${HELPER_DIR}/tini`, '-s', '-g', '--', `${HELPER_DIR}/busybox`, 'sleep', '2147483647'];
 const DEFAULT_PATH = 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
+/** Our own hard limit on open files: a runtime that drops privileges first cannot raise past it. */
+function inheritedNofile(): number {
+  try {
+    const line = readFileSync('/proc/self/limits', 'utf8').split('\n').find((l) => l.startsWith('Max open files'));
+    const hard = Number(line?.trim().split(/\s+/)[4]);
+    return Number.isFinite(hard) && hard > 0 ? hard : 1024;
+  } catch {
+    return 1024;
+  }
+}
+const NOFILE = Math.min(65536, inheritedNofile());
+
 export function processSpec(p: ExecSpec) {
-  const rlimits: { type: string; hard: number; soft: number }[] = [{ type: 'RLIMIT_NOFILE', hard: 65536, soft: 65536 }];
+  const rlimits: { type: string; hard: number; soft: number }[] = [{ type: 'RLIMIT_NOFILE', hard: NOFILE, soft: NOFILE }];
   if (p.nproc !== undefined) rlimits.push({ type: 'RLIMIT_NPROC', hard: p.nproc, soft: p.nproc });
   return {
     terminal: !!p.tty,

@@ -34,30 +34,40 @@ const clientMessage = z.discriminatedUnion('type', [
   z.object({ type: z.literal('signal'), signal: signalBody.shape.signal }),
 ]);
 
-/** A WebSocket bound to one process: events out, stdin / resize / signal in. */
-function bindSocket(socket: WebSocket, live: LiveSandbox, proc: ManagedProcess, replay: boolean): void {
+/**
+ * A WebSocket bound to one process: events out, stdin / resize / signal in. `early` holds messages
+ * that arrived while the process was still starting, so no stdin is lost.
+ */
+function bindSocket(socket: WebSocket, live: LiveSandbox, proc: ManagedProcess, replay: boolean, early: string[] = []): void {
   const unsubscribe = proc.subscribe((ev) => {
     if (socket.readyState !== socket.OPEN) return;
     socket.send(JSON.stringify(eventWire(ev)));
     if (ev.type === 'exit') socket.close(1000, 'process exited');
   }, replay);
   socket.on('close', unsubscribe);
-  socket.on('message', (raw) => {
-    const parsed = clientMessage.safeParse(safeJson(raw.toString()));
+  let chain = Promise.resolve();
+  const handle = (text: string) => {
+    const parsed = clientMessage.safeParse(safeJson(text));
     if (!parsed.success) {
       socket.send(JSON.stringify({ type: 'error', code: 'invalid_argument', message: `bad message: ${parsed.error.issues[0]?.message}` }));
       return;
     }
     const m = parsed.data;
     const pid = proc.info.pid;
-    const act = async () => {
-      if (m.type === 'stdin') await live.processes.sendStdin(pid, Buffer.from(m.data, 'base64'));
-      else if (m.type === 'close_stdin') live.processes.closeStdin(pid);
-      else if (m.type === 'resize') live.processes.resize(pid, m.cols, m.rows);
-      else await live.processes.signal(pid, m.signal as NodeJS.Signals);
-    };
-    act().catch((e: Error) => socket.send(JSON.stringify({ type: 'error', code: (e as CordonError).code ?? 'internal', message: e.message })));
-  });
+    // Keep client order: stdin bytes must not overtake each other or the close that follows them.
+    chain = chain
+      .then(async () => {
+        if (m.type === 'stdin') await live.processes.sendStdin(pid, Buffer.from(m.data, 'base64'));
+        else if (m.type === 'close_stdin') live.processes.closeStdin(pid);
+        else if (m.type === 'resize') live.processes.resize(pid, m.cols, m.rows);
+        else await live.processes.signal(pid, m.signal as NodeJS.Signals);
+      })
+      .catch((e: Error) => {
+        if (socket.readyState === socket.OPEN) socket.send(JSON.stringify({ type: 'error', code: (e as CordonError).code ?? 'internal', message: e.message }));
+      });
+  };
+  socket.on('message', (raw) => handle(raw.toString()));
+  for (const m of early) handle(m);
 }
 
 function safeJson(s: string): unknown {
@@ -132,7 +142,11 @@ export function registerProcessRoutes(app: TypedApp, { mgr }: ApiDeps): void {
     }
   });
   app.get('/v1/sandboxes/:id/exec/ws', { websocket: true, schema: { params: idParams, hide: true } }, (socket, req) => {
-    socket.once('message', (raw) => {
+    const queued: string[] = [];
+    let first = true;
+    const onMessage = (raw: Buffer) => {
+      if (!first) return void queued.push(raw.toString());
+      first = false;
       void (async () => {
         try {
           const parsed = processBody.safeParse(safeJson(raw.toString()));
@@ -140,13 +154,15 @@ export function registerProcessRoutes(app: TypedApp, { mgr }: ApiDeps): void {
           const b = parsed.data;
           const live = mgr.running(req.params.id);
           const proc = await live.start({ cmd: b.cmd, env: b.env, cwd: b.cwd, user: b.user, tag: b.tag, stdin: b.stdin ?? true, timeoutMs: b.timeout, tty: b.pty });
-          bindSocket(socket, live, proc, true);
+          socket.off('message', onMessage);
+          bindSocket(socket, live, proc, true, queued);
         } catch (e) {
           const err = e instanceof CordonError ? e : new CordonError('internal', (e as Error).message);
           socket.send(JSON.stringify({ type: 'error', ...err.toJSON() }));
           socket.close(4000 + err.status, err.message.slice(0, 120));
         }
       })();
-    });
+    };
+    socket.on('message', onMessage);
   });
 }
