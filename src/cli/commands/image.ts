@@ -14,7 +14,8 @@ function progressPrinter(): (ev: PullProgress) => void {
   const tty = process.stderr.isTTY;
   const layers = new Map<string, string>();
   let drawn = 0;
-  let lastPlain = '';
+  let lastDone = -1;
+  let lastAt = 0;
   return (ev) => {
     if (ev.type === 'status') {
       process.stderr.write(`${ev.message}\n`);
@@ -32,9 +33,11 @@ function progressPrinter(): (ev: PullProgress) => void {
       const lines = [...layers.values(), total];
       process.stderr.write(lines.map((l) => `\x1b[2K${l}\n`).join(''));
       drawn = lines.length;
-    } else if (total !== lastPlain && (ev.layersDone === ev.layers || Math.floor(ev.current / 10e6) !== Math.floor(Number(lastPlain.split(/[ /]/)[1]?.replace('MB', '') ?? 0) / 10))) {
+    } else if (ev.layersDone !== lastDone || Date.now() - lastAt > 1000) {
+      // Without a terminal: a line when a layer finishes, and at most one a second in between.
       process.stderr.write(`${total}\n`);
-      lastPlain = total;
+      lastDone = ev.layersDone;
+      lastAt = Date.now();
     }
   };
 }
