@@ -172,7 +172,9 @@ export abstract class OciCliRuntime implements Runtime {
             stderr.end(`cordon: ${e.message}\n`);
             resolve({ exitCode: 127 });
           });
-          child.on('close', (code, signal) => {
+          // 'exit', not 'close': a background grandchild may hold the pipes open long after the
+          // command itself has finished (the process manager drains what is left for a moment).
+          child.on('exit', (code, signal) => {
             state.done = true;
             resolve({ exitCode: code ?? 128 + signalNumber(signal), signal: signal ?? undefined });
           });

@@ -1,6 +1,8 @@
 import type { DaemonConfig } from '../config.js';
 import { runOk } from '../util/proc.js';
 import { OciCliRuntime } from './oci-cli.js';
+import { HELPER_DIR } from './oci-spec.js';
+import type { ExecHandle, ExecSpec } from './types.js';
 
 /**
  * gVisor. The rootfs is the host overlay the engine mounted (--overlay2=none), so writes land on
@@ -20,6 +22,14 @@ export class RunscRuntime extends OciCliRuntime {
   // so the cgroup gets head-room and the user's limit is applied as RLIMIT_NPROC per process.
   protected pidsLimit(requested: number): number {
     return Math.max(requested, 4096) + 512;
+  }
+
+  // `runsc exec --process` ignores the document's rlimits, so the process limit is set by a busybox
+  // shell that then execs the command (argv unchanged). Root is exempt from RLIMIT_NPROC anyway.
+  override exec(id: string, spec: ExecSpec): ExecHandle {
+    if (spec.nproc === undefined || spec.uid === 0) return super.exec(id, spec);
+    const args = [`${HELPER_DIR}/busybox`, 'sh', '-c', `ulimit -u ${spec.nproc} && exec "$@"`, 'cordon-exec', ...spec.args];
+    return super.exec(id, { ...spec, args });
   }
 
   protected pidFileArgs(pidFile: string): string[] {
