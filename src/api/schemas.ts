@@ -45,6 +45,7 @@ export const createSandboxBody = z
   .object({
     template: z.string().regex(/^[a-z0-9][a-z0-9._-]{0,62}$/, 'template names are lowercase letters, digits, . _ -').optional(),
     image: z.string().min(1).max(512).optional(),
+    pull_policy: z.enum(['missing', 'always', 'never']).optional(),
     runtime: z.enum(RUNTIME_NAMES as [string, ...string[]]).optional(),
     env: envMap.optional(),
     workdir: absPath.optional(),

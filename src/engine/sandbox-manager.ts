@@ -95,6 +95,7 @@ export class SandboxManager {
     const spec: SandboxSpec = {
       template: input.image ? undefined : (input.template ?? 'base'),
       image: input.image,
+      pullPolicy: input.image ? input.pullPolicy : undefined,
       runtime,
       env: input.env ?? {},
       workdir: input.workdir,
@@ -114,7 +115,7 @@ export class SandboxManager {
     this.store.insert(rec);
     return this.lock.run(id, async () => {
       try {
-        const source = await this.sources.resolve({ template: spec.template, image: spec.image }, progress);
+        const source = await this.sources.resolve({ template: spec.template, image: spec.image, pullPolicy: spec.pullPolicy }, progress);
         await this.rootfs.prepare(id, source, spec.diskBytes).catch((e: Error) => {
           throw e instanceof RangeError ? errors.invalid('disk', e.message) : e;
         });

@@ -3,15 +3,24 @@ import type { BaseTemplate } from '../image/base-template.js';
 import type { RootfsSource } from './types.js';
 
 /** Where a sandbox's filesystem comes from: a template name or an image reference. */
+export type PullPolicy = 'missing' | 'always' | 'never';
+
+export interface SourceRequest {
+  template?: string;
+  image?: string;
+  /** For images: pull when missing (default), always, or never. */
+  pullPolicy?: PullPolicy;
+}
+
 export interface RootfsResolver {
-  resolve(req: { template?: string; image?: string }, progress?: (line: string) => void): Promise<RootfsSource>;
+  resolve(req: SourceRequest, progress?: (line: string) => void): Promise<RootfsSource>;
 }
 
 /** Only the built-in `base` template for now; OCI images plug in behind the same interface. */
 export class TemplateResolver implements RootfsResolver {
   constructor(private readonly base: BaseTemplate, private readonly images?: RootfsResolver) {}
 
-  async resolve(req: { template?: string; image?: string }, progress?: (line: string) => void): Promise<RootfsSource> {
+  async resolve(req: SourceRequest, progress?: (line: string) => void): Promise<RootfsSource> {
     if (req.image) {
       if (!this.images) throw new CordonError('not_implemented', `image ${req.image}: images are not supported by this daemon yet; use --template base`);
       return this.images.resolve(req, progress);

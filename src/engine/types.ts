@@ -12,6 +12,7 @@ export interface TmpfsMount {
 export interface SandboxSpec {
   template?: string;
   image?: string;
+  pullPolicy?: 'missing' | 'always' | 'never';
   runtime: RuntimeName;
   env: Record<string, string>;
   workdir?: string;

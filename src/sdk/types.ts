@@ -33,6 +33,8 @@ export interface SandboxInfo {
 export interface CreateOptions {
   template?: string;
   image?: string;
+  /** For images: pull when missing (default), always, or never. */
+  pull_policy?: 'missing' | 'always' | 'never';
   runtime?: RuntimeName;
   env?: Record<string, string>;
   workdir?: string;

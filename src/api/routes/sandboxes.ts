@@ -13,6 +13,7 @@ export function registerSandboxRoutes(app: TypedApp, { mgr }: ApiDeps): void {
     const rec = await mgr.create({
       template: b.template,
       image: b.image,
+      pullPolicy: b.pull_policy,
       runtime: b.runtime as never,
       env: b.env,
       workdir: b.workdir,

@@ -9,6 +9,7 @@ export function addCreateOptions(cmd: Command): Command {
   return cmd
     .option('--template <name>', 'template to start from', undefined)
     .option('--image <ref>', 'OCI image to start from')
+    .option('--pull <policy>', 'image pull policy: missing (default), always, never')
     .option('--entrypoint <cmd>', "override the image's Entrypoint ('' clears it)")
     .option('--runtime <name>', 'runsc (gVisor, default), crun or runc')
     .option('--memory <size>', 'memory limit, e.g. 128m')
@@ -42,6 +43,7 @@ export function createOptionsFrom(o: Record<string, unknown>): CreateOptions {
   return {
     template: o.template as string | undefined,
     image: o.image as string | undefined,
+    pull_policy: o.pull as CreateOptions['pull_policy'],
     entrypoint: o.entrypoint === undefined ? undefined : o.entrypoint === '' ? [] : [o.entrypoint as string],
     runtime: o.runtime as CreateOptions['runtime'],
     memory: o.memory as string | undefined,
