@@ -74,6 +74,31 @@ for (const runtime of RUNTIMES) {
   });
 }
 
+describe('pull policy on create', () => {
+  it('never: a missing image is refused with 404 and nothing is created', async () => {
+    const before = (await d.client.list()).length;
+    const r = await cli(d, ['create', '--image', `${reg.host}/test/absent:1`, '--pull', 'never', '--json']);
+    assert.equal(r.code, 66, r.stdout + r.stderr);
+    assert.equal(JSON.parse(r.stdout).error.code, 'not_found');
+    assert.match(JSON.parse(r.stdout).error.message, /pull policy is "never"/);
+    assert.equal((await d.client.list()).length, before);
+  });
+
+  it('always: pulls again even when the image is stored; missing: uses the store', async () => {
+    const pulled = await d.client.create({ image: ref, pull_policy: 'always', cmd: ['true'] });
+    await pulled.remove({ force: true });
+    const stored = await d.client.create({ image: ref, pull_policy: 'never', cmd: ['true'] });
+    assert.equal(stored.info.state, 'running');
+    await stored.remove({ force: true });
+  });
+
+  it('rejects an unknown policy at the edge', async () => {
+    const r = await cli(d, ['create', '--image', ref, '--pull', 'sometimes']);
+    assert.equal(r.code, 64);
+    assert.match(r.stderr, /pull_policy/);
+  });
+});
+
 describe('image import', () => {
   it('imports a docker save archive and runs it', async () => {
     const file = join(work, 'app.tar');
