@@ -8,21 +8,28 @@ export async function hostMemAvailable(): Promise<number> {
   return m ? Number(m[1]) * 1024 : Number.MAX_SAFE_INTEGER;
 }
 
-/** Decide whether one more sandbox may start: a count cap (429) and host memory pressure (503). */
-export async function admit(opts: { live: number; max: number; minHostMemory: number; memAvailable?: () => Promise<number> }): Promise<void> {
-  if (opts.live >= opts.max) {
-    throw new CordonError(
-      'too_many_sandboxes',
-      `this daemon already runs ${opts.live} sandboxes (limit ${opts.max}); remove some or start the daemon with a higher --max-sandboxes`,
-      { live: opts.live, max: opts.max },
-    );
-  }
-  const avail = await (opts.memAvailable ?? hostMemAvailable)();
-  if (avail < opts.minHostMemory) {
+/** Refuse (503) when the host has less memory available than the configured floor. */
+export async function admitMemory(minHostMemory: number, memAvailable: () => Promise<number> = hostMemAvailable): Promise<void> {
+  const avail = await memAvailable();
+  if (avail < minHostMemory) {
     throw new CordonError(
       'insufficient_resources',
-      `host memory is critically low (${formatBytes(avail)} available, ${formatBytes(opts.minHostMemory)} required); stop sandboxes or retry later`,
+      `host memory is critically low (${formatBytes(avail)} available, ${formatBytes(minHostMemory)} required); stop sandboxes or retry later`,
       { available_bytes: avail },
+    );
+  }
+}
+
+/**
+ * Refuse (429) past the sandbox cap. Synchronous on purpose: the caller counts and inserts the new
+ * record without yielding in between, so concurrent creates cannot all slip under the cap.
+ */
+export function admitCount(live: number, max: number): void {
+  if (live >= max) {
+    throw new CordonError(
+      'too_many_sandboxes',
+      `this daemon already runs ${live} sandboxes (limit ${max}); remove some or start the daemon with a higher --max-sandboxes`,
+      { live, max },
     );
   }
 }

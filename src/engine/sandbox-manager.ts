@@ -8,7 +8,7 @@ import { newId } from '../util/ids.js';
 import { pidAlive, sleep } from '../util/proc.js';
 import type { Runtime } from '../runtime/types.js';
 import { HELPER_DIR } from '../runtime/oci-spec.js';
-import { admit } from './admission.js';
+import { admitCount, admitMemory } from './admission.js';
 import { composeCommand } from './exec-env.js';
 import { KeyedLock } from './keyed-lock.js';
 import { LiveSandbox } from './live-sandbox.js';
@@ -86,7 +86,7 @@ export class SandboxManager {
   }
 
   async create(input: CreateInput, progress?: (line: string) => void): Promise<SandboxRecord> {
-    await admit({ live: this.store.countLive(), max: this.cfg.maxSandboxes, minHostMemory: this.cfg.minHostMemoryBytes });
+    await admitMemory(this.cfg.minHostMemoryBytes);
     const runtime = input.runtime ?? this.cfg.defaultRuntime;
     this.runtimeFor(runtime);
     const timeoutMs = input.timeoutMs ?? this.cfg.defaultTimeoutMs;
@@ -112,6 +112,7 @@ export class SandboxManager {
     };
     const now = Date.now();
     const rec: SandboxRecord = { id, state: 'creating', runtime, spec, labels: input.labels ?? {}, createdAt: now, updatedAt: now };
+    admitCount(this.store.countLive(), this.cfg.maxSandboxes);
     this.store.insert(rec);
     return this.lock.run(id, async () => {
       try {
@@ -207,8 +208,15 @@ export class SandboxManager {
     const rt = this.runtimeFor(rec.runtime);
     this.unschedule(rec.id);
     if (rec.state === 'paused') await rt.resume(rec.id).catch(() => {});
-    await rt.killAll(rec.id, 'SIGTERM').catch(() => {});
+    // TERM the sandbox's own processes first and give them the grace period, as Docker does with a
+    // container's main process. Signalling everything at once would also hit the init (tini), which
+    // exits at once and takes the pid namespace down with SIGKILL before any TERM handler has run.
     const deadline = Date.now() + graceMs;
+    const procs = this.live.get(rec.id)?.processes;
+    const running = () => procs?.list().filter((p) => p.running) ?? [];
+    await Promise.all(running().map((p) => procs!.signal(p.pid, 'SIGTERM').catch(() => {})));
+    while (Date.now() < deadline && running().length) await sleep(20);
+    await rt.killAll(rec.id, 'SIGTERM').catch(() => {});
     while (Date.now() < deadline && rec.initPid && pidAlive(rec.initPid)) await sleep(20);
     if (rec.initPid && pidAlive(rec.initPid)) await rt.killAll(rec.id, 'SIGKILL').catch(() => {});
     await rt.delete(rec.id, this.rootfs.dirs(rec.id).bundle);
