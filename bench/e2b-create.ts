@@ -3,13 +3,9 @@
 // see the same machine state. BENCH_RUNS (default 50) sets the count per client.
 import { Sandbox as E2bSandbox } from 'e2b';
 import { startDaemon } from '../test/helpers/daemon.js';
+import { pct, ratio, row } from './lib/stats.js';
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 50);
-
-function pct(xs: number[], p: number): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))];
-}
 
 async function main() {
   const d = await startDaemon('bench-e2b');
@@ -39,11 +35,10 @@ async function main() {
   } finally {
     await d.cleanup();
   }
-  const row = (name: string, xs: number[]) => `${name.padEnd(28)} p50 ${pct(xs, 50).toFixed(1).padStart(7)} ms   p95 ${pct(xs, 95).toFixed(1).padStart(7)} ms`;
   console.log(`create → first run('true'), ${RUNS} runs each, daemon default runtime`);
   console.log(row('e2b SDK → cordon', e2b));
   console.log(row('cordon SDK → cordon', native));
-  console.log(`ratio e2b/cordon: p50 ${(pct(e2b, 50) / pct(native, 50)).toFixed(2)}x   p95 ${(pct(e2b, 95) / pct(native, 95)).toFixed(2)}x`);
+  console.log(`ratio e2b/cordon: ${ratio(e2b, native)}`);
 }
 
 main().catch((e) => {

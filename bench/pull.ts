@@ -7,14 +7,11 @@ import { join } from 'node:path';
 import { startDaemon } from '../test/helpers/daemon.js';
 import { baseEntries, layerTar, push, writeLayout } from '../test/helpers/oci-image.js';
 import { startRegistry } from '../test/helpers/registry.js';
+import { pct } from './lib/stats.js';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const CREATES = Number(process.env.BENCH_CREATES ?? 10);
 
-const pct = (xs: number[], p: number) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
-};
 const fmt = (xs: number[]) => `p50 ${pct(xs, 50).toFixed(0)} ms, p95 ${pct(xs, 95).toFixed(0)} ms`;
 
 async function main() {
