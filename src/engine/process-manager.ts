@@ -1,6 +1,19 @@
 import { EventEmitter } from 'node:events';
 import { CordonError, errors } from '../errors/registry.js';
+import { HELPER_DIR } from '../runtime/oci-spec.js';
 import type { ExecHandle, ExecSpec, Runtime } from '../runtime/types.js';
+
+const BB = `${HELPER_DIR}/busybox`;
+
+/**
+ * Kill a process and every descendant, found by walking ppids in the sandbox's own /proc: killing
+ * only the top process would leave e.g. the `sleep` of a timed-out `sh -c '...; sleep 30'` running.
+ */
+const KILL_TREE = [
+  'all=$1; t=$1',
+  'while [ -n "$t" ]; do n=""; for f in /proc/[0-9]*/stat; do read -r l < "$f" 2>/dev/null || continue; p=${l%% *}; r=${l##*) }; set -- $r; for x in $t; do [ "$2" = "$x" ] && n="$n $p"; done; done; all="$all $n"; t=$n; done',
+  `${BB} kill -9 $all 2>/dev/null; true`,
+].join('\n');
 
 export type ProcessEvent =
   | { type: 'start'; pid: number }
@@ -146,7 +159,7 @@ export class ProcessManager {
     if (opts.timeoutMs && opts.timeoutMs > 0) {
       timer = setTimeout(() => {
         proc.timedOut = true;
-        h.signal('SIGKILL').catch(() => {});
+        void this.killTree(proc.info.pid).catch(() => h.signal('SIGKILL').catch(() => {}));
       }, opts.timeoutMs);
     }
     void (async () => {
@@ -213,10 +226,29 @@ export class ProcessManager {
     await p.handle.signal(sig);
   }
 
-  resize(ref: string | number, cols: number, rows: number): void {
+  async resize(ref: string | number, cols: number, rows: number): Promise<void> {
     const p = this.get(ref);
     if (!p.info.pty) throw new CordonError('invalid_argument', `process ${p.info.pid} has no terminal; only PTY processes can be resized`);
     p.handle.resize(cols, rows);
+    // crun relays the terminal through a pty of its own inside the sandbox and does not pass the new
+    // size on, so also set it on the process's terminal from inside (the kernel then sends SIGWINCH).
+    if (p.info.running && this.runtime.name !== 'runsc') {
+      await this.helper([BB, 'sh', '-c', `${BB} stty -F /proc/$1/fd/0 rows $2 cols $3 2>/dev/null; true`, 'cordon-resize', String(p.info.pid), String(rows), String(cols)]).catch(() => {});
+    }
+  }
+
+  /** SIGKILL a process and all its descendants. */
+  async killTree(pid: number): Promise<void> {
+    await this.helper([BB, 'sh', '-c', KILL_TREE, 'cordon-kill', String(pid)]);
+  }
+
+  /** Run a short root helper inside the sandbox and wait for it. */
+  private async helper(args: string[]): Promise<void> {
+    const h = this.runtime.exec(this.sandboxId, { args, env: [], cwd: '/', uid: 0, gid: 0 });
+    h.stdin.end();
+    h.stdout.resume();
+    h.stderr?.resume();
+    await h.exited;
   }
 
   /** Forget every process, e.g. when the sandbox stops; their runtime processes die with it. */

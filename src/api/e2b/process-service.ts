@@ -178,7 +178,7 @@ export function processService(live: () => LiveSandbox): Record<string, MethodDe
       kind: 'unary',
       async handle(msg) {
         const req = parseMsg(updateReq, msg, 'UpdateRequest');
-        if (req.pty) live().processes.resize(ref(req.process), req.pty.size.cols, req.pty.size.rows);
+        if (req.pty) await live().processes.resize(ref(req.process), req.pty.size.cols, req.pty.size.rows);
         return {};
       },
     },

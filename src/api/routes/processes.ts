@@ -59,7 +59,7 @@ function bindSocket(socket: WebSocket, live: LiveSandbox, proc: ManagedProcess, 
       .then(async () => {
         if (m.type === 'stdin') await live.processes.sendStdin(pid, Buffer.from(m.data, 'base64'));
         else if (m.type === 'close_stdin') live.processes.closeStdin(pid);
-        else if (m.type === 'resize') live.processes.resize(pid, m.cols, m.rows);
+        else if (m.type === 'resize') await live.processes.resize(pid, m.cols, m.rows);
         else await live.processes.signal(pid, m.signal as NodeJS.Signals);
       })
       .catch((e: Error) => {
@@ -124,7 +124,7 @@ export function registerProcessRoutes(app: TypedApp, { mgr }: ApiDeps): void {
     reply.status(204).send();
   });
   app.post('/v1/sandboxes/:id/processes/:ref/resize', { schema: { summary: 'Resize the PTY', params: procParams, body: resizeBody } }, async (req, reply) => {
-    mgr.running(req.params.id).processes.resize(req.params.ref, req.body.cols, req.body.rows);
+    await mgr.running(req.params.id).processes.resize(req.params.ref, req.body.cols, req.body.rows);
     reply.status(204).send();
   });
   app.delete('/v1/sandboxes/:id/processes/:ref', { schema: { summary: 'Kill a process (SIGKILL)', params: procParams } }, async (req, reply) => {
