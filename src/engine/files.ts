@@ -46,7 +46,7 @@ async function collect(h: ExecHandle, input?: Buffer): Promise<{ code: number; o
 /** Map busybox's stderr to the error a caller can act on. */
 function fsError(path: string, stderr: string): CordonError {
   const msg = stderr.trim().replace(/^\S*busybox:?\s*/i, '');
-  if (/No such file|not found/i.test(msg)) return errors.fileNotFound(path);
+  if (/No such file|not found|nonexistent directory/i.test(msg)) return errors.fileNotFound(path);
   if (/Permission denied|Operation not permitted/i.test(msg)) return new CordonError('permission_denied', `${path}: permission denied for this user; run as another user (e.g. root)`, { path });
   if (/No space left|quota/i.test(msg)) return new CordonError('no_space', `${path}: the sandbox's disk is full; remove files or create it with a larger --disk`, { path });
   if (/Read-only file system/i.test(msg)) return new CordonError('permission_denied', `${path}: the file system is read-only; write under a tmpfs mount instead`, { path });
@@ -80,8 +80,9 @@ function parseStat(line: string, path: string): Omit<FileEntry, 'symlinkTarget'>
 export class FileService {
   constructor(private readonly exec: HelperExec) {}
 
-  async stat(path: string, user?: string): Promise<FileEntry> {
-    const r = await collect(await this.exec([BB, 'sh', '-c', `${BB} stat -c '${STAT_FMT}' -- "$1" && ${BB} readlink -- "$1"; true`, 'stat', path], user));
+  /** Stat a path; symlinks are not followed unless `follow` (then a dangling one is not found). */
+  async stat(path: string, user?: string, follow = false): Promise<FileEntry> {
+    const r = await collect(await this.exec([BB, 'sh', '-c', `${BB} stat ${follow ? '-L ' : ''}-c '${STAT_FMT}' -- "$1" && ${BB} readlink -- "$1"; true`, 'stat', path], user));
     if (!r.out.length) throw fsError(path, r.err);
     const [line, target] = r.out.toString().split('\n');
     const e: FileEntry = parseStat(line, path);
@@ -121,7 +122,8 @@ export class FileService {
 
   /** Stream a file's bytes out of the sandbox; errors surface before the first byte. */
   async read(path: string, user?: string): Promise<{ stream: Readable; size: number }> {
-    const info = await this.stat(path, user);
+    // Follow symlinks here (cat does): a dangling one is a 404 before the first byte, not an empty 200.
+    const info = await this.stat(path, user, true);
     if (info.type === 'dir') throw new CordonError('invalid_argument', `${path} is a directory; list it instead`, { path });
     const h = await this.exec([BB, 'cat', '--', path], user);
     h.stdin.end();
