@@ -31,6 +31,16 @@ export interface DaemonConfig {
   templatesDir?: string;
   /** Registries (host[:port]) that may be pulled from over plain HTTP; loopback ones always may. */
   insecureRegistries?: string[];
+  /** Host interface sandbox egress leaves through; without it only network mode none is possible. */
+  egressInterface?: string;
+  /** Extra CA (PEM file) trusted for upstream TLS besides the system store. */
+  upstreamCaFile?: string;
+  /** DNS servers the daemon's resolver asks (through the egress interface) when a sandbox names none. */
+  upstreamDns?: string[];
+  /** Which of 32 host-network slots (nft table, address block) this daemon owns. */
+  netSlot?: number;
+  /** Network mode of sandboxes that do not choose one. */
+  defaultNetworkMode?: 'none' | 'allowlist' | 'open';
 }
 
 export function defaultConfig(overrides: Partial<DaemonConfig> = {}): DaemonConfig {

@@ -14,6 +14,7 @@ import { createRuntimes } from './runtime/registry.js';
 import { openDatabase } from './store/db.js';
 import { SandboxStore } from './store/sandboxes.js';
 import { VERSION } from './version.js';
+import { createNetworkService } from './net/wire.js';
 
 export interface Daemon {
   app: FastifyInstance;
@@ -56,6 +57,7 @@ export async function createDaemon(cfg: DaemonConfig, log: (msg: string) => void
   });
   await images.init();
   const mgr = new SandboxManager(cfg, store, usable, new SandboxRootfs(paths.sandboxes), new TemplateResolver(base, imageResolver ?? images), HELPERS);
+  mgr.net = createNetworkService(cfg, store);
   const supervisor = new Supervisor(mgr, log);
   await supervisor.reconcile();
   supervisor.watch();
@@ -89,6 +91,7 @@ export async function createDaemon(cfg: DaemonConfig, log: (msg: string) => void
     async close() {
       supervisor.stop();
       await app.close();
+      await mgr.net?.close().catch(() => {});
       db.close();
     },
   };

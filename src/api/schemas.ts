@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { networkBody } from '../net/schema.js';
 import { RUNTIME_NAMES } from '../config.js';
 import { parseDuration, parseSize } from '../util/units.js';
 
@@ -62,6 +63,7 @@ export const createSandboxBody = z
     read_only_rootfs: z.boolean().optional(),
     tmpfs: z.array(z.object({ path: absPath, size: size('tmpfs.size', 4096).default(64 * 1024 * 1024), options: z.array(z.enum(['noexec', 'exec', 'nosuid', 'nodev', 'ro', 'rw'])).optional() }).strict()).max(16).optional(),
     hostname: z.string().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/i, 'a hostname of letters, digits and -').optional(),
+    network: networkBody.optional(),
   })
   .strict()
   .refine((b) => !(b.template && b.image), { message: 'give template or image, not both', path: ['image'] });

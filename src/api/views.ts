@@ -1,3 +1,4 @@
+import { networkView } from '../net/schema.js';
 import type { ExecResult, SandboxStats } from '../engine/live-sandbox.js';
 import type { ProcessInfo } from '../engine/process-manager.js';
 import type { SandboxEvent, SandboxRecord } from '../engine/types.js';
@@ -34,6 +35,7 @@ export function sandboxView(r: SandboxRecord) {
       tmpfs: s.tmpfs.map((t) => ({ path: t.path, size: t.sizeBytes, options: t.options ?? [] })),
       hostname: s.hostname ?? null,
     },
+    network: networkView(s.network),
   };
 }
 

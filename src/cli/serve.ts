@@ -24,6 +24,11 @@ export function registerServe(program: Command): void {
     .option('--templates-dir <dir>', 'where built templates are kept (default DATA/templates); daemons may share one')
     .option('--debian-mirror <url>', 'Debian mirror for the base template (default: the host apt sources)')
     .option('--insecure-registry <host:port>', 'allow pulling from this registry over plain HTTP (repeatable)', (v: string, p: string[] = []) => [...p, v], [])
+    .option('--egress-interface <iface>', 'host interface sandbox egress leaves through (none: sandboxes get no network)')
+    .option('--upstream-ca <file>', 'extra CA (PEM) trusted for upstream TLS besides the system store')
+    .option('--dns-server <ip>', 'DNS server the sandbox resolver asks, through the egress interface (repeatable)', (v: string, p: string[] = []) => [...p, v], [])
+    .option('--network-slot <n>', 'host network slot 0-31 (nft table cordonN, 100.(96+N).0.0/16); one per daemon', '0')
+    .option('--default-network <mode>', 'network mode of sandboxes that choose none: none|allowlist|open', 'none')
     .action(async (o) => {
       const { host, port } = hostPort(o.listen);
       if (!RUNTIME_NAMES.includes(o.runtime)) throw new Error(`--runtime must be one of ${RUNTIME_NAMES.join(', ')}`);
@@ -40,6 +45,11 @@ export function registerServe(program: Command): void {
         debianMirror: o.debianMirror,
         templatesDir: o.templatesDir,
         insecureRegistries: o.insecureRegistry,
+        egressInterface: o.egressInterface,
+        upstreamCaFile: o.upstreamCa,
+        upstreamDns: o.dnsServer,
+        netSlot: Number(o.networkSlot),
+        defaultNetworkMode: o.defaultNetwork,
       });
       const daemon = await createDaemon(cfg);
       const url = await daemon.listen();

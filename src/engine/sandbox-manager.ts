@@ -9,6 +9,9 @@ import { pidAlive, sleep } from '../util/proc.js';
 import type { Runtime } from '../runtime/types.js';
 import { HELPER_DIR } from '../runtime/oci-spec.js';
 import { admitCount, admitMemory } from './admission.js';
+import type { NetworkService } from '../net/service.js';
+import { needsNamespace } from '../net/types.js';
+import { networkBinds, networkEnv } from '../net/sandbox-files.js';
 import { composeCommand } from './exec-env.js';
 import { KeyedLock } from './keyed-lock.js';
 import { LiveSandbox } from './live-sandbox.js';
@@ -46,6 +49,8 @@ export class SandboxManager {
   readonly live = new Map<string, LiveSandbox>();
   private readonly lock = new KeyedLock();
   private readonly timers = new Map<string, NodeJS.Timeout>();
+  /** Set by the daemon; sandboxes with a network spec need it. */
+  net?: NetworkService;
 
   constructor(
     readonly cfg: DaemonConfig,
@@ -91,13 +96,17 @@ export class SandboxManager {
     this.runtimeFor(runtime);
     const timeoutMs = input.timeoutMs ?? this.cfg.defaultTimeoutMs;
     if (timeoutMs > this.cfg.maxTimeoutMs) throw errors.invalid('timeout', `at most ${this.cfg.maxTimeoutMs / 1000}s`);
+    if (input.network && input.network.mode !== 'none') {
+      if (!this.net) throw errors.invalid('network', 'this daemon has no network capability');
+      this.net.validate(input.network);
+    }
     const id = newId();
     const spec: SandboxSpec = {
       template: input.image ? undefined : (input.template ?? 'base'),
       image: input.image,
       pullPolicy: input.image ? input.pullPolicy : undefined,
       runtime,
-      env: input.env ?? {},
+      env: { ...(input.env ?? {}), ...networkEnv(input.network) },
       workdir: input.workdir,
       cmd: input.cmd,
       user: input.user,
@@ -109,6 +118,7 @@ export class SandboxManager {
       readOnlyRootfs: input.readOnlyRootfs ?? false,
       tmpfs: input.tmpfs ?? [],
       hostname: input.hostname ?? id.slice(0, 12),
+      network: input.network,
     };
     const now = Date.now();
     const rec: SandboxRecord = { id, state: 'creating', runtime, spec, labels: input.labels ?? {}, createdAt: now, updatedAt: now };
@@ -141,7 +151,16 @@ export class SandboxManager {
     const { id, spec } = rec;
     const dirs = this.rootfs.dirs(id);
     await this.rootfs.mount(id);
-    await writeFile(join(dirs.bundle, 'hosts'), `127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t${spec.hostname}\n`);
+    const added = (spec.network?.addHosts ?? []).map((h) => `${h.ip}\t${h.host}\n`).join('');
+    await writeFile(join(dirs.bundle, 'hosts'), `127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t${spec.hostname}\n${added}`);
+    let netnsPath: string | undefined;
+    const extraBinds: { source: string; destination: string; readOnly: boolean }[] = [];
+    if (spec.network && needsNamespace(spec.network)) {
+      if (!this.net) throw errors.invalid('network', 'this daemon has no network capability');
+      const link = await this.net.attach(id, spec.network);
+      netnsPath = link.netnsPath;
+      extraBinds.push(...(await networkBinds(this.net, link, dirs.bundle, dirs.rootfs)));
+    }
     await writeFile(join(dirs.bundle, 'hostname'), `${spec.hostname}\n`);
     const rt = this.runtimeFor(spec.runtime);
     await rt.delete(id, this.rootfs.dirs(id).bundle).catch(() => {});
@@ -160,7 +179,12 @@ export class SandboxManager {
         { source: this.helpers.tini, destination: `${HELPER_DIR}/tini`, readOnly: true },
         { source: join(dirs.bundle, 'hosts'), destination: '/etc/hosts', readOnly: true },
         { source: join(dirs.bundle, 'hostname'), destination: '/etc/hostname', readOnly: true },
+        ...extraBinds,
       ],
+      netnsPath,
+    }).catch(async (e: Error) => {
+      await this.net?.detach(id);
+      throw e;
     });
     const now = Date.now();
     const expiresAt = spec.timeoutMs > 0 ? now + spec.timeoutMs : undefined;
@@ -222,6 +246,7 @@ export class SandboxManager {
     await rt.delete(rec.id, this.rootfs.dirs(rec.id).bundle);
     this.live.get(rec.id)?.close();
     this.live.delete(rec.id);
+    await this.net?.detach(rec.id);
     await this.rootfs.unmount(rec.id);
   }
 
@@ -270,6 +295,7 @@ export class SandboxManager {
       if (rec?.state === 'paused') await rt.resume(id).catch(() => {});
       await rt.delete(id, this.rootfs.dirs(id).bundle);
     }
+    await this.net?.detach(id);
     await this.rootfs.destroy(id);
   }
 
@@ -337,6 +363,7 @@ export class SandboxManager {
       this.live.get(id)?.close();
       this.live.delete(id);
       await this.runtimeFor(rec.runtime).delete(id, this.rootfs.dirs(id).bundle).catch(() => {});
+      await this.net?.detach(id).catch(() => {});
       await this.rootfs.unmount(id).catch(() => {});
       this.store.update(id, { state: 'error', stateReason: reason, initPid: undefined, expiresAt: undefined });
       this.store.addEvent(id, 'died', reason);

@@ -1,4 +1,5 @@
 import type { RuntimeName } from '../config.js';
+import type { NetworkSpec } from '../net/types.js';
 
 export type SandboxState = 'creating' | 'running' | 'paused' | 'stopped' | 'error';
 
@@ -26,6 +27,8 @@ export interface SandboxSpec {
   readOnlyRootfs: boolean;
   tmpfs: TmpfsMount[];
   hostname?: string;
+  /** Egress policy, secrets, interception rules and forwarded ports; absent means no network. */
+  network?: NetworkSpec;
 }
 
 export interface SandboxRecord {

@@ -23,7 +23,7 @@ export abstract class OciCliRuntime implements Runtime {
   constructor(protected readonly stateRoot: string) {}
 
   /** Program and leading arguments for a subcommand. */
-  protected abstract command(sub: string): [string, string[]];
+  protected abstract command(sub: string, spec?: ContainerSpec): [string, string[]];
   protected abstract pidsLimit(requested: number): number;
   /** Turn what the runtime wrote to --pid-file into the pid seen inside the sandbox. */
   protected abstract pidFileArgs(pidFile: string): string[];
@@ -49,7 +49,7 @@ export abstract class OciCliRuntime implements Runtime {
     const doc = containerSpec(spec, { pidsLimit: this.pidsLimit(spec.pids) });
     await writeFile(join(spec.bundleDir, 'config.json'), JSON.stringify(doc));
     const pidFile = join(spec.bundleDir, 'init.pid');
-    await this.createUnderShim(['create', '--bundle', spec.bundleDir, '--pid-file', pidFile, spec.id], spec.bundleDir);
+    await this.createUnderShim(['create', '--bundle', spec.bundleDir, '--pid-file', pidFile, spec.id], spec.bundleDir, spec);
     await this.cli(['start', spec.id]);
     const initPid = Number((await readFile(pidFile, 'utf8')).trim());
     return { initPid };
@@ -60,8 +60,8 @@ export abstract class OciCliRuntime implements Runtime {
    * keeps a shim per container: the container's processes get a parent that reaps them at once, so a
    * killed sandbox is gone immediately instead of lingering as a zombie of the host's init.
    */
-  private async createUnderShim(args: string[], bundleDir: string): Promise<void> {
-    const [cmd, pre] = this.command(args[0]);
+  private async createUnderShim(args: string[], bundleDir: string, spec?: ContainerSpec): Promise<void> {
+    const [cmd, pre] = this.command(args[0], spec);
     const logFile = join(bundleDir, 'create.log');
     const marker = join(bundleDir, 'created');
     await rm(marker, { force: true });

@@ -80,7 +80,7 @@ export function containerSpec(c: ContainerSpec, opts: SpecOptions) {
     linux: {
       cgroupsPath: cgroupsPathFor(c.id),
       resources,
-      namespaces: [{ type: 'pid' }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' }, { type: 'network' }],
+      namespaces: [{ type: 'pid' }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' }, c.netnsPath ? { type: 'network', path: c.netnsPath } : { type: 'network' }],
       maskedPaths: ['/proc/kcore', '/proc/keys', '/proc/latency_stats', '/proc/timer_list', '/proc/sched_debug', '/sys/firmware'],
       readonlyPaths: ['/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/proc/sysrq-trigger'],
     },

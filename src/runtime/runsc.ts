@@ -2,7 +2,9 @@ import type { DaemonConfig } from '../config.js';
 import { runOk } from '../util/proc.js';
 import { OciCliRuntime } from './oci-cli.js';
 import { HELPER_DIR } from './oci-spec.js';
-import type { ExecHandle, ExecSpec } from './types.js';
+import type { ContainerSpec, ExecHandle, ExecSpec } from './types.js';
+
+const HIDE_SYSNET = 'mount -t tmpfs -o ro,size=4k cordon-sysnet /proc/sys/net && exec "$0" "$@"';
 
 /**
  * gVisor. The rootfs is the host overlay the engine mounted (--overlay2=none), so writes land on
@@ -14,8 +16,12 @@ export class RunscRuntime extends OciCliRuntime {
     super(stateRoot);
   }
 
-  protected command(_sub: string): [string, string[]] {
-    return ['runsc', [`--root=${this.stateRoot}`, `--platform=${this.platform}`, '--overlay2=none', '--network=none']];
+  protected command(sub: string, spec?: ContainerSpec): [string, string[]] {
+    const flags = [`--root=${this.stateRoot}`, `--platform=${this.platform}`, '--overlay2=none'];
+    if (!(sub === 'create' && spec?.netnsPath)) return ['runsc', [...flags, '--network=none']];
+    // runsc refuses a network in what it takes for the root netns because this kernel shows
+    // /proc/sys/net/core/rmem_default everywhere; a read-only empty tmpfs there hides it (HOST-NOTES).
+    return ['unshare', ['-m', '--propagation', 'private', '/bin/sh', '-c', HIDE_SYSNET, 'runsc', ...flags, '--network=sandbox']];
   }
 
   // The sentry's own threads count against the pids cgroup and it panics when starved (HOST-NOTES),

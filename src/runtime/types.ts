@@ -14,6 +14,8 @@ export interface ContainerSpec {
   pids: number;
   tmpfs: TmpfsMount[];
   binds: { source: string; destination: string; readOnly: boolean }[];
+  /** Join this network namespace (set up by the net layer) instead of a fresh empty one. */
+  netnsPath?: string;
 }
 
 export interface ExecSpec {

@@ -28,6 +28,8 @@ export interface SandboxInfo {
     tmpfs: { path: string; size: number; options: string[] }[];
     hostname: string | null;
   };
+  /** Network mode and policy (secret values are never shown). */
+  network?: { mode: 'none' | 'allowlist' | 'open'; [k: string]: unknown };
 }
 
 export interface CreateOptions {
@@ -50,6 +52,8 @@ export interface CreateOptions {
   read_only_rootfs?: boolean;
   tmpfs?: { path: string; size?: string | number; options?: string[] }[];
   hostname?: string;
+  /** Egress policy, secrets, ports in (see the network API). */
+  network?: NetworkOptions;
 }
 
 export interface ExecOptions {
@@ -122,4 +126,19 @@ export interface SandboxEvent {
   type: string;
   message: string;
   data: Record<string, unknown> | null;
+}
+
+/** The `network` object of a create request. */
+export interface NetworkOptions {
+  mode?: 'none' | 'allowlist' | 'open';
+  allow_hosts?: string[];
+  deny_hosts?: string[];
+  add_hosts?: { host: string; ip: string }[];
+  /** NAME=VALUE@host1,host2 or NAME@hosts (value from the daemon's environment). */
+  secrets?: string[];
+  dns_servers?: string[];
+  mtu?: number;
+  /** [LOCAL:]REMOTE */
+  ports?: string[];
+  rules?: Record<string, unknown>[];
 }

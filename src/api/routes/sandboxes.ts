@@ -1,3 +1,4 @@
+import { toNetworkSpec } from '../../net/schema.js';
 import type { SandboxState } from '../../engine/types.js';
 import { errors } from '../../errors/registry.js';
 import { createSandboxBody, idParams, listQuery, removeQuery, resourcesBody, stopBody, timeoutBody, truthy } from '../schemas.js';
@@ -29,6 +30,7 @@ export function registerSandboxRoutes(app: TypedApp, { mgr }: ApiDeps): void {
       readOnlyRootfs: b.read_only_rootfs,
       tmpfs: b.tmpfs?.map((t) => ({ path: t.path, sizeBytes: t.size, options: t.options })),
       hostname: b.hostname,
+      network: toNetworkSpec(b.network, mgr.net?.cfg.defaultMode ?? 'none'),
     });
     reply.status(201).send(sandboxView(rec));
   });

@@ -3,6 +3,7 @@ import type { Command } from 'commander';
 import { CordonError } from '../../errors/registry.js';
 import type { CreateOptions } from '../../sdk/types.js';
 import { collect, envFrom } from '../output.js';
+import { networkOptionsFrom } from './network-options.js';
 
 /** Flags shared by `run` and `create`, docker-style. */
 export function addCreateOptions(cmd: Command): Command {
@@ -24,7 +25,15 @@ export function addCreateOptions(cmd: Command): Command {
     .option('-l, --label <k=v>', 'label (repeatable)', collect, [])
     .option('--read-only', 'mount the root filesystem read-only')
     .option('--tmpfs <path[:size]>', 'mount a tmpfs (repeatable)', collect, [])
-    .option('--hostname <name>', 'hostname inside the sandbox');
+    .option('--hostname <name>', 'hostname inside the sandbox')
+    .option('--network <mode>', 'none (default), allowlist or open')
+    .option('--allow-host <pattern>', 'allow egress to this host glob, IP or CIDR, optionally :port (repeatable; implies allowlist)', collect, [])
+    .option('--deny-host <pattern>', 'deny egress to this host glob, IP or CIDR (repeatable; wins over allows)', collect, [])
+    .option('--add-host <name:ip>', 'resolve NAME to IP inside the sandbox (repeatable)', collect, [])
+    .option('--secret <NAME[=VALUE]@HOSTS>', 'secret the sandbox sees as a placeholder, sent only to HOSTS (repeatable)', collect, [])
+    .option('--dns-server <ip>', 'upstream DNS server for this sandbox (repeatable)', collect, [])
+    .option('--mtu <n>', 'MTU of the sandbox interface')
+    .option('-p, --publish <[LOCAL:]REMOTE>', 'forward 127.0.0.1:LOCAL to the sandbox port REMOTE (repeatable)', collect, []);
 }
 
 export function createOptionsFrom(o: Record<string, unknown>): CreateOptions {
@@ -61,5 +70,6 @@ export function createOptionsFrom(o: Record<string, unknown>): CreateOptions {
       return { path, size };
     }),
     hostname: o.hostname as string | undefined,
+    network: networkOptionsFrom(o),
   };
 }

@@ -1,0 +1,75 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { run, runOk } from '../../src/util/proc.js';
+import { REPO } from './daemon.js';
+
+// A fake internet for network tests: its own namespace behind a veth from the host, with DNS,
+// HTTP and HTTPS servers the test controls. Nothing here ever routes towards the machine's uplink.
+
+export interface FakeInternet {
+  iface: string;
+  /** The address DNS, api.test and the HTTP(S) servers answer on. */
+  api: string;
+  other: string;
+  private: string;
+  caFile: string;
+  /** An address outside the fake internet (TEST-NET-3), guarded by a counting drop rule. */
+  outside: string;
+  outsideHits(): Promise<number>;
+  close(): Promise<void>;
+}
+
+export async function startFakeInternet(n: number): Promise<FakeInternet> {
+  const ns = `cfi-${n}-${process.pid}`;
+  const iface = `cfi${n}h`;
+  const api = `100.80.${n}.2`, other = `100.80.${n}.3`, priv = `10.80.${n}.5`;
+  const dir = mkdtempSync(join(tmpdir(), 'cordon-fi-'));
+  const guard = `cordontest_guard${n}`;
+  let server: ChildProcess | undefined;
+  const close = async () => {
+    server?.kill('SIGKILL');
+    await run('ip', ['route', 'del', `${priv}/32`]);
+    await run('ip', ['link', 'del', iface]);
+    await run('ip', ['netns', 'del', ns]);
+    await run('nft', ['delete', 'table', 'inet', guard]);
+  };
+  await close();
+  const closeAll = async () => {
+    await close();
+    rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    // Counting guard: a packet to the "outside" address on any interface would show up here.
+    await runOk('nft', ['-f', '-'], { input: `table inet ${guard} {\n chain out {\n  type filter hook output priority -300; policy accept;\n  ip daddr 203.0.113.0/24 counter drop\n }\n}\n` });
+    const names = ['api.test', 'other.test', 'private.test', 'rebind.test', 'outside.test'];
+    await runOk('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '2', '-subj', '/CN=cordon fake internet CA', '-keyout', join(dir, 'ca.key'), '-out', join(dir, 'ca.crt'), '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign']);
+    await runOk('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '2', '-subj', '/CN=api.test', '-CA', join(dir, 'ca.crt'), '-CAkey', join(dir, 'ca.key'), '-keyout', join(dir, 'leaf.key'), '-out', join(dir, 'leaf.crt'), '-addext', `subjectAltName=${names.map((x) => `DNS:${x}`).join(',')}`]);
+    await runOk('ip', ['netns', 'add', ns]);
+    await runOk('ip', ['link', 'add', iface, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns]);
+    await runOk('ip', ['addr', 'add', `100.80.${n}.1/24`, 'dev', iface]);
+    await runOk('ip', ['link', 'set', iface, 'up']);
+    await runOk('ip', ['-n', ns, '-batch', '-'], { input: `addr add ${api}/24 dev eth0\naddr add ${other}/24 dev eth0\naddr add ${priv}/32 dev eth0\nlink set eth0 up\nlink set lo up\n` });
+    await runOk('ip', ['route', 'add', `${priv}/32`, 'via', api, 'dev', iface]);
+    const records = { 'api.test': [api], 'other.test': [other], 'private.test': [priv], 'rebind.test': [api, priv], 'outside.test': ['203.0.113.9'] };
+    writeFileSync(join(dir, 'cfg.json'), '');
+    const cfg = JSON.stringify({ addrs: [api, other, priv], dnsAddr: api, records, key: join(dir, 'leaf.key'), cert: join(dir, 'leaf.crt') });
+    server = spawn('ip', ['netns', 'exec', ns, process.execPath, join(REPO, 'dist', 'test', 'helpers', 'net-fake-server.js'), cfg], { stdio: ['ignore', 'pipe', 'inherit'] });
+    await new Promise<void>((resolve, reject) => {
+      server!.stdout!.once('data', () => resolve());
+      server!.once('exit', (c) => reject(new Error(`fake internet server exited ${c}`)));
+    });
+  } catch (e) {
+    await closeAll();
+    throw e;
+  }
+  return {
+    iface, api, other, private: priv, caFile: join(dir, 'ca.crt'), outside: '203.0.113.9',
+    async outsideHits() {
+      const out = (await run('nft', ['list', 'table', 'inet', guard])).stdout;
+      return Number(/packets (\d+)/.exec(out)?.[1] ?? -1);
+    },
+    close: closeAll,
+  };
+}
