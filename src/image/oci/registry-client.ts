@@ -45,6 +45,7 @@ export class RegistryClient {
   private async send(path: string, headers: Record<string, string>, method: 'GET' | 'HEAD' = 'GET'): Promise<Dispatcher.ResponseData> {
     let url = `${await this.origin()}${path}`;
     let sendAuth = true;
+    let retried = false;
     for (let hop = 0; hop < 6; hop++) {
       let res: Dispatcher.ResponseData;
       try {
@@ -60,7 +61,12 @@ export class RegistryClient {
         url = next.toString();
         continue;
       }
-      if (res.statusCode === 401 && sendAuth && hop === 0 && (await this.authenticate(res))) continue;
+      // One new authorization per request: a first challenge, or a token that expired mid-pull
+      // (registries hand out short-lived tokens, e.g. 300 s on Docker Hub, and big pulls outlast them).
+      if (res.statusCode === 401 && sendAuth && !retried) {
+        retried = true;
+        if (await this.authenticate(res)) continue;
+      }
       return res;
     }
     throw new CordonError('unavailable', `registry ${this.ref.registry} redirected too many times`);
@@ -76,13 +82,17 @@ export class RegistryClient {
       this.authHeader = basicHeader(creds);
       return true;
     }
-    if (ch?.scheme !== 'bearer' || !ch.params.realm || this.authHeader?.startsWith('Bearer ')) return false;
+    if (ch?.scheme !== 'bearer' || !ch.params.realm) return false;
     if (creds?.token) {
+      if (this.authHeader) return false; // a fixed token that was refused cannot be renewed
       this.authHeader = `Bearer ${creds.token}`;
       return true;
     }
     const realm = new URL(ch.params.realm);
-    if (realm.protocol !== 'https:' && !(realm.protocol === 'http:' && realm.host === this.host && this.plainHttpAllowed())) {
+    // The realm gets the Basic credentials, so plain HTTP only where it cannot leave the machine or
+    // the user said so: a loopback realm (e.g. a token server next to a local registry, on its own
+    // port) or one listed as an insecure registry; the same rule as for registries themselves.
+    if (realm.protocol !== 'https:' && !(realm.protocol === 'http:' && (isLoopbackRegistry(realm.host) || this.opts.insecure.includes(realm.host)))) {
       throw new CordonError('unavailable', `registry ${this.ref.registry} asks for a token from ${realm.origin}, which is not HTTPS; refused`);
     }
     if (ch.params.service) realm.searchParams.set('service', ch.params.service);
