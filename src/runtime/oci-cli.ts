@@ -25,6 +25,8 @@ export abstract class OciCliRuntime implements Runtime {
   /** Program and leading arguments for a subcommand. */
   protected abstract command(sub: string, spec?: ContainerSpec): [string, string[]];
   protected abstract pidsLimit(requested: number): number;
+  /** Whether the memory limit is set on the cgroup after create instead of in the OCI document. */
+  protected readonly memoryOutsideSpec: boolean = false;
   /** Turn what the runtime wrote to --pid-file into the pid seen inside the sandbox. */
   protected abstract pidFileArgs(pidFile: string): string[];
   protected abstract sandboxPid(fromPidFile: number): Promise<number>;
@@ -46,11 +48,14 @@ export abstract class OciCliRuntime implements Runtime {
 
   async create(spec: ContainerSpec): Promise<{ initPid: number }> {
     await mkdir(this.stateRoot, { recursive: true });
-    const doc = containerSpec(spec, { pidsLimit: this.pidsLimit(spec.pids) });
+    const doc = containerSpec(spec, { pidsLimit: this.pidsLimit(spec.pids), memoryOutsideSpec: this.memoryOutsideSpec });
     await writeFile(join(spec.bundleDir, 'config.json'), JSON.stringify(doc));
     const pidFile = join(spec.bundleDir, 'init.pid');
     await this.createUnderShim(['create', '--bundle', spec.bundleDir, '--pid-file', pidFile, spec.id], spec.bundleDir, spec);
-    await this.cli(['start', spec.id]);
+    if (this.memoryOutsideSpec) await setCgroupMemoryLimit(spec.id, spec.memoryBytes);
+    // runsc wires the sandbox's network at start, so start gets the same network flags as create.
+    const [startCmd, startPre] = this.command('start', spec);
+    await runOk(startCmd, [...startPre, 'start', spec.id]);
     const initPid = Number((await readFile(pidFile, 'utf8')).trim());
     return { initPid };
   }

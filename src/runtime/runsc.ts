@@ -18,7 +18,7 @@ export class RunscRuntime extends OciCliRuntime {
 
   protected command(sub: string, spec?: ContainerSpec): [string, string[]] {
     const flags = [`--root=${this.stateRoot}`, `--platform=${this.platform}`, '--overlay2=none'];
-    if (!(sub === 'create' && spec?.netnsPath)) return ['runsc', [...flags, '--network=none']];
+    if (!((sub === 'create' || sub === 'start') && spec?.netnsPath)) return ['runsc', [...flags, '--network=none']];
     // runsc refuses a network in what it takes for the root netns because this kernel shows
     // /proc/sys/net/core/rmem_default everywhere; a read-only empty tmpfs there hides it (HOST-NOTES).
     return ['unshare', ['-m', '--propagation', 'private', '/bin/sh', '-c', HIDE_SYSNET, 'runsc', ...flags, '--network=sandbox']];
@@ -26,6 +26,11 @@ export class RunscRuntime extends OciCliRuntime {
 
   // The sentry's own threads count against the pids cgroup and it panics when starved (HOST-NOTES),
   // so the cgroup gets head-room and the user's limit is applied as RLIMIT_NPROC per process.
+  // With the limit in the spec gVisor sizes its own memory to it and answers a bomb with ENOMEM, so
+  // nothing is killed or reported. Set on the cgroup only, the host kernel OOM-kills the sandbox at
+  // the limit and the supervisor records why it died.
+  protected override readonly memoryOutsideSpec = true;
+
   protected pidsLimit(requested: number): number {
     return Math.max(requested, 4096) + 512;
   }
