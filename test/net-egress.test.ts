@@ -143,6 +143,18 @@ for (const runtime of RUNTIMES) {
       await d.client.remove(sb.id, { force: true });
     });
 
+    test('ports in: -p LOCAL:REMOTE on 127.0.0.1 reaches a server in the sandbox', async () => {
+      const local = 20000 + Math.floor(Math.random() * 20000);
+      const sb = await d.client.create({ runtime, network: { ports: [`${local}:8000`] } });
+      assert.deepEqual(sb.info.network?.ports, [{ address: '127.0.0.1', local_port: local, remote_port: 8000 }]);
+      await sh(sb, 'mkdir -p /srv && echo served-from-sandbox > /srv/index.html && (cd /srv && nohup python3 -m http.server 8000 >/dev/null 2>&1 &) ; sleep 1');
+      let text = '';
+      for (let i = 0; i < 50 && !text; i++) text = await fetch(`http://127.0.0.1:${local}/`).then((r) => r.text(), () => '');
+      assert.match(text, /served-from-sandbox/);
+      await d.client.remove(sb.id, { force: true });
+      await assert.rejects(fetch(`http://127.0.0.1:${local}/`), 'the forward is gone with the sandbox');
+    });
+
     test('after', async () => {
       await d.client.remove(allow.id, { force: true });
     });

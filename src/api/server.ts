@@ -11,6 +11,7 @@ import { registerProcessRoutes } from './routes/processes.js';
 import { registerFileRoutes } from './routes/files.js';
 import { registerSystemRoutes } from './routes/system.js';
 import { registerE2b } from './e2b/index.js';
+import { SandboxPortProxy } from '../net/port-proxy.js';
 import { registerImageRoutes } from './routes/images.js';
 import type { ImageStore } from '../image/oci/image-store.js';
 
@@ -68,7 +69,7 @@ export async function buildServer(deps: ApiDeps): Promise<FastifyInstance> {
     reply.status(404).send(new CordonError('not_found', `no route ${req.method} ${req.url.split('?')[0]}; see GET /v1/openapi.json`).toJSON());
   });
 
-  await registerE2b(app, deps); // before the API-key hook: sandbox-bound requests carry envd tokens
+  await registerE2b(app, deps, new SandboxPortProxy(deps.mgr)); // before the API-key hook: sandbox-bound requests carry envd tokens
   if (deps.cfg.apiKey) {
     const key = deps.cfg.apiKey;
     app.addHook('onRequest', async (req, reply) => {

@@ -8,6 +8,7 @@ import { HostNet } from './host-net.js';
 import { TransparentListener } from './listener.js';
 import { Policy } from './policy.js';
 import { startDnsServer, UpstreamDns } from './resolver.js';
+import { PortForwards } from './port-forward.js';
 import { SandboxLinks, type SandboxLink } from './sandbox-net.js';
 import type { NetworkMode, NetworkSpec } from './types.js';
 
@@ -29,6 +30,7 @@ export class NetworkService {
   readonly host: HostNet;
   readonly links: SandboxLinks;
   readonly ca: CertAuthority;
+  readonly forwards = new PortForwards();
   private readonly contexts = new Map<string, SandboxNetContext>();
   private readonly listeners = new Map<number, TransparentListener>();
   private ready?: Promise<void>;
@@ -95,6 +97,7 @@ export class NetworkService {
     try {
       this.setPolicy(id, spec);
       for (const p of new Policy(spec).ports()) await this.listen(p);
+      for (const f of spec.ports) await this.forwards.add(id, link.sandboxIp, f);
     } catch (e) {
       await this.detach(id);
       throw e;
@@ -122,6 +125,7 @@ export class NetworkService {
 
   async detach(id: string): Promise<void> {
     this.contexts.delete(id);
+    this.forwards.remove(id);
     await this.links.destroy(id);
   }
 
