@@ -76,9 +76,9 @@ for (const runtime of RUNTIMES) {
 
     test('DNS rebinding: the first answer stays pinned, private answers are refused', async () => {
       const sb = await d.client.create({ runtime, network: { allow_hosts: ['*.test'] } });
-      const first = await curl(sb, 'http://rebind.test/a');
+      const first = await curl(sb, `http://rebind-${runtime}.test/a`);
       assert.equal(first.code, 0, first.err);
-      const second = await curl(sb, 'http://rebind.test/b');
+      const second = await curl(sb, `http://rebind-${runtime}.test/b`);
       assert.equal(JSON.parse(second.out).local, fi.api, 'still the pinned address');
       const priv = await curl(sb, `-o /dev/null -w '%{http_code}' http://private.test/`);
       assert.notEqual(priv.out, '200');
@@ -153,6 +153,17 @@ for (const runtime of RUNTIMES) {
       assert.match(text, /served-from-sandbox/);
       await d.client.remove(sb.id, { force: true });
       await assert.rejects(fetch(`http://127.0.0.1:${local}/`), 'the forward is gone with the sandbox');
+    });
+
+    test('runtime rule changes: allow-list add and delete apply to the running sandbox', async () => {
+      assert.notEqual((await curl(allow, 'https://other.test/')).code, 0);
+      const post = (body: unknown) => fetch(`${d.url}/v1/sandboxes/${allow.id}/network/allow-list`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+      const bad = await post({ add: ['not a host!'] });
+      assert.equal(bad.status, 400);
+      assert.equal((await post({ add: ['other.test'] })).status, 200);
+      assert.equal((await curl(allow, 'https://other.test/')).code, 0, 'allowed after add');
+      assert.equal((await post({ delete: ['other.test'] })).status, 200);
+      assert.notEqual((await curl(allow, 'https://other.test/')).code, 0, 'blocked again after delete');
     });
 
     test('after', async () => {

@@ -7,6 +7,7 @@ import { CordonError } from '../errors/registry.js';
 import type { SandboxManager } from '../engine/sandbox-manager.js';
 import { apiKeyMatches } from './auth.js';
 import { registerSandboxRoutes } from './routes/sandboxes.js';
+import { registerNetworkRoutes } from './routes/network.js';
 import { registerProcessRoutes } from './routes/processes.js';
 import { registerFileRoutes } from './routes/files.js';
 import { registerSystemRoutes } from './routes/system.js';
@@ -50,7 +51,13 @@ export async function buildServer(deps: ApiDeps): Promise<FastifyInstance> {
   // Uploads stream straight through to the sandbox; nothing buffers them in memory.
   app.addContentTypeParser('application/octet-stream', (_req, payload, done) => done(null, payload));
 
-  app.setErrorHandler((err: FastifyError, _req, reply) => {
+  app.setErrorHandler((err: FastifyError, req, reply) => {
+    // A streamed upload that failed midway (disk full, bad path) still has body bytes in flight:
+    // swallow them and close the connection, or the next request on it would read them as its own.
+    if (!req.raw.complete) {
+      req.raw.resume();
+      reply.header('connection', 'close');
+    }
     let e: CordonError;
     if (err instanceof CordonError) e = err;
     else if (err.validation) e = new CordonError('invalid_argument', validationMessage(err));
@@ -89,6 +96,7 @@ export async function buildServer(deps: ApiDeps): Promise<FastifyInstance> {
   const typed = app.withTypeProvider<ZodTypeProvider>();
   registerSystemRoutes(typed, deps, () => app.swagger());
   registerSandboxRoutes(typed, deps);
+  registerNetworkRoutes(typed, deps);
   registerProcessRoutes(typed, deps);
   registerFileRoutes(typed, deps);
   registerImageRoutes(typed, deps);
