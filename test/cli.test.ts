@@ -68,11 +68,7 @@ describe('cordon run', () => {
   });
 
   for (const runtime of RUNTIMES) {
-    // Known runtime-layer bug (src/runtime, not the CLI): the engine passes through the OCI tool's
-    // own exit status when the executable is not in PATH — `runsc exec` exits 128, `crun exec` 255 —
-    // instead of a shell's 127. The SDK sees the same codes. Marked todo so it stays visible.
-    const todo = `${runtime} exec reports a missing executable as ${runtime === 'runsc' ? 128 : 255}, not 127 (src/runtime)`;
-    test(`${runtime}: a missing command exits 127 from run and exec, and nothing is left behind`, { todo }, async () => {
+    test(`${runtime}: a missing command exits 127 from run and exec, and nothing is left behind`, async () => {
       const before_ = await ids();
       const r = await cli(d, ['run', '--runtime', runtime, '--', 'no-such-command-xyz']);
       assert.match(r.stderr, /no-such-command-xyz/);
@@ -82,6 +78,12 @@ describe('cordon run', () => {
       try {
         const x = await cli(d, ['exec', sbx.id, '--', 'no-such-command-xyz']);
         assert.equal(x.code, 127, `exec: stderr: ${x.stderr}`);
+        assert.match(x.stderr, /no-such-command-xyz: command not found/);
+        const notExec = await cli(d, ['exec', sbx.id, '--', '/etc/passwd']);
+        assert.equal(notExec.code, 126, `a file that is not executable: ${notExec.stderr}`);
+        const badCwd = await cli(d, ['exec', '-w', '/no/such/dir', sbx.id, '--', 'true']);
+        assert.equal(badCwd.code, 126);
+        assert.match(badCwd.stderr, /working directory \/no\/such\/dir does not exist/);
       } finally {
         await sbx.remove({ force: true });
       }

@@ -20,10 +20,7 @@ const MiB = 1024 * 1024;
 
 for (const runtime of RUNTIMES) {
   describe(`limits on ${runtime}`, () => {
-    // Known gap, reported rather than hidden: under gVisor the sentry refuses the allocation (ENOMEM,
-    // python exits 1 without a word) instead of the kernel OOM-killing it, so no oom event is recorded.
-    const gap = runtime === 'runsc' ? 'runsc: allocation fails with ENOMEM (exit 1), no OOM kill and no oom event' : undefined;
-    test('memory bomb past --memory is killed and reported', { todo: gap }, async () => {
+    test('memory bomb past --memory is killed and reported', async () => {
       const s = await d.client.create({ runtime, memory: '128m' });
       try {
         const r = await s.exec(['python3', '-c', 'b=[]\nwhile True: b.append(bytearray(16*1024*1024))']).catch((e: Error) => e);
@@ -63,9 +60,7 @@ for (const runtime of RUNTIMES) {
       }
     });
 
-    // Known failure, reported rather than hidden: in this suite (after the fork bomb) the step after
-    // the dd stalls for over a minute and ends in ECONNRESET on runsc and crun; a lone run passes.
-    test('disk fill past --disk 64m fails with ENOSPC', { todo: 'stalls after the fork bomb test (ECONNRESET after ~74 s); under investigation' }, async () => {
+    test('disk fill past --disk 64m fails with ENOSPC', async () => {
       const s = await d.client.create({ runtime, disk: '64m' });
       try {
         const r = await s.exec(['sh', '-c', 'dd if=/dev/zero of=/root/fill bs=1M count=200 2>&1; echo "rc=$?"']);

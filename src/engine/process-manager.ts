@@ -2,6 +2,7 @@ import { EventEmitter } from 'node:events';
 import { CordonError, errors } from '../errors/registry.js';
 import { HELPER_DIR } from '../runtime/oci-spec.js';
 import type { ExecHandle, ExecSpec, Runtime } from '../runtime/types.js';
+import { diagnoseStartFailure } from './start-failure.js';
 
 const BB = `${HELPER_DIR}/busybox`;
 
@@ -49,7 +50,8 @@ export interface StartOptions {
 }
 
 const KEEP_FINISHED = 200;
-let syntheticPid = 1 << 22;
+const SYNTHETIC_PID_BASE = 1 << 22;
+let syntheticPid = SYNTHETIC_PID_BASE;
 
 /** One running or recently finished process, with the output a late subscriber can replay. */
 export class ManagedProcess extends EventEmitter {
@@ -114,8 +116,8 @@ export class ProcessManager {
       throw new CordonError('already_exists', `a running process already has tag ${opts.tag}; pick another tag or kill it first`);
     }
     const handle = this.runtime.exec(this.sandboxId, opts.spec);
-    const early = await Promise.race([handle.pid.then((p) => ({ pid: p })), handle.exited.then(() => ({ pid: undefined }))]).catch(() => ({ pid: undefined }));
-    const pid = early.pid ?? ++syntheticPid;
+    // The runtime reports the pid as the process starts, or fails once it has exited without one.
+    const pid = (await handle.pid.catch(() => undefined)) ?? ++syntheticPid;
     const proc = new ManagedProcess(
       {
         pid,
@@ -167,9 +169,18 @@ export class ProcessManager {
       // Output can still be in flight when the exit is seen; give the pipes a moment to drain.
       await Promise.race([Promise.all(streams), new Promise((r) => setTimeout(r, 2000))]);
       if (timer) clearTimeout(timer);
-      // 137 is the kernel's OOM kill; with gVisor the whole sandbox is killed and the exec ends with 128.
-      const oomKilled = status.exitCode >= 128 && opts.oomCheck ? await opts.oomCheck().catch(() => false) : false;
-      const exitCode = oomKilled ? 137 : status.exitCode;
+      // Any failure may be the kernel's OOM killer at work: 137 for a plain process, while under gVisor
+      // the victim is a task of the sentry and the exec ends with whatever the sandbox reports (1, 128).
+      const oomKilled = status.exitCode !== 0 && opts.oomCheck ? await opts.oomCheck().catch(() => false) : false;
+      let exitCode = oomKilled ? 137 : status.exitCode;
+      // No pid was ever reported: the runtime could not start the command at all.
+      if (!oomKilled && exitCode !== 0 && proc.info.pid > SYNTHETIC_PID_BASE) {
+        const why = await diagnoseStartFailure(this.runtime, this.sandboxId, opts.spec).catch(() => undefined);
+        if (why) {
+          exitCode = why.exitCode;
+          proc.record({ type: proc.info.pty ? 'pty' : 'stderr', data: Buffer.from(why.message) });
+        }
+      }
       proc.info.running = false;
       proc.info.stdinOpen = false;
       proc.info.exitedAt = Date.now();

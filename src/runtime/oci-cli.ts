@@ -137,7 +137,7 @@ export abstract class OciCliRuntime implements Runtime {
     const pid = (async () => {
       await ready;
       for (let i = 0; i < 2000 && !existsSync(pidFile); i++) {
-        if (handle.done) throw new Error('process exited before it reported a pid');
+        if (handle.done && !existsSync(pidFile)) throw new Error('process exited before it reported a pid');
         await sleep(i < 50 ? 1 : 5);
       }
       hostPid = Number((await readFile(pidFile, 'utf8')).trim());

@@ -48,6 +48,8 @@ export function processSpec(p: ExecSpec) {
 export interface SpecOptions {
   /** cgroup pids limit actually written (gVisor needs head-room for its own threads). */
   pidsLimit: number;
+  /** Leave the memory limit out of the document (the caller writes it to the cgroup itself). */
+  memoryOutsideSpec?: boolean;
 }
 
 export function containerSpec(c: ContainerSpec, opts: SpecOptions) {
@@ -67,7 +69,7 @@ export function containerSpec(c: ContainerSpec, opts: SpecOptions) {
     ...c.binds.map((b) => ({ destination: b.destination, type: 'bind', source: b.source, options: ['rbind', b.readOnly ? 'ro' : 'rw'] })),
   ];
   const resources: Record<string, unknown> = {
-    memory: { limit: c.memoryBytes, swap: c.memoryBytes },
+    ...(opts.memoryOutsideSpec ? {} : { memory: { limit: c.memoryBytes, swap: c.memoryBytes } }),
     pids: { limit: opts.pidsLimit },
   };
   if (c.cpus) resources.cpu = { quota: Math.round(c.cpus * 100_000), period: 100_000 };
