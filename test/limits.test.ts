@@ -95,6 +95,23 @@ for (const runtime of RUNTIMES) {
       }
     });
 
+    test('--cpus 0.5 caps two busy loops at half a core', async () => {
+      const s = await d.client.create({ runtime, cpus: 0.5 });
+      try {
+        await s.startProcess(['sh', '-c', 'while :; do :; done'], { tag: 'spin1' });
+        await s.startProcess(['sh', '-c', 'while :; do :; done'], { tag: 'spin2' });
+        await sleep(500);
+        const samples: number[] = [];
+        for (let i = 0; i < 4; i++) samples.push((await s.stats()).cpu_percent);
+        const avg = samples.reduce((a, b) => a + b, 0) / samples.length;
+        // Uncapped, two loops on this 2-core host would show ~200%; the quota is 50 ms per 100 ms.
+        assert.ok(avg > 20, `the loops do run (${samples.join(', ')})`);
+        assert.ok(avg < 75, `CPU stays near the 50% quota (${samples.join(', ')})`);
+      } finally {
+        await s.remove().catch(() => {});
+      }
+    });
+
     test('live memory limit change and stats', async () => {
       const s = await d.client.create({ runtime, memory: '256m', cpus: 1 });
       try {
