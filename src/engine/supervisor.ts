@@ -46,7 +46,30 @@ export class Supervisor {
       await rt.delete(rec.id, rootfs.dirs(rec.id).bundle).catch(() => {});
       await rootfs.unmount(rec.id).catch(() => {});
     }
+    await this.restoreNetwork();
     await this.removeOrphans(known);
+  }
+
+  /**
+   * Networked sandboxes that kept running get their links, policy (from the stored spec), resolver,
+   * listeners and port forwards back; links, namespaces and state of every other sandbox are removed.
+   */
+  private async restoreNetwork(): Promise<void> {
+    const net = this.mgr.net;
+    if (!net) return;
+    const running = this.mgr.store.list()
+      .filter((r) => (r.state === 'running' || r.state === 'paused') && this.mgr.live.has(r.id))
+      .map((r) => ({ id: r.id, runtime: r.runtime, network: r.spec.network }));
+    try {
+      for (const id of await net.restore(running, this.log)) {
+        const msg = 'its network link did not survive the daemon restart; it has no network until it is stopped and started again';
+        this.log(`sandbox ${id}: ${msg}`);
+        this.mgr.store.addEvent(id, 'network', msg);
+      }
+    } catch (e) {
+      // Fail closed: the sandboxes keep running, their connections find no listener.
+      this.log(`restoring sandbox networking failed: ${(e as Error).message}`);
+    }
   }
 
   /** Containers, mounts and cgroups with no record come from a crash mid-create or mid-remove. */

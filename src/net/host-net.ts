@@ -42,9 +42,13 @@ export class HostNet {
     return { host: intToIp(base + 1), sandbox: intToIp(base + 2), hostIf: `${this.ifPrefix}${index}` };
   }
 
-  /** Step 1: the daemon's proxy address and the egress routing, so listeners can bind. */
+  /**
+   * Step 1: the daemon's proxy address and the egress routing, so listeners can bind. Sandbox links
+   * and the isolation table of a previous run are left alone: running sandboxes may still use them
+   * (see restore in service.ts, which sweeps the ones nobody owns).
+   */
   async setupLinks(): Promise<void> {
-    await this.cleanup();
+    await this.resetGlobal();
     const egress = this.opts.egressInterface;
     if (egress) this.egressIp = await egressAddress(egress);
     try {
@@ -52,9 +56,16 @@ export class HostNet {
       await runOk('ip', ['addr', 'add', `${this.proxyIp}/32`, 'dev', 'lo']);
       if (egress && this.egressIp) await this.pinEgress(egress, this.egressIp);
     } catch (e) {
-      await this.cleanup();
+      await this.resetGlobal();
       throw e;
     }
+  }
+
+  /** The proxy address and the egress routing of this slot (not the table, not the links). */
+  private async resetGlobal(): Promise<void> {
+    await run('ip', ['addr', 'del', `${this.proxyIp}/32`, 'dev', 'lo']);
+    while ((await run('ip', ['rule', 'del', 'priority', String(90 + this.opts.slot)])).code === 0);
+    await run('ip', ['route', 'flush', 'table', String(this.routeTable)]);
   }
 
   /** Step 2: the isolation table; only after it may any veth be linked to the host. */
@@ -83,7 +94,9 @@ export class HostNet {
   }
 }
 `;
-    await runOk('nft', ['-f', '-'], { input: rules });
+    // One transaction: an older table (still guarding links of running sandboxes after a restart)
+    // is replaced without a moment in which forwarding from sandbox links is open.
+    await runOk('nft', ['-f', '-'], { input: `table inet ${this.table} {}\ndelete table inet ${this.table}\n${rules}` });
     this.ready = true;
   }
 
@@ -103,16 +116,34 @@ export class HostNet {
     await runOk('nft', ['add', 'element', 'inet', this.table, 'ports', `{ ${orig} : ${local} }`]);
   }
 
-  /** Remove everything this slot may have left behind (also after a crash). */
-  async cleanup(): Promise<void> {
-    await run('nft', ['delete', 'table', 'inet', this.table]);
-    await run('ip', ['addr', 'del', `${this.proxyIp}/32`, 'dev', 'lo']);
-    while ((await run('ip', ['rule', 'del', 'priority', String(90 + this.opts.slot)])).code === 0);
-    await run('ip', ['route', 'flush', 'table', String(this.routeTable)]);
+  /** Host ends of sandbox links and sandbox namespaces of this slot that exist in the kernel. */
+  async kernelLinks(): Promise<{ links: string[]; netns: string[] }> {
     const links = (await run('ip', ['-o', 'link', 'show'])).stdout;
-    for (const m of links.matchAll(new RegExp(`^\\d+: (${this.ifPrefix}\\d+)[@:]`, 'gm'))) await run('ip', ['link', 'del', m[1]]);
     const nets = (await run('ip', ['netns', 'list'])).stdout;
-    for (const m of nets.matchAll(new RegExp(`^(cordon${this.opts.slot}-[a-z0-9]+)`, 'gm'))) await run('ip', ['netns', 'del', m[1]]);
+    return {
+      links: [...links.matchAll(new RegExp(`^\\d+: (${this.ifPrefix}\\d+)[@:]`, 'gm'))].map((m) => m[1]),
+      netns: [...nets.matchAll(new RegExp(`^(cordon${this.opts.slot}-[a-z0-9]+)`, 'gm'))].map((m) => m[1]),
+    };
+  }
+
+  /** Delete sandbox links and namespaces of this slot except the ones kept; returns what was deleted. */
+  async sweep(keepLinks: Set<string>, keepNetns: Set<string>): Promise<string[]> {
+    const k = await this.kernelLinks();
+    const gone: string[] = [];
+    for (const l of k.links) if (!keepLinks.has(l) && (await run('ip', ['link', 'del', l])).code === 0) gone.push(l);
+    for (const n of k.netns) if (!keepNetns.has(n) && (await run('ip', ['netns', 'del', n])).code === 0) gone.push(n);
+    return gone;
+  }
+
+  async hasTable(): Promise<boolean> {
+    return (await run('nft', ['list', 'table', 'inet', this.table])).code === 0;
+  }
+
+  /** Remove everything this slot may have left behind (also after a crash). Links go before the table. */
+  async cleanup(): Promise<void> {
+    await this.sweep(new Set(), new Set());
+    await run('nft', ['delete', 'table', 'inet', this.table]);
+    await this.resetGlobal();
     this.ready = false;
   }
 }

@@ -1,5 +1,6 @@
 import https from 'node:https';
 import http from 'node:http';
+import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CordonError } from '../errors/registry.js';
 import { CertAuthority, upstreamCas } from './ca.js';
@@ -10,10 +11,11 @@ import { Policy } from './policy.js';
 import { startDnsServer, UpstreamDns } from './resolver.js';
 import { PortForwards } from './port-forward.js';
 import { SandboxLinks, type SandboxLink } from './sandbox-net.js';
-import type { NetworkMode, NetworkSpec } from './types.js';
+import { needsNamespace, type NetworkMode, type NetworkSpec } from './types.js';
 
 // The daemon's network capability: set up on first use, so daemons whose sandboxes never get a
-// network touch nothing on the host.
+// network touch nothing on the host. After a restart or crash, restore() takes over the links of
+// sandboxes that kept running (policy from their stored spec) and removes everything else.
 
 export interface NetConfig {
   dataDir: string;
@@ -26,6 +28,41 @@ export interface NetConfig {
 
 export type NetReporter = (sandboxId: string, e: NetEvent) => void;
 
+/** A sandbox that is still running when the daemon starts. */
+export interface RunningNetSandbox {
+  id: string;
+  runtime: string;
+  network?: NetworkSpec;
+}
+
+/** Pinned DNS answers of one sandbox, kept on disk so a restart does not reopen DNS rebinding. */
+class SavedPins extends Map<string, string[]> {
+  private file?: string;
+  static load(file: string): SavedPins {
+    const p = new SavedPins();
+    try {
+      for (const [k, v] of Object.entries(JSON.parse(readFileSync(file, 'utf8')) as Record<string, string[]>)) p.set(k, v);
+    } catch {
+      /* none yet */
+    }
+    p.file = file;
+    return p;
+  }
+  override set(k: string, v: string[]): this {
+    super.set(k, v);
+    this.save();
+    return this;
+  }
+  override delete(k: string): boolean {
+    const had = super.delete(k);
+    if (had) this.save();
+    return had;
+  }
+  private save(): void {
+    if (this.file) writeFileSync(this.file, JSON.stringify(Object.fromEntries(this)));
+  }
+}
+
 export class NetworkService {
   readonly host: HostNet;
   readonly links: SandboxLinks;
@@ -36,10 +73,12 @@ export class NetworkService {
   private ready?: Promise<void>;
   private dns?: { port: number; close(): void };
   private upstream?: Upstream;
+  private readonly pinsDir: string;
 
   constructor(readonly cfg: NetConfig, private readonly reporter: NetReporter) {
     this.host = new HostNet({ slot: cfg.slot, egressInterface: cfg.egressInterface });
-    this.links = new SandboxLinks(this.host);
+    this.links = new SandboxLinks(this.host, join(cfg.dataDir, 'net', 'links'));
+    this.pinsDir = join(cfg.dataDir, 'net', 'pins');
     this.ca = new CertAuthority(join(cfg.dataDir, 'net-ca'));
   }
 
@@ -90,6 +129,47 @@ export class NetworkService {
     return l ? this.contexts.get(l.id) : undefined;
   }
 
+  /**
+   * At start-up, before any API request: re-adopt the links of networked sandboxes that are still
+   * running (rebuilding host state: table, resolver, listeners, forwards) and delete links,
+   * namespaces, saved state and, when nothing is left, the table of everything else.
+   * Returns the ids whose network could not be restored (they keep running with no network).
+   */
+  async restore(running: RunningNetSandbox[], log: (msg: string) => void): Promise<string[]> {
+    const keep = running.filter((r) => needsNamespace(r.network));
+    const lost: string[] = [];
+    if (keep.length) {
+      await this.ensure();
+      for (const r of keep) {
+        const spec = r.network!;
+        const link = await this.links.adopt(r.id, spec.mtu, r.runtime !== 'runsc');
+        if (!link) {
+          lost.push(r.id);
+          continue;
+        }
+        try {
+          this.setPolicy(r.id, spec);
+          for (const p of new Policy(spec).ports()) await this.listen(p);
+          for (const f of spec.ports) await this.forwards.add(r.id, link.sandboxIp, f);
+        } catch (e) {
+          log(`sandbox ${r.id}: restoring its network partly failed: ${(e as Error).message}`);
+        }
+      }
+    }
+    const kept = this.links.all();
+    const gone = await this.host.sweep(new Set(kept.map((l) => l.hostIf)), new Set(kept.map((l) => l.netns)));
+    const ids = new Set(kept.map((l) => l.id));
+    for (const id of await this.links.saved()) if (!ids.has(id)) await this.links.forget(id);
+    for (const f of (() => { try { return readdirSync(this.pinsDir); } catch { return []; } })()) if (!ids.has(f.replace(/\.json$/, ''))) rmSync(join(this.pinsDir, f), { force: true });
+    if (gone.length) log(`removed leftover sandbox links and namespaces: ${gone.join(', ')}`);
+    if (!kept.length && (await this.host.hasTable())) {
+      await this.host.cleanup();
+      log(`removed leftover network table ${this.host.table}`);
+    }
+    if (kept.length) log(`re-adopted the network of ${kept.length} running sandbox(es)`);
+    return lost;
+  }
+
   /** Give a booting sandbox its namespace and policy; returns the link the runtime joins. */
   async attach(id: string, spec: NetworkSpec): Promise<SandboxLink> {
     await this.ensure();
@@ -109,7 +189,8 @@ export class NetworkService {
   setPolicy(id: string, spec: NetworkSpec): void {
     const old = this.contexts.get(id);
     const policy = new Policy(spec, [this.host.subnet]);
-    const pins = old?.pins ?? new Map<string, string[]>();
+    mkdirSync(this.pinsDir, { recursive: true });
+    const pins = old?.pins ?? SavedPins.load(join(this.pinsDir, `${id}.json`));
     for (const name of [...pins.keys()]) if (!policy.name(name).allowed) pins.delete(name);
     this.contexts.set(id, {
       id, policy, pins,
@@ -126,6 +207,7 @@ export class NetworkService {
   async detach(id: string): Promise<void> {
     this.contexts.delete(id);
     this.forwards.remove(id);
+    rmSync(join(this.pinsDir, `${id}.json`), { force: true });
     await this.links.destroy(id);
   }
 
@@ -140,6 +222,9 @@ export class NetworkService {
     this.dns?.close();
     this.upstream?.http.destroy();
     this.upstream?.https.destroy();
-    if (this.ready) await this.host.cleanup();
+    for (const id of this.contexts.keys()) this.forwards.remove(id);
+    // Sandboxes outlive the daemon: their links stay, guarded by the table, until the next start
+    // re-adopts them. With none left, nothing of this slot stays on the host.
+    if (this.ready && !this.links.all().length) await this.host.cleanup();
   }
 }
