@@ -97,7 +97,27 @@ export class NetworkService {
     return this.ready;
   }
 
+  private get claimFile(): string {
+    return `/run/cordon-net/slot-${this.cfg.slot}.json`;
+  }
+
+  /** The other live daemon that claimed this slot, if any (a claim whose pid is gone is stale). */
+  private otherOwner(): { dataDir: string; pid: number } | undefined {
+    try {
+      const c = JSON.parse(readFileSync(this.claimFile, 'utf8')) as { dataDir: string; pid: number };
+      if (c.pid === process.pid || c.dataDir === this.cfg.dataDir) return undefined;
+      process.kill(c.pid, 0);
+      return c;
+    } catch {
+      return undefined;
+    }
+  }
+
   private async init(): Promise<void> {
+    const other = this.otherOwner();
+    if (other) throw new CordonError('unavailable', `network slot ${this.cfg.slot} is in use by the cordon daemon with data in ${other.dataDir} (pid ${other.pid}); start this daemon with another --network-slot`);
+    mkdirSync('/run/cordon-net', { recursive: true });
+    writeFileSync(this.claimFile, JSON.stringify({ dataDir: this.cfg.dataDir, pid: process.pid }));
     await this.ca.init();
     await this.host.setupLinks();
     const local = this.host.egressIp ?? this.host.proxyIp;
@@ -138,6 +158,13 @@ export class NetworkService {
   async restore(running: RunningNetSandbox[], log: (msg: string) => void): Promise<string[]> {
     const keep = running.filter((r) => needsNamespace(r.network));
     const lost: string[] = [];
+    const other = this.otherOwner();
+    if (other) {
+      // Another live daemon uses this slot: its links are not ours to sweep.
+      log(`network slot ${this.cfg.slot} is in use by the cordon daemon with data in ${other.dataDir} (pid ${other.pid}); leaving its links alone`);
+      for (const id of await this.links.saved()) if (!keep.some((k) => k.id === id)) await this.links.forget(id);
+      return keep.map((k) => k.id);
+    }
     if (keep.length) {
       await this.ensure();
       for (const r of keep) {
@@ -225,6 +252,9 @@ export class NetworkService {
     for (const id of this.contexts.keys()) this.forwards.remove(id);
     // Sandboxes outlive the daemon: their links stay, guarded by the table, until the next start
     // re-adopts them. With none left, nothing of this slot stays on the host.
-    if (this.ready && !this.links.all().length) await this.host.cleanup();
+    if (this.ready && !this.links.all().length) {
+      await this.host.cleanup();
+      rmSync(this.claimFile, { force: true });
+    }
   }
 }
