@@ -1,6 +1,7 @@
 // Foundation figures: create → first exec output from the cached `base` template (vs a plain
 // `runsc run` / `crun run` of the same rootfs, the floor), exec round trip of `true` (vs plain
-// `runsc exec`), streamed file write/read throughput, and 50 idle sandboxes at once.
+// `runsc exec`), Docker as a peer for both (its own dockerd, bench/lib/docker-peer.ts), streamed
+// file write/read throughput, and 50 idle sandboxes at once.
 // BENCH_RUNS (default 30) sets the sample count.
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -9,6 +10,7 @@ import { BaseTemplate } from '../src/image/base-template.js';
 import { startDaemon, TEMPLATES_DIR } from '../test/helpers/daemon.js';
 import { pct, ratio, row } from './lib/stats.js';
 import { plainBundle, timeToFirstOutput } from './lib/plain-runtime.js';
+import { dockerPeer } from './lib/docker-peer.js';
 import type { Cordon } from '../src/sdk/index.js';
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 30);
@@ -121,6 +123,8 @@ async function main() {
     await (await c.create()).remove();
     const rootfs = (await new BaseTemplate(TEMPLATES_DIR).ensure()).lowerDirs[0];
     console.log(`cordon foundation benchmark, ${RUNS} runs per figure, ${new Date().toISOString()}`);
+    // Docker first, so its dockerd is stopped before any cordon figure is taken.
+    const docker = await dockerPeer(rootfs, RUNS);
     console.log('\n== create → first exec output, cached base template');
     const results: Record<string, number[]> = {};
     for (const rt of RUNTIMES) {
@@ -130,14 +134,24 @@ async function main() {
       console.log(row(`plain ${rt} run of the same rootfs (floor)`, fl));
       console.log(`  ratio cordon/floor ${ratio(results[rt], fl)}`);
     }
+    if (docker) {
+      console.log(row('docker run --rm --network none (runc)', docker.run));
+      for (const rt of RUNTIMES) console.log(`  ratio cordon(${rt})/docker ${ratio(results[rt], docker.run)}`);
+    }
     console.log('\n== exec round trip of `true` on a running sandbox');
+    const execs: Record<string, number[]> = {};
     for (const rt of RUNTIMES) {
       const { api, plain } = await execRoundTrip(c, rt);
+      execs[rt] = api;
       console.log(row(`cordon exec (${rt})`, api));
       if (plain.length) {
         console.log(row(`plain runsc exec (floor)`, plain));
         console.log(`  ratio cordon/floor ${ratio(api, plain)}`);
       }
+    }
+    if (docker) {
+      console.log(row('docker exec (CLI spawn → exit)', docker.exec));
+      for (const rt of RUNTIMES) console.log(`  ratio cordon(${rt})/docker ${ratio(execs[rt], docker.exec)}`);
     }
     console.log('\n== streamed file throughput (256 MiB through the SDK)');
     for (const rt of RUNTIMES) {
