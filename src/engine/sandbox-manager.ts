@@ -10,7 +10,7 @@ import type { Runtime } from '../runtime/types.js';
 import { HELPER_DIR } from '../runtime/oci-spec.js';
 import { admitCount, admitMemory } from './admission.js';
 import type { NetworkService } from '../net/service.js';
-import { needsNamespace } from '../net/types.js';
+import { needsNamespace, type NetworkSpec } from '../net/types.js';
 import { networkBinds, networkEnv } from '../net/sandbox-files.js';
 import { composeCommand } from './exec-env.js';
 import { KeyedLock } from './keyed-lock.js';
@@ -341,6 +341,29 @@ export class SandboxManager {
       });
       this.store.update(id, { spec: { ...rec.spec, memoryBytes: bytes } });
       this.store.addEvent(id, 'updated', `memory limit set to ${bytes} bytes`);
+      return this.get(id);
+    });
+  }
+
+  /**
+   * Replace a sandbox's network rules (allow/deny/rules/mode); stored with the spec, so they also
+   * hold after a daemon restart, and applied at once to new connections when it runs.
+   */
+  async setNetwork(id: string, next: NetworkSpec, message: string): Promise<SandboxRecord> {
+    return this.lock.run(id, async () => {
+      const rec = this.get(id);
+      const cur = rec.spec.network;
+      if (!cur || !this.net) throw errors.invalid('network', 'the sandbox was created without a network; create it with --network allowlist or open to change rules');
+      if (needsNamespace(next) && !this.net.links.get(id) && (rec.state === 'running' || rec.state === 'paused')) {
+        throw errors.wrongState(id, rec.state, 'network', 'It runs without a network namespace; stop and start it to apply network rules.');
+      }
+      if (next.mode !== 'none') this.net.validate(next);
+      this.store.update(id, { spec: { ...rec.spec, network: next } });
+      if (this.net.links.get(id)) {
+        this.net.setPolicy(id, next);
+        await this.net.updatePorts(next);
+      }
+      this.store.addEvent(id, 'network-policy', message);
       return this.get(id);
     });
   }

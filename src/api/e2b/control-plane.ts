@@ -5,6 +5,7 @@ import type { SandboxRecord } from '../../engine/types.js';
 import { CordonError } from '../../errors/registry.js';
 import type { ApiDeps, TypedApp } from '../server.js';
 import type { EnvdTokens } from './tokens.js';
+import { e2bNetworkBody, e2bNetworkSpec, fromE2b } from './network.js';
 import { e2bState, metricView, sandboxCreated, sandboxDetail, sandboxListed } from './views.js';
 
 const envVars = z
@@ -24,12 +25,14 @@ const newSandbox = z
     secure: z.boolean().optional(),
     autoPause: z.boolean().optional(),
     allow_internet_access: z.boolean().nullish(),
+    network: e2bNetworkBody.nullish(),
     mcp: z.unknown().optional(),
     volumeMounts: z.array(z.unknown()).optional(),
   })
   .passthrough();
 const idParams = z.object({ sandboxID: z.string().min(1).max(128) });
 const timeoutBody = z.object({ timeout: seconds });
+const networkUpdateBody = e2bNetworkBody.extend({ allow_internet_access: z.boolean().nullish() });
 const connectBody = z.object({ timeout: seconds.optional(), memory: z.boolean().optional() }).passthrough();
 const listQuery = z.object({
   metadata: z.string().max(8192).optional(),
@@ -92,6 +95,7 @@ export async function registerControlPlane(app: FastifyInstance, { mgr }: ApiDep
         env: body.envVars ?? {},
         timeoutMs: (body.timeout ?? DEFAULT_TIMEOUT_S) * 1000,
         labels: body.metadata ?? {},
+        network: e2bNetworkSpec(body.allow_internet_access, body.network, !!mgr.net?.cfg.egressInterface),
       });
       return sandboxCreated(rec, tokens.issue(rec.id));
     };
@@ -157,6 +161,17 @@ export async function registerControlPlane(app: FastifyInstance, { mgr }: ApiDep
     r.post('/sandboxes/:sandboxID/timeout', { schema: { params: idParams, body: timeoutBody, hide: true } }, async (req, reply) => {
       visible(req.params.sandboxID);
       mgr.setTimeout(req.params.sandboxID, req.body.timeout * 1000);
+      reply.status(204).send();
+    });
+
+    // Replaces the egress rules of a running sandbox (secrets, ports and add-hosts stay).
+    r.put('/sandboxes/:sandboxID/network', { schema: { params: idParams, body: networkUpdateBody, hide: true } }, async (req, reply) => {
+      const rec = visible(req.params.sandboxID);
+      const egress = fromE2b(req.body.allow_internet_access, req.body, !!mgr.net?.cfg.egressInterface);
+      const cur = rec.spec.network;
+      if (!egress) return reply.status(204).send();
+      if (!cur || !mgr.net) throw new CordonError('invalid_state', `sandbox ${rec.id} was created without a network; its egress rules cannot change`);
+      await mgr.setNetwork(rec.id, { ...cur, ...egress }, 'network rules replaced through the E2B API');
       reply.status(204).send();
     });
 

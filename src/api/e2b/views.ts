@@ -2,6 +2,7 @@ import { cpus } from 'node:os';
 import type { SandboxRecord } from '../../engine/types.js';
 import type { SandboxStats } from '../../engine/live-sandbox.js';
 import { ENVD_VERSION } from './envd-context.js';
+import { e2bNetworkView } from './network.js';
 
 /** E2B knows two states; a stopped cordon sandbox can be brought back with connect, like a paused one. */
 export function e2bState(rec: SandboxRecord): 'running' | 'paused' | undefined {
@@ -45,7 +46,7 @@ export function sandboxListed(rec: SandboxRecord) {
 }
 
 export function sandboxDetail(rec: SandboxRecord) {
-  return { ...sandboxListed(rec), allowInternetAccess: false, domain: null, lifecycle: { onTimeout: 'kill', autoResume: false } };
+  return { ...sandboxListed(rec), ...e2bNetworkView(rec.spec.network), domain: null, lifecycle: { onTimeout: 'kill', autoResume: false } };
 }
 
 /** One SandboxMetric sample. */

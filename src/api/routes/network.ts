@@ -21,12 +21,7 @@ export function registerNetworkRoutes(app: TypedApp, { mgr }: ApiDeps): void {
     const allow = [...n.allow.filter((a) => !del.has(a)), ...(req.body.add ?? []).filter((a) => !n.allow.includes(a))];
     const deny = [...n.deny.filter((a) => !del.has(a)), ...(req.body.deny ?? []).filter((a) => !n.deny.includes(a))];
     const next = { ...n, allow, deny };
-    mgr.store.update(rec.id, { spec: { ...rec.spec, network: next } });
-    if (mgr.net?.links.get(rec.id)) {
-      mgr.net.setPolicy(rec.id, next);
-      await mgr.net.updatePorts(next);
-    }
-    mgr.store.addEvent(rec.id, 'network-policy', `allow-list now ${allow.join(', ') || '(empty)'}${deny.length ? `; deny ${deny.join(', ')}` : ''}`);
+    await mgr.setNetwork(rec.id, next, `allow-list now ${allow.join(', ') || '(empty)'}${deny.length ? `; deny ${deny.join(', ')}` : ''}`);
     return networkView(next);
   });
 }
