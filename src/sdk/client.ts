@@ -136,6 +136,29 @@ export class Sandbox {
   events_() {
     return this.http.json<SandboxEvent[]>('GET', this.p('/events'));
   }
+  /** Follow the sandbox's events as they happen (optionally only one type, e.g. "network"). */
+  async *followEvents(opts: { type?: string; after?: number } = {}): AsyncGenerator<SandboxEvent> {
+    const res = await this.http.raw('GET', this.p('/events/stream'), { query: { type: opts.type, after: opts.after } });
+    let buf = '';
+    for await (const chunk of res.body) {
+      buf += chunk.toString();
+      let i;
+      while ((i = buf.indexOf('\n\n')) >= 0) {
+        const frame = buf.slice(0, i);
+        buf = buf.slice(i + 2);
+        const data = frame.split('\n').filter((l) => l.startsWith('data: ')).map((l) => l.slice(6)).join('\n');
+        if (data) yield JSON.parse(data) as SandboxEvent;
+      }
+    }
+  }
+  /** The sandbox's network mode and rules (no secret values). */
+  network() {
+    return this.http.json<Record<string, unknown>>('GET', this.p('/network'));
+  }
+  /** Change allow/deny entries while it runs: `add` to the allow-list, `deny` to the deny-list, `delete` from either. */
+  changeNetwork(change: { add?: string[]; deny?: string[]; delete?: string[] }) {
+    return this.http.json<Record<string, unknown>>('POST', this.p('/network/allow-list'), change);
+  }
   async stop(timeout?: string | number) {
     return (this.info = await this.http.json<SandboxInfo>('POST', this.p('/stop'), timeout === undefined ? {} : { timeout }));
   }

@@ -1,3 +1,4 @@
+import { EventEmitter } from 'node:events';
 import type { DB } from './db.js';
 import type { SandboxEvent, SandboxRecord, SandboxState } from '../engine/types.js';
 
@@ -33,6 +34,8 @@ function fromRow(r: Row): SandboxRecord {
 
 /** Sandbox records and their event log. The only module that writes SQL for sandboxes. */
 export class SandboxStore {
+  /** Every event added, as it is added ('event', SandboxEvent): feeds the streaming endpoint. */
+  readonly feed = new EventEmitter().setMaxListeners(0);
   constructor(readonly db: DB) {}
 
   insert(rec: SandboxRecord): void {
@@ -96,7 +99,9 @@ export class SandboxStore {
     const info = this.db
       .prepare('INSERT INTO events (sandbox_id, ts, type, message, data) VALUES (?, ?, ?, ?, ?)')
       .run(sandboxId, ts, type, message, data ? JSON.stringify(data) : null);
-    return { seq: Number(info.lastInsertRowid), sandboxId, ts, type, message, data };
+    const ev: SandboxEvent = { seq: Number(info.lastInsertRowid), sandboxId, ts, type, message, data };
+    this.feed.emit('event', ev);
+    return ev;
   }
 
   events(sandboxId: string, afterSeq = 0, limit = 1000): SandboxEvent[] {

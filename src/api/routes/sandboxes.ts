@@ -1,5 +1,5 @@
 import { toNetworkSpec } from '../../net/schema.js';
-import type { SandboxState } from '../../engine/types.js';
+import type { SandboxEvent, SandboxState } from '../../engine/types.js';
 import { errors } from '../../errors/registry.js';
 import { createSandboxBody, idParams, listQuery, removeQuery, resourcesBody, stopBody, timeoutBody, truthy } from '../schemas.js';
 import type { ApiDeps, TypedApp } from '../server.js';
@@ -75,6 +75,36 @@ export function registerSandboxRoutes(app: TypedApp, { mgr }: ApiDeps): void {
     async (req) => {
       mgr.get(req.params.id);
       return mgr.store.events(req.params.id, req.query.after).map(eventView);
+    },
+  );
+  app.get(
+    '/v1/sandboxes/:id/events/stream',
+    {
+      schema: {
+        summary: 'Events as they happen (server-sent events; earlier ones after `after` first); `type` narrows to one type, e.g. network',
+        params: idParams,
+        querystring: z.object({ after: z.coerce.number().int().min(0).optional(), type: z.string().regex(/^[a-z-]{1,32}$/).optional() }).strict(),
+      },
+    },
+    async (req, reply) => {
+      const id = mgr.get(req.params.id).id;
+      const { type } = req.query;
+      reply.hijack();
+      const res = reply.raw;
+      res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive' });
+      let last = req.query.after ?? 0;
+      const send = (e: SandboxEvent) => {
+        if (e.sandboxId !== id || e.seq <= last || (type && e.type !== type)) return;
+        last = e.seq;
+        res.write(`id: ${e.seq}\nevent: ${e.type}\ndata: ${JSON.stringify(eventView(e))}\n\n`);
+      };
+      if (req.query.after !== undefined) for (const e of mgr.store.events(id, req.query.after, 10_000)) send(e);
+      mgr.store.feed.on('event', send);
+      const beat = setInterval(() => res.write(': keep-alive\n\n'), 15_000);
+      res.on('close', () => {
+        clearInterval(beat);
+        mgr.store.feed.off('event', send);
+      });
     },
   );
 }

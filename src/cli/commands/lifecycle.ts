@@ -118,10 +118,20 @@ export function registerLifecycle(program: Command): void {
     .command('events')
     .description("a sandbox's lifecycle events (created, oom, died, ...)")
     .argument('<id>')
-    .option('--json', 'print JSON')
-    .action(async (id: string, o: { json?: boolean }) => {
-      const evs = await client().sandbox(id).events_();
+    .option('--json', 'print JSON (with --follow: one JSON object per line)')
+    .option('-f, --follow', 'print the events so far, then new ones as they happen (until interrupted)')
+    .option('--type <type>', 'only events of this type (e.g. network)')
+    .action(async (id: string, o: { json?: boolean; follow?: boolean; type?: string }) => {
+      const line = (e: { ts: string; type: string; message: string }) => console.log(`${e.ts}  ${e.type.padEnd(8)} ${e.message}`);
+      if (o.follow) {
+        for await (const e of client().sandbox(id).followEvents({ type: o.type, after: 0 })) {
+          if (o.json) process.stdout.write(`${JSON.stringify(e)}\n`);
+          else line(e);
+        }
+        return;
+      }
+      const evs = (await client().sandbox(id).events_()).filter((e) => !o.type || e.type === o.type);
       if (o.json) return printJson(evs);
-      for (const e of evs) console.log(`${e.ts}  ${e.type.padEnd(8)} ${e.message}`);
+      for (const e of evs) line(e);
     });
 }
