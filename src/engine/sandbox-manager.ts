@@ -10,7 +10,7 @@ import type { Runtime } from '../runtime/types.js';
 import { HELPER_DIR } from '../runtime/oci-spec.js';
 import { admitCount, admitMemory } from './admission.js';
 import type { NetworkService } from '../net/service.js';
-import { needsNamespace, type NetworkSpec } from '../net/types.js';
+import { emptyNetwork, needsNamespace, type NetworkSpec, type PortForward } from '../net/types.js';
 import { networkBinds, networkEnv } from '../net/sandbox-files.js';
 import { composeCommand } from './exec-env.js';
 import { KeyedLock } from './keyed-lock.js';
@@ -365,6 +365,45 @@ export class SandboxManager {
       }
       this.store.addEvent(id, 'network-policy', message);
       return this.get(id);
+    });
+  }
+
+  /**
+   * Add a port forward (ports in) to a sandbox; on a running sandbox the host listener opens at
+   * once. Stored with the spec, so a restart of the sandbox or of the daemon re-creates it.
+   */
+  async addPort(id: string, f: PortForward): Promise<PortForward> {
+    return this.lock.run(id, async () => {
+      const rec = this.get(id);
+      if (!this.net) throw errors.invalid('ports', 'this daemon has no network capability');
+      const cur = rec.spec.network ?? emptyNetwork('none');
+      const mine = cur.ports.find((p) => p.local === f.local);
+      if (mine) throw new CordonError('already_exists', `ports: local port ${f.local} already forwards to port ${mine.remote} of sandbox ${id}; remove it first with \`cordon port rm ${id} ${f.local}\``, { local: f.local });
+      const other = this.store.list().find((r) => r.id !== id && r.spec.network?.ports.some((p) => p.local === f.local));
+      if (other) throw new CordonError('already_exists', `ports: local port ${f.local} is already forwarded to sandbox ${other.id}; pick another local port`, { local: f.local, sandbox_id: other.id });
+      const next = { ...cur, ports: [...cur.ports, f] };
+      const link = this.net.links.get(id);
+      if (!link && (rec.state === 'running' || rec.state === 'paused')) {
+        throw errors.wrongState(id, rec.state, 'add a port forward', 'It runs without a network namespace (network none and no ports at start); stop it, add the port, and start it again.');
+      }
+      if (link) await this.net.forwards.add(id, link.sandboxIp, f);
+      this.store.update(id, { spec: { ...rec.spec, network: next } });
+      this.store.addEvent(id, 'network-ports', `port forward ${f.address}:${f.local} -> ${f.remote} added`, { local: f.local, remote: f.remote, address: f.address });
+      return f;
+    });
+  }
+
+  /** Remove the forward on LOCAL: the host listener and its connections close at once. */
+  async removePort(id: string, local: number): Promise<PortForward> {
+    return this.lock.run(id, async () => {
+      const rec = this.get(id);
+      const cur = rec.spec.network;
+      const f = cur?.ports.find((p) => p.local === local);
+      if (!cur || !f) throw new CordonError('not_found', `ports: sandbox ${id} has no forward on local port ${local}; list them with \`cordon port ls ${id}\``, { local });
+      this.net?.forwards.remove(id, local);
+      this.store.update(id, { spec: { ...rec.spec, network: { ...cur, ports: cur.ports.filter((p) => p.local !== local) } } });
+      this.store.addEvent(id, 'network-ports', `port forward ${f.address}:${f.local} -> ${f.remote} removed`, { local: f.local, remote: f.remote, address: f.address });
+      return f;
     });
   }
 

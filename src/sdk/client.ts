@@ -6,6 +6,12 @@ import type { CreateOptions, ExecOptions, ExecResult, FileInfo, ProcessEvent, Pr
 
 const enc = encodeURIComponent;
 
+export interface PortForwardInfo {
+  address: string;
+  local_port: number;
+  remote_port: number;
+}
+
 export interface StartProcessOptions extends Omit<ExecOptions, 'stdin'> {
   tag?: string;
   stdin?: boolean;
@@ -158,6 +164,23 @@ export class Sandbox {
   /** Change allow/deny entries while it runs: `add` to the allow-list, `deny` to the deny-list, `delete` from either. */
   changeNetwork(change: { add?: string[]; deny?: string[]; delete?: string[] }) {
     return this.http.json<Record<string, unknown>>('POST', this.p('/network/allow-list'), change);
+  }
+  /** Port forwards (ports in): host `address:local_port` to `remote_port` in the sandbox. */
+  ports() {
+    return this.http.json<PortForwardInfo[]>('GET', this.p('/ports'));
+  }
+  /** Forward a host port to a sandbox port while it runs: `"8080:80"`, `"80"` or `{ local?, remote, host? }` (127.0.0.1 by default). */
+  addPort(spec: string | number | { local?: number; remote: number; host?: string }) {
+    let body = spec;
+    if (typeof spec !== 'object') {
+      const parts = String(spec).split(':');
+      body = parts.length === 2 ? { local: Number(parts[0]), remote: Number(parts[1]) } : { remote: Number(parts[0]) };
+    }
+    return this.http.json<PortForwardInfo>('POST', this.p('/ports'), body);
+  }
+  /** Remove the forward on host port LOCAL; the port closes at once. */
+  removePort(local: number) {
+    return this.http.json<PortForwardInfo>('DELETE', this.p(`/ports/${local}`));
   }
   async stop(timeout?: string | number) {
     return (this.info = await this.http.json<SandboxInfo>('POST', this.p('/stop'), timeout === undefined ? {} : { timeout }));

@@ -1,4 +1,4 @@
-export { Cordon, Sandbox, SandboxFiles, type StartProcessOptions } from './client.js';
+export { Cordon, Sandbox, SandboxFiles, type PortForwardInfo, type StartProcessOptions } from './client.js';
 export { ProcessSocket } from './process-stream.js';
 export type { ClientOptions } from './http.js';
 export { CordonError, ERROR_KINDS, type ErrorCode } from '../errors/registry.js';

@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { registerCp } from './cp.js';
 import { registerImage } from './image.js';
 import { registerLifecycle } from './lifecycle.js';
-import { registerNetwork } from './network.js';
+import { registerNetwork, registerPort } from './network.js';
 import { registerRunExec } from './run-exec.js';
 
 export function registerCommands(program: Command): void {
@@ -12,4 +12,5 @@ export function registerCommands(program: Command): void {
   registerCp(program);
   registerImage(program);
   registerNetwork(program);
+  registerPort(program);
 }

@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { CordonError } from '../../errors/registry.js';
 import { client, printJson, table } from '../output.js';
 
 // `cordon network allow|deny|rm|show ID …`: a running sandbox's egress rules, through
@@ -42,4 +43,48 @@ export function registerNetwork(program: Command): void {
     .argument('<id>')
     .option('--json', 'print JSON')
     .action(async (id: string, o: { json?: boolean }) => show((await client().sandbox(id).network()) as View, o.json));
+}
+
+type Port = { address: string; local_port: number; remote_port: number };
+const portRows = (ps: Port[]) => table([['LOCAL', 'REMOTE'], ...ps.map((p) => [`${p.address}:${p.local_port}`, String(p.remote_port)])]);
+
+/** `cordon port add|rm|ls ID …`: port forwards of a (running) sandbox, through /v1/sandboxes/:id/ports. */
+export function registerPort(program: Command): void {
+  const port = program.command('port').description("add, remove or list a sandbox's port forwards (host 127.0.0.1:LOCAL -> sandbox REMOTE) while it runs");
+  port
+    .command('add')
+    .description('forward host port LOCAL (default: REMOTE) to port REMOTE in the sandbox')
+    .argument('<id>')
+    .argument('<spec>', '[LOCAL:]REMOTE')
+    .option('--host <ip>', 'host address to bind (default 127.0.0.1)')
+    .option('--json', 'print the forward as JSON')
+    .action(async (id: string, spec: string, o: { host?: string; json?: boolean }) => {
+      const m = /^(?:(\d{1,5}):)?(\d{1,5})$/.exec(spec);
+      if (!m) throw new CordonError('invalid_argument', `port: ${spec} must look like [LOCAL:]REMOTE`);
+      const f = await client().sandbox(id).addPort({ ...(m[1] ? { local: Number(m[1]) } : {}), remote: Number(m[2]), ...(o.host ? { host: o.host } : {}) });
+      if (o.json) return printJson(f);
+      console.log(portRows([f]));
+    });
+  port
+    .command('rm')
+    .description('remove the forward on host port LOCAL')
+    .argument('<id>')
+    .argument('<local>', 'the host port')
+    .option('--json', 'print the removed forward as JSON')
+    .action(async (id: string, local: string, o: { json?: boolean }) => {
+      if (!/^\d{1,5}$/.test(local)) throw new CordonError('invalid_argument', `port: ${local} is not a port number`);
+      const f = await client().sandbox(id).removePort(Number(local));
+      if (o.json) return printJson(f);
+      console.log(`removed ${f.address}:${f.local_port} -> ${f.remote_port}`);
+    });
+  port
+    .command('ls')
+    .description('list the port forwards')
+    .argument('<id>')
+    .option('--json', 'print JSON')
+    .action(async (id: string, o: { json?: boolean }) => {
+      const ps = await client().sandbox(id).ports();
+      if (o.json) return printJson(ps);
+      console.log(portRows(ps));
+    });
 }
