@@ -5,6 +5,7 @@ import type { TLSSocket } from 'node:tls';
 import { resolveFor, type ResolveContext, type UpstreamDns } from './resolver.js';
 import { mutateRequest, mutateResponseHeaders, replaceBody, replaceSseLine, ruleMatches } from './rules.js';
 import { placeholdersIn, redact, secretHostMatches, substitute } from './secrets.js';
+import type { AskResult, CallbackDecision, CallbackSummary } from './callbacks.js';
 import type { HookRule, SecretSpec } from './types.js';
 
 // One intercepted HTTP request: policy, secrets, interception rules, the upstream call through the
@@ -28,7 +29,22 @@ export interface SandboxNetContext extends ResolveContext {
   secrets: SecretSpec[];
   rules: HookRule[];
   report(e: NetEvent): void;
+  /** Ask the SDK client connected for this sandbox (rules with action callback). */
+  ask?(summary: CallbackSummary, timeoutMs: number): Promise<AskResult>;
 }
+
+/** A callback rule's outcome: the client's decision, or the rule's on_timeout action. */
+async function consult(ctx: SandboxNetContext, r: HookRule, summary: CallbackSummary): Promise<{ d: CallbackDecision; why: string }> {
+  const res = ctx.ask ? await ctx.ask({ ...summary, rule: r.name }, r.timeoutMs ?? 5000) : { none: 'callbacks are not available' };
+  if ('decision' in res) return { d: res.decision, why: `callback${r.name ? ` ${r.name}` : ''}${res.decision.reason ? `: ${res.decision.reason}` : ''}` };
+  return { d: { action: r.onTimeout ?? 'block' }, why: `callback${r.name ? ` ${r.name}` : ''}: ${res.none} (on_timeout ${r.onTimeout ?? 'block'})` };
+}
+
+const asRule = (d: CallbackDecision): HookRule => ({
+  phase: 'before', hosts: [], methods: [], action: 'mutate',
+  setHeaders: d.set_headers, deleteHeaders: d.delete_headers, setQuery: d.set_query, deleteQuery: d.delete_query, rewritePath: d.rewrite_path,
+  setResponseHeaders: d.set_response_headers, deleteResponseHeaders: d.delete_response_headers,
+});
 
 export interface Upstream {
   dns: UpstreamDns;
@@ -84,10 +100,19 @@ export async function forward(req: IncomingMessage, res: ServerResponse, ctx: Sa
   const shape = { path: parsed.pathname, query: parsed.searchParams, headers: { ...req.headers } };
   const method = req.method ?? 'GET';
   for (const r of ctx.rules.filter((r) => ruleMatches(r, 'before', host, method, parsed.pathname))) {
+    if (r.action === 'callback') {
+      const { d, why } = await consult(ctx, r, { phase: 'before', method, host, path: shape.path, query: shape.query.toString(), headers: { ...shape.headers } });
+      if (d.action === 'block') return block(`blocked by ${why}`);
+      if (d.action === 'allow') break;
+      mutateRequest(asRule(d), shape);
+      continue;
+    }
     if (r.action === 'block') return block(`blocked by rule ${r.name ?? '(unnamed)'}`);
     if (r.action === 'allow') break;
     mutateRequest(r, shape);
   }
+  // What callbacks of phase after see: the request before secrets are substituted.
+  const seen = { path: shape.path, query: shape.query.toString(), headers: { ...shape.headers } };
   for (const h of HOP) delete shape.headers[h];
 
   // Secrets: placeholders in the URL, headers or body; all must be bound for this host.
@@ -117,10 +142,22 @@ export async function forward(req: IncomingMessage, res: ServerResponse, ctx: Sa
     agent: tlsName !== undefined ? up.https : up.http,
     ...(tlsName !== undefined ? { servername: host } : {}),
   });
-  upReq.on('response', (upRes) => {
+  upReq.on('response', async (upRes) => {
     const headers: Record<string, string | string[] | undefined> = { ...upRes.headers };
     for (const h of HOP) delete headers[h];
-    for (const r of after) mutateResponseHeaders(r, headers);
+    for (const r of after) {
+      if (r.action !== 'callback') {
+        mutateResponseHeaders(r, headers);
+        continue;
+      }
+      const { d, why } = await consult(ctx, r, { phase: 'after', method, host, ...seen, status: upRes.statusCode ?? 0, response_headers: { ...headers } });
+      if (d.action === 'block') {
+        upRes.resume();
+        return block(`blocked by ${why}`);
+      }
+      if (d.action === 'allow') break;
+      mutateResponseHeaders(asRule(d), headers);
+    }
     const reps = after.flatMap((r) => r.bodyReplacements ?? []);
     ev.status = upRes.statusCode ?? 0;
     const finish = () => {

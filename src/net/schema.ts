@@ -20,7 +20,9 @@ export const ruleBody = z
     hosts: z.array(z.string().min(1).max(300)).max(64).default([]),
     methods: z.array(z.string().regex(/^[A-Z]{1,16}$/i)).max(16).default([]),
     path: z.string().max(1024).optional(),
-    action: z.enum(['allow', 'block', 'mutate']).default('mutate'),
+    action: z.enum(['allow', 'block', 'mutate', 'callback']).default('mutate'),
+    timeout_ms: z.number().int().min(1).max(120_000).optional(),
+    on_timeout: z.enum(['allow', 'block']).optional(),
     set_headers: headerMap.optional(),
     delete_headers: z.array(z.string().max(128)).max(64).optional(),
     set_query: z.record(z.string().max(256), z.string().max(4096)).optional(),
@@ -30,7 +32,8 @@ export const ruleBody = z
     delete_response_headers: z.array(z.string().max(128)).max(64).optional(),
     body_replacements: z.array(z.object({ find: z.string().min(1).max(4096), replace: z.string().max(65536).default('') }).strict()).max(64).optional(),
   })
-  .strict();
+  .strict()
+  .refine((r) => r.action === 'callback' || (r.timeout_ms === undefined && r.on_timeout === undefined), { message: 'timeout_ms and on_timeout are for action callback' });
 
 export const networkBody = z
   .object({
@@ -59,6 +62,7 @@ export function parsePortForward(spec: string, field = 'network.ports'): PortFor
 export function toRule(r: RuleBody): HookRule {
   return {
     name: r.name, phase: r.phase, hosts: r.hosts, methods: r.methods, path: r.path, action: r.action,
+    ...(r.action === 'callback' ? { timeoutMs: r.timeout_ms ?? 5000, onTimeout: r.on_timeout ?? 'block' } : {}),
     setHeaders: r.set_headers, deleteHeaders: r.delete_headers, setQuery: r.set_query, deleteQuery: r.delete_query, rewritePath: r.rewrite_path,
     setResponseHeaders: r.set_response_headers, deleteResponseHeaders: r.delete_response_headers,
     bodyReplacements: r.body_replacements?.map((b) => ({ find: b.find, replace: b.replace })),

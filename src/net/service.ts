@@ -10,6 +10,7 @@ import { TransparentListener } from './listener.js';
 import { Policy } from './policy.js';
 import { startDnsServer, UpstreamDns } from './resolver.js';
 import { PortForwards } from './port-forward.js';
+import { CallbackHub } from './callbacks.js';
 import { SandboxLinks, type SandboxLink } from './sandbox-net.js';
 import { needsNamespace, type NetworkMode, type NetworkSpec } from './types.js';
 
@@ -68,6 +69,7 @@ export class NetworkService {
   readonly links: SandboxLinks;
   readonly ca: CertAuthority;
   readonly forwards = new PortForwards();
+  readonly callbacks = new CallbackHub();
   private readonly contexts = new Map<string, SandboxNetContext>();
   private readonly listeners = new Map<number, TransparentListener>();
   private ready?: Promise<void>;
@@ -224,6 +226,7 @@ export class NetworkService {
       upstream: spec.dnsServers.length ? spec.dnsServers : this.cfg.dnsServers,
       secrets: spec.secrets, rules: spec.rules,
       report: (e) => this.reporter(id, e),
+      ask: (summary, timeoutMs) => this.callbacks.ask(id, summary, timeoutMs),
     });
   }
 

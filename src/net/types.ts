@@ -33,7 +33,10 @@ export interface HookRule {
   hosts: string[];
   methods: string[];
   path?: string;
-  action: 'allow' | 'block' | 'mutate';
+  action: 'allow' | 'block' | 'mutate' | 'callback';
+  /** action callback: how long to wait for the SDK client's decision, and what applies without one. */
+  timeoutMs?: number;
+  onTimeout?: 'allow' | 'block';
   setHeaders?: Record<string, string>;
   deleteHeaders?: string[];
   setQuery?: Record<string, string>;

@@ -2,6 +2,7 @@ import type { Readable } from 'node:stream';
 import { Http, type ClientOptions } from './http.js';
 import { ProcessSocket, readSse } from './process-stream.js';
 import { Images } from './images.js';
+import { openInterceptor, type InterceptHandler, type Interceptor } from './callbacks.js';
 import type { CreateOptions, ExecOptions, ExecResult, FileInfo, ProcessEvent, ProcessInfo, SandboxEvent, SandboxInfo, SandboxState, SandboxStats } from './types.js';
 
 const enc = encodeURIComponent;
@@ -164,6 +165,15 @@ export class Sandbox {
   /** Change allow/deny entries while it runs: `add` to the allow-list, `deny` to the deny-list, `delete` from either. */
   changeNetwork(change: { add?: string[]; deny?: string[]; delete?: string[] }) {
     return this.http.json<Record<string, unknown>>('POST', this.p('/network/allow-list'), change);
+  }
+  /**
+   * Answer the sandbox's interception rules with action `callback` from this process: `handler` gets
+   * each matching request (method, host, path, headers; for phase after also status and response
+   * headers) and returns allow / block / mutate. Without an answer within the rule's timeout_ms (or
+   * `timeoutMs` here, if shorter) the rule's on_timeout action applies.
+   */
+  onRequest(handler: InterceptHandler, opts: { timeoutMs?: number } = {}): Promise<Interceptor> {
+    return openInterceptor(this.http, this.p('/network/callbacks'), handler, opts);
   }
   /** Port forwards (ports in): host `address:local_port` to `remote_port` in the sandbox. */
   ports() {

@@ -4,3 +4,4 @@ export type { ClientOptions } from './http.js';
 export { CordonError, ERROR_KINDS, type ErrorCode } from '../errors/registry.js';
 export type * from './types.js';
 export { Images, type ImageInfo, type PullProgress, type PullOptions } from './images.js';
+export type { InterceptDecision, InterceptedRequest, InterceptHandler, Interceptor } from './callbacks.js';

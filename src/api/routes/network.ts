@@ -43,4 +43,30 @@ export function registerNetworkRoutes(app: TypedApp, { mgr }: ApiDeps): void {
 
   app.delete('/v1/sandboxes/:id/ports/:local', { schema: { summary: 'Remove the forward on host port LOCAL; the port closes at once', params: portParams } }, async (req) =>
     portView(await mgr.removePort(req.params.id, req.params.local)));
+
+  // SDK-side interception callbacks: requests matching a rule with action callback are sent here
+  // ({type: 'request', id, phase, method, host, path, query, headers[, status, response_headers]});
+  // the client answers {type: 'decision', id, action: allow|block|mutate, set_headers?, …}.
+  app.get('/v1/sandboxes/:id/network/callbacks', { websocket: true, schema: { params: idParams, hide: true } }, (socket, req) => {
+    const hub = mgr.net?.callbacks;
+    let id: string;
+    try {
+      id = mgr.get(req.params.id).id;
+      if (!hub) throw errors.invalid('network', 'this daemon has no network capability');
+    } catch (e) {
+      socket.send(JSON.stringify({ type: 'error', error: e }));
+      return socket.close(1008, (e as Error).message.slice(0, 120));
+    }
+    const unregister = hub.register(id, socket);
+    socket.on('message', (raw: Buffer) => {
+      try {
+        const msg = JSON.parse(raw.toString()) as { type?: string; id?: unknown };
+        if (msg.type === 'decision') hub.answer(socket, msg as Parameters<typeof hub.answer>[1]);
+      } catch {
+        /* not JSON: ignored */
+      }
+    });
+    socket.on('close', unregister);
+    socket.send(JSON.stringify({ type: 'ready', sandbox_id: id }));
+  });
 }
