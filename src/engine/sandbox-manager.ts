@@ -10,10 +10,11 @@ import type { Runtime } from '../runtime/types.js';
 import { HELPER_DIR } from '../runtime/oci-spec.js';
 import { admitCount, admitMemory } from './admission.js';
 import type { NetworkService } from '../net/service.js';
-import { emptyNetwork, needsNamespace, type NetworkSpec, type PortForward } from '../net/types.js';
+import { needsNamespace } from '../net/types.js';
 import { networkBinds, networkEnv } from '../net/sandbox-files.js';
 import { composeCommand } from './exec-env.js';
 import { KeyedLock } from './keyed-lock.js';
+import { SandboxNetwork } from './sandbox-network.js';
 import { LiveSandbox } from './live-sandbox.js';
 import type { RootfsResolver } from './sources.js';
 import { assertAllowed } from './state-machine.js';
@@ -51,6 +52,8 @@ export class SandboxManager {
   private readonly timers = new Map<string, NodeJS.Timeout>();
   /** Set by the daemon; sandboxes with a network spec need it. */
   net?: NetworkService;
+  /** Network rules and port forwards of existing sandboxes. */
+  readonly network = new SandboxNetwork(this);
 
   constructor(
     readonly cfg: DaemonConfig,
@@ -65,6 +68,11 @@ export class SandboxManager {
     const rt = this.runtimes.get(name);
     if (!rt) throw errors.invalid('runtime', `unknown runtime ${name}; use one of ${[...this.runtimes.keys()].join(', ')}`);
     return rt;
+  }
+
+  /** Run `fn` with the sandbox's lifecycle lock held (for collaborators such as SandboxNetwork). */
+  exclusive<T>(id: string, fn: () => Promise<T>): Promise<T> {
+    return this.lock.run(id, fn);
   }
 
   get(id: string): SandboxRecord {
@@ -342,68 +350,6 @@ export class SandboxManager {
       this.store.update(id, { spec: { ...rec.spec, memoryBytes: bytes } });
       this.store.addEvent(id, 'updated', `memory limit set to ${bytes} bytes`);
       return this.get(id);
-    });
-  }
-
-  /**
-   * Replace a sandbox's network rules (allow/deny/rules/mode); stored with the spec, so they also
-   * hold after a daemon restart, and applied at once to new connections when it runs.
-   */
-  async setNetwork(id: string, next: NetworkSpec, message: string): Promise<SandboxRecord> {
-    return this.lock.run(id, async () => {
-      const rec = this.get(id);
-      const cur = rec.spec.network;
-      if (!cur || !this.net) throw errors.invalid('network', 'the sandbox was created without a network; create it with --network allowlist or open to change rules');
-      if (needsNamespace(next) && !this.net.links.get(id) && (rec.state === 'running' || rec.state === 'paused')) {
-        throw errors.wrongState(id, rec.state, 'network', 'It runs without a network namespace; stop and start it to apply network rules.');
-      }
-      if (next.mode !== 'none') this.net.validate(next);
-      this.store.update(id, { spec: { ...rec.spec, network: next } });
-      if (this.net.links.get(id)) {
-        this.net.setPolicy(id, next);
-        await this.net.updatePorts(next);
-      }
-      this.store.addEvent(id, 'network-policy', message);
-      return this.get(id);
-    });
-  }
-
-  /**
-   * Add a port forward (ports in) to a sandbox; on a running sandbox the host listener opens at
-   * once. Stored with the spec, so a restart of the sandbox or of the daemon re-creates it.
-   */
-  async addPort(id: string, f: PortForward): Promise<PortForward> {
-    return this.lock.run(id, async () => {
-      const rec = this.get(id);
-      if (!this.net) throw errors.invalid('ports', 'this daemon has no network capability');
-      const cur = rec.spec.network ?? emptyNetwork('none');
-      const mine = cur.ports.find((p) => p.local === f.local);
-      if (mine) throw new CordonError('already_exists', `ports: local port ${f.local} already forwards to port ${mine.remote} of sandbox ${id}; remove it first with \`cordon port rm ${id} ${f.local}\``, { local: f.local });
-      const other = this.store.list().find((r) => r.id !== id && r.spec.network?.ports.some((p) => p.local === f.local));
-      if (other) throw new CordonError('already_exists', `ports: local port ${f.local} is already forwarded to sandbox ${other.id}; pick another local port`, { local: f.local, sandbox_id: other.id });
-      const next = { ...cur, ports: [...cur.ports, f] };
-      const link = this.net.links.get(id);
-      if (!link && (rec.state === 'running' || rec.state === 'paused')) {
-        throw errors.wrongState(id, rec.state, 'add a port forward', 'It runs without a network namespace (network none and no ports at start); stop it, add the port, and start it again.');
-      }
-      if (link) await this.net.forwards.add(id, link.sandboxIp, f);
-      this.store.update(id, { spec: { ...rec.spec, network: next } });
-      this.store.addEvent(id, 'network-ports', `port forward ${f.address}:${f.local} -> ${f.remote} added`, { local: f.local, remote: f.remote, address: f.address });
-      return f;
-    });
-  }
-
-  /** Remove the forward on LOCAL: the host listener and its connections close at once. */
-  async removePort(id: string, local: number): Promise<PortForward> {
-    return this.lock.run(id, async () => {
-      const rec = this.get(id);
-      const cur = rec.spec.network;
-      const f = cur?.ports.find((p) => p.local === local);
-      if (!cur || !f) throw new CordonError('not_found', `ports: sandbox ${id} has no forward on local port ${local}; list them with \`cordon port ls ${id}\``, { local });
-      this.net?.forwards.remove(id, local);
-      this.store.update(id, { spec: { ...rec.spec, network: { ...cur, ports: cur.ports.filter((p) => p.local !== local) } } });
-      this.store.addEvent(id, 'network-ports', `port forward ${f.address}:${f.local} -> ${f.remote} removed`, { local: f.local, remote: f.remote, address: f.address });
-      return f;
     });
   }
 

@@ -171,7 +171,7 @@ export async function registerControlPlane(app: FastifyInstance, { mgr }: ApiDep
       const cur = rec.spec.network;
       if (!egress) return reply.status(204).send();
       if (!cur || !mgr.net) throw new CordonError('invalid_state', `sandbox ${rec.id} was created without a network; its egress rules cannot change`);
-      await mgr.setNetwork(rec.id, { ...cur, ...egress }, 'network rules replaced through the E2B API');
+      await mgr.network.setNetwork(rec.id, { ...cur, ...egress }, 'network rules replaced through the E2B API');
       reply.status(204).send();
     });
 

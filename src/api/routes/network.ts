@@ -27,7 +27,7 @@ export function registerNetworkRoutes(app: TypedApp, { mgr }: ApiDeps): void {
     const allow = [...n.allow.filter((a) => !del.has(a)), ...(req.body.add ?? []).filter((a) => !n.allow.includes(a))];
     const deny = [...n.deny.filter((a) => !del.has(a)), ...(req.body.deny ?? []).filter((a) => !n.deny.includes(a))];
     const next = { ...n, allow, deny };
-    await mgr.setNetwork(rec.id, next, `allow-list now ${allow.join(', ') || '(empty)'}${deny.length ? `; deny ${deny.join(', ')}` : ''}`);
+    await mgr.network.setNetwork(rec.id, next, `allow-list now ${allow.join(', ') || '(empty)'}${deny.length ? `; deny ${deny.join(', ')}` : ''}`);
     return networkView(next);
   });
 
@@ -36,13 +36,13 @@ export function registerNetworkRoutes(app: TypedApp, { mgr }: ApiDeps): void {
     (mgr.get(req.params.id).spec.network?.ports ?? []).map(portView));
 
   app.post('/v1/sandboxes/:id/ports', { schema: { summary: 'Forward a host port (127.0.0.1 unless host is given) to a sandbox port; LOCAL defaults to REMOTE', params: idParams, body: portBody } }, async (req, reply) => {
-    const f = await mgr.addPort(req.params.id, { local: req.body.local ?? req.body.remote, remote: req.body.remote, address: req.body.host ?? '127.0.0.1' });
+    const f = await mgr.network.addPort(req.params.id, { local: req.body.local ?? req.body.remote, remote: req.body.remote, address: req.body.host ?? '127.0.0.1' });
     reply.code(201);
     return portView(f);
   });
 
   app.delete('/v1/sandboxes/:id/ports/:local', { schema: { summary: 'Remove the forward on host port LOCAL; the port closes at once', params: portParams } }, async (req) =>
-    portView(await mgr.removePort(req.params.id, req.params.local)));
+    portView(await mgr.network.removePort(req.params.id, req.params.local)));
 
   // SDK-side interception callbacks: requests matching a rule with action callback are sent here
   // ({type: 'request', id, phase, method, host, path, query, headers[, status, response_headers]});
