@@ -57,7 +57,7 @@ for (const runtime of RUNTIMES) {
   describe(`e2b network on ${runtime}`, () => {
     before(async () => {
       if (runtime === RUNTIMES[0]) return;
-      await d.stop();
+      await d.cleanup();
       d = await startDaemon(`e2b-network-${runtime}`, { args: ['--egress-interface', fi.iface, '--upstream-ca', fi.caFile, '--dns-server', fi.api, '--network-slot', String(SLOT), '--runtime', runtime] });
       o = { ...o, apiUrl: d.url, sandboxUrl: d.url };
     });
