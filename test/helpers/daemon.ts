@@ -54,7 +54,13 @@ export async function startDaemon(name: string, opts: { args?: string[]; apiKey?
     proc.stderr!.on('data', (d) => (logText += d));
     await waitHealthy(url, proc, () => logText);
   };
-  await launch();
+  try {
+    await launch();
+  } catch (e) {
+    proc.kill('SIGKILL');
+    rmSync(dataDir, { recursive: true, force: true });
+    throw e;
+  }
   const d: TestDaemon = {
     url,
     dataDir,
