@@ -1,32 +1,10 @@
-import type { IncomingHttpHeaders } from 'node:http';
+import type { CallbackDecision, CallbackSummary } from './callback-protocol.js';
+
+export type { CallbackDecision, CallbackSummary } from './callback-protocol.js';
 
 // SDK-side interception callbacks (matchlock's hook callbacks): a request that matches a rule with
 // action `callback` is summarised and sent to the client connected for its sandbox; the daemon waits
 // up to the rule's timeout for a decision, else the rule's on_timeout action applies.
-
-export interface CallbackSummary {
-  phase: 'before' | 'after';
-  rule?: string;
-  method: string;
-  host: string;
-  path: string;
-  query: string;
-  headers: IncomingHttpHeaders;
-  status?: number;
-  response_headers?: Record<string, string | string[] | undefined>;
-}
-
-export interface CallbackDecision {
-  action: 'allow' | 'block' | 'mutate';
-  reason?: string;
-  set_headers?: Record<string, string>;
-  delete_headers?: string[];
-  set_query?: Record<string, string>;
-  delete_query?: string[];
-  rewrite_path?: string;
-  set_response_headers?: Record<string, string>;
-  delete_response_headers?: string[];
-}
 
 export interface CallbackSocket {
   send(data: string): void;

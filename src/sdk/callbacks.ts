@@ -1,36 +1,14 @@
 import WebSocket from 'ws';
 import type { Http } from './http.js';
+import type { CallbackDecision, CallbackRequest } from '../net/callback-protocol.js';
 
 // SDK-side interception callbacks: the daemon sends each request matching a rule with action
 // `callback` over a WebSocket; the handler's decision goes back. No answer (the handler returns
 // nothing, throws, or takes longer than the rule's timeout_ms) → the rule's on_timeout applies.
 
-export interface InterceptedRequest {
-  id: number;
-  phase: 'before' | 'after';
-  rule?: string;
-  method: string;
-  host: string;
-  path: string;
-  query: string;
-  headers: Record<string, string | string[] | undefined>;
-  /** Phase after only. */
-  status?: number;
-  response_headers?: Record<string, string | string[] | undefined>;
-  timeout_ms: number;
-}
-
-export interface InterceptDecision {
-  action: 'allow' | 'block' | 'mutate';
-  reason?: string;
-  set_headers?: Record<string, string>;
-  delete_headers?: string[];
-  set_query?: Record<string, string>;
-  delete_query?: string[];
-  rewrite_path?: string;
-  set_response_headers?: Record<string, string>;
-  delete_response_headers?: string[];
-}
+/** A request matching a `callback` rule, as the daemon describes it. */
+export type InterceptedRequest = CallbackRequest;
+export type InterceptDecision = CallbackDecision;
 
 export type InterceptHandler = (req: InterceptedRequest) => InterceptDecision | undefined | void | Promise<InterceptDecision | undefined | void>;
 
