@@ -77,6 +77,10 @@ for (const runtime of RUNTIMES) {
       assert.equal(to.stdout, 'before\n');
       const alive = await s.exec(['sh', '-c', 'ps -eo args | grep -c "[s]leep 30"']);
       assert.equal(alive.stdout.trim(), '0', 'the timed-out command was killed');
+      const streamed: ProcessEvent[] = [];
+      for await (const ev of s.execStream(['sleep', '30'], { timeout: '1s' })) streamed.push(ev);
+      const end = streamed.at(-1);
+      assert.ok(end?.type === 'exit' && end.timed_out && end.exit_code === 124, `a streamed timeout also ends with 124: ${JSON.stringify(end)}`);
     });
 
     test('streaming over SSE: start, output and exit in order', async () => {

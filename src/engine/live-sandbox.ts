@@ -146,7 +146,7 @@ export class LiveSandbox {
       });
     });
     return {
-      exitCode: exit.timedOut ? 124 : exit.exitCode,
+      exitCode: exit.exitCode,
       stdout: Buffer.concat(out).toString('utf8'),
       stderr: Buffer.concat(err).toString('utf8'),
       durationMs: Date.now() - started,

@@ -172,9 +172,10 @@ export class ProcessManager {
       // Any failure may be the kernel's OOM killer at work: 137 for a plain process, while under gVisor
       // the victim is a task of the sentry and the exec ends with whatever the sandbox reports (1, 128).
       const oomKilled = status.exitCode !== 0 && opts.oomCheck ? await opts.oomCheck().catch(() => false) : false;
-      let exitCode = oomKilled ? 137 : status.exitCode;
+      // A timeout reports 124 like timeout(1), on every surface (sync, SSE, WebSocket, CLI).
+      let exitCode = oomKilled ? 137 : proc.timedOut ? 124 : status.exitCode;
       // No pid was ever reported: the runtime could not start the command at all.
-      if (!oomKilled && exitCode !== 0 && proc.info.pid > SYNTHETIC_PID_BASE) {
+      if (!oomKilled && !proc.timedOut && exitCode !== 0 && proc.info.pid > SYNTHETIC_PID_BASE) {
         const why = await diagnoseStartFailure(this.runtime, this.sandboxId, opts.spec).catch(() => undefined);
         if (why) {
           exitCode = why.exitCode;
