@@ -7,7 +7,8 @@ bash scripts/setup-host.sh
 npm ci --no-audit --no-fund
 npm run build
 log=$(mktemp)
-npx cordon serve >"$log" 2>&1 &
+# The CLI's own entry point rather than npx, so the trap below stops the daemon itself, not a wrapper.
+node bin/cordon.js serve >"$log" 2>&1 &
 daemon=$!
 trap 'kill $daemon 2>/dev/null; wait $daemon 2>/dev/null || true' EXIT
 echo "waiting for the daemon (the first start builds the base template, about a minute)..."
