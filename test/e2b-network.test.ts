@@ -23,7 +23,7 @@ before(async () => {
   fi = await startFakeInternet(SLOT);
   // E2B's create names no runtime: one daemon per runtime would double the setup; the default runtime
   // is switched per describe through a second daemon only when more than one runtime is tested.
-  d = await startDaemon('e2b-network', { args: ['--egress-interface', fi.iface, '--upstream-ca', fi.caFile, '--dns-server', fi.api, '--network-slot', String(SLOT), '--runtime', RUNTIMES[0]] });
+  d = await startDaemon('e2b-network', { args: [...fi.daemonArgs(SLOT), '--runtime', RUNTIMES[0]] });
   o = { apiKey: 'e2b_dummy', apiUrl: d.url, sandboxUrl: d.url, domain: 'cordon.invalid' };
 });
 after(async () => {
@@ -58,7 +58,7 @@ for (const runtime of RUNTIMES) {
     before(async () => {
       if (runtime === RUNTIMES[0]) return;
       await d.cleanup();
-      d = await startDaemon(`e2b-network-${runtime}`, { args: ['--egress-interface', fi.iface, '--upstream-ca', fi.caFile, '--dns-server', fi.api, '--network-slot', String(SLOT), '--runtime', runtime] });
+      d = await startDaemon(`e2b-network-${runtime}`, { args: [...fi.daemonArgs(SLOT), '--runtime', runtime] });
       o = { ...o, apiUrl: d.url, sandboxUrl: d.url };
     });
 

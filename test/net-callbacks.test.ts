@@ -5,10 +5,9 @@
 // another); with no client connected, on_timeout applies at once.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { HostNet } from '../src/net/host-net.js';
 import type { InterceptedRequest, Interceptor, Sandbox } from '../src/sdk/index.js';
 import { RUNTIMES, startDaemon, type TestDaemon } from './helpers/daemon.js';
-import { startFakeInternet, type FakeInternet } from './helpers/net-fake-internet.js';
+import { startFakeInternet, tearDownNetSuite, type FakeInternet } from './helpers/net-fake-internet.js';
 
 const SLOT = 14;
 let d: TestDaemon;
@@ -16,14 +15,9 @@ let fi: FakeInternet;
 
 before(async () => {
   fi = await startFakeInternet(SLOT);
-  d = await startDaemon('net-callbacks', { args: ['--egress-interface', fi.iface, '--upstream-ca', fi.caFile, '--dns-server', fi.api, '--network-slot', String(SLOT)] });
+  d = await startDaemon('net-callbacks', { args: fi.daemonArgs(SLOT) });
 });
-after(async () => {
-  for (const s of (await d?.client.list().catch(() => [])) ?? []) await d.client.remove(s.id, { force: true }).catch(() => {});
-  await d?.cleanup();
-  await new HostNet({ slot: SLOT }).cleanup();
-  await fi?.close();
-});
+after(() => tearDownNetSuite(d, SLOT, fi));
 
 const curl = async (sb: Sandbox, args: string) => {
   const r = await sb.exec(['sh', '-c', `curl -sS --max-time 15 ${args}`], { timeout: 30 });

@@ -4,11 +4,10 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
-import { HostNet } from '../src/net/host-net.js';
 import type { Sandbox } from '../src/sdk/index.js';
 import { until } from './helpers/assert.js';
 import { CLI, cli, RUNTIMES, startDaemon, type TestDaemon } from './helpers/daemon.js';
-import { startFakeInternet, type FakeInternet } from './helpers/net-fake-internet.js';
+import { startFakeInternet, tearDownNetSuite, type FakeInternet } from './helpers/net-fake-internet.js';
 
 const SLOT = 11;
 let d: TestDaemon;
@@ -16,14 +15,9 @@ let fi: FakeInternet;
 
 before(async () => {
   fi = await startFakeInternet(SLOT);
-  d = await startDaemon('net-cli', { args: ['--egress-interface', fi.iface, '--upstream-ca', fi.caFile, '--dns-server', fi.api, '--network-slot', String(SLOT)] });
+  d = await startDaemon('net-cli', { args: fi.daemonArgs(SLOT) });
 });
-after(async () => {
-  for (const s of (await d?.client.list().catch(() => [])) ?? []) await d.client.remove(s.id, { force: true }).catch(() => {});
-  await d?.cleanup();
-  await new HostNet({ slot: SLOT }).cleanup();
-  await fi?.close();
-});
+after(() => tearDownNetSuite(d, SLOT, fi));
 
 const curl = async (sb: Sandbox, url: string) => (await sb.exec(['curl', '-sS', '--max-time', '8', url], { timeout: 30 })).exit_code;
 

@@ -11,7 +11,7 @@ let fi: FakeInternet;
 
 before(async () => {
   fi = await startFakeInternet(7);
-  d = await startDaemon('net-egress', { args: ['--egress-interface', fi.iface, '--upstream-ca', fi.caFile, '--dns-server', fi.api, '--network-slot', '7'] });
+  d = await startDaemon('net-egress', { args: fi.daemonArgs(7) });
 });
 after(async () => {
   for (const s of (await d?.client.list().catch(() => [])) ?? []) await d.client.remove(s.id, { force: true }).catch(() => {});

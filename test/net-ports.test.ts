@@ -5,11 +5,10 @@
 import assert from 'node:assert/strict';
 import { connect, createServer, type Server } from 'node:net';
 import { after, before, describe, test } from 'node:test';
-import { HostNet } from '../src/net/host-net.js';
 import type { Sandbox } from '../src/sdk/index.js';
 import { rejectsWith, sleep } from './helpers/assert.js';
 import { cli, freePort, RUNTIMES, startDaemon, type TestDaemon } from './helpers/daemon.js';
-import { startFakeInternet, type FakeInternet } from './helpers/net-fake-internet.js';
+import { startFakeInternet, tearDownNetSuite, type FakeInternet } from './helpers/net-fake-internet.js';
 
 const SLOT = 13;
 let d: TestDaemon;
@@ -17,14 +16,9 @@ let fi: FakeInternet;
 
 before(async () => {
   fi = await startFakeInternet(SLOT);
-  d = await startDaemon('net-ports', { args: ['--egress-interface', fi.iface, '--upstream-ca', fi.caFile, '--dns-server', fi.api, '--network-slot', String(SLOT)] });
+  d = await startDaemon('net-ports', { args: fi.daemonArgs(SLOT) });
 });
-after(async () => {
-  for (const s of (await d?.client.list().catch(() => [])) ?? []) await d.client.remove(s.id, { force: true }).catch(() => {});
-  await d?.cleanup();
-  await new HostNet({ slot: SLOT }).cleanup();
-  await fi?.close();
-});
+after(() => tearDownNetSuite(d, SLOT, fi));
 
 const serve = async (sb: Sandbox, text: string) => {
   const r = await sb.exec(['sh', '-c', `mkdir -p /srv && echo ${text} > /srv/index.html && (cd /srv && nohup python3 -m http.server 8000 >/dev/null 2>&1 &) ; sleep 1`], { timeout: 30 });

@@ -21,7 +21,7 @@ let fi: FakeInternet;
 
 before(async () => {
   fi = await startFakeInternet(SLOT);
-  d = await startDaemon('net-restart', { args: ['--egress-interface', fi.iface, '--upstream-ca', fi.caFile, '--dns-server', fi.api, '--network-slot', String(SLOT)] });
+  d = await startDaemon('net-restart', { args: fi.daemonArgs(SLOT) });
 });
 after(async () => {
   if (d?.proc.exitCode === null) for (const s of (await d.client.list().catch(() => [])) ?? []) await d.client.remove(s.id, { force: true }).catch(() => {});

@@ -3,7 +3,8 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { run, runOk } from '../../src/util/proc.js';
-import { REPO } from './daemon.js';
+import { HostNet } from '../../src/net/host-net.js';
+import { REPO, type TestDaemon } from './daemon.js';
 
 // A fake internet for network tests: its own namespace behind a veth from the host, with DNS,
 // HTTP and HTTPS servers the test controls. Nothing here ever routes towards the machine's uplink.
@@ -18,6 +19,8 @@ export interface FakeInternet {
   /** An address outside the fake internet (TEST-NET-3), guarded by a counting drop rule. */
   outside: string;
   outsideHits(): Promise<number>;
+  /** `cordon serve` flags that send a daemon's egress (on network slot `slot`) into this fake internet. */
+  daemonArgs(slot: number): string[];
   close(): Promise<void>;
 }
 
@@ -70,6 +73,15 @@ export async function startFakeInternet(n: number): Promise<FakeInternet> {
       const out = (await run('nft', ['list', 'table', 'inet', guard])).stdout;
       return Number(/packets (\d+)/.exec(out)?.[1] ?? -1);
     },
+    daemonArgs: (slot) => ['--egress-interface', iface, '--upstream-ca', join(dir, 'ca.crt'), '--dns-server', api, '--network-slot', String(slot)],
     close: closeAll,
   };
+}
+
+/** After a network suite: its daemon's sandboxes and data, the slot's host state, the fake internet. */
+export async function tearDownNetSuite(d: TestDaemon | undefined, slot: number, fi: FakeInternet | undefined): Promise<void> {
+  for (const s of (await d?.client.list().catch(() => [])) ?? []) await d!.client.remove(s.id, { force: true }).catch(() => {});
+  await d?.cleanup();
+  await new HostNet({ slot }).cleanup();
+  await fi?.close();
 }
