@@ -2,7 +2,6 @@ import type { IncomingHttpHeaders } from 'node:http';
 import { z } from 'zod';
 import { cleanPath, type FileEntry } from '../../engine/files.js';
 import type { LiveSandbox } from '../../engine/live-sandbox.js';
-import { CordonError } from '../../errors/registry.js';
 import { RpcError } from './connect.js';
 
 /** E2B's default user inside a sandbox; templates without it fall back to the sandbox's own default. */
@@ -112,8 +111,4 @@ export function parseMsg<T extends z.ZodTypeAny>(schema: T, msg: unknown, what: 
     throw new RpcError('invalid_argument', `${what}.${i?.path.join('.') || '(message)'}: ${i?.message}`);
   }
   return r.data;
-}
-
-export function isNotFound(e: unknown): boolean {
-  return e instanceof CordonError && e.code === 'not_found';
 }

@@ -5,7 +5,7 @@ import { DirWatcher, type WatchEvent } from '../../engine/dir-watcher.js';
 import type { LiveSandbox } from '../../engine/live-sandbox.js';
 import { CordonError } from '../../errors/registry.js';
 import { RpcError, type Json, type MethodDef, type RpcContext } from './connect.js';
-import { entryInfo, envdPath, isNotFound, parseMsg, resolveEnvdUser, userFromAuthorization, type FileMetadata } from './envd-context.js';
+import { entryInfo, envdPath, parseMsg, resolveEnvdUser, userFromAuthorization, type FileMetadata } from './envd-context.js';
 
 const path = z.string().min(1).max(4096);
 const watchReq = z.object({
@@ -92,11 +92,7 @@ export function filesystemService(sandboxId: string, live: () => LiveSandbox, me
         const req = parseMsg(z.object({ path }), msg, 'MakeDirRequest');
         const user = await ctxUser(ctx);
         const p = envdPath(req.path, user.home);
-        const exists = await live().files.stat(p, user.name).then(
-          () => true,
-          (e) => (isNotFound(e) ? false : Promise.reject(e)),
-        );
-        if (exists) throw new RpcError('already_exists', `${p} already exists`);
+        if (await live().files.exists(p, user.name)) throw new RpcError('already_exists', `${p} already exists`);
         const e = await live().files.mkdir(p, user.name);
         return { entry: entryInfo(e) };
       },
