@@ -61,10 +61,7 @@ export class LiveSandbox {
     private readonly onEvent: (type: string, message: string) => void = () => {},
   ) {
     this.processes = new ProcessManager(rec.id, runtime, cfg.processOutputBufferBytes);
-    this.files = new FileService(async (args, user) => {
-      const proc = await this.spawnRaw(args, user);
-      return proc;
-    });
+    this.files = new FileService(this.helperExec);
     void runtime.stats(rec.id).then((s) => (this.oomBaseline = s.oomKills)).catch(() => {});
   }
 
@@ -97,14 +94,11 @@ export class LiveSandbox {
     return { spec, user };
   }
 
-  /** A helper process that is not tracked in the process list (file operations). */
-  private async spawnRaw(args: string[], user?: string) {
+  /** A helper process that is not in the process list (file operations, the E2B directory watcher). */
+  readonly helperExec = async (args: string[], user?: string) => {
     const { spec } = await this.execSpec({ cmd: args, user, cwd: '/' });
     return this.runtime.exec(this.rec.id, spec);
-  }
-
-  /** Untracked helper processes for surfaces that need them (e.g. the E2B directory watcher). */
-  readonly helperExec = (args: string[], user?: string) => this.spawnRaw(args, user);
+  };
 
   async start(req: CommandRequest): Promise<ManagedProcess> {
     const { spec, user } = await this.execSpec(req);
