@@ -5,6 +5,7 @@
 // BENCH_RUNS (default 30) sets the sample count.
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { BaseTemplate } from '../src/image/base-template.js';
 import { startDaemon, TEMPLATES_DIR } from '../test/helpers/daemon.js';
@@ -45,7 +46,7 @@ async function floor(runtime: 'runsc' | 'crun', rootfs: string): Promise<number[
   return xs;
 }
 
-async function execRoundTrip(c: Cordon, runtime: string): Promise<{ api: number[]; plain: number[] }> {
+async function execRoundTrip(c: Cordon, runtime: string, dataDir: string): Promise<{ api: number[]; plain: number[] }> {
   const s = await c.create({ runtime: runtime as 'runsc' });
   const api: number[] = [];
   const plain: number[] = [];
@@ -57,7 +58,7 @@ async function execRoundTrip(c: Cordon, runtime: string): Promise<{ api: number[
       api.push(performance.now() - t);
     }
     if (runtime === 'runsc') {
-      const root = `${(await import('node:path')).join(process.env.BENCH_DATA ?? '', 'run', 'runsc')}`;
+      const root = join(dataDir, 'run', 'runsc');
       for (let i = 0; i < RUNS * 2; i++) {
         const t = performance.now();
         await timeToFirstOutput('runsc', [`--root=${root}`, '--platform=systrap', '--overlay2=none', '--network=none', 'exec', s.id, '/bin/echo', 'x']);
@@ -117,7 +118,6 @@ async function idleFleet(c: Cordon, count: number): Promise<string> {
 
 async function main() {
   const d = await startDaemon('bench-sandbox');
-  process.env.BENCH_DATA = d.dataDir;
   const c = d.client;
   try {
     await (await c.create()).remove();
@@ -141,7 +141,7 @@ async function main() {
     console.log('\n== exec round trip of `true` on a running sandbox');
     const execs: Record<string, number[]> = {};
     for (const rt of RUNTIMES) {
-      const { api, plain } = await execRoundTrip(c, rt);
+      const { api, plain } = await execRoundTrip(c, rt, d.dataDir);
       execs[rt] = api;
       console.log(row(`cordon exec (${rt})`, api));
       if (plain.length) {

@@ -1,4 +1,4 @@
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { DaemonConfig, RuntimeName } from '../config.js';
 import { CordonError, errors } from '../errors/registry.js';
@@ -354,7 +354,6 @@ export class SandboxManager {
   }
 
   async imageConfig(id: string): Promise<ImageConfig> {
-    const { readFile } = await import('node:fs/promises');
     try {
       return JSON.parse(await readFile(join(this.rootfs.dirs(id).root, 'image-config.json'), 'utf8'));
     } catch {
