@@ -172,6 +172,14 @@ describe('hostile layer entries', () => {
     await assert.rejects(unpackCaged([...base, { name: 'x', type: 'link', linkname: 'etc/.wh.passwd' }]), /not a file in this layer/);
   });
 
+  it('refuses a bad name on a large file without crashing on its unread body', async () => {
+    // Small chunks, as from the network: the refused entry's body is still arriving when the tar is given up.
+    const chunked = (b: Buffer) => Readable.from(Array.from({ length: Math.ceil(b.length / 16384) }, (_, i) => b.subarray(i * 16384, (i + 1) * 16384)));
+    const big = Buffer.alloc(4 * 1024 * 1024);
+    await assert.rejects(unpackLayer(chunked(await layerTar([{ name: 'a//big', content: big }])), caged().dir), /empty/);
+    await assert.rejects(unpackLayer(chunked(await layerTar([{ name: 'a', content: 'x' }, { name: 'b', content: big }])), caged().dir, { maxEntries: 1 }), /more than 1 entries/);
+  });
+
   it('refuses .. inside a longer path without touching the parent', async () => {
     const c = caged();
     await assert.rejects(unpackLayer(Readable.from([await layerTar([{ name: 'a/../..', type: 'directory' }, { name: 'a/../../canary', content: 'dead' }])]), c.dir), /\.\./);

@@ -80,6 +80,9 @@ export async function unpackLayer(input: Readable, root: string, opts: UnpackOpt
   const dirTimes: [string, Date][] = [];
   const ex = layerExtract();
   ex.on('entry', (header, stream, next) => {
+    // Giving up on the tar destroys the body being read with the same error, which the pipeline below
+    // reports; without a listener it would also be thrown as uncaught and end the daemon.
+    stream.on('error', () => {});
     const checked = checkLimits(header as LayerHeaders, stats, opts);
     (checked ?? applyEntry(root, header as LayerHeaders, stream, dirTimes, stats)).then(
       () => next(),
