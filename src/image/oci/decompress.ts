@@ -11,6 +11,10 @@ import { ZstdFrameWalker } from './zstd-frames.js';
 // the consumer, never pushed ahead of it, so a compression bomb costs at most a few buffers of memory,
 // and they are counted so it stops at the daemon's limit.
 
+/** Bytes decompression may run ahead of the unpacker, so that reading and decoding overlap with writing files. */
+export const READ_AHEAD_BYTES = 1024 * 1024;
+// zlib streams pass stream options on to Transform, though ZlibOptions does not list them.
+const READ_AHEAD = { readableHighWaterMark: READ_AHEAD_BYTES } as zlib.ZlibOptions;
 const GZIP = Buffer.from([0x1f, 0x8b]);
 const ZSTD = Buffer.from([0x28, 0xb5, 0x2f, 0xfd]);
 
@@ -42,7 +46,7 @@ export async function* decompress(input: AsyncIterable<Buffer>, opts: Decompress
     if (ended) return;
     for (let r = await next(); !r.done; r = await next()) yield r.value;
   })();
-  const decoded = head.subarray(0, 2).equals(GZIP) ? viaStream(zlib.createGunzip(), source) : head.subarray(0, 4).equals(ZSTD) ? zstd(source) : source;
+  const decoded = head.subarray(0, 2).equals(GZIP) ? viaStream(zlib.createGunzip(READ_AHEAD), source) : head.subarray(0, 4).equals(ZSTD) ? zstd(source) : source;
   const max = opts.maxBytes ?? Infinity;
   let total = 0;
   try {
@@ -71,8 +75,8 @@ async function* viaStream(decoder: Transform, source: AsyncIterable<Buffer>): As
 
 /** Node ≥ 22.15 has native zstd; older ones use fzstd (pure JS), fed one block at a time. */
 function zstd(source: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
-  const native = (zlib as unknown as { createZstdDecompress?: () => Transform }).createZstdDecompress;
-  return native ? viaStream(native(), source) : zstdInJs(source);
+  const native = (zlib as unknown as { createZstdDecompress?: (o: object) => Transform }).createZstdDecompress;
+  return native ? viaStream(native(READ_AHEAD), source) : zstdInJs(source);
 }
 
 async function* zstdInJs(source: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
@@ -105,8 +109,8 @@ export function decompressed(input: Readable, opts: DecompressOptions = {}): Rea
 export class HashTap extends Transform {
   readonly hash: Hash = createHash('sha256');
   bytes = 0;
-  constructor(private readonly onBytes?: (n: number) => void) {
-    super();
+  constructor(private readonly onBytes?: (n: number) => void, bufferBytes?: number) {
+    super(bufferBytes ? { writableHighWaterMark: bufferBytes } : {});
   }
   _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
     this.hash.update(chunk);

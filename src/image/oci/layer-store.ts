@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { CordonError } from '../../errors/registry.js';
-import { decompress, HashTap } from './decompress.js';
+import { decompress, HashTap, READ_AHEAD_BYTES } from './decompress.js';
 import { DEFAULT_LAYER_LIMITS, LayerTooLargeError, UnsafeLayerError, type LayerLimits } from './layer-limits.js';
 import { unpackLayer } from './unpack.js';
 
@@ -86,7 +86,7 @@ export class LayerStore {
     try {
       const { stream } = await src.open();
       const outer = new HashTap(onBytes);
-      const inner = new HashTap();
+      const inner = new HashTap(undefined, READ_AHEAD_BYTES);
       const what = `layer ${diffId}`;
       let sourceFailed = false;
       stream.once('error', () => (sourceFailed = true));
