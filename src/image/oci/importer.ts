@@ -8,7 +8,7 @@ import { CordonError } from '../../errors/registry.js';
 import { decompressed } from './decompress.js';
 import type { ImageRecord } from './image-db.js';
 import { LayerTooLargeError } from './layer-limits.js';
-import { tooLarge, type LayerStore } from './layer-store.js';
+import type { LayerStore } from './layer-store.js';
 import { checkPlatform, configSchema, indexSchema, isIndex, manifestSchema, parseDoc, pickPlatform } from './manifest.js';
 import { checkLayers, fetchLayers } from './puller.js';
 import type { Progress } from './progress.js';
@@ -52,7 +52,7 @@ export async function importFile(file: string, into: string, opts: ImportOptions
   const { maxBytes, maxEntries } = opts.layers.limits;
   const input = decompressed(createReadStream(file), { maxBytes: Math.max(maxBytes, (await stat(file)).size), what: `archive ${file}` });
   await unpackLayer(input, into, { maxEntries, maxFileBytes: maxBytes, what: `archive ${file}` }).catch((e: Error) => {
-    if (e instanceof LayerTooLargeError) throw tooLarge(e);
+    if (e instanceof LayerTooLargeError) throw e.toCordonError();
     throw e instanceof CordonError ? e : new CordonError('invalid_argument', `${file} is not a readable image archive (docker save tar or OCI layout tar): ${e.message}`);
   });
   return importDir(into, opts);

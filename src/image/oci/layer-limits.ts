@@ -1,3 +1,4 @@
+import { CordonError } from '../../errors/registry.js';
 import { formatBytes } from '../../util/units.js';
 
 // What one layer (or one import archive) may hold, and the two ways a layer is refused: it is unsafe
@@ -30,5 +31,10 @@ export class LayerTooLargeError extends Error {
   /** The `cordon serve` flag that sets the limit that was hit. */
   get flag(): string {
     return this.limit === 'bytes' ? '--max-layer-size' : '--max-layer-entries';
+  }
+
+  /** The 413 a client gets, naming the flag that sets the limit. */
+  toCordonError(): CordonError {
+    return new CordonError('payload_too_large', `${this.message}, past this daemon's limit (cordon serve ${this.flag}); use a smaller image or raise ${this.flag}. Nothing was kept`, { limit: this.flag, max: this.max });
   }
 }

@@ -115,7 +115,7 @@ export class LayerStore {
       await rm(tmp, { recursive: true, force: true }).catch(() => {});
       if (e instanceof CordonError) throw e;
       if (e instanceof UnsafeLayerError) throw new CordonError('invalid_argument', `layer ${diffId} is unsafe and was rejected: ${e.message}; nothing was kept`);
-      if (e instanceof LayerTooLargeError) throw tooLarge(e);
+      if (e instanceof LayerTooLargeError) throw e.toCordonError();
       throw new CordonError('unavailable', `fetching layer ${diffId} failed: ${(e as Error).message}`);
     }
   }
@@ -152,11 +152,6 @@ const isLayerVerdict = (e: unknown) => e instanceof UnsafeLayerError || e instan
 function firstCause(settled: PromiseSettledResult<unknown>[]): unknown {
   const errs = settled.flatMap((r) => (r.status === 'rejected' ? [r.reason as unknown] : []));
   return errs.find(isLayerVerdict) ?? errs[0];
-}
-
-/** The 413 for a layer or archive past one of the daemon's limits, naming the flag that sets it. */
-export function tooLarge(e: LayerTooLargeError): CordonError {
-  return new CordonError('payload_too_large', `${e.message}, past this daemon's limit (cordon serve ${e.flag}); use a smaller image or raise ${e.flag}. Nothing was kept`, { limit: e.flag, max: e.max });
 }
 
 function digestError(want: string, got: string): CordonError {
