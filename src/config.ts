@@ -1,4 +1,5 @@
 import { join } from 'node:path';
+import { DEFAULT_LAYER_LIMITS } from './image/oci/layer-limits.js';
 
 export type RuntimeName = 'runsc' | 'crun' | 'runc';
 export const RUNTIME_NAMES: readonly RuntimeName[] = ['runsc', 'crun', 'runc'];
@@ -29,6 +30,10 @@ export interface DaemonConfig {
   debianMirror?: string;
   /** Where built templates live (default DATA/templates); daemons may share one. */
   templatesDir?: string;
+  /** Bytes of tar one image layer (or import archive) may produce once decompressed. */
+  maxLayerBytes: number;
+  /** Tar entries one image layer may hold. */
+  maxLayerEntries: number;
   /** Registries (host[:port]) that may be pulled from over plain HTTP; loopback ones always may. */
   insecureRegistries?: string[];
   /** Host interface sandbox egress leaves through; without it only network mode none is possible. */
@@ -59,6 +64,8 @@ export function defaultConfig(overrides: Partial<DaemonConfig> = {}): DaemonConf
     bodyLimitBytes: 8 * 1024 * 1024,
     processOutputBufferBytes: 1024 * 1024,
     execOutputLimitBytes: 16 * 1024 * 1024,
+    maxLayerBytes: DEFAULT_LAYER_LIMITS.maxBytes,
+    maxLayerEntries: DEFAULT_LAYER_LIMITS.maxEntries,
     ...overrides,
   };
 }

@@ -53,6 +53,7 @@ export async function createDaemon(cfg: DaemonConfig, log: (msg: string) => void
   const images = new ImageStore(join(cfg.dataDir, 'images'), db, {
     sandboxesDir: paths.sandboxes,
     insecureRegistries: cfg.insecureRegistries,
+    layerLimits: { maxBytes: cfg.maxLayerBytes, maxEntries: cfg.maxLayerEntries },
     imagesInUse: () => store.list().flatMap((r) => (r.spec.image ? [r.spec.image] : [])),
   });
   await images.init();

@@ -23,6 +23,8 @@ export function registerServe(program: Command): void {
     .option('--runsc-platform <name>', 'gVisor platform: systrap or ptrace', 'systrap')
     .option('--templates-dir <dir>', 'where built templates are kept (default DATA/templates); daemons may share one')
     .option('--debian-mirror <url>', 'Debian mirror for the base template (default: the host apt sources)')
+    .option('--max-layer-size <size>', 'largest an image layer (or import archive) may be once decompressed (413 past it)', '16g')
+    .option('--max-layer-entries <n>', 'most files an image layer may hold (413 past it)', '1000000')
     .option('--insecure-registry <host:port>', 'allow pulling from this registry over plain HTTP (repeatable)', (v: string, p: string[] = []) => [...p, v], [])
     .option('--egress-interface <iface>', 'host interface sandbox egress leaves through (none: sandboxes get no network)')
     .option('--upstream-ca <file>', 'extra CA (PEM) trusted for upstream TLS besides the system store')
@@ -32,6 +34,10 @@ export function registerServe(program: Command): void {
     .action(async (o) => {
       const { host, port } = hostPort(o.listen);
       if (!RUNTIME_NAMES.includes(o.runtime)) throw new Error(`--runtime must be one of ${RUNTIME_NAMES.join(', ')}`);
+      const maxLayerBytes = parseSize(o.maxLayerSize);
+      if (!maxLayerBytes) throw new Error(`--max-layer-size must be a size above zero such as 16g or 512m, got ${o.maxLayerSize}`);
+      const maxLayerEntries = Number(o.maxLayerEntries);
+      if (!Number.isSafeInteger(maxLayerEntries) || maxLayerEntries < 1) throw new Error(`--max-layer-entries must be a whole number above zero, got ${o.maxLayerEntries}`);
       const cfg = defaultConfig({
         listenHost: host,
         listenPort: port,
@@ -45,6 +51,8 @@ export function registerServe(program: Command): void {
         debianMirror: o.debianMirror,
         templatesDir: o.templatesDir,
         insecureRegistries: o.insecureRegistry,
+        maxLayerBytes,
+        maxLayerEntries,
         egressInterface: o.egressInterface,
         upstreamCaFile: o.upstreamCa,
         upstreamDns: o.dnsServer,

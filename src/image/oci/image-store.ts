@@ -8,6 +8,7 @@ import type { DB } from '../../store/db.js';
 import { dockerConfigCredentials, type Credentials } from './auth.js';
 import { ImageDb, type ImageRecord } from './image-db.js';
 import { importDir, importFile } from './importer.js';
+import type { LayerLimits } from './layer-limits.js';
 import { LayerStore } from './layer-store.js';
 import { configSchema, imageConfigOf, parseDoc } from './manifest.js';
 import { Progress, type PullListener } from './progress.js';
@@ -25,6 +26,8 @@ export interface ImageStoreOptions {
   /** Image names that sandbox records still refer to (rm refuses those without force). */
   imagesInUse?: () => string[];
   dockerConfig?: string;
+  /** How large a layer may be once decompressed, and how many entries it may hold. */
+  layerLimits?: LayerLimits;
 }
 
 /** A layer handed to a sandbox stays protected from prune this long, until its layers.json is on disk. */
@@ -42,7 +45,7 @@ export class ImageStore implements RootfsResolver {
   private readonly leases = new Map<string, number>();
 
   constructor(readonly root: string, db: DB, private readonly opts: ImageStoreOptions) {
-    this.layers = new LayerStore(root);
+    this.layers = new LayerStore(root, opts.layerLimits);
     this.db = new ImageDb(db);
   }
 
@@ -112,6 +115,7 @@ export class ImageStore implements RootfsResolver {
     const st = await stat(path).catch(() => {
       throw new CordonError('not_found', `${path} does not exist on the daemon's host`);
     });
+    if (!st.isFile() && !st.isDirectory()) throw new CordonError('invalid_argument', `${path} is neither a file nor a directory; give an archive file or an OCI layout directory`);
     const progress = new Progress(opts.onEvent);
     const work = join(this.layers.tmpDir, `import-${randomBytes(6).toString('hex')}`);
     return this.lock.read(async () => {

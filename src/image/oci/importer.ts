@@ -5,8 +5,9 @@ import { join, sep } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { z } from 'zod';
 import { CordonError } from '../../errors/registry.js';
-import { AutoDecompress } from './decompress.js';
+import { decompressed } from './decompress.js';
 import type { ImageRecord } from './image-db.js';
+import { LayerTooLargeError } from './layer-limits.js';
 import type { LayerStore } from './layer-store.js';
 import { checkPlatform, configSchema, indexSchema, isIndex, manifestSchema, parseDoc, pickPlatform } from './manifest.js';
 import { checkLayers, fetchLayers } from './puller.js';
@@ -39,11 +40,19 @@ const blobPath = (digest: string) => `blobs/${digest.replace(':', '/')}`;
 
 const saveManifest = z.array(z.object({ Config: z.string(), RepoTags: z.array(z.string()).nullish(), Layers: z.array(z.string()).max(500) }).passthrough()).min(1).max(100);
 
-/** Extract an archive file into `into` (confined like a layer), then import that directory. */
+/**
+ * Extract an archive file into `into` (confined like a layer), then import that directory. No member
+ * may be larger than a layer may be, and decompressing may not produce more than that limit or the
+ * archive's own size, whichever is larger: a plain tar is never held back by it, a compressed one
+ * cannot blow up past the limit.
+ */
 export async function importFile(file: string, into: string, opts: ImportOptions): Promise<ImageRecord[]> {
   await mkdir(into, { recursive: true, mode: 0o700 });
   opts.progress.status(`reading ${file}`);
-  await unpackLayer(createReadStream(file).pipe(new AutoDecompress()), into).catch((e: Error) => {
+  const { maxBytes, maxEntries } = opts.layers.limits;
+  const input = decompressed(createReadStream(file), { maxBytes: Math.max(maxBytes, (await stat(file)).size), what: `archive ${file}` });
+  await unpackLayer(input, into, { maxEntries, maxFileBytes: maxBytes, what: `archive ${file}` }).catch((e: Error) => {
+    if (e instanceof LayerTooLargeError) throw e.toCordonError();
     throw e instanceof CordonError ? e : new CordonError('invalid_argument', `${file} is not a readable image archive (docker save tar or OCI layout tar): ${e.message}`);
   });
   return importDir(into, opts);

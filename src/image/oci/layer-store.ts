@@ -5,8 +5,9 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { CordonError } from '../../errors/registry.js';
-import { AutoDecompress, HashTap } from './decompress.js';
-import { LayerEscapeError, unpackLayer } from './unpack.js';
+import { decompress, HashTap, READ_AHEAD_BYTES } from './decompress.js';
+import { DEFAULT_LAYER_LIMITS, LayerTooLargeError, UnsafeLayerError, type LayerLimits } from './layer-limits.js';
+import { unpackLayer } from './unpack.js';
 
 export interface LayerSource {
   /** Digest of the bytes as fetched (compressed); checked when `blobDigest` is given. */
@@ -32,7 +33,7 @@ export class LayerStore {
   readonly tmpDir: string;
   private readonly inflight = new Map<string, InFlight>();
 
-  constructor(readonly root: string) {
+  constructor(readonly root: string, readonly limits: LayerLimits = DEFAULT_LAYER_LIMITS) {
     this.layersDir = join(root, 'layers');
     this.shortDir = join(root, 'l');
     this.tmpDir = join(root, 'tmp');
@@ -85,17 +86,20 @@ export class LayerStore {
     try {
       const { stream } = await src.open();
       const outer = new HashTap(onBytes);
-      const inner = new HashTap();
-      const unpacking = unpackLayer(inner, tmp);
+      const inner = new HashTap(undefined, READ_AHEAD_BYTES);
+      const what = `layer ${diffId}`;
       let sourceFailed = false;
       stream.once('error', () => (sourceFailed = true));
-      await Promise.all([pipeline(stream, outer, new AutoDecompress(), inner), unpacking]).catch((e: Error) => {
+      const settled = await Promise.allSettled([
+        pipeline(stream, outer, (s: AsyncIterable<Buffer>) => decompress(s, { maxBytes: this.limits.maxBytes, what }), inner),
+        unpackLayer(inner, tmp, { maxEntries: this.limits.maxEntries, what }),
+      ]);
+      const e = firstCause(settled);
+      if (e) {
         // A corrupt blob shows as a decompress or tar error before its digest can be checked.
-        if (!sourceFailed && !(e instanceof LayerEscapeError) && !(e instanceof CordonError) && src.blobDigest) {
-          throw new CordonError('invalid_argument', `blob ${src.blobDigest} is corrupt (${e.message}); nothing was kept`);
-        }
+        if (!sourceFailed && !isLayerVerdict(e) && src.blobDigest) throw new CordonError('invalid_argument', `blob ${src.blobDigest} is corrupt (${(e as Error).message}); nothing was kept`);
         throw e;
-      });
+      }
       if (src.blobDigest) {
         const got = outer.digest();
         if (got !== src.blobDigest) throw digestError(src.blobDigest, got);
@@ -110,7 +114,8 @@ export class LayerStore {
     } catch (e) {
       await rm(tmp, { recursive: true, force: true }).catch(() => {});
       if (e instanceof CordonError) throw e;
-      if (e instanceof LayerEscapeError) throw new CordonError('invalid_argument', `layer ${diffId} is unsafe and was rejected: ${e.message}`);
+      if (e instanceof UnsafeLayerError) throw new CordonError('invalid_argument', `layer ${diffId} is unsafe and was rejected: ${e.message}; nothing was kept`);
+      if (e instanceof LayerTooLargeError) throw e.toCordonError();
       throw new CordonError('unavailable', `fetching layer ${diffId} failed: ${(e as Error).message}`);
     }
   }
@@ -139,6 +144,14 @@ export class LayerStore {
     await rename(this.dir(diffId), doomed).catch(() => {});
     await rm(doomed, { recursive: true, force: true });
   }
+}
+
+const isLayerVerdict = (e: unknown) => e instanceof UnsafeLayerError || e instanceof LayerTooLargeError || e instanceof CordonError;
+
+/** Of the two halves of an unpack, the error that says why: a verdict on the layer beats the other half's "premature close". */
+function firstCause(settled: PromiseSettledResult<unknown>[]): unknown {
+  const errs = settled.flatMap((r) => (r.status === 'rejected' ? [r.reason as unknown] : []));
+  return errs.find(isLayerVerdict) ?? errs[0];
 }
 
 function digestError(want: string, got: string): CordonError {
