@@ -14,12 +14,12 @@ const served = new Map<string, number>();
 const [api, other] = cfg.addrs;
 
 /** The answer for a name from the records; a list of several is served one per query (DNS rebinding, TTL refresh). */
-function answerFor(q: Question, flags = 0): Buffer {
+function answerFor(q: Question): Buffer {
   const list = cfg.records[q.name];
   const n = served.get(q.name) ?? 0;
   served.set(q.name, n + 1);
   const ips = list ? [list[Math.min(n, list.length - 1)]] : [];
-  return buildAnswer(q, list ? 0 : 3, q.type === 1 ? ips : [], 1, flags);
+  return buildAnswer(q, list ? 0 : 3, q.type === 1 ? ips : [], 1);
 }
 
 const dns = createSocket('udp4');
@@ -43,7 +43,11 @@ dns.on('message', (msg, r) => {
     return;
   }
   // truncated.test: over UDP a truncated (TC) reply naming `other`; the real answer only over TCP.
-  if (q.name === 'truncated.test') return void dns.send(buildAnswer(q, 0, q.type === 1 ? [other] : [], 1, 0x0200), r.port, r.address);
+  if (q.name === 'truncated.test') {
+    const tc = buildAnswer(q, 0, q.type === 1 ? [other] : [], 1);
+    tc.writeUInt16BE(tc.readUInt16BE(2) | 0x0200, 2);
+    return void dns.send(tc, r.port, r.address);
+  }
   dns.send(answerFor(q), r.port, r.address);
 });
 dns.bind(53, cfg.dnsAddr);
