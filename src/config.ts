@@ -1,3 +1,4 @@
+import { isIPv4 } from 'node:net';
 import { join } from 'node:path';
 import { DEFAULT_LAYER_LIMITS } from './image/oci/layer-limits.js';
 
@@ -42,6 +43,8 @@ export interface DaemonConfig {
   upstreamCaFile?: string;
   /** DNS servers the daemon's resolver asks (through the egress interface) when a sandbox names none. */
   upstreamDns?: string[];
+  /** Daemon environment variables a sandbox's `NAME@hosts` secret may take its value from. */
+  secretEnv?: string[];
   /** Which of 32 host-network slots (nft table, address block) this daemon owns. */
   netSlot?: number;
   /** Network mode of sandboxes that do not choose one. */
@@ -82,4 +85,21 @@ export function dataPaths(dataDir: string, templatesDir?: string) {
 
 export function isLoopback(host: string): boolean {
   return host === 'localhost' || host === '::1' || host === '[::1]' || /^127\./.test(host);
+}
+
+/**
+ * The nameservers of a resolv.conf, as the default for --dns-server. Upstream queries leave only
+ * through the egress interface, over IPv4, so loopback (a local stub like 127.0.0.53) and IPv6
+ * servers are of no use: they come back in `skipped`.
+ */
+export function resolvConfServers(text: string): { usable: string[]; skipped: string[] } {
+  const usable: string[] = [];
+  const skipped: string[] = [];
+  for (const line of text.split('\n')) {
+    const m = /^\s*nameserver\s+(\S+)/.exec(line);
+    if (!m) continue;
+    if (isIPv4(m[1]) && !/^127\./.test(m[1]) && m[1] !== '0.0.0.0') usable.push(m[1]);
+    else skipped.push(m[1]);
+  }
+  return { usable: [...new Set(usable)], skipped };
 }

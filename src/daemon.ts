@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
+import { chmod, mkdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { buildServer } from './api/server.js';
@@ -25,6 +25,15 @@ export interface Daemon {
 
 export const HELPERS = { busybox: '/bin/busybox', tini: '/usr/bin/tini-static' };
 
+/** The data directory holds the database (secrets, tokens) and the CA key: only root may enter it. */
+async function privateDataDir(dir: string, log: (msg: string) => void): Promise<void> {
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  const mode = (await stat(dir)).mode & 0o777;
+  if (mode === 0o700) return;
+  await chmod(dir, 0o700);
+  log(`data directory ${dir} had mode ${mode.toString(8).padStart(4, '0')}; set it to 0700`);
+}
+
 /**
  * Wire the layers together: store → runtimes → rootfs/templates → engine → HTTP surfaces.
  * `imageResolver` lets the OCI image store plug in without the daemon knowing its internals.
@@ -37,6 +46,7 @@ export async function createDaemon(cfg: DaemonConfig, log: (msg: string) => void
     if (!existsSync(path)) throw new Error(`${path} is missing (the sandbox ${name}); install it with apt-get install busybox-static tini`);
   }
   const paths = dataPaths(cfg.dataDir, cfg.templatesDir);
+  await privateDataDir(cfg.dataDir, log);
   await mkdir(paths.sandboxes, { recursive: true });
   await mkdir(paths.templates, { recursive: true });
   const db = openDatabase(paths.db);

@@ -76,7 +76,7 @@ export async function buildServer(deps: ApiDeps): Promise<FastifyInstance> {
     reply.status(404).send(new CordonError('not_found', `no route ${req.method} ${req.url.split('?')[0]}; see GET /v1/openapi.json`).toJSON());
   });
 
-  await registerE2b(app, deps, new SandboxPortProxy(deps.mgr)); // before the API-key hook: sandbox-bound requests carry envd tokens
+  await registerE2b(app, deps, new SandboxPortProxy(deps.mgr, deps.cfg.apiKey)); // before the API-key hook: sandbox-bound requests carry envd tokens
   if (deps.cfg.apiKey) {
     const key = deps.cfg.apiKey;
     app.addHook('onRequest', async (req, reply) => {

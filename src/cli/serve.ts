@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
-import { defaultConfig, RUNTIME_NAMES, type RuntimeName } from '../config.js';
+import { readFileSync } from 'node:fs';
+import { defaultConfig, resolvConfServers, RUNTIME_NAMES, type RuntimeName } from '../config.js';
 import { createDaemon } from '../daemon.js';
 import { parseDuration, parseSize } from '../util/units.js';
 
@@ -7,6 +8,23 @@ function hostPort(listen: string): { host: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(listen);
   if (!m) throw new Error(`--listen must look like 127.0.0.1:7070, got ${listen}`);
   return { host: m[1] ?? m[2], port: Number(m[3]) };
+}
+
+/** --dns-server, or by default the host's /etc/resolv.conf servers that can be reached from the egress interface. */
+function upstreamDns(given: string[], egress: string | undefined): string[] {
+  if (given.length) return given;
+  let text = '';
+  try {
+    text = readFileSync('/etc/resolv.conf', 'utf8');
+  } catch {
+    /* no resolv.conf: no default */
+  }
+  const { usable, skipped } = resolvConfServers(text);
+  if (egress) {
+    for (const s of skipped) console.error(`ignoring DNS server ${s} from /etc/resolv.conf: upstream lookups leave through --egress-interface ${egress} over IPv4, so loopback and IPv6 servers cannot be asked; pass --dns-server IP`);
+    if (!usable.length) console.error('no DNS server for sandbox lookups: /etc/resolv.conf names none usable; pass --dns-server IP');
+  }
+  return usable;
 }
 
 export function registerServe(program: Command): void {
@@ -28,7 +46,8 @@ export function registerServe(program: Command): void {
     .option('--insecure-registry <host:port>', 'allow pulling from this registry over plain HTTP (repeatable)', (v: string, p: string[] = []) => [...p, v], [])
     .option('--egress-interface <iface>', 'host interface sandbox egress leaves through (none: sandboxes get no network)')
     .option('--upstream-ca <file>', 'extra CA (PEM) trusted for upstream TLS besides the system store')
-    .option('--dns-server <ip>', 'DNS server the sandbox resolver asks, through the egress interface (repeatable)', (v: string, p: string[] = []) => [...p, v], [])
+    .option('--dns-server <ip>', 'DNS server the sandbox resolver asks, through the egress interface (repeatable; default: the nameservers of /etc/resolv.conf)', (v: string, p: string[] = []) => [...p, v], [])
+    .option('--secret-env <name>', 'daemon environment variable a NAME@hosts secret may take its value from (repeatable; no other variable is offered)', (v: string, p: string[] = []) => [...p, v], [])
     .option('--network-slot <n>', 'host network slot 0-31 (nft table cordonN, 100.(96+N).0.0/16); one per daemon', '0')
     .option('--default-network <mode>', 'network mode of sandboxes that choose none: none|allowlist|open', 'none')
     .action(async (o) => {
@@ -55,7 +74,8 @@ export function registerServe(program: Command): void {
         maxLayerEntries,
         egressInterface: o.egressInterface,
         upstreamCaFile: o.upstreamCa,
-        upstreamDns: o.dnsServer,
+        upstreamDns: upstreamDns(o.dnsServer, o.egressInterface),
+        secretEnv: o.secretEnv,
         netSlot: Number(o.networkSlot),
         defaultNetworkMode: o.defaultNetwork,
       });

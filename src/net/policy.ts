@@ -59,7 +59,7 @@ export class Policy {
     return !!e.glob && e.glob.test(host.replace(/\.$/, ''));
   }
 
-  /** May DNS answer this name at all (before knowing addresses)? */
+  /** May DNS answer this name at all (before knowing addresses)? add-host names always resolve. */
   name(host: string): Verdict {
     if (this.spec.mode === 'none') return { allowed: false, reason: 'network mode is none' };
     if (this.deny.some((e) => Policy.hostMatch(e, host))) return { allowed: false, reason: `host ${host} is denied` };
@@ -69,7 +69,12 @@ export class Policy {
     return { allowed: false, reason: `host ${host} is not in the allowlist` };
   }
 
-  /** Full check for a connection: name (or IP literal), the address it will go to, the port. */
+  /**
+   * Full check for a connection: name (or IP literal), the address it will go to, the port.
+   * add-host entries never grant egress: they only say which address a name has, so a private
+   * address from one is reachable when an allow entry names the host (the user chose that address,
+   * not upstream DNS); otherwise allow entries and open mode decide, as for any name.
+   */
   connection(host: string, ip: string, port: number): Verdict {
     if (this.spec.mode === 'none') return { allowed: false, reason: 'network mode is none' };
     if (!isIPv4(ip)) return { allowed: false, reason: `address ${ip} is not IPv4` };
@@ -80,11 +85,8 @@ export class Policy {
     const byAddHost = !literal && this.spec.addHosts.some((h) => h.host.toLowerCase() === host.toLowerCase() && h.ip === ip);
     const hit = this.allow.find((e) => (e.cidr ? cidrContains(e.cidr, ip) : !literal && Policy.hostMatch(e, host)) && (e.ports ? e.ports.includes(port) : DEFAULT_PORTS.includes(port)));
     const ipExplicit = this.allow.some((e) => e.cidr && cidrContains(e.cidr, ip));
-    if (isBlockedRange(ip) && !ipExplicit && !byAddHost) return { allowed: false, reason: `address ${ip} is in a private, loopback, link-local or metadata range` };
-    if (hit || byAddHost) {
-      if (byAddHost && !hit && !DEFAULT_PORTS.includes(port) && this.spec.mode !== 'open') return { allowed: false, reason: `port ${port} is not allowed` };
-      return { allowed: true, reason: hit ? `allowed by ${hit.raw}` : 'add-host entry' };
-    }
+    if (isBlockedRange(ip) && !ipExplicit && !(byAddHost && hit)) return { allowed: false, reason: `address ${ip} is in a private, loopback, link-local or metadata range` };
+    if (hit) return { allowed: true, reason: `allowed by ${hit.raw}` };
     if (this.spec.mode === 'open') {
       if (literal) return { allowed: false, reason: `raw address ${ip} without a host name` };
       return DEFAULT_PORTS.includes(port) ? { allowed: true, reason: 'open egress' } : { allowed: false, reason: `port ${port} is not allowed` };

@@ -1,10 +1,38 @@
-import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import { createHash, timingSafeEqual } from 'node:crypto';
+import http, { type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { PortProxy } from '../api/e2b/port-proxy.js';
 import type { SandboxManager } from '../engine/sandbox-manager.js';
 
+const digest = (s: string) => createHash('sha256').update(s).digest();
+
+/**
+ * The headers a request to a sandbox port keeps: none of E2B's routing and access tokens
+ * (E2b-*, X-Access-Token), no cordon header, and no Authorization / X-API-Key carrying the
+ * daemon's API key. Code in the sandbox is untrusted; it must never see a credential of the daemon.
+ */
+export function headersForSandbox(headers: IncomingHttpHeaders, apiKey: string | undefined): IncomingHttpHeaders {
+  const isKey = (v: string | string[] | undefined, scheme?: string) => {
+    if (!apiKey || typeof v !== 'string') return false;
+    const given = scheme ? (v.toLowerCase().startsWith(`${scheme} `) ? v.slice(scheme.length + 1).trim() : undefined) : v.trim();
+    return given !== undefined && timingSafeEqual(digest(given), digest(apiKey));
+  };
+  const out: IncomingHttpHeaders = {};
+  for (const [k, v] of Object.entries(headers)) {
+    const name = k.toLowerCase();
+    if (name.startsWith('e2b-') || name === 'x-access-token' || name.startsWith('x-cordon-') || name.startsWith('cordon-')) continue;
+    if (name === 'authorization' && isKey(v, 'bearer')) continue;
+    if (name === 'x-api-key' && isKey(v)) continue;
+    out[name] = v;
+  }
+  return out;
+}
+
 /** E2B's `E2b-Sandbox-Port: N` routing: the request goes to port N at the sandbox's address. */
 export class SandboxPortProxy implements PortProxy {
-  constructor(private readonly mgr: SandboxManager) {}
+  constructor(
+    private readonly mgr: SandboxManager,
+    private readonly apiKey?: string,
+  ) {}
 
   handle(req: IncomingMessage, res: ServerResponse, sandboxId: string, port: number): void {
     const link = this.mgr.net?.links.get(sandboxId);
@@ -15,7 +43,8 @@ export class SandboxPortProxy implements PortProxy {
       res.end(JSON.stringify({ code: 502, message: `port ${port} in sandbox ${sandboxId} is not open: ${why}`, sandboxId, port }));
     };
     if (!link) return closed('the sandbox has no network namespace');
-    const up = http.request({ host: link.sandboxIp, port, method: req.method, path: req.url, headers: req.headers, timeout: 30_000 }, (r) => {
+    const headers = headersForSandbox(req.headers, this.apiKey);
+    const up = http.request({ host: link.sandboxIp, port, method: req.method, path: req.url, headers, timeout: 30_000 }, (r) => {
       res.writeHead(r.statusCode ?? 502, r.headers);
       r.pipe(res);
     });

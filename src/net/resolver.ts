@@ -1,78 +1,94 @@
 import { createSocket } from 'node:dgram';
 import { isIPv4 } from 'node:net';
-import { buildAnswer, buildQuery, parseAnswers, parseQuery, TYPE_A } from './dns-wire.js';
+import { buildAnswer, parseQuery, TYPE_A } from './dns-wire.js';
 import type { Policy } from './policy.js';
+import type { UpstreamDns } from './upstream-dns.js';
+
+export { UpstreamDns } from './upstream-dns.js';
 
 // The daemon's DNS resolver for sandboxes: answers only names the policy allows (and add-hosts),
-// asks upstream only through the egress address, and pins the first answer for the sandbox's life
-// so a later, different answer (DNS rebinding) can never redirect its connections.
+// asks upstream only through the egress address, and pins each answer until its TTL runs out. A
+// pin is only ever replaced by a fresh upstream answer filtered through the policy, so DNS
+// rebinding cannot hand a sandbox an address the policy would not let it reach; a refresh that
+// yields nothing usable (an error, NXDOMAIN, only blocked addresses) keeps the pinned answer.
+
+export interface Pin {
+  ips: string[];
+  /** When (ms since the epoch) the answer's TTL runs out and upstream is asked again. */
+  expires: number;
+}
 
 export interface ResolveContext {
   policy: Policy;
-  /** Pinned answers of this sandbox: name -> addresses. */
-  pins: Map<string, string[]>;
+  /** Pinned answers of this sandbox: name -> addresses and expiry. */
+  pins: Map<string, Pin>;
   upstream: string[];
 }
 
-export class UpstreamDns {
-  constructor(private readonly localAddress: string | undefined) {}
+/** TTLs are clamped to this range: a tiny TTL must not turn every request into an upstream query. */
+export const PIN_MIN_TTL_S = 5;
+export const PIN_MAX_TTL_S = 3600;
+/** Pinned names per sandbox; past it the oldest pin goes (it is asked for again when used). */
+export const MAX_PINS = 1024;
 
-  async query(name: string, servers: string[]): Promise<string[]> {
-    if (!this.localAddress) throw new Error('no egress interface configured');
-    let last: Error = new Error('no DNS server configured for upstream lookups (--dns-server)');
-    for (const server of servers) {
-      try {
-        return await this.ask(name, server);
-      } catch (e) {
-        last = e as Error;
-      }
-    }
-    throw last;
-  }
+const NAME_RE = /^[a-z0-9_]([a-z0-9_-]{0,62})(\.[a-z0-9_]([a-z0-9_-]{0,62}))*$/;
 
-  private ask(name: string, server: string): Promise<string[]> {
-    return new Promise((resolve, reject) => {
-      const sock = createSocket('udp4');
-      const id = Math.floor(Math.random() * 65535);
-      const done = (err?: Error, ips?: string[]) => {
-        clearTimeout(timer);
-        sock.close();
-        if (err) reject(err);
-        else resolve(ips!);
-      };
-      const timer = setTimeout(() => done(new Error(`DNS server ${server} did not answer`)), 3000);
-      sock.on('error', (e) => done(e));
-      sock.on('message', (msg) => {
-        try {
-          const r = parseAnswers(msg);
-          if (r.id !== id) return;
-          if (r.rcode === 3) return done(undefined, []);
-          if (r.rcode !== 0) return done(new Error(`DNS server ${server} answered rcode ${r.rcode}`));
-          done(undefined, r.ips);
-        } catch (e) {
-          done(e as Error);
-        }
-      });
-      sock.bind({ address: this.localAddress, port: 0 }, () => sock.send(buildQuery(id, name), 53, server));
-    });
-  }
-}
+const inflight = new WeakMap<ResolveContext, Map<string, Promise<{ ips: string[]; reason?: string }>>>();
 
 /** Addresses a sandbox may use for a name, or a reason it may not. */
 export async function resolveFor(ctx: ResolveContext, upstream: UpstreamDns, name: string): Promise<{ ips: string[]; reason?: string }> {
   const n = name.toLowerCase().replace(/\.$/, '');
+  if (n.length > 253 || !NAME_RE.test(n)) return { ips: [], reason: 'malformed host name' };
   const v = ctx.policy.name(n);
   if (!v.allowed) return { ips: [], reason: v.reason };
-  const pinned = ctx.pins.get(n);
-  if (pinned) return { ips: pinned };
+  // add-host entries only name addresses; whether a connection may go there is the policy's call.
   const added = ctx.policy.spec.addHosts.filter((h) => h.host.toLowerCase() === n).map((h) => h.ip);
-  const ips = added.length ? added : (await upstream.query(n, ctx.upstream)).filter((ip) => isIPv4(ip));
+  if (added.length) return { ips: added };
+  const pinned = ctx.pins.get(n);
+  if (pinned && pinned.expires > Date.now()) return { ips: pinned.ips };
+  let mine = inflight.get(ctx);
+  if (!mine) inflight.set(ctx, (mine = new Map()));
+  let p = mine.get(n);
+  if (!p) {
+    p = lookup(ctx, upstream, n, pinned).finally(() => mine.delete(n));
+    mine.set(n, p);
+  }
+  return p;
+}
+
+/** Addresses among ips that a connection to name could reach on some port the policy allows. */
+function usableFor(policy: Policy, name: string, ips: string[]): string[] {
+  const ports = [...new Set([443, 80, ...policy.ports()])];
+  return ips.filter((ip) => isIPv4(ip) && ports.some((p) => policy.connection(name, ip, p).allowed));
+}
+
+function pin(ctx: ResolveContext, name: string, ips: string[], ttl: number): void {
+  if (!ctx.pins.has(name)) while (ctx.pins.size >= MAX_PINS) ctx.pins.delete(ctx.pins.keys().next().value!);
+  ctx.pins.set(name, { ips, expires: Date.now() + Math.min(PIN_MAX_TTL_S, Math.max(PIN_MIN_TTL_S, ttl)) * 1000 });
+}
+
+async function lookup(ctx: ResolveContext, upstream: UpstreamDns, n: string, old: Pin | undefined): Promise<{ ips: string[]; reason?: string }> {
+  const kept = old ? usableFor(ctx.policy, n, old.ips) : [];
+  let answer;
+  try {
+    answer = await upstream.query(n, ctx.upstream);
+  } catch (e) {
+    if (!kept.length) throw e;
+    pin(ctx, n, kept, PIN_MIN_TTL_S);
+    return { ips: kept };
+  }
+  const ips = answer.ips.filter((ip) => isIPv4(ip));
+  const usable = usableFor(ctx.policy, n, ips);
+  if (usable.length) {
+    pin(ctx, n, usable, answer.ttl);
+    return { ips: usable };
+  }
+  if (kept.length) {
+    pin(ctx, n, kept, PIN_MIN_TTL_S);
+    return { ips: kept };
+  }
   if (!ips.length) return { ips: [], reason: `${n} has no IPv4 address` };
-  // Only addresses the policy would let a connection reach on some allowed port are handed out.
-  const usable = ips.filter((ip) => ctx.policy.connection(n, ip, 443).allowed || ctx.policy.connection(n, ip, 80).allowed || ctx.policy.ports().some((p) => ctx.policy.connection(n, ip, p).allowed));
-  if (!usable.length) return { ips: [], reason: ctx.policy.connection(n, ips[0], 443).reason };
-  ctx.pins.set(n, usable);
-  return { ips: usable };
+  return { ips: [], reason: ctx.policy.connection(n, ips[0], 443).reason };
 }
 
 export interface DnsLookup {

@@ -69,11 +69,19 @@ export function toRule(r: RuleBody): HookRule {
   };
 }
 
+/** What the daemon contributes to a sandbox's network spec. */
+export interface NetworkDefaults {
+  defaultMode: NetworkMode;
+  /** Daemon variables allowed as secret values (cordon serve --secret-env NAME). */
+  secretEnv?: ReadonlyMap<string, string>;
+}
+
 /** Mode defaults: allow entries imply allowlist; otherwise the daemon's default. */
-export function toNetworkSpec(b: NetworkBody | undefined, defaultMode: NetworkMode): NetworkSpec | undefined {
+export function toNetworkSpec(b: NetworkBody | undefined, d: NetworkDefaults): NetworkSpec | undefined {
+  const defaultMode = d.defaultMode;
   if (!b) return defaultMode === 'none' ? undefined : { ...base(defaultMode) };
   const mode = b.mode ?? (b.allow_hosts?.length ? 'allowlist' : defaultMode);
-  const secrets = (b.secrets ?? []).map((s) => parseSecret(s));
+  const secrets = (b.secrets ?? []).map((s, i) => parseSecret(s, `network.secrets[${i}]`, d.secretEnv));
   const names = new Set<string>();
   for (const s of secrets) {
     if (names.has(s.name)) throw new CordonError('invalid_argument', `network.secrets: ${s.name} is given twice`);
@@ -97,7 +105,7 @@ function base(mode: NetworkMode): NetworkSpec {
   return { mode, allow: [], deny: [], addHosts: [], dnsServers: [], mtu: DEFAULT_MTU, secrets: [], ports: [], rules: [] };
 }
 
-/** The sandbox JSON's view of its network: everything but secret values. */
+/** The sandbox JSON's view of its network: everything but secret values (never add them here). */
 export function networkView(n: NetworkSpec | undefined) {
   if (!n) return { mode: 'none' as const };
   return {

@@ -8,7 +8,7 @@ import type { NetEvent, SandboxNetContext, Upstream } from './forward.js';
 import { HostNet } from './host-net.js';
 import { TransparentListener } from './listener.js';
 import { Policy } from './policy.js';
-import { startDnsServer, UpstreamDns } from './resolver.js';
+import { startDnsServer, UpstreamDns, type Pin } from './resolver.js';
 import { PortForwards } from './port-forward.js';
 import { CallbackHub } from './callbacks.js';
 import { SandboxLinks, type SandboxLink } from './sandbox-net.js';
@@ -25,6 +25,8 @@ export interface NetConfig {
   upstreamCaFile?: string;
   dnsServers: string[];
   defaultMode: NetworkMode;
+  /** Daemon variables allowed as secret values (`--secret-env NAME`); nothing else of its environment is. */
+  secretEnv: ReadonlyMap<string, string>;
 }
 
 export type NetReporter = (sandboxId: string, e: NetEvent) => void;
@@ -37,19 +39,23 @@ export interface RunningNetSandbox {
 }
 
 /** Pinned DNS answers of one sandbox, kept on disk so a restart does not reopen DNS rebinding. */
-class SavedPins extends Map<string, string[]> {
+class SavedPins extends Map<string, Pin> {
   private file?: string;
   static load(file: string): SavedPins {
     const p = new SavedPins();
     try {
-      for (const [k, v] of Object.entries(JSON.parse(readFileSync(file, 'utf8')) as Record<string, string[]>)) p.set(k, v);
+      for (const [k, v] of Object.entries(JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>)) {
+        // Older daemons saved bare address lists: they count as expired, so the next use refreshes them.
+        const pin = Array.isArray(v) ? { ips: v, expires: 0 } : (v as Pin);
+        if (Array.isArray(pin?.ips) && pin.ips.every((ip) => typeof ip === 'string') && typeof pin.expires === 'number') p.set(k, { ips: pin.ips, expires: pin.expires });
+      }
     } catch {
       /* none yet */
     }
     p.file = file;
     return p;
   }
-  override set(k: string, v: string[]): this {
+  override set(k: string, v: Pin): this {
     super.set(k, v);
     this.save();
     return this;

@@ -1,5 +1,6 @@
 import type { DaemonConfig } from '../config.js';
 import type { SandboxStore } from '../store/sandboxes.js';
+import { secretEnvFrom } from './secrets.js';
 import { NetworkService } from './service.js';
 
 /** The daemon's network service; network events land in the sandbox's event log as type "network". */
@@ -8,7 +9,15 @@ export function createNetworkService(cfg: DaemonConfig, store: SandboxStore): Ne
   if (!['none', 'allowlist', 'open'].includes(mode)) throw new Error('--default-network must be none, allowlist or open');
   if (mode !== 'none' && !cfg.egressInterface) throw new Error(`--default-network ${mode} needs --egress-interface`);
   return new NetworkService(
-    { dataDir: cfg.dataDir, slot: cfg.netSlot ?? 0, egressInterface: cfg.egressInterface, upstreamCaFile: cfg.upstreamCaFile, dnsServers: cfg.upstreamDns ?? [], defaultMode: mode },
+    {
+      dataDir: cfg.dataDir,
+      slot: cfg.netSlot ?? 0,
+      egressInterface: cfg.egressInterface,
+      upstreamCaFile: cfg.upstreamCaFile,
+      dnsServers: cfg.upstreamDns ?? [],
+      defaultMode: mode,
+      secretEnv: secretEnvFrom(cfg.secretEnv ?? [], process.env),
+    },
     (id, e) => {
       if (!store.get(id)) return;
       const verdict = e.blocked ? `blocked (${e.block_reason})` : `${e.status}`;

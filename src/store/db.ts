@@ -1,5 +1,5 @@
 import Database from 'better-sqlite3';
-import { mkdirSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 
 export type DB = Database.Database;
@@ -60,8 +60,13 @@ const MIGRATIONS: string[] = [
 /** Open (and migrate) the daemon's SQLite database. WAL keeps readers off the writer's back. */
 export function openDatabase(path: string): DB {
   mkdirSync(dirname(path), { recursive: true });
+  // Owner-only (it holds secret values and access tokens); SQLite gives the -wal and -shm files
+  // the database file's mode, so that one is created 0600 before SQLite opens it.
+  if (!existsSync(path)) closeSync(openSync(path, 'a', 0o600));
+  chmodSync(path, 0o600);
   const db = new Database(path);
   db.pragma('journal_mode = WAL');
+  for (const f of [`${path}-wal`, `${path}-shm`]) if (existsSync(f)) chmodSync(f, 0o600);
   db.pragma('synchronous = NORMAL');
   db.pragma('busy_timeout = 5000');
   const version = db.pragma('user_version', { simple: true }) as number;

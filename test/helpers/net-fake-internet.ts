@@ -55,7 +55,7 @@ export async function startFakeInternet(n: number): Promise<FakeInternet> {
     await runOk('ip', ['link', 'set', iface, 'up']);
     await runOk('ip', ['-n', ns, '-batch', '-'], { input: `addr add ${api}/24 dev eth0\naddr add ${other}/24 dev eth0\naddr add ${priv}/32 dev eth0\nlink set eth0 up\nlink set lo up\n` });
     await runOk('ip', ['route', 'add', `${priv}/32`, 'via', api, 'dev', iface]);
-    const records = { 'api.test': [api], 'other.test': [other], 'private.test': [priv], 'rebind-runsc.test': [api, priv], 'rebind-crun.test': [api, priv], 'outside.test': ['203.0.113.9'] };
+    const records = { 'api.test': [api], 'other.test': [other], 'private.test': [priv], 'rebind-runsc.test': [api, priv], 'rebind-crun.test': [api, priv], 'outside.test': ['203.0.113.9'], 'ttl.test': [api, api, api, other] };
     writeFileSync(join(dir, 'cfg.json'), '');
     const cfg = JSON.stringify({ addrs: [api, other, priv], dnsAddr: api, records, key: join(dir, 'leaf.key'), cert: join(dir, 'leaf.crt') });
     server = spawn('ip', ['netns', 'exec', ns, process.execPath, join(REPO, 'dist', 'test', 'helpers', 'net-fake-server.js'), cfg], { stdio: ['ignore', 'pipe', 'inherit'] });

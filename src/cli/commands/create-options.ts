@@ -30,7 +30,7 @@ export function addCreateOptions(cmd: Command): Command {
     .option('--allow-host <pattern>', 'allow egress to this host glob, IP or CIDR, optionally :port (repeatable; implies allowlist)', collect, [])
     .option('--deny-host <pattern>', 'deny egress to this host glob, IP or CIDR (repeatable; wins over allows)', collect, [])
     .option('--add-host <name:ip>', 'resolve NAME to IP inside the sandbox (repeatable)', collect, [])
-    .option('--secret <NAME[=VALUE]@HOSTS>', 'secret the sandbox sees as a placeholder, sent only to HOSTS (repeatable)', collect, [])
+    .option('--secret <NAME[=VALUE]@HOSTS>', 'secret the sandbox sees as a placeholder, sent only to HOSTS; without =VALUE the daemon variable NAME, if cordon serve --secret-env NAME allows it (repeatable)', collect, [])
     .option('--dns-server <ip>', 'upstream DNS server for this sandbox (repeatable)', collect, [])
     .option('--mtu <n>', 'MTU of the sandbox interface')
     .option('-p, --publish <[LOCAL:]REMOTE>', 'forward 127.0.0.1:LOCAL to the sandbox port REMOTE (repeatable)', collect, []);
