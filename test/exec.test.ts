@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import type { ProcessEvent, Sandbox } from '../src/sdk/index.js';
-import { RUNTIMES, startDaemon, type TestDaemon } from './helpers/daemon.js';
+import { RUNTIMES_WITH_RUNC, startDaemon, type TestDaemon } from './helpers/daemon.js';
 import { rejectsWith, until } from './helpers/assert.js';
 
 let d: TestDaemon;
@@ -30,7 +30,7 @@ const text = (evs: ProcessEvent[], type: 'stdout' | 'stderr' | 'pty' = 'stdout')
   Buffer.concat(evs.flatMap((e) => (e.type === type ? [e.data] : []))).toString();
 const exitOf = (evs: ProcessEvent[]) => evs.find((e) => e.type === 'exit') as Extract<ProcessEvent, { type: 'exit' }> | undefined;
 
-for (const runtime of RUNTIMES) {
+for (const runtime of RUNTIMES_WITH_RUNC) {
   describe(`exec on ${runtime}`, () => {
     let s: Sandbox;
     before(async () => {

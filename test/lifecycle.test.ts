@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { Sandbox } from '../src/sdk/index.js';
-import { RUNTIMES, startDaemon, type TestDaemon } from './helpers/daemon.js';
+import { RUNTIMES_WITH_RUNC, startDaemon, type TestDaemon } from './helpers/daemon.js';
 import { rejectsWith, until } from './helpers/assert.js';
 
 let d: TestDaemon;
@@ -17,7 +17,7 @@ after(async () => {
   await d.cleanup();
 });
 
-for (const runtime of RUNTIMES) {
+for (const runtime of RUNTIMES_WITH_RUNC) {
   describe(`lifecycle on ${runtime}`, () => {
     let ro: Sandbox;
     let rw: Sandbox;

@@ -63,6 +63,7 @@ export const createSandboxBody = z
     read_only_rootfs: z.boolean().optional(),
     tmpfs: z.array(z.object({ path: absPath, size: size('tmpfs.size', 4096).default(64 * 1024 * 1024), options: z.array(z.enum(['noexec', 'exec', 'nosuid', 'nodev', 'ro', 'rw'])).optional() }).strict()).max(16).optional(),
     hostname: z.string().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/i, 'a hostname of letters, digits and -').optional(),
+    no_new_privileges: z.boolean().optional(),
     network: networkBody.optional(),
   })
   .strict()

@@ -34,6 +34,7 @@ export function sandboxView(r: SandboxRecord) {
       read_only_rootfs: s.readOnlyRootfs,
       tmpfs: s.tmpfs.map((t) => ({ path: t.path, size: t.sizeBytes, options: t.options ?? [] })),
       hostname: s.hostname ?? null,
+      no_new_privileges: !!s.noNewPrivileges,
     },
     network: networkView(s.network),
   };

@@ -90,6 +90,7 @@ export class LiveSandbox {
       additionalGids: user.additionalGids,
       tty: req.tty,
       nproc: this.runtime.name === 'runsc' ? this.rec.spec.pids : undefined,
+      noNewPrivileges: !!this.rec.spec.noNewPrivileges,
     };
     return { spec, user };
   }

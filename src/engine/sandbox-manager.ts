@@ -126,6 +126,7 @@ export class SandboxManager {
       readOnlyRootfs: input.readOnlyRootfs ?? false,
       tmpfs: input.tmpfs ?? [],
       hostname: input.hostname ?? id.slice(0, 12),
+      noNewPrivileges: input.noNewPrivileges ?? false,
       network: input.network,
     };
     const now = Date.now();
@@ -190,6 +191,7 @@ export class SandboxManager {
         ...extraBinds,
       ],
       netnsPath,
+      noNewPrivileges: !!spec.noNewPrivileges,
     }).catch(async (e: Error) => {
       await this.net?.detach(id);
       throw e;

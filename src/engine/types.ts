@@ -27,6 +27,8 @@ export interface SandboxSpec {
   readOnlyRootfs: boolean;
   tmpfs: TmpfsMount[];
   hostname?: string;
+  /** Set no_new_privs on every process: setuid binaries such as sudo grant nothing. */
+  noNewPrivileges?: boolean;
   /** Egress policy, secrets, interception rules and forwarded ports; absent means no network. */
   network?: NetworkSpec;
 }

@@ -11,7 +11,7 @@ export const BASE_RECIPE = {
   version: 1,
   suite: 'bookworm',
   variant: 'minbase',
-  packages: ['bash', 'coreutils', 'procps', 'python3', 'nodejs', 'git', 'curl', 'ca-certificates', 'sudo', 'passwd', 'less', 'xz-utils'],
+  packages: ['bash', 'coreutils', 'procps', 'python3', 'nodejs', 'git', 'curl', 'ca-certificates', 'sudo', 'passwd', 'less', 'xz-utils', 'attr'],
   user: { name: 'user', uid: 1000, home: '/home/user' },
 };
 

@@ -16,6 +16,8 @@ async function nsPid(hostPid: number): Promise<number> {
 /** Namespaces + seccomp + cgroups through runc's command line: native speed, shared kernel. */
 export class RuncRuntime extends OciCliRuntime {
   readonly name: 'runc' | 'crun' = 'runc';
+  // A shared kernel: syscalls are filtered with Docker's default profile (see src/runtime/seccomp/).
+  protected override readonly seccomp = true;
 
   protected command(_sub: string): [string, string[]] {
     return ['runc', [`--root=${this.stateRoot}`]];

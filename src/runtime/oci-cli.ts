@@ -27,6 +27,8 @@ export abstract class OciCliRuntime implements Runtime {
   protected abstract pidsLimit(requested: number): number;
   /** Whether the memory limit is set on the cgroup after create instead of in the OCI document. */
   protected readonly memoryOutsideSpec: boolean = false;
+  /** Whether containers get Docker's default seccomp profile. */
+  protected readonly seccomp: boolean = false;
   /** Turn what the runtime wrote to --pid-file into the pid seen inside the sandbox. */
   protected abstract pidFileArgs(pidFile: string): string[];
   protected abstract sandboxPid(fromPidFile: number): Promise<number>;
@@ -48,7 +50,7 @@ export abstract class OciCliRuntime implements Runtime {
 
   async create(spec: ContainerSpec): Promise<{ initPid: number }> {
     await mkdir(this.stateRoot, { recursive: true });
-    const doc = containerSpec(spec, { pidsLimit: this.pidsLimit(spec.pids), memoryOutsideSpec: this.memoryOutsideSpec });
+    const doc = containerSpec(spec, { pidsLimit: this.pidsLimit(spec.pids), memoryOutsideSpec: this.memoryOutsideSpec, seccomp: this.seccomp });
     await writeFile(join(spec.bundleDir, 'config.json'), JSON.stringify(doc));
     const pidFile = join(spec.bundleDir, 'init.pid');
     await this.createUnderShim(['create', '--bundle', spec.bundleDir, '--pid-file', pidFile, spec.id], spec.bundleDir, spec);

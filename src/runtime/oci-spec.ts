@@ -1,10 +1,15 @@
 import { readFileSync } from 'node:fs';
 import { cgroupsPathFor } from './cgroups.js';
+import { defaultSeccomp } from './seccomp.js';
 import type { ContainerSpec, ExecSpec } from './types.js';
 
 // OCI runtime-spec documents for a sandbox's container and for processes started in it.
 
-const CAPS = [
+/**
+ * Docker's default capability set. Root gets it as bounding, effective and permitted; any other
+ * uid gets it as bounding only (nothing effective), as Docker does to match what execve does.
+ */
+export const CAPS = [
   'CAP_CHOWN', 'CAP_DAC_OVERRIDE', 'CAP_FOWNER', 'CAP_FSETID', 'CAP_KILL', 'CAP_SETGID', 'CAP_SETUID',
   'CAP_SETPCAP', 'CAP_NET_BIND_SERVICE', 'CAP_NET_RAW', 'CAP_SYS_CHROOT', 'CAP_MKNOD', 'CAP_AUDIT_WRITE', 'CAP_SETFCAP',
 ];
@@ -41,7 +46,7 @@ export function processSpec(p: ExecSpec) {
     cwd: p.cwd,
     capabilities: capsFor(p.uid),
     rlimits,
-    noNewPrivileges: false,
+    noNewPrivileges: !!p.noNewPrivileges,
   };
 }
 
@@ -50,6 +55,8 @@ export interface SpecOptions {
   pidsLimit: number;
   /** Leave the memory limit out of the document (the caller writes it to the cgroup itself). */
   memoryOutsideSpec?: boolean;
+  /** Apply Docker's default seccomp profile (crun/runc; gVisor is itself the syscall boundary). */
+  seccomp?: boolean;
 }
 
 export function containerSpec(c: ContainerSpec, opts: SpecOptions) {
@@ -75,7 +82,7 @@ export function containerSpec(c: ContainerSpec, opts: SpecOptions) {
   if (c.cpus) resources.cpu = { quota: Math.round(c.cpus * 100_000), period: 100_000 };
   return {
     ociVersion: '1.0.2',
-    process: processSpec({ args: INIT_ARGS, env: [], cwd: '/', uid: 0, gid: 0 }),
+    process: processSpec({ args: INIT_ARGS, env: [], cwd: '/', uid: 0, gid: 0, noNewPrivileges: c.noNewPrivileges }),
     root: { path: c.rootfsDir, readonly: c.readOnlyRootfs },
     hostname: c.hostname,
     mounts,
@@ -85,6 +92,7 @@ export function containerSpec(c: ContainerSpec, opts: SpecOptions) {
       namespaces: [{ type: 'pid' }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' }, c.netnsPath ? { type: 'network', path: c.netnsPath } : { type: 'network' }],
       maskedPaths: ['/proc/kcore', '/proc/keys', '/proc/latency_stats', '/proc/timer_list', '/proc/sched_debug', '/sys/firmware'],
       readonlyPaths: ['/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/proc/sysrq-trigger'],
+      ...(opts.seccomp ? { seccomp: defaultSeccomp(CAPS) } : {}),
     },
   };
 }

@@ -1,5 +1,5 @@
 import type { DaemonConfig } from '../config.js';
-import { runOk } from '../util/proc.js';
+import { run, runOk } from '../util/proc.js';
 import { OciCliRuntime } from './oci-cli.js';
 import { HELPER_DIR } from './oci-spec.js';
 import type { ContainerSpec, ExecHandle, ExecSpec } from './types.js';
@@ -12,12 +12,27 @@ const HIDE_SYSNET = 'mount -t tmpfs -o ro,size=4k cordon-sysnet /proc/sys/net &&
  */
 export class RunscRuntime extends OciCliRuntime {
   readonly name = 'runsc' as const;
+  /** Whether this runsc has --allow-suid (gVisor release-20250820.0 and later). */
+  private allowSuid = false;
   constructor(stateRoot: string, private readonly platform: DaemonConfig['runscPlatform']) {
     super(stateRoot);
   }
 
+  /**
+   * gVisor before release-20250820.0 hard-wires no_new_privs: PR_GET_NO_NEW_PRIVS always answers 1
+   * and execve ignores set-user-ID bits, so `sudo` cannot work there whatever the OCI document says.
+   * Later releases honour set-user-ID binaries only with --allow-suid, and then honour each process's
+   * noNewPrivileges as Linux does; we pass the flag whenever this runsc knows it.
+   */
+  override async check(): Promise<void> {
+    await super.check();
+    const r = await run('runsc', ['flags'], { timeout: 30_000 }).catch(() => ({ stdout: '', stderr: '' }));
+    this.allowSuid = /^\s*-allow-suid\b/m.test(`${r.stdout}\n${r.stderr}`);
+  }
+
   protected command(sub: string, spec?: ContainerSpec): [string, string[]] {
     const flags = [`--root=${this.stateRoot}`, `--platform=${this.platform}`, '--overlay2=none'];
+    if (this.allowSuid) flags.push('--allow-suid');
     if (!((sub === 'create' || sub === 'start') && spec?.netnsPath)) return ['runsc', [...flags, '--network=none']];
     // runsc refuses a network in what it takes for the root netns because this kernel shows
     // /proc/sys/net/core/rmem_default everywhere; a read-only empty tmpfs there hides it (HOST-NOTES).

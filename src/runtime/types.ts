@@ -16,6 +16,8 @@ export interface ContainerSpec {
   binds: { source: string; destination: string; readOnly: boolean }[];
   /** Join this network namespace (set up by the net layer) instead of a fresh empty one. */
   netnsPath?: string;
+  /** Set no_new_privs on the init: setuid binaries and file capabilities grant nothing. */
+  noNewPrivileges?: boolean;
 }
 
 export interface ExecSpec {
@@ -29,6 +31,8 @@ export interface ExecSpec {
   tty?: { cols: number; rows: number };
   /** RLIMIT_NPROC for this process tree (gVisor's way to bound processes). */
   nproc?: number;
+  /** Set no_new_privs on the process: setuid binaries (sudo) and file capabilities grant nothing. */
+  noNewPrivileges?: boolean;
 }
 
 export interface ExitStatus {

@@ -27,6 +27,7 @@ export interface SandboxInfo {
     read_only_rootfs: boolean;
     tmpfs: { path: string; size: number; options: string[] }[];
     hostname: string | null;
+    no_new_privileges: boolean;
   };
   /** Network mode and policy (secret values are never shown). */
   network?: { mode: 'none' | 'allowlist' | 'open'; [k: string]: unknown };
@@ -52,6 +53,8 @@ export interface CreateOptions {
   read_only_rootfs?: boolean;
   tmpfs?: { path: string; size?: string | number; options?: string[] }[];
   hostname?: string;
+  /** Set no_new_privs on every process: setuid binaries such as sudo grant nothing (default false). */
+  no_new_privileges?: boolean;
   /** Egress policy, secrets, ports in (see the network API). */
   network?: NetworkOptions;
 }

@@ -121,3 +121,5 @@ export function cli(d: { url: string; apiKey?: string }, args: string[], input?:
 
 /** Runtimes the acceptance suite runs on; CORDON_TEST_RUNTIMES narrows it (e.g. "crun"). */
 export const RUNTIMES = (process.env.CORDON_TEST_RUNTIMES ?? 'runsc,crun').split(',') as ('runsc' | 'crun' | 'runc')[];
+/** The lifecycle and exec suites also cover runc (the other suites keep to RUNTIMES to bound the run time). */
+export const RUNTIMES_WITH_RUNC: typeof RUNTIMES = process.env.CORDON_TEST_RUNTIMES ? RUNTIMES : [...RUNTIMES, 'runc'];

@@ -30,6 +30,7 @@ export function registerSandboxRoutes(app: TypedApp, { mgr }: ApiDeps): void {
       readOnlyRootfs: b.read_only_rootfs,
       tmpfs: b.tmpfs?.map((t) => ({ path: t.path, sizeBytes: t.size, options: t.options })),
       hostname: b.hostname,
+      noNewPrivileges: b.no_new_privileges,
       network: toNetworkSpec(b.network, mgr.net?.cfg ?? { defaultMode: 'none' }),
     });
     reply.status(201).send(sandboxView(rec));

@@ -26,6 +26,7 @@ export function addCreateOptions(cmd: Command): Command {
     .option('--read-only', 'mount the root filesystem read-only')
     .option('--tmpfs <path[:size]>', 'mount a tmpfs (repeatable)', collect, [])
     .option('--hostname <name>', 'hostname inside the sandbox')
+    .option('--no-new-privileges', 'setuid binaries (sudo) and file capabilities grant nothing inside')
     .option('--network <mode>', 'none (default), allowlist or open')
     .option('--allow-host <pattern>', 'allow egress to this host glob, IP or CIDR, optionally :port (repeatable; implies allowlist)', collect, [])
     .option('--deny-host <pattern>', 'deny egress to this host glob, IP or CIDR (repeatable; wins over allows)', collect, [])
@@ -70,6 +71,7 @@ export function createOptionsFrom(o: Record<string, unknown>): CreateOptions {
       return { path, size };
     }),
     hostname: o.hostname as string | undefined,
+    no_new_privileges: o.newPrivileges === false ? true : undefined,
     network: networkOptionsFrom(o),
   };
 }
