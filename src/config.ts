@@ -41,6 +41,10 @@ export interface DaemonConfig {
   netSlot?: number;
   /** Network mode of sandboxes that do not choose one. */
   defaultNetworkMode?: 'none' | 'allowlist' | 'open';
+  /** E2B: the domain whose "PORT-SANDBOXID.DOMAIN" hosts reach sandbox ports (wildcard DNS points at the daemon). */
+  domain?: string;
+  /** E2B: the largest file one /files upload may write (after gzip is undone). */
+  maxUploadBytes: number;
 }
 
 export function defaultConfig(overrides: Partial<DaemonConfig> = {}): DaemonConfig {
@@ -59,6 +63,7 @@ export function defaultConfig(overrides: Partial<DaemonConfig> = {}): DaemonConf
     bodyLimitBytes: 8 * 1024 * 1024,
     processOutputBufferBytes: 1024 * 1024,
     execOutputLimitBytes: 16 * 1024 * 1024,
+    maxUploadBytes: 10 * 1024 * 1024 * 1024,
     ...overrides,
   };
 }

@@ -9,6 +9,8 @@ function hostPort(listen: string): { host: string; port: number } {
   return { host: m[1] ?? m[2], port: Number(m[3]) };
 }
 
+const DOMAIN = /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)+$/;
+
 export function registerServe(program: Command): void {
   program
     .command('serve')
@@ -29,9 +31,15 @@ export function registerServe(program: Command): void {
     .option('--dns-server <ip>', 'DNS server the sandbox resolver asks, through the egress interface (repeatable)', (v: string, p: string[] = []) => [...p, v], [])
     .option('--network-slot <n>', 'host network slot 0-31 (nft table cordonN, 100.(96+N).0.0/16); one per daemon', '0')
     .option('--default-network <mode>', 'network mode of sandboxes that choose none: none|allowlist|open', 'none')
+    .option('--domain <domain>', 'E2B: serve "PORT-SANDBOXID.DOMAIN" hosts (point wildcard DNS for *.DOMAIN at the daemon)')
+    .option('--max-upload <size>', 'E2B: largest file one /files upload may write, after gzip is undone', '10g')
     .action(async (o) => {
       const { host, port } = hostPort(o.listen);
       if (!RUNTIME_NAMES.includes(o.runtime)) throw new Error(`--runtime must be one of ${RUNTIME_NAMES.join(', ')}`);
+      const domain = o.domain === undefined ? undefined : String(o.domain).toLowerCase().replace(/\.$/, '');
+      if (domain !== undefined && !DOMAIN.test(domain)) throw new Error(`--domain must be a DNS name such as sandbox.example.com, got ${o.domain}`);
+      const maxUpload = parseSize(o.maxUpload);
+      if (!maxUpload || maxUpload <= 0) throw new Error(`--max-upload must be a size such as 512m or 10g, got ${o.maxUpload}`);
       const cfg = defaultConfig({
         listenHost: host,
         listenPort: port,
@@ -50,6 +58,8 @@ export function registerServe(program: Command): void {
         upstreamDns: o.dnsServer,
         netSlot: Number(o.networkSlot),
         defaultNetworkMode: o.defaultNetwork,
+        domain,
+        maxUploadBytes: maxUpload,
       });
       const daemon = await createDaemon(cfg);
       const url = await daemon.listen();
