@@ -152,15 +152,18 @@ export class DirWatcher {
     const prev = this.prev;
     this.prev = cur;
     if (!prev || this.stopped) return;
-    const gone = new Map<string, string>(); // inode → old name, for rename detection
-    for (const [name, s] of prev) if (!cur.has(name)) gone.set(s.inode, name);
+    // A rename keeps the inode, size and mtime; a removed file's inode reused by a new one does not
+    // keep the nanosecond mtime, so that is a remove and a create, as inotify would say.
+    const identity = (s: Snap) => `${s.inode}|${s.size}|${s.mtime}`;
+    const gone = new Map<string, string>(); // identity → old name, for rename detection
+    for (const [name, s] of prev) if (!cur.has(name)) gone.set(identity(s), name);
     const out: WatchEvent[] = [];
     for (const [name, s] of cur) {
       const old = prev.get(name);
       if (!old) {
-        const from = gone.get(s.inode);
+        const from = gone.get(identity(s));
         if (from !== undefined) {
-          gone.delete(s.inode);
+          gone.delete(identity(s));
           out.push({ name: from, type: 'rename', isDir: s.isDir });
         }
         out.push({ name, type: 'create', isDir: s.isDir });

@@ -211,6 +211,15 @@ export class FileService {
       `if [ -n "$2" ]; then ${BB} chmod "$2" -- "$1"; fi`,
     ].join('\n');
     const args = [BB, 'sh', '-c', script, 'write', path, mode, opts.parents === false ? '0' : '1', opts.append ? '1' : '0', opts.ownParents ? '1' : '0'];
+    // A failing source (client gone, upload limit) must not leave the helper waiting for input.
+    let failed: Error | undefined;
+    let onFail = () => {};
+    if (!Buffer.isBuffer(data)) {
+      data.on('error', (e) => {
+        failed ??= e;
+        onFail();
+      });
+    }
     const h = await this.exec(args, opts.user);
     let err = '';
     h.stderr?.on('data', (d: Buffer) => (err += d));
@@ -227,16 +236,14 @@ export class FileService {
       await h.exited;
       throw fsError(path, err);
     }
-    let failed: Error | undefined;
     if (Buffer.isBuffer(data)) h.stdin.end(data);
     else {
-      // A failing source (client gone, upload limit) must not leave the helper waiting for input.
-      data.on('error', (e) => {
-        failed = e;
+      onFail = () => {
         h.stdin.end();
         h.signal('SIGKILL').catch(() => {});
-      });
-      data.pipe(h.stdin);
+      };
+      if (failed) onFail();
+      else data.pipe(h.stdin);
     }
     const st = await h.exited;
     if (failed) throw failed instanceof CordonError ? failed : new CordonError('invalid_argument', `${path}: the data stream failed: ${failed.message}`, { path });

@@ -61,6 +61,7 @@ function limited(limit: number): Transform {
  */
 function uploadBody(req: IncomingMessage, limit: number): Readable {
   const bound = limited(limit);
+  bound.on('error', () => {}); // seen by whoever reads it; never an uncaught error
   if (/\bgzip\b/i.test(String(req.headers['content-encoding'] ?? ''))) {
     const gunzip = createGunzip();
     gunzip.on('error', (e) => bound.destroy(new CordonError('invalid_argument', `Content-Encoding gzip: the body is not valid gzip (${e.message})`)));
@@ -171,6 +172,7 @@ function multipart(req: IncomingMessage, limit: number, onFile: (filename: strin
       reject(e instanceof CordonError ? e : new CordonError('invalid_argument', `multipart body could not be read: ${(e as Error).message}`));
     };
     bb.on('file', (_field, stream, filename) => {
+      stream.on('error', () => {}); // reported through the write that reads it
       writes = writes.then(async () => {
         if (failed) return void stream.resume();
         current = stream;
