@@ -134,8 +134,9 @@ describe('e2b create options, domain and metrics', () => {
       assert.equal(info.network?.allowPublicTraffic, false);
       assert.equal(info.network?.maskRequestHost, 'localhost:${PORT}');
       assert.equal(info.lifecycle?.autoResume, true);
-      assert.equal(sb.sandboxDomain, DOMAIN, 'create answers with the daemon --domain');
-      assert.equal(sb.getHost(8000), `8000-${sb.sandboxId}.${DOMAIN}`);
+      const other = await Sandbox.connect(sb.sandboxId, { ...o, domain: 'sdk-default.invalid' });
+      assert.equal(other.sandboxDomain, DOMAIN, 'connect answers with the daemon --domain, whatever the client assumed');
+      assert.equal(other.getHost(8000), `8000-${sb.sandboxId}.${DOMAIN}`);
 
       // autoResume: traffic to a paused sandbox wakes it.
       await sb.pause();

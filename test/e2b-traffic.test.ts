@@ -109,7 +109,7 @@ describe('e2b traffic access token and host mask', () => {
 });
 
 describe('e2b behind a TLS reverse proxy', () => {
-  test('the SDK with only a domain: https to api.DOMAIN and 49983-ID.DOMAIN, getHost(port) serves the sandbox port', async () => {
+  test('the SDK learns the domain from create: https to api.DOMAIN and 49983-ID.DOMAIN, getHost(port) serves the sandbox port', async () => {
     front = await startTlsFront(d!.url, DOMAIN);
     const child = spawn(process.execPath, [join(REPO, 'dist', 'test', 'helpers', 'e2b-tls-client.js'), JSON.stringify({ apiKey: KEY, domain: DOMAIN, proxy: front.connectProxy })], {
       env: { ...process.env, NODE_EXTRA_CA_CERTS: front.caFile, E2B_API_URL: '', E2B_SANDBOX_URL: '', E2B_DOMAIN: '' },

@@ -1,11 +1,12 @@
-// The official SDK used the way a user with wildcard DNS and TLS in front would: no apiUrl/sandboxUrl
-// overrides beyond the domain, https everywhere. Run as a child with NODE_EXTRA_CA_CERTS set to the
-// test CA (Node reads it only at start-up); the CONNECT relay stands in for DNS. Prints one JSON line.
+// The official SDK used the way a user with wildcard DNS and TLS in front would: https everywhere, no
+// sandboxUrl, and not even the domain: the SDK takes it from create's answer (the daemon's --domain).
+// Run as a child with NODE_EXTRA_CA_CERTS set to the test CA (Node reads it only at start-up); the
+// CONNECT relay stands in for DNS and refuses any other name. Prints one JSON line.
 import { Sandbox } from 'e2b';
 import { ProxyAgent, fetch } from 'undici';
 
 const { apiKey, domain, proxy } = JSON.parse(process.argv[2]) as { apiKey: string; domain: string; proxy: string };
-const opts = { apiKey, domain, apiUrl: `https://api.${domain}`, proxy, timeoutMs: 120_000 };
+const opts = { apiKey, apiUrl: `https://api.${domain}`, proxy, timeoutMs: 120_000 };
 const out: Record<string, unknown> = {};
 const sb = await Sandbox.create(opts);
 try {
