@@ -41,5 +41,5 @@ apt-get update -qq
 apt-get install -y -qq -t bookworm-backports runsc >/dev/null
 apt-get install -y -qq --no-install-recommends \
   crun runc mmdebstrap busybox-static tini nftables iproute2 e2fsprogs util-linux attr \
-  docker-registry skopeo zstd apache2-utils openssl ca-certificates curl >/dev/null
+  docker-registry skopeo zstd apache2-utils openssl ca-certificates curl nginx-light >/dev/null
 echo "host ready: $(runsc --version | head -n1), crun $(crun --version | head -n1 | awk '{print $3}'), runc $(runc --version | head -n1 | awk '{print $3}')"

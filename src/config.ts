@@ -49,6 +49,10 @@ export interface DaemonConfig {
   netSlot?: number;
   /** Network mode of sandboxes that do not choose one. */
   defaultNetworkMode?: 'none' | 'allowlist' | 'open';
+  /** E2B: the domain whose "PORT-SANDBOXID.DOMAIN" hosts reach sandbox ports (wildcard DNS points at the daemon). */
+  domain?: string;
+  /** E2B: the largest file one /files upload may write (after gzip is undone). */
+  maxUploadBytes: number;
 }
 
 export function defaultConfig(overrides: Partial<DaemonConfig> = {}): DaemonConfig {
@@ -69,6 +73,7 @@ export function defaultConfig(overrides: Partial<DaemonConfig> = {}): DaemonConf
     execOutputLimitBytes: 16 * 1024 * 1024,
     maxLayerBytes: DEFAULT_LAYER_LIMITS.maxBytes,
     maxLayerEntries: DEFAULT_LAYER_LIMITS.maxEntries,
+    maxUploadBytes: 10 * 1024 * 1024 * 1024,
     ...overrides,
   };
 }

@@ -72,6 +72,7 @@ export async function createDaemon(cfg: DaemonConfig, log: (msg: string) => void
   const supervisor = new Supervisor(mgr, log);
   await supervisor.reconcile();
   supervisor.watch();
+  mgr.metrics.start();
 
   let baseError: string | undefined;
   if (!base.isBuilt()) {
@@ -101,6 +102,7 @@ export async function createDaemon(cfg: DaemonConfig, log: (msg: string) => void
     },
     async close() {
       supervisor.stop();
+      mgr.metrics.stop();
       await app.close();
       await mgr.net?.close().catch(() => {});
       db.close();

@@ -26,6 +26,7 @@ function upstreamDns(given: string[], egress: string | undefined): string[] {
   }
   return usable;
 }
+const DOMAIN = /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)+$/;
 
 export function registerServe(program: Command): void {
   program
@@ -50,6 +51,8 @@ export function registerServe(program: Command): void {
     .option('--secret-env <name>', 'daemon environment variable a NAME@hosts secret may take its value from (repeatable; no other variable is offered)', (v: string, p: string[] = []) => [...p, v], [])
     .option('--network-slot <n>', 'host network slot 0-31 (nft table cordonN, 100.(96+N).0.0/16); one per daemon', '0')
     .option('--default-network <mode>', 'network mode of sandboxes that choose none: none|allowlist|open', 'none')
+    .option('--domain <domain>', 'E2B: serve "PORT-SANDBOXID.DOMAIN" hosts (point wildcard DNS for *.DOMAIN at the daemon)')
+    .option('--max-upload <size>', 'E2B: largest file one /files upload may write, after gzip is undone', '10g')
     .action(async (o) => {
       const { host, port } = hostPort(o.listen);
       if (!RUNTIME_NAMES.includes(o.runtime)) throw new Error(`--runtime must be one of ${RUNTIME_NAMES.join(', ')}`);
@@ -57,6 +60,10 @@ export function registerServe(program: Command): void {
       if (!maxLayerBytes) throw new Error(`--max-layer-size must be a size above zero such as 16g or 512m, got ${o.maxLayerSize}`);
       const maxLayerEntries = Number(o.maxLayerEntries);
       if (!Number.isSafeInteger(maxLayerEntries) || maxLayerEntries < 1) throw new Error(`--max-layer-entries must be a whole number above zero, got ${o.maxLayerEntries}`);
+      const domain = o.domain === undefined ? undefined : String(o.domain).toLowerCase().replace(/\.$/, '');
+      if (domain !== undefined && !DOMAIN.test(domain)) throw new Error(`--domain must be a DNS name such as sandbox.example.com, got ${o.domain}`);
+      const maxUpload = parseSize(o.maxUpload);
+      if (!maxUpload || maxUpload <= 0) throw new Error(`--max-upload must be a size such as 512m or 10g, got ${o.maxUpload}`);
       const cfg = defaultConfig({
         listenHost: host,
         listenPort: port,
@@ -78,6 +85,8 @@ export function registerServe(program: Command): void {
         secretEnv: o.secretEnv,
         netSlot: Number(o.networkSlot),
         defaultNetworkMode: o.defaultNetwork,
+        domain,
+        maxUploadBytes: maxUpload,
       });
       const daemon = await createDaemon(cfg);
       const url = await daemon.listen();

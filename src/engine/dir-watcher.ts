@@ -23,31 +23,51 @@ interface Snap {
   isDir: boolean;
 }
 
+const SYNC = '@@cordon-sync ';
+/** How long a write through the API waits for watchers to have looked (they are polls, not inotify). */
+const SYNC_TIMEOUT_MS = 3000;
+
 /**
  * Watches a directory inside a sandbox by polling. Busybox has no inotifyd and the sandbox's writes
  * may live only in gVisor's memory overlay, so one helper shell inside the sandbox prints a
  * snapshot (inode, mode, size, mtime, name) every interval and the daemon diffs them.
+ *
+ * A poll can miss a file that is created and removed between two snapshots. Changes made through the
+ * daemon's own file API need not be missed: `sync()` wakes the shell (a line on its stdin) and
+ * resolves once a snapshot taken after the change is diffed, so the API call can return only after
+ * its events were reported, as they would be with inotify.
  */
 export class DirWatcher {
   private prev?: Map<string, Snap>;
   private stopped = false;
+  private seq = 0;
+  /** The kick written to the shell and not yet acknowledged, with the syncs that rode on it. */
+  private inFlight?: { n: number; waiters: (() => void)[] };
+  /** Syncs that arrived while a kick was in flight; they need a later kick of their own. */
+  private queued: (() => void)[] = [];
+  /** Syncs whose kick was read by the shell: the snapshot now running started after their change. */
+  private started: (() => void)[] = [];
 
   private constructor(private readonly handle: ExecHandle, private readonly onEvent: (e: WatchEvent) => void) {}
 
   static async start(exec: HelperExec, dir: string, opts: { recursive: boolean; user?: string; intervalMs?: number }, onEvent: (e: WatchEvent) => void): Promise<DirWatcher> {
     const depth = opts.recursive ? '' : '-maxdepth 1';
     const secs = ((opts.intervalMs ?? 300) / 1000).toFixed(3);
+    // `read -t` waits for the interval or a kick. It fails the same way on timeout and on end of
+    // input, so /proc/uptime (centiseconds) tells them apart: at EOF (the daemon is gone) it stops.
     const script = [
       'cd -- "$1" || exit 3',
+      "up() { IFS='. ' read -r s c _ < /proc/uptime; now=$((s * 100 + 1$c - 100)); }",
       'while :; do',
       `  ${BB} find . -mindepth 1 ${depth} -exec ${BB} stat -c '%i|%f|%s|%y|%n' -- {} + 2>/dev/null`,
       `  echo '${END}'`,
-      `  ${BB} sleep "$2"`,
+      '  up; t0=$now',
+      `  if IFS= read -r -t "$2" k; then echo "${SYNC}$k"; else up; [ $((now - t0)) -ge 5 ] || exit 0; fi`,
       'done',
     ].join('\n');
     const handle = await exec([BB, 'sh', '-c', script, 'watch', dir, secs], opts.user);
-    handle.stdin.end();
     const w = new DirWatcher(handle, onEvent);
+    handle.stdin.on('error', () => {});
     await w.follow();
     return w;
   }
@@ -66,21 +86,57 @@ export class DirWatcher {
         while ((i = pending.indexOf('\n')) >= 0) {
           const line = pending.slice(0, i);
           pending = pending.slice(i + 1);
+          if (line.startsWith(SYNC)) {
+            this.acknowledged(Number(line.slice(SYNC.length)));
+            continue;
+          }
           if (line !== END) {
             lines.push(line);
             continue;
           }
           this.snapshot(lines);
           lines = [];
+          for (const done of this.started.splice(0)) done();
           if (!ready) (ready = true), resolve();
         }
       });
       this.handle.exited.then((st) => {
+        for (const done of [...this.started.splice(0), ...this.queued.splice(0), ...(this.inFlight?.waiters ?? [])]) done();
+        this.inFlight = undefined;
         if (ready) return;
         if (st.exitCode === 3) reject(errors.fileNotFound('watched directory'));
         else reject(new CordonError('internal', `the directory watcher exited (${st.exitCode}): ${stderr.trim()}`));
       });
     });
+  }
+
+  /**
+   * Resolves after a snapshot that began after this call has been diffed and its events reported
+   * (or after a few seconds, or when the watcher ends).
+   */
+  sync(): Promise<void> {
+    if (this.stopped || this.handle.stdin.writableEnded) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const t = setTimeout(resolve, SYNC_TIMEOUT_MS);
+      t.unref();
+      const done = () => (clearTimeout(t), resolve());
+      if (this.inFlight) this.queued.push(done);
+      else this.kick([done]);
+    });
+  }
+
+  private kick(waiters: (() => void)[]): void {
+    const n = ++this.seq;
+    this.inFlight = { n, waiters };
+    this.handle.stdin.write(`${n}\n`);
+  }
+
+  /** The shell read kick `n`: the snapshot it starts now sees every change made before the kick. */
+  private acknowledged(n: number): void {
+    if (!this.inFlight || this.inFlight.n !== n) return;
+    this.started.push(...this.inFlight.waiters);
+    this.inFlight = undefined;
+    if (this.queued.length) this.kick(this.queued.splice(0));
   }
 
   private snapshot(lines: string[]): void {
@@ -96,15 +152,18 @@ export class DirWatcher {
     const prev = this.prev;
     this.prev = cur;
     if (!prev || this.stopped) return;
-    const gone = new Map<string, string>(); // inode → old name, for rename detection
-    for (const [name, s] of prev) if (!cur.has(name)) gone.set(s.inode, name);
+    // A rename keeps the inode, size and mtime; a removed file's inode reused by a new one does not
+    // keep the nanosecond mtime, so that is a remove and a create, as inotify would say.
+    const identity = (s: Snap) => `${s.inode}|${s.size}|${s.mtime}`;
+    const gone = new Map<string, string>(); // identity → old name, for rename detection
+    for (const [name, s] of prev) if (!cur.has(name)) gone.set(identity(s), name);
     const out: WatchEvent[] = [];
     for (const [name, s] of cur) {
       const old = prev.get(name);
       if (!old) {
-        const from = gone.get(s.inode);
+        const from = gone.get(identity(s));
         if (from !== undefined) {
-          gone.delete(s.inode);
+          gone.delete(identity(s));
           out.push({ name: from, type: 'rename', isDir: s.isDir });
         }
         out.push({ name, type: 'create', isDir: s.isDir });
@@ -127,6 +186,7 @@ export class DirWatcher {
   stop(): void {
     if (this.stopped) return;
     this.stopped = true;
+    this.handle.stdin.end();
     this.handle.signal('SIGKILL').catch(() => {});
   }
 }

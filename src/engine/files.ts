@@ -16,13 +16,21 @@ export interface FileEntry {
   owner: string;
   group: string;
   modifiedAt: string;
+  /** The link's own text, as readlink prints it. */
   symlinkTarget?: string;
+  /** For a symlink whose target exists: the target's absolute path (all links resolved), type and mode. */
+  resolved?: { path: string; type: 'file' | 'dir' | 'other'; mode: number };
+  /** st_mode as the kernel reports it (type and permission bits). */
+  rawMode: number;
 }
 
 /** Runs a helper command inside the sandbox as a user; file operations never touch the host's view. */
 export interface HelperExec {
   (args: string[], user: string | undefined): Promise<ExecHandle>;
 }
+
+/** Numeric ids of a user inside the sandbox (for handing directories made by root to that user). */
+export type OwnerOf = (user: string | undefined) => Promise<{ uid: number; gid: number }>;
 
 /** Check a path from a request and make it absolute. Working inside the sandbox keeps it there. */
 export function cleanPath(p: unknown, base = '/', field = 'path'): string {
@@ -58,17 +66,19 @@ function fsError(path: string, stderr: string): CordonError {
 
 const STAT_FMT = '%s %f %Y %U %G %A';
 
-function parseStat(line: string, path: string): Omit<FileEntry, 'symlinkTarget'> {
+const TYPE_OF_FMT: Record<number, FileEntry['type']> = { 0o040000: 'dir', 0o100000: 'file', 0o120000: 'symlink' };
+const typeOf = (rawMode: number): FileEntry['type'] => TYPE_OF_FMT[rawMode & 0o170000] ?? 'other';
+
+function parseStat(line: string, path: string): FileEntry {
   const [size, rawMode, mtime, owner, group, perms] = line.trim().split(' ');
   const mode = parseInt(rawMode, 16);
-  const fmt = mode & 0o170000;
-  const type = fmt === 0o040000 ? 'dir' : fmt === 0o100000 ? 'file' : fmt === 0o120000 ? 'symlink' : 'other';
   return {
     name: posix.basename(path) || '/',
     path,
-    type,
+    type: typeOf(mode),
     size: Number(size),
     mode: mode & 0o7777,
+    rawMode: mode,
     permissions: perms,
     owner,
     group,
@@ -76,18 +86,56 @@ function parseStat(line: string, path: string): Omit<FileEntry, 'symlinkTarget'>
   };
 }
 
+/**
+ * For each symlink in "$@": its text, then (when the target exists) the fully resolved absolute
+ * target and the target's st_mode, each NUL-terminated; an empty field when the target is missing.
+ */
+const LINKS_SCRIPT = `for p; do l=$(${BB} readlink -- "$p"); printf '%s\\0' "$l"; t=$(${BB} readlink -f -- "$p") && [ -e "$t" ] && printf '%s\\0%s\\0' "$t" "$(${BB} stat -L -c %f -- "$t")" || printf '\\0\\0'; done`;
+const LINKS_PER_CALL = 256;
+
+/** WalkDir order (Go's filepath.WalkDir, which envd lists in): depth first, names in byte order. */
+function walkOrder(a: string, b: string): number {
+  const pa = a.split('/');
+  const pb = b.split('/');
+  for (let i = 0; i < Math.min(pa.length, pb.length); i++) {
+    const c = Buffer.compare(Buffer.from(pa[i]), Buffer.from(pb[i]));
+    if (c) return c;
+  }
+  return pa.length - pb.length;
+}
+
 /** File operations, each a busybox command run inside the sandbox as the requesting user. */
 export class FileService {
-  constructor(private readonly exec: HelperExec) {}
+  constructor(
+    private readonly exec: HelperExec,
+    private readonly ownerOf: OwnerOf,
+  ) {}
 
   /** Stat a path; symlinks are not followed unless `follow` (then a dangling one is not found). */
   async stat(path: string, user?: string, follow = false): Promise<FileEntry> {
-    const r = await collect(await this.exec([BB, 'sh', '-c', `${BB} stat ${follow ? '-L ' : ''}-c '${STAT_FMT}' -- "$1" && ${BB} readlink -- "$1"; true`, 'stat', path], user));
-    if (!r.out.length) throw fsError(path, r.err);
-    const [line, target] = r.out.toString().split('\n');
-    const e: FileEntry = parseStat(line, path);
-    if (e.type === 'symlink' && target) e.symlinkTarget = target;
+    const r = await collect(await this.exec([BB, 'stat', ...(follow ? ['-L'] : []), '-c', STAT_FMT, '--', path], user));
+    if (r.code !== 0 || !r.out.length) throw fsError(path, r.err);
+    const e = parseStat(r.out.toString(), path);
+    if (e.type === 'symlink') await this.resolveLinks([e], user);
     return e;
+  }
+
+  /** Fill in symlinkTarget and resolved for symlink entries, in a few helper calls however many there are. */
+  private async resolveLinks(entries: FileEntry[], user?: string): Promise<void> {
+    for (let i = 0; i < entries.length; i += LINKS_PER_CALL) {
+      const batch = entries.slice(i, i + LINKS_PER_CALL);
+      const r = await collect(await this.exec([BB, 'sh', '-c', LINKS_SCRIPT, 'links', ...batch.map((e) => e.path)], user));
+      const fields = r.out.toString('utf8').split('\0');
+      batch.forEach((e, j) => {
+        const [text, target, hexMode] = fields.slice(j * 3, j * 3 + 3);
+        if (text) e.symlinkTarget = text;
+        if (target && hexMode) {
+          const mode = parseInt(hexMode, 16);
+          const type = typeOf(mode);
+          e.resolved = { path: target, type: type === 'symlink' ? 'other' : type, mode: mode & 0o7777 };
+        }
+      });
+    }
   }
 
   async exists(path: string, user?: string): Promise<boolean> {
@@ -100,10 +148,13 @@ export class FileService {
     }
   }
 
-  /** Entries below `path` down to `depth` levels. Names go NUL-separated so no name can confuse parsing. */
+  /**
+   * Entries below `path` down to `depth` levels, in WalkDir order. A symlink to a directory is listed
+   * as that directory. Names go NUL-separated so no name can confuse parsing.
+   */
   async list(path: string, depth = 1, user?: string): Promise<FileEntry[]> {
     if (!Number.isInteger(depth) || depth < 1 || depth > 64) throw errors.invalid('depth', 'must be an integer from 1 to 64');
-    const dir = await this.stat(path, user);
+    const dir = await this.stat(path, user, true);
     if (dir.type !== 'dir') throw new CordonError('invalid_argument', `${path} is not a directory`, { path });
     const script = `cd -- "$1" || exit 1; ${BB} find . -mindepth 1 -maxdepth "$2" -print0; printf '\\0\\0'; ${BB} find . -mindepth 1 -maxdepth "$2" -exec ${BB} stat -c '${STAT_FMT}' -- {} +`;
     for (let attempt = 0; attempt < 3; attempt++) {
@@ -115,7 +166,9 @@ export class FileService {
       // The last name's own NUL runs into the marker, so strip any NULs left before the stat lines.
       const lines = (split < 0 ? '' : text.slice(split + 2).replace(/^\0+/, '')).split('\n').filter(Boolean);
       if (lines.length !== names.length) continue; // the directory changed between the two passes
-      return names.map((n, i) => parseStat(lines[i], posix.join(path, n)));
+      const entries = names.map((n, i) => parseStat(lines[i], posix.join(path, n))).sort((a, b) => walkOrder(a.path, b.path));
+      await this.resolveLinks(entries.filter((e) => e.type === 'symlink'), user);
+      return entries;
     }
     throw new CordonError('unavailable', `${path} kept changing while it was listed; try again`);
   }
@@ -142,32 +195,89 @@ export class FileService {
     return Buffer.concat(parts);
   }
 
-  /** Write (or append) a stream into the sandbox, creating parent directories unless told not to. */
-  async write(path: string, data: Readable | Buffer, opts: { user?: string; mode?: number; append?: boolean; parents?: boolean } = {}): Promise<FileEntry> {
+  /**
+   * Write (or append) a stream into the sandbox, creating parent directories unless told not to.
+   * With `ownParents`, parents the user may not create (e.g. at the top level) are made by root and
+   * handed to the user, as envd does. The data is only consumed once the destination is ready, so
+   * that fallback never loses bytes.
+   */
+  async write(path: string, data: Readable | Buffer, opts: { user?: string; mode?: number; append?: boolean; parents?: boolean; ownParents?: boolean } = {}): Promise<FileEntry> {
     const mode = opts.mode === undefined ? '' : (opts.mode & 0o7777).toString(8);
     const script = [
-      'set -e',
-      `if [ "$3" = 1 ]; then ${BB} mkdir -p -- "$(${BB} dirname -- "$1")"; fi`,
-      `if [ "$4" = 1 ]; then ${BB} cat >> "$1"; else ${BB} cat > "$1"; fi`,
+      `d=$(${BB} dirname -- "$1")`,
+      `if [ "$3" = 1 ] && [ ! -d "$d" ] && ! ${BB} mkdir -p -- "$d"; then [ "$5" = 1 ] && echo P && exit 0; exit 1; fi`,
+      'echo R',
+      `if [ "$4" = 1 ]; then ${BB} cat >> "$1"; else ${BB} cat > "$1"; fi || exit 1`,
       `if [ -n "$2" ]; then ${BB} chmod "$2" -- "$1"; fi`,
     ].join('\n');
-    const h = await this.exec([BB, 'sh', '-c', script, 'write', path, mode, opts.parents === false ? '0' : '1', opts.append ? '1' : '0'], opts.user);
+    const args = [BB, 'sh', '-c', script, 'write', path, mode, opts.parents === false ? '0' : '1', opts.append ? '1' : '0', opts.ownParents ? '1' : '0'];
+    // A failing source (client gone, upload limit) must not leave the helper waiting for input.
+    let failed: Error | undefined;
+    let onFail = () => {};
+    if (!Buffer.isBuffer(data)) {
+      data.on('error', (e) => {
+        failed ??= e;
+        onFail();
+      });
+    }
+    const h = await this.exec(args, opts.user);
     let err = '';
     h.stderr?.on('data', (d: Buffer) => (err += d));
+    const ready = await firstLine(h.stdout);
     h.stdout.resume();
+    if (ready === 'P') {
+      h.stdin.end();
+      await h.exited;
+      await this.ensureDirs(posix.dirname(path), opts.user);
+      return this.write(path, data, { ...opts, ownParents: false });
+    }
+    if (ready !== 'R') {
+      h.stdin.end();
+      await h.exited;
+      throw fsError(path, err);
+    }
     if (Buffer.isBuffer(data)) h.stdin.end(data);
     else {
-      data.on('error', () => h.stdin.destroy());
-      data.pipe(h.stdin);
+      onFail = () => {
+        h.stdin.end();
+        h.signal('SIGKILL').catch(() => {});
+      };
+      if (failed) onFail();
+      else data.pipe(h.stdin);
     }
     const st = await h.exited;
+    if (failed) throw failed instanceof CordonError ? failed : new CordonError('invalid_argument', `${path}: the data stream failed: ${failed.message}`, { path });
     if (st.exitCode !== 0) throw fsError(path, err);
     return this.stat(path, opts.user);
   }
 
-  async mkdir(path: string, user?: string): Promise<FileEntry> {
-    await this.simple([BB, 'mkdir', '-p', '--', path], path, user);
+  /** mkdir -p as the user; with `ownParents`, what the user may not create is made by root and handed over. */
+  async mkdir(path: string, user?: string, opts: { ownParents?: boolean } = {}): Promise<FileEntry> {
+    const r = await collect(await this.exec([BB, 'mkdir', '-p', '--', path], user));
+    if (r.code !== 0) {
+      const e = fsError(path, r.err);
+      if (!opts.ownParents || e.code !== 'permission_denied') throw e;
+      await this.ensureDirs(path, user);
+    }
     return this.stat(path, user);
+  }
+
+  /**
+   * envd's EnsureDirs: as root, create each missing component of `dir` (mode 0755) and give it to
+   * the user; an existing component that is not a directory is an error.
+   */
+  private async ensureDirs(dir: string, user?: string): Promise<void> {
+    const { uid, gid } = await this.ownerOf(user);
+    const script = [
+      'set -f; p=; IFS=/',
+      'for c in $1; do',
+      '  [ -n "$c" ] || continue; p="$p/$c"',
+      `  if [ ! -e "$p" ]; then ${BB} mkdir -m 755 -- "$p" && ${BB} chown "$2" -- "$p" || exit 1`,
+      `  elif [ ! -d "$p" ]; then echo "$p: Not a directory" >&2; exit 1; fi`,
+      'done',
+    ].join('\n');
+    const r = await collect(await this.exec([BB, 'sh', '-c', script, 'ensure-dirs', dir, `${uid}:${gid}`], 'root'));
+    if (r.code !== 0) throw fsError(dir, r.err);
   }
 
   async move(from: string, to: string, user?: string): Promise<FileEntry> {
@@ -176,9 +286,10 @@ export class FileService {
     return this.stat(to, user);
   }
 
-  async remove(path: string, user?: string, recursive = true): Promise<void> {
+  /** Remove a path; with `missingOk` a path that does not exist is not an error (envd's RemoveAll). */
+  async remove(path: string, user?: string, recursive = true, missingOk = false): Promise<void> {
     if (path === '/') throw errors.invalid('path', 'refusing to remove /');
-    await this.stat(path, user);
+    if (!missingOk) await this.stat(path, user);
     await this.simple([BB, 'rm', recursive ? '-rf' : '-f', '--', path], path, user);
   }
 
@@ -186,4 +297,26 @@ export class FileService {
     const r = await collect(await this.exec(args, user));
     if (r.code !== 0) throw fsError(path, r.err);
   }
+}
+
+/** The first line a helper prints (its readiness word), or undefined if it ends without one. */
+function firstLine(out: Readable): Promise<string | undefined> {
+  return new Promise((resolve) => {
+    let buf = '';
+    const onData = (d: Buffer) => {
+      buf += d.toString();
+      const i = buf.indexOf('\n');
+      if (i < 0) return;
+      done(buf.slice(0, i));
+    };
+    const done = (line: string | undefined) => {
+      out.off('data', onData);
+      out.off('end', onEnd);
+      out.pause();
+      resolve(line);
+    };
+    const onEnd = () => done(undefined);
+    out.on('data', onData);
+    out.on('end', onEnd);
+  });
 }

@@ -61,7 +61,7 @@ export class LiveSandbox {
     private readonly onEvent: (type: string, message: string) => void = () => {},
   ) {
     this.processes = new ProcessManager(rec.id, runtime, cfg.processOutputBufferBytes);
-    this.files = new FileService(this.helperExec);
+    this.files = new FileService(this.helperExec, (u) => this.resolveUser(u));
     void runtime.stats(rec.id).then((s) => (this.oomBaseline = s.oomKills)).catch(() => {});
   }
 

@@ -16,6 +16,7 @@ import { composeCommand } from './exec-env.js';
 import { KeyedLock } from './keyed-lock.js';
 import { SandboxNetwork } from './sandbox-network.js';
 import { LiveSandbox } from './live-sandbox.js';
+import { MetricsHistory } from './metrics-history.js';
 import type { RootfsResolver } from './sources.js';
 import { assertAllowed } from './state-machine.js';
 import type { ImageConfig, SandboxRecord, SandboxSpec, SandboxState } from './types.js';
@@ -54,6 +55,8 @@ export class SandboxManager {
   net?: NetworkService;
   /** Network rules and port forwards of existing sandboxes. */
   readonly network = new SandboxNetwork(this);
+  /** Resource samples of running sandboxes over time (started by the daemon). */
+  readonly metrics = new MetricsHistory(this);
 
   constructor(
     readonly cfg: DaemonConfig,

@@ -55,6 +55,10 @@ const MIGRATIONS: string[] = [
      created_at INTEGER NOT NULL
    );
    CREATE INDEX images_id ON images(id);`,
+  // E2B surface: the traffic access token (sandbox ports when public traffic is off) and the create
+  // options E2B reports back (mcp, allowPublicTraffic, maskRequestHost, autoPause*, autoResume).
+  `ALTER TABLE e2b_tokens ADD COLUMN traffic_token TEXT;
+   ALTER TABLE e2b_tokens ADD COLUMN options TEXT NOT NULL DEFAULT '{}';`,
 ];
 
 /** Open (and migrate) the daemon's SQLite database. WAL keeps readers off the writer's back. */

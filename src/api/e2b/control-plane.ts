@@ -4,8 +4,9 @@ import { z } from 'zod';
 import type { SandboxRecord } from '../../engine/types.js';
 import { CordonError } from '../../errors/registry.js';
 import type { ApiDeps, TypedApp } from '../server.js';
-import type { EnvdTokens } from './tokens.js';
+import { newToken, type E2bOptions, type EnvdTokens } from './tokens.js';
 import { e2bNetworkBody, e2bNetworkSpec, fromE2b } from './network.js';
+import { sandboxPage } from './list-order.js';
 import { e2bState, metricView, sandboxCreated, sandboxDetail, sandboxListed } from './views.js';
 
 const envVars = z
@@ -23,10 +24,17 @@ const newSandbox = z
     metadata: metadata.nullish(),
     envVars: envVars.nullish(),
     secure: z.boolean().optional(),
-    autoPause: z.boolean().optional(),
+    autoPause: z.boolean().nullish(),
+    autoPauseMemory: z.boolean().nullish(),
+    autoResume: z.object({ enabled: z.boolean() }).nullish(),
     allow_internet_access: z.boolean().nullish(),
     network: e2bNetworkBody.nullish(),
-    mcp: z.unknown().optional(),
+    // Stored as given (bounded) and otherwise ignored: the SDK starts the MCP gateway itself.
+    mcp: z
+      .record(z.string(), z.unknown())
+      .nullish()
+      .refine((m) => !m || JSON.stringify(m).length <= 64 * 1024, 'at most 64 KiB of MCP configuration'),
+    iam: z.unknown().optional(),
     volumeMounts: z.array(z.unknown()).optional(),
   })
   .passthrough();
@@ -41,17 +49,26 @@ const listQuery = z.object({
   nextToken: z.string().max(512).optional(),
   template: z.string().max(256).optional(),
   startedAfter: z.string().max(64).optional(),
-  order: z.string().max(16).optional(),
+  order: z.enum(['asc', 'desc'], { message: 'order: use asc or desc' }).optional(),
 });
+const metricsQuery = z.object({ start: z.coerce.number().int().min(0).optional(), end: z.coerce.number().int().min(0).optional() });
 
 /** E2B's default sandbox lifetime when the request names none. */
 const DEFAULT_TIMEOUT_S = 15;
 
+/**
+ * The SDK encodes each key and value, joins them as a query string (which encodes them again) and
+ * sends that as one query value (encoded a third time): {a: 'b c'} arrives as metadata=a%3Db%252520c.
+ * Fastify undoes one layer, URLSearchParams the second, decodeURIComponent the last, as E2B's API does.
+ */
 function parseMetadataFilter(q: string | undefined): Record<string, string> {
   if (!q) return {};
-  // The SDK sends one query value holding "k=v&k2=v2", each part URL-encoded once more.
   const out: Record<string, string> = {};
-  for (const [k, v] of new URLSearchParams(q)) out[decodeURIComponent(k)] = decodeURIComponent(v);
+  try {
+    for (const [k, v] of new URLSearchParams(q)) out[decodeURIComponent(k)] = decodeURIComponent(v);
+  } catch {
+    throw new CordonError('invalid_argument', 'metadata: not a URL-encoded "key=value&key2=value2" filter');
+  }
   return out;
 }
 
@@ -61,15 +78,7 @@ function parseStates(s: string | string[] | undefined): ('running' | 'paused')[]
   return list.length ? (list as ('running' | 'paused')[]) : ['running', 'paused'];
 }
 
-const pageToken = (r: SandboxRecord) => Buffer.from(`${r.createdAt}:${r.id}`).toString('base64url');
-function afterToken(token: string): (r: SandboxRecord) => boolean {
-  const m = /^(\d+):(.+)$/.exec(Buffer.from(token, 'base64url').toString());
-  if (!m) throw new CordonError('invalid_argument', 'nextToken: not a token this server issued; pass back the x-next-token header value');
-  const at = Number(m[1]);
-  return (r) => r.createdAt > at || (r.createdAt === at && r.id > m[2]);
-}
-
-export async function registerControlPlane(app: FastifyInstance, { mgr }: ApiDeps, tokens: EnvdTokens): Promise<void> {
+export async function registerControlPlane(app: FastifyInstance, { mgr, cfg }: ApiDeps, tokens: EnvdTokens): Promise<void> {
   await app.register(async (scope) => {
     // E2B clients read errors as {code: <HTTP status>, message}.
     scope.setErrorHandler((err: FastifyError, _req, reply) => {
@@ -86,9 +95,22 @@ export async function registerControlPlane(app: FastifyInstance, { mgr }: ApiDep
       return rec;
     };
 
+    /** The E2B tokens and options of a sandbox that has been issued them. */
+    const e2bOf = (id: string) => {
+      const e2b = tokens.sandbox(id);
+      if (!e2b) throw new CordonError('internal', `sandbox ${id} has no E2B tokens`);
+      return e2b;
+    };
     const create = async (body: z.infer<typeof newSandbox>) => {
-      if (body.mcp) throw new CordonError('invalid_argument', 'mcp: the MCP gateway is not available in cordon; create the sandbox without it');
       if (body.volumeMounts?.length) throw new CordonError('invalid_argument', 'volumeMounts: E2B volumes are not available in cordon; use the native API (POST /v1/sandboxes) for mounts');
+      const options: E2bOptions = {
+        mcp: body.mcp ?? undefined,
+        allowPublicTraffic: body.network?.allowPublicTraffic,
+        maskRequestHost: body.network?.maskRequestHost,
+        autoPause: body.autoPause ?? undefined,
+        autoPauseMemory: body.autoPauseMemory ?? undefined,
+        autoResume: body.autoResume?.enabled,
+      };
       tokens.prune();
       const rec = await mgr.create({
         template: body.templateID,
@@ -97,7 +119,13 @@ export async function registerControlPlane(app: FastifyInstance, { mgr }: ApiDep
         labels: body.metadata ?? {},
         network: e2bNetworkSpec(body.allow_internet_access, body.network, !!mgr.net?.cfg.egressInterface),
       });
-      return sandboxCreated(rec, tokens.issue(rec.id));
+      try {
+        tokens.issue(rec.id, { trafficToken: options.allowPublicTraffic === false ? newToken() : undefined, options });
+      } catch (e) {
+        await mgr.remove(rec.id, true).catch(() => {});
+        throw e;
+      }
+      return sandboxCreated(rec, e2bOf(rec.id), cfg.domain);
     };
     for (const path of ['/sandboxes', '/v2/sandboxes']) {
       r.post(path, { schema: { body: newSandbox, hide: true } }, async (req, reply) => reply.status(201).send(await create(req.body)));
@@ -113,7 +141,8 @@ export async function registerControlPlane(app: FastifyInstance, { mgr }: ApiDep
         const want = Date.now() + timeout * 1000;
         if (rec.expiresAt === undefined ? resumed : rec.expiresAt < want) rec = mgr.setTimeout(id, timeout * 1000);
       }
-      return { status: resumed ? 201 : 200, body: sandboxCreated(rec, tokens.issue(id)) };
+      tokens.issue(id);
+      return { status: resumed ? 201 : 200, body: sandboxCreated(rec, e2bOf(id), cfg.domain) };
     };
     for (const path of ['/sandboxes/:sandboxID/connect', '/v2/sandboxes/:sandboxID/connect']) {
       r.post(path, { schema: { params: idParams, body: connectBody.optional(), hide: true } }, async (req, reply) => {
@@ -132,24 +161,24 @@ export async function registerControlPlane(app: FastifyInstance, { mgr }: ApiDep
       const labels = parseMetadataFilter(q.metadata);
       const after = q.startedAfter ? Date.parse(q.startedAfter) : undefined;
       if (after !== undefined && Number.isNaN(after)) throw new CordonError('invalid_argument', 'startedAfter: use an RFC 3339 timestamp');
-      let recs = mgr
+      return mgr
         .list({ labels })
         .filter((rec) => states.includes(e2bState(rec)!) && (!q.template || rec.spec.template === q.template || rec.spec.image === q.template))
-        .filter((rec) => after === undefined || (rec.startedAt ?? rec.createdAt) > after)
-        .sort((a, b) => a.createdAt - b.createdAt || (a.id < b.id ? -1 : 1));
-      if (q.nextToken) recs = recs.filter(afterToken(q.nextToken));
-      return recs;
+        .filter((rec) => after === undefined || (rec.startedAt ?? rec.createdAt) >= after);
     };
     r.get('/v2/sandboxes', { schema: { querystring: listQuery, hide: true } }, async (req, reply) => {
-      const recs = list(req.query);
-      const limit = req.query.limit ?? 100;
-      const page = recs.slice(0, limit);
-      if (recs.length > limit) reply.header('x-next-token', pageToken(page[page.length - 1]));
-      return page.map(sandboxListed);
+      const { items, nextToken } = sandboxPage(list(req.query), { order: req.query.order ?? 'desc', limit: req.query.limit ?? 100, nextToken: req.query.nextToken });
+      if (nextToken) reply.header('x-next-token', nextToken);
+      return items.map(sandboxListed);
     });
-    r.get('/sandboxes', { schema: { querystring: listQuery, hide: true } }, async (req) => list({ ...req.query, state: 'running' }).map(sandboxListed));
+    r.get('/sandboxes', { schema: { querystring: listQuery, hide: true } }, async (req) =>
+      sandboxPage(list({ ...req.query, state: 'running' }), { order: req.query.order ?? 'desc', limit: Number.MAX_SAFE_INTEGER }).items.map(sandboxListed),
+    );
 
-    r.get('/sandboxes/:sandboxID', { schema: { params: idParams, hide: true } }, async (req) => sandboxDetail(visible(req.params.sandboxID)));
+    r.get('/sandboxes/:sandboxID', { schema: { params: idParams, hide: true } }, async (req) => {
+      const rec = visible(req.params.sandboxID);
+      return sandboxDetail(rec, tokens.sandbox(rec.id), cfg.domain);
+    });
 
     r.delete('/sandboxes/:sandboxID', { schema: { params: idParams, hide: true } }, async (req, reply) => {
       visible(req.params.sandboxID);
@@ -182,14 +211,13 @@ export async function registerControlPlane(app: FastifyInstance, { mgr }: ApiDep
       reply.status(204).send();
     });
 
-    r.get(
-      '/sandboxes/:sandboxID/metrics',
-      { schema: { params: idParams, querystring: z.object({ start: z.coerce.number().int().optional(), end: z.coerce.number().int().optional() }), hide: true } },
-      async (req) => {
-        const rec = visible(req.params.sandboxID);
-        if (rec.state !== 'running') return [];
-        return [metricView(rec, await mgr.running(rec.id, 'stats').stats())];
-      },
-    );
+    // History sampled every 5 s (E2B's rate); start/end are unix seconds, both inclusive.
+    r.get('/sandboxes/:sandboxID/metrics', { schema: { params: idParams, querystring: metricsQuery, hide: true } }, async (req) => {
+      const rec = visible(req.params.sandboxID);
+      const { start, end } = req.query;
+      if (start !== undefined && end !== undefined && start > end) throw new CordonError('invalid_argument', 'start: must not be after end (both are unix seconds)');
+      if (!mgr.metrics.range(rec.id).length) await mgr.metrics.sampleNow(rec.id);
+      return mgr.metrics.range(rec.id, start === undefined ? 0 : start * 1000, end === undefined ? undefined : end * 1000 + 999).map(metricView);
+    });
   });
 }

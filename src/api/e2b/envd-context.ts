@@ -76,25 +76,44 @@ export class FileMetadata {
 
 const FILE_TYPE = { file: 'FILE_TYPE_FILE', dir: 'FILE_TYPE_DIRECTORY', symlink: 'FILE_TYPE_SYMLINK', other: 'FILE_TYPE_UNSPECIFIED' } as const;
 
-/** Go's os.FileMode keeps the type in high bits; envd reports it that way. */
-function goMode(e: FileEntry): number {
-  const type = e.type === 'dir' ? 2 ** 31 : e.type === 'symlink' ? 2 ** 27 : 0;
-  return type + (e.mode & 0o777);
+/** Go's os.FileMode.String() of an lstat mode, which envd reports as `permissions` ("drwxr-xr-x", "Lrwxrwxrwx"). */
+export function goPermissions(rawMode: number): string {
+  const fmt = rawMode & 0o170000;
+  let s = '';
+  if (fmt === 0o040000) s += 'd';
+  if (fmt === 0o120000) s += 'L';
+  if (fmt === 0o060000 || fmt === 0o020000) s += 'D';
+  if (fmt === 0o010000) s += 'p';
+  if (fmt === 0o140000) s += 'S';
+  if (rawMode & 0o4000) s += 'u';
+  if (rawMode & 0o2000) s += 'g';
+  if (fmt === 0o020000) s += 'c';
+  if (rawMode & 0o1000) s += 't';
+  if (!s) s = '-';
+  const rwx = 'rwxrwxrwx';
+  for (let i = 0; i < 9; i++) s += rawMode & (1 << (8 - i)) ? rwx[i] : '-';
+  return s;
 }
 
-/** A FileEntry as filesystem.EntryInfo in proto3 JSON (int64 as string, enum names, RFC 3339). */
+/**
+ * A FileEntry as filesystem.EntryInfo in proto3 JSON (int64 as string, enum names, RFC 3339), the way
+ * envd builds it: `mode` holds only the permission bits; a symlink reports its target's type and
+ * permissions and the target's absolute path (its own path when the target does not exist).
+ */
 export function entryInfo(e: FileEntry, metadata?: Record<string, string>) {
+  const link = e.type === 'symlink';
+  const target = link ? e.resolved : undefined;
   return {
     name: e.name,
-    type: FILE_TYPE[e.type],
+    type: link ? (target ? FILE_TYPE[target.type] : FILE_TYPE.other) : FILE_TYPE[e.type],
     path: e.path,
     size: String(e.size),
-    mode: goMode(e),
-    permissions: e.permissions,
+    mode: link ? (target ? target.mode & 0o777 : 0) : e.mode & 0o777,
+    permissions: goPermissions(e.rawMode),
     owner: e.owner,
     group: e.group,
     modifiedTime: e.modifiedAt,
-    ...(e.symlinkTarget !== undefined ? { symlinkTarget: e.symlinkTarget } : {}),
+    ...(link ? { symlinkTarget: target?.path ?? e.path } : {}),
     ...(metadata ? { metadata } : {}),
   };
 }

@@ -11,14 +11,35 @@ import { handleFiles, sendJsonError } from './files-http.js';
 import type { PortProxy } from './port-proxy.js';
 import { processService } from './process-service.js';
 import { fileSignature, sameSecret, type EnvdTokens } from './tokens.js';
+import { e2bState } from './views.js';
 
 const ID = /^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$/;
-const HOST = /^(\d{1,5})-([A-Za-z0-9][A-Za-z0-9_-]{0,127})\./;
+const HOST = /^(\d{1,5})-([a-z0-9][a-z0-9_-]{0,127})\.([^:]+)(?::\d{1,5})?$/;
+/** The header E2B's proxy reads the traffic access token from. */
+export const TRAFFIC_TOKEN_HEADER = 'e2b-traffic-access-token';
+/** envd's own messages, so clients that match on them keep working. */
+const UNAUTHORIZED = 'unauthorized access, please provide a valid access token or method signing if supported';
+const INVALID_SIGNATURE = 'invalid signature';
+const EXPIRED_SIGNATURE = 'signature is already expired';
 
 interface Target {
   sandboxId: string;
   port: number;
 }
+
+/** envd's validateSigning for one token: undefined when the URL's signature is valid, else envd's message. */
+function signingError(url: URL, op: 'read' | 'write', token: string): string | undefined {
+  const sig = url.searchParams.get('signature');
+  if (!sig) return 'missing signature query parameter';
+  const exp = url.searchParams.get('signature_expiration');
+  if (exp !== null && !/^\d{1,12}$/.test(exp)) return INVALID_SIGNATURE;
+  const expected = fileSignature(url.searchParams.get('path') ?? '', op, url.searchParams.get('username') ?? '', token, exp === null ? undefined : Number(exp));
+  if (!sameSecret(sig, expected)) return INVALID_SIGNATURE;
+  if (exp !== null && Number(exp) < Math.floor(Date.now() / 1000)) return EXPIRED_SIGNATURE;
+  return undefined;
+}
+
+const fileOp = (req: IncomingMessage): 'read' | 'write' => (req.method === 'POST' ? 'write' : 'read');
 
 export class EnvdRouter {
   readonly meta = new FileMetadata();
@@ -33,7 +54,7 @@ export class EnvdRouter {
   /** Is this request for a sandbox rather than for the daemon's own API? */
   claims(req: IncomingMessage): boolean {
     if (req.headers['e2b-sandbox-id'] !== undefined || req.headers['e2b-sandbox-port'] !== undefined) return true;
-    if (HOST.test(String(req.headers.host ?? ''))) return true;
+    if (this.hostTarget(req)) return true;
     // Signed file URLs come with no headers at all; the signature names the sandbox.
     return /^\/files(\?|$)/.test(req.url ?? '') && /[?&]signature=/.test(req.url ?? '');
   }
@@ -42,14 +63,27 @@ export class EnvdRouter {
     try {
       const url = new URL(req.url ?? '/', 'http://envd');
       const target = this.target(req, url);
-      if (!target) return this.reject(req, res, 400, 'E2b-Sandbox-Id and E2b-Sandbox-Port must name a sandbox and a port (1-65535); signed URLs must carry a valid signature');
+      if (typeof target === 'string') return this.reject(req, res, target === INVALID_SIGNATURE ? 401 : 400, target);
       const rec = this.mgr.store.get(target.sandboxId);
-      const live = rec?.state === 'running' ? this.mgr.live.get(rec.id) : undefined;
-      // E2B's proxy answers 502 for a sandbox that is not running; the SDK reads that as "gone".
-      if (!live) return this.reject(req, res, 502, `sandbox ${target.sandboxId} is not running (it does not exist, expired, or is paused)`);
-      if (target.port !== ENVD_PORT) return void (await this.proxy.handle(req, res, target.sandboxId, target.port));
-      if (!this.authorized(req, url, target.sandboxId)) {
-        return this.reject(req, res, 401, 'missing or wrong X-Access-Token for this sandbox (use the envdAccessToken from create/connect), or an invalid/expired URL signature');
+      // E2B's proxy answers 502 for a sandbox that is not there; the SDK reads that as "gone".
+      if (!rec || !e2bState(rec)) return this.reject(req, res, 502, `sandbox ${target.sandboxId} is not running (it does not exist or expired)`);
+      const e2b = this.tokens.sandbox(rec.id);
+      if (target.port === ENVD_PORT) {
+        const problem = this.envdAuthError(req, url, rec.id);
+        if (problem) return this.reject(req, res, 401, problem);
+      } else {
+        const problem = this.trafficAuthError(req, e2b?.trafficToken);
+        if (problem) return this.sendTrafficError(req, res, rec.id, problem);
+      }
+      // An authorised request wakes a paused sandbox created with autoResume, as E2B's proxy does.
+      if (rec.state === 'paused' && e2b?.options.autoResume) await this.mgr.resume(rec.id).catch(() => {});
+      const live = this.mgr.store.get(rec.id)?.state === 'running' ? this.mgr.live.get(rec.id) : undefined;
+      if (!live) return this.reject(req, res, 502, `sandbox ${target.sandboxId} is not running (it is paused or stopped; connect to resume it)`);
+      if (target.port !== ENVD_PORT) {
+        delete req.headers[TRAFFIC_TOKEN_HEADER];
+        const mask = e2b?.options.maskRequestHost;
+        if (mask) req.headers.host = mask.replaceAll('${PORT}', String(target.port));
+        return void (await this.proxy.handle(req, res, target.sandboxId, target.port));
       }
       await this.dispatch(req, res, url, target.sandboxId, live);
     } catch (e) {
@@ -57,43 +91,68 @@ export class EnvdRouter {
     }
   }
 
-  private target(req: IncomingMessage, url: URL): Target | undefined {
+  /** "PORT-ID.DOMAIN": any domain, or only the daemon's --domain when it has one. */
+  private hostTarget(req: IncomingMessage): Target | undefined {
+    const m = HOST.exec(String(req.headers.host ?? '').toLowerCase());
+    if (!m) return undefined;
+    const domain = this.mgr.cfg.domain;
+    if (domain && m[3] !== domain) return undefined;
+    const port = Number(m[1]);
+    return port >= 1 && port <= 65535 ? { sandboxId: m[2], port } : undefined;
+  }
+
+  /** The sandbox and port a request is for, or what is wrong with its addressing. */
+  private target(req: IncomingMessage, url: URL): Target | string {
     const hid = req.headers['e2b-sandbox-id'];
     const hport = req.headers['e2b-sandbox-port'];
     if (hid !== undefined || hport !== undefined) {
-      if (typeof hid !== 'string' || !ID.test(hid)) return undefined;
       const port = hport === undefined ? ENVD_PORT : Number(hport);
-      return Number.isInteger(port) && port >= 1 && port <= 65535 ? { sandboxId: hid, port } : undefined;
+      if (typeof hid !== 'string' || !ID.test(hid) || !Number.isInteger(port) || port < 1 || port > 65535) {
+        return 'E2b-Sandbox-Id and E2b-Sandbox-Port must name a sandbox and a port (1-65535)';
+      }
+      return { sandboxId: hid, port };
     }
-    const m = HOST.exec(String(req.headers.host ?? ''));
-    if (m) {
-      const port = Number(m[1]);
-      return port >= 1 && port <= 65535 ? { sandboxId: m[2], port } : undefined;
-    }
-    const owner = this.signatureOwner(url, req.method === 'POST' ? 'write' : 'read');
-    return owner ? { sandboxId: owner, port: ENVD_PORT } : undefined;
-  }
-
-  /** The sandbox whose token produced this URL's signature, if any (and if not expired). */
-  private signatureOwner(url: URL, op: 'read' | 'write'): string | undefined {
-    const sig = url.searchParams.get('signature');
-    if (!sig) return undefined;
-    const exp = url.searchParams.get('signature_expiration');
-    if (exp !== null && (!/^\d{1,12}$/.test(exp) || Number(exp) * 1000 < Date.now())) return undefined;
-    const path = url.searchParams.get('path') ?? '';
-    const user = url.searchParams.get('username') ?? '';
+    const byHost = this.hostTarget(req);
+    if (byHost) return byHost;
+    // A signed URL names its sandbox only through the token that made the signature (expired or not).
+    const op = fileOp(req);
     for (const { sandboxId, token } of this.tokens.all()) {
-      if (sameSecret(sig, fileSignature(path, op, user, token, exp === null ? undefined : Number(exp)))) return sandboxId;
+      const err = signingError(url, op, token);
+      if (err === undefined || err === EXPIRED_SIGNATURE) return { sandboxId, port: ENVD_PORT };
     }
-    return undefined;
+    return INVALID_SIGNATURE;
   }
 
-  private authorized(req: IncomingMessage, url: URL, sandboxId: string): boolean {
+  /** envd's WithAuthorization and validateSigning: undefined when allowed, else envd's 401 message. */
+  private envdAuthError(req: IncomingMessage, url: URL, sandboxId: string): string | undefined {
     const token = this.tokens.get(sandboxId);
-    if (!token) return false;
+    if (!token) return `${UNAUTHORIZED} (connect to sandbox ${sandboxId} through the E2B API first to get its envdAccessToken)`;
+    const files = url.pathname === '/files' && (req.method === 'GET' || req.method === 'POST');
     const given = req.headers['x-access-token'];
-    if (typeof given === 'string' && sameSecret(given, token)) return true;
-    return url.pathname === '/files' && this.signatureOwner(url, req.method === 'POST' ? 'write' : 'read') === sandboxId;
+    if (typeof given === 'string' && given !== '') {
+      if (sameSecret(given, token)) return undefined;
+      return files ? 'access token present in header but does not match' : UNAUTHORIZED;
+    }
+    if (req.method === 'GET' && url.pathname === '/health') return undefined;
+    return files ? signingError(url, fileOp(req), token) : UNAUTHORIZED;
+  }
+
+  /** E2B's proxy: with a traffic token set, every port but envd's needs it in e2b-traffic-access-token. */
+  private trafficAuthError(req: IncomingMessage, expected: string | undefined): 'missing' | 'invalid' | undefined {
+    if (!expected) return undefined;
+    const given = req.headers[TRAFFIC_TOKEN_HEADER];
+    if (typeof given !== 'string' || given === '') return 'missing';
+    return sameSecret(given, expected) ? undefined : 'invalid';
+  }
+
+  private sendTrafficError(req: IncomingMessage, res: ServerResponse, sandboxId: string, problem: 'missing' | 'invalid'): void {
+    req.resume();
+    const message =
+      problem === 'missing'
+        ? `Sandbox is secured with traffic access token. Token header '${TRAFFIC_TOKEN_HEADER}' is missing`
+        : `Sandbox is secured with traffic access token. Provided token in header '${TRAFFIC_TOKEN_HEADER}' is invalid`;
+    res.writeHead(403, { 'content-type': 'application/json; charset=utf-8' });
+    res.end(JSON.stringify({ sandboxId, message, code: 403 }));
   }
 
   private async dispatch(req: IncomingMessage, res: ServerResponse, url: URL, sandboxId: string, live: LiveSandbox): Promise<void> {
@@ -105,7 +164,7 @@ export class EnvdRouter {
     }
     if (path === '/files') {
       const headerUser = userFromAuthorization(req.headers);
-      return handleFiles(req, res, { sandboxId, live, url, headerUser }, this.meta);
+      return handleFiles(req, res, { sandboxId, live, url, headerUser, maxUploadBytes: this.mgr.cfg.maxUploadBytes }, this.meta, this.watchers);
     }
     const m = /^\/(process\.Process|filesystem\.Filesystem)\/([A-Za-z]+)$/.exec(path);
     if (m) {

@@ -26,26 +26,45 @@ interface PolledWatcher {
 const MAX_WATCHERS_PER_SANDBOX = 64;
 const MAX_BUFFERED_EVENTS = 10_000;
 
+/** Is `path` the watched directory, inside it, or one of its parents? */
+const touches = (dir: string, path: string) => path === dir || path.startsWith(dir === '/' ? '/' : `${dir}/`) || dir.startsWith(`${path}/`);
+
 export class WatcherRegistry {
-  private readonly watchers = new Map<string, PolledWatcher>();
+  private readonly polled = new Map<string, PolledWatcher>();
+  /** Every running watcher (streamed or polled), so changes made through envd can wait for them. */
+  private readonly active = new Set<{ sandboxId: string; dir: string; watcher: DirWatcher }>();
+
   add(w: PolledWatcher): string {
-    if ([...this.watchers.values()].filter((x) => x.sandboxId === w.sandboxId).length >= MAX_WATCHERS_PER_SANDBOX) {
+    if ([...this.polled.values()].filter((x) => x.sandboxId === w.sandboxId).length >= MAX_WATCHERS_PER_SANDBOX) {
       w.watcher.stop();
       throw new RpcError('resource_exhausted', `at most ${MAX_WATCHERS_PER_SANDBOX} watchers per sandbox; remove some with RemoveWatcher`);
     }
     const id = randomUUID();
-    this.watchers.set(id, w);
-    void w.watcher.exited.then(() => this.watchers.get(id) === w && setTimeout(() => this.watchers.delete(id), 60_000).unref());
+    this.polled.set(id, w);
+    void w.watcher.exited.then(() => this.polled.get(id) === w && setTimeout(() => this.polled.delete(id), 60_000).unref());
     return id;
   }
   get(id: string, sandboxId: string): PolledWatcher {
-    const w = this.watchers.get(id);
+    const w = this.polled.get(id);
     if (!w || w.sandboxId !== sandboxId) throw new RpcError('not_found', `watcher ${id} does not exist in this sandbox; create one with CreateWatcher`);
     return w;
   }
   remove(id: string, sandboxId: string): void {
     this.get(id, sandboxId).watcher.stop();
-    this.watchers.delete(id);
+    this.polled.delete(id);
+  }
+
+  /** Count a running watcher until it ends. */
+  track(sandboxId: string, dir: string, watcher: DirWatcher): void {
+    const entry = { sandboxId, dir, watcher };
+    this.active.add(entry);
+    void watcher.exited.then(() => this.active.delete(entry));
+  }
+
+  /** Resolves once every watcher that can see one of these paths has taken a snapshot after the change. */
+  async settle(sandboxId: string, paths: string[]): Promise<void> {
+    const ws = [...this.active].filter((a) => a.sandboxId === sandboxId && paths.some((p) => touches(a.dir, p)));
+    await Promise.all(ws.map((a) => a.watcher.sync()));
   }
 }
 
@@ -74,6 +93,7 @@ export function filesystemService(sandboxId: string, live: () => LiveSandbox, me
     const watcher = await DirWatcher.start(live().helperExec, dir, { recursive: !!req.recursive, user: user.name }, (e) => {
       chain = chain.then(async () => onEvent(await toWire(e)));
     });
+    watchers.track(sandboxId, dir, watcher);
     return watcher;
   };
 
@@ -92,8 +112,15 @@ export function filesystemService(sandboxId: string, live: () => LiveSandbox, me
         const req = parseMsg(z.object({ path }), msg, 'MakeDirRequest');
         const user = await ctxUser(ctx);
         const p = envdPath(req.path, user.home);
-        if (await live().files.exists(p, user.name)) throw new RpcError('already_exists', `${p} already exists`);
-        const e = await live().files.mkdir(p, user.name);
+        const existing = await live().files.stat(p, user.name, true).catch((e: unknown) => {
+          if (e instanceof CordonError && e.code === 'not_found') return undefined;
+          throw e;
+        });
+        if (existing?.type === 'dir') throw new RpcError('already_exists', `directory already exists: ${p}`);
+        if (existing) throw new RpcError('invalid_argument', `path already exists but it is not a directory: ${p}`);
+        // As envd: parents the user may not create (e.g. at the top level) are made and handed to the user.
+        const e = await live().files.mkdir(p, user.name, { ownParents: true });
+        await watchers.settle(sandboxId, [p]);
         return { entry: entryInfo(e) };
       },
     },
@@ -106,6 +133,7 @@ export function filesystemService(sandboxId: string, live: () => LiveSandbox, me
         const to = envdPath(req.destination, user.home, 'destination');
         const e = await live().files.move(from, to, user.name);
         meta.rebase(sandboxId, from, to);
+        await watchers.settle(sandboxId, [from, to]);
         return { entry: entryInfo(e, meta.get(sandboxId, to)) };
       },
     },
@@ -124,8 +152,10 @@ export function filesystemService(sandboxId: string, live: () => LiveSandbox, me
         const req = parseMsg(z.object({ path }), msg, 'RemoveRequest');
         const user = await ctxUser(ctx);
         const p = envdPath(req.path, user.home);
-        await live().files.remove(p, user.name);
+        // envd removes with os.RemoveAll: a path that does not exist is not an error.
+        await live().files.remove(p, user.name, true, true);
         meta.rebase(sandboxId, p, undefined);
+        await watchers.settle(sandboxId, [p]);
         return {};
       },
     },

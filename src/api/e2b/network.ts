@@ -18,7 +18,11 @@ export const e2bNetworkBody = z
     rules: z.record(z.string().min(1).max(300), z.array(z.object({ transform: z.object({ headers: headers.optional() }).passthrough().optional() }).passthrough()).max(16)).nullish(),
     egressProxy: z.unknown().optional(),
     allowPublicTraffic: z.boolean().optional(),
-    maskRequestHost: z.string().max(300).optional(),
+    maskRequestHost: z
+      .string()
+      .max(300)
+      .regex(/^([A-Za-z0-9._:[\]-]|\$\{PORT\})+$/, 'a host (and port) for the Host header; ${PORT} stands for the sandbox port')
+      .optional(),
     httpsPorts: z.array(z.number().int()).max(64).optional(),
   })
   .passthrough();

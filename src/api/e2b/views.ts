@@ -1,8 +1,9 @@
 import { cpus } from 'node:os';
 import type { SandboxRecord } from '../../engine/types.js';
-import type { SandboxStats } from '../../engine/live-sandbox.js';
+import type { MetricSample } from '../../engine/metrics-history.js';
 import { ENVD_VERSION } from './envd-context.js';
 import { e2bNetworkView } from './network.js';
+import type { E2bSandbox } from './tokens.js';
 
 /** E2B knows two states; a stopped cordon sandbox can be brought back with connect, like a paused one. */
 export function e2bState(rec: SandboxRecord): 'running' | 'paused' | undefined {
@@ -14,16 +15,16 @@ export function e2bState(rec: SandboxRecord): 'running' | 'paused' | undefined {
 const NEVER = '9999-12-31T23:59:59.000Z';
 const iso = (ms: number | undefined) => (ms ? new Date(ms).toISOString() : NEVER);
 
-/** The Sandbox object returned by create and connect. */
-export function sandboxCreated(rec: SandboxRecord, envdAccessToken: string) {
+/** The Sandbox object returned by create and connect; `domain` is the daemon's --domain. */
+export function sandboxCreated(rec: SandboxRecord, e2b: E2bSandbox, domain: string | undefined) {
   return {
     sandboxID: rec.id,
     templateID: rec.spec.template ?? rec.spec.image ?? 'base',
     clientID: 'cordon',
     envdVersion: ENVD_VERSION,
-    envdAccessToken,
-    trafficAccessToken: null,
-    domain: null,
+    envdAccessToken: e2b.envdToken,
+    trafficAccessToken: e2b.trafficToken ?? null,
+    domain: domain ?? null,
   };
 }
 
@@ -45,22 +46,34 @@ export function sandboxListed(rec: SandboxRecord) {
   };
 }
 
-export function sandboxDetail(rec: SandboxRecord) {
-  return { ...sandboxListed(rec), ...e2bNetworkView(rec.spec.network), domain: null, lifecycle: { onTimeout: 'kill', autoResume: false } };
+/**
+ * SandboxDetail. A timed-out sandbox is always removed (autoPause is stored, not acted on), so
+ * onTimeout says "kill"; autoResume is honoured for sandboxes paused by hand.
+ */
+export function sandboxDetail(rec: SandboxRecord, e2b: E2bSandbox | undefined, domain: string | undefined) {
+  const view = e2bNetworkView(rec.spec.network);
+  const o = e2b?.options ?? {};
+  return {
+    ...sandboxListed(rec),
+    ...view,
+    ...(e2b ? { envdAccessToken: e2b.envdToken } : {}),
+    network: { ...view.network, allowPublicTraffic: o.allowPublicTraffic ?? true, ...(o.maskRequestHost ? { maskRequestHost: o.maskRequestHost } : {}) },
+    domain: domain ?? null,
+    lifecycle: { onTimeout: 'kill', autoResume: !!o.autoResume },
+  };
 }
 
 /** One SandboxMetric sample. */
-export function metricView(rec: SandboxRecord, s: SandboxStats) {
-  const ts = new Date(s.timestamp);
+export function metricView(s: MetricSample) {
   return {
-    timestamp: ts.toISOString(),
-    timestampUnix: Math.floor(ts.getTime() / 1000),
-    cpuCount: rec.spec.cpus ? Math.ceil(rec.spec.cpus) : cpus().length,
+    timestamp: new Date(s.at).toISOString(),
+    timestampUnix: Math.floor(s.at / 1000),
+    cpuCount: s.cpuCount,
     cpuUsedPct: s.cpuPercent,
-    memUsed: s.memoryUsageBytes,
-    memTotal: s.memoryLimitBytes,
+    memUsed: s.memUsed,
+    memTotal: s.memTotal,
     memCache: 0,
-    diskUsed: 0, // not measured yet; the overlay upper dir has no cheap size
-    diskTotal: rec.spec.diskBytes ?? 0,
+    diskUsed: s.diskUsed,
+    diskTotal: s.diskTotal,
   };
 }
