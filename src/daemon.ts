@@ -10,6 +10,7 @@ import { Supervisor } from './engine/supervisor.js';
 import { BaseTemplate } from './image/base-template.js';
 import { ImageStore } from './image/oci/image-store.js';
 import { SandboxRootfs } from './image/sandbox-rootfs.js';
+import { prepareCgroups } from './runtime/cgroup/index.js';
 import { createRuntimes } from './runtime/registry.js';
 import { openDatabase } from './store/db.js';
 import { SandboxStore } from './store/sandboxes.js';
@@ -51,6 +52,8 @@ export async function createDaemon(cfg: DaemonConfig, log: (msg: string) => void
   await mkdir(paths.templates, { recursive: true });
   const db = openDatabase(paths.db);
   const store = new SandboxStore(db);
+  const cgroups = await prepareCgroups();
+  for (const w of cgroups.warnings) log(`cgroups (${cgroups.mode}): ${w}`);
   const runtimes = createRuntimes(cfg);
   const runtimeStatus: Record<string, string> = {};
   for (const [name, rt] of runtimes) {

@@ -1,6 +1,6 @@
 import { readdir } from 'node:fs/promises';
 import { dataPaths } from '../config.js';
-import { listCgroupIds, removeCgroups } from '../runtime/cgroups.js';
+import { listCgroupIds, removeCgroups } from '../runtime/cgroup/index.js';
 import { pidAlive } from '../util/proc.js';
 import type { SandboxManager } from './sandbox-manager.js';
 

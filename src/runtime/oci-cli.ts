@@ -6,7 +6,7 @@ import { PassThrough } from 'node:stream';
 import * as pty from 'node-pty';
 import type { RuntimeName } from '../config.js';
 import { pidAlive, run, runOk, sleep } from '../util/proc.js';
-import { oomKillCount, readCgroupStats, removeCgroups, setCgroupMemoryLimit } from './cgroups.js';
+import { oomKillCount, readCgroupStats, removeCgroups, setCgroupMemoryLimit } from './cgroup/index.js';
 import { containerSpec, processSpec } from './oci-spec.js';
 import type { ContainerSpec, ContainerStatus, ExecHandle, ExecSpec, ExitStatus, Runtime } from './types.js';
 

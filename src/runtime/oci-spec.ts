@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { cgroupsPathFor } from './cgroups.js';
+import { cgroupsPathFor } from './cgroup/index.js';
 import { defaultSeccomp } from './seccomp.js';
 import type { ContainerSpec, ExecSpec } from './types.js';
 

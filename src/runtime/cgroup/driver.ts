@@ -1,0 +1,35 @@
+import { SANDBOX_ID_RE } from '../../util/ids.js';
+import type { ContainerStats } from '../types.js';
+
+export type CgroupMode = 'v1' | 'hybrid' | 'unified' | 'none';
+
+/** Every backend places a sandbox at /cordon/<id>: in each v1 hierarchy, or under the cgroup2 root. */
+export const CGROUP_PARENT = 'cordon';
+
+/**
+ * The OCI `linux.cgroupsPath`. Absolute, so runc, crun and runsc (cgroupfs drivers) all resolve it
+ * against the hierarchy root rather than against their own cgroup; the systemd "slice:prefix:name"
+ * form is not used.
+ */
+export const cgroupsPathFor = (id: string) => `/${CGROUP_PARENT}/${id}`;
+
+/** The cgroup operations the runtimes and the supervisor use, for one cgroup mode of the host. */
+export interface CgroupDriver {
+  readonly mode: CgroupMode;
+  /** Make the parent ready before any runtime creates a child; returns what could not be done. */
+  prepare(): Promise<string[]>;
+  stats(id: string): Promise<ContainerStats>;
+  oomKills(id: string): Promise<number>;
+  setMemoryLimit(id: string, bytes: number): Promise<void>;
+  /** Remove what a backend left behind for a sandbox (runtimes normally do this on delete). */
+  remove(id: string): Promise<void>;
+  listIds(): Promise<string[]>;
+}
+
+export const isSandboxId = (id: string) => SANDBOX_ID_RE.test(id);
+
+/** Ids become path components: anything else never reaches the cgroup tree. */
+export function checkId(id: string): string {
+  if (!isSandboxId(id)) throw new Error(`${JSON.stringify(id)} is not a sandbox id`);
+  return id;
+}
