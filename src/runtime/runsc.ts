@@ -1,6 +1,5 @@
 import type { DaemonConfig } from '../config.js';
-import { runOk } from '../util/proc.js';
-import { OciCliRuntime } from './oci-cli.js';
+import { OciCliRuntime, type RuntimeCallOptions } from './oci-cli.js';
 import { HELPER_DIR } from './oci-spec.js';
 import type { ContainerSpec, ExecHandle, ExecSpec } from './types.js';
 
@@ -12,16 +11,17 @@ const HIDE_SYSNET = 'mount -t tmpfs -o ro,size=4k cordon-sysnet /proc/sys/net &&
  */
 export class RunscRuntime extends OciCliRuntime {
   readonly name = 'runsc' as const;
-  constructor(stateRoot: string, private readonly platform: DaemonConfig['runscPlatform']) {
-    super(stateRoot);
+  constructor(stateRoot: string, calls: RuntimeCallOptions, private readonly platform: DaemonConfig['runscPlatform']) {
+    super(stateRoot, calls);
   }
 
   protected command(sub: string, spec?: ContainerSpec): [string, string[]] {
     const flags = [`--root=${this.stateRoot}`, `--platform=${this.platform}`, '--overlay2=none'];
-    if (!((sub === 'create' || sub === 'start') && spec?.netnsPath)) return ['runsc', [...flags, '--network=none']];
+    const runsc = this.binary('runsc');
+    if (!((sub === 'create' || sub === 'start') && spec?.netnsPath)) return [runsc, [...flags, '--network=none']];
     // runsc refuses a network in what it takes for the root netns because this kernel shows
     // /proc/sys/net/core/rmem_default everywhere; a read-only empty tmpfs there hides it (HOST-NOTES).
-    return ['unshare', ['-m', '--propagation', 'private', '/bin/sh', '-c', HIDE_SYSNET, 'runsc', ...flags, '--network=sandbox']];
+    return ['unshare', ['-m', '--propagation', 'private', '/bin/sh', '-c', HIDE_SYSNET, runsc, ...flags, '--network=sandbox']];
   }
 
   // The sentry's own threads count against the pids cgroup and it panics when starved (HOST-NOTES),
@@ -52,11 +52,6 @@ export class RunscRuntime extends OciCliRuntime {
   }
 
   protected async signalProcess(id: string, pid: number, _host: number, sig: NodeJS.Signals): Promise<void> {
-    await runOk(...this.args(['kill', '--pid', String(pid), id, sig]));
-  }
-
-  private args(rest: string[]): [string, string[]] {
-    const [cmd, pre] = this.command(rest[0]);
-    return [cmd, [...pre, ...rest]];
+    await this.cli(['kill', '--pid', String(pid), id, sig]);
   }
 }

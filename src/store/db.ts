@@ -55,6 +55,8 @@ const MIGRATIONS: string[] = [
      created_at INTEGER NOT NULL
    );
    CREATE INDEX images_id ON images(id);`,
+  // Event retention prunes by age.
+  `CREATE INDEX events_ts ON events(ts);`,
 ];
 
 /** Open (and migrate) the daemon's SQLite database. WAL keeps readers off the writer's back. */
