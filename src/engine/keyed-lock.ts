@@ -40,7 +40,6 @@ function waitAtMost(p: Promise<void>, ms: number, key: string): Promise<void> {
         ),
       ms,
     );
-    timer.unref();
     void p.then(() => {
       clearTimeout(timer);
       resolve();

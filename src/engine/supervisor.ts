@@ -120,7 +120,7 @@ export class Supervisor {
     const sandboxesDir = dataPaths(this.mgr.cfg.dataDir).sandboxes;
     for (const shim of await listShims(sandboxesDir)) {
       if (known.has(shim.id)) continue;
-      killShim(shim.pid);
+      await killShim(shim.pid);
       this.log(`stopped orphan shim ${shim.pid} of sandbox ${shim.id}`);
     }
     for (const rt of this.mgr.runtimes.values()) {

@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { open, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { deadlineError, killGroup, sleep } from '../util/proc.js';
+import { deadlineError, sleep } from '../util/proc.js';
 
 const SHIM_INIT = '/usr/bin/tini-static';
 const SHIM_SLEEP = '/bin/busybox sleep';
@@ -13,8 +13,9 @@ const SHIM_TAG = 'cordon-shim';
  * Run the runtime's `create` under a small shim (tini as child subreaper, then an idle sleep), the way
  * containerd keeps a shim per container: the container's processes get a parent that reaps them at once,
  * so a killed sandbox is gone immediately instead of lingering as a zombie of the host's init.
- * The shim leads its own process group; its pid is recorded before anything else so that an
- * interrupted create (deadline, daemon crash) can still be stopped.
+ * The shim leads its own session (tini puts its child in a process group of its own, but not in a
+ * new session), so stopping it means killing that session. Its pid is recorded before anything else
+ * so that an interrupted create (deadline, daemon crash) can still be stopped.
  */
 export async function createUnderShim(o: { label: string; cmd: string; args: string[]; bundleDir: string; timeoutMs: number }): Promise<void> {
   const logFile = join(o.bundleDir, 'create.log');
@@ -38,7 +39,7 @@ export async function createUnderShim(o: { label: string; cmd: string; args: str
     const deadline = Date.now() + o.timeoutMs;
     for (let i = 0; !done && !existsSync(marker); i++) {
       if (Date.now() > deadline) {
-        killGroup(child.pid);
+        if (child.pid) await killSession(child.pid);
         throw deadlineError(o.label, o.timeoutMs);
       }
       await sleep(i < 100 ? 2 : 10);
@@ -66,7 +67,7 @@ async function isShimOf(pid: number, bundleDir: string): Promise<boolean> {
 export async function stopShim(bundleDir: string | undefined): Promise<void> {
   if (!bundleDir) return;
   const pid = Number(await readFile(join(bundleDir, 'shim.pid'), 'utf8').catch(() => ''));
-  if (await isShimOf(pid, bundleDir)) killGroup(pid);
+  if (await isShimOf(pid, bundleDir)) await killSession(pid);
 }
 
 /** Shims running for bundles under `sandboxesDir` (this daemon's), with the sandbox id of each. */
@@ -85,6 +86,36 @@ export async function listShims(sandboxesDir: string): Promise<{ pid: number; id
 }
 
 /** Stop a shim found by listShims. */
-export function killShim(pid: number): void {
-  killGroup(pid);
+export function killShim(pid: number): Promise<void> {
+  return killSession(pid);
+}
+
+/** SIGKILL every process of session `sid` (the shim, its shell, a runtime call it still runs). */
+async function killSession(sid: number): Promise<void> {
+  // Again while some were found: a process may fork while the session is being walked.
+  for (let pass = 0; pass < 5; pass++) {
+    const members = await sessionMembers(sid);
+    if (!members.length) return;
+    for (const pid of members) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        /* already gone */
+      }
+    }
+    await sleep(10);
+  }
+}
+
+async function sessionMembers(sid: number): Promise<number[]> {
+  const pids = (await readdir('/proc').catch(() => [] as string[])).filter((n) => /^\d+$/.test(n));
+  const inSession = await Promise.all(
+    pids.map(async (pid) => {
+      const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+      // Fields after the command name (which may hold spaces and parentheses): state ppid pgrp session.
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      return Number(f[3]) === sid && f[0] !== 'Z';
+    }),
+  );
+  return pids.filter((_, i) => inSession[i]).map(Number);
 }
