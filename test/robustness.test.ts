@@ -405,7 +405,7 @@ describe('admission under a create storm', () => {
     const kept = before.slice(0, 3).map((s) => s.id);
     control('create.always', 'hang');
     const storm = Array.from({ length: 4 }, () => postCreate(d.url).catch(() => undefined));
-    await until('two creates hang inside their shims', () => shimsOf(d).length === kept.length + 2);
+    await until('creates hang inside their shims', () => shimsOf(d).length >= kept.length + 2);
     const shims = shimsOf(d);
     await d.stop('SIGKILL');
     await Promise.all(storm);

@@ -13,6 +13,7 @@ import type { NetworkService } from '../net/service.js';
 import { needsNamespace } from '../net/types.js';
 import { networkBinds, networkEnv } from '../net/sandbox-files.js';
 import { composeCommand } from './exec-env.js';
+import { ExpiryTimers } from './expiry.js';
 import { KeyedLock } from './keyed-lock.js';
 import { SandboxNetwork } from './sandbox-network.js';
 import { LiveSandbox } from './live-sandbox.js';
@@ -37,8 +38,6 @@ export interface ListFilter {
   labels?: Record<string, string>;
 }
 
-const EXPIRY_RETRY_MAX_MS = 5 * 60_000;
-
 export interface Helpers {
   busybox: string;
   tini: string;
@@ -51,7 +50,7 @@ export interface Helpers {
 export class SandboxManager {
   readonly live = new Map<string, LiveSandbox>();
   private readonly lock = new KeyedLock();
-  private readonly timers = new Map<string, NodeJS.Timeout>();
+  private readonly expiry: ExpiryTimers;
   /** What a create must pass first: a create slot, host memory and CPU pressure, the sandbox cap. */
   readonly admission: Admission;
   /** Set by the daemon; sandboxes with a network spec need it. */
@@ -68,6 +67,7 @@ export class SandboxManager {
     readonly helpers: Helpers,
   ) {
     this.admission = new Admission(cfg);
+    this.expiry = new ExpiryTimers(store, (id) => this.remove(id, true));
   }
 
   runtimeFor(name: RuntimeName): Runtime {
@@ -175,9 +175,7 @@ export class SandboxManager {
       await this.teardown(id);
     } catch (te) {
       const reason = `create failed: ${msg}; cleaning up failed too: ${(te as Error).message}; remove it with cordon rm -f ${id}`;
-      this.store.update(id, { state: 'error', stateReason: reason, initPid: undefined });
-      this.store.addEvent(id, 'error', reason);
-      return new CordonError(e instanceof CordonError ? e.code : 'internal', `creating sandbox ${id} failed and it stays in state error: ${reason}`, { sandbox_id: id });
+      return this.failed(id, reason, e, `creating sandbox ${id} failed and it stays in state error: ${reason}`);
     }
     this.store.delete(id);
     if (e instanceof CordonError && e.code !== 'deadline_exceeded') return e;
@@ -251,8 +249,8 @@ export class SandboxManager {
           () => '',
           (ue: Error) => `; cleaning up failed too: ${ue.message}`,
         );
-        this.store.update(id, { state: 'error', stateReason: `start failed: ${(e as Error).message}${undo}`, initPid: undefined, expiresAt: undefined });
-        throw new CordonError(e instanceof CordonError ? e.code : 'internal', `starting sandbox ${id} failed: ${(e as Error).message}${undo}`);
+        const reason = `start failed: ${(e as Error).message}${undo}`;
+        throw this.failed(id, reason, e, `starting sandbox ${id} failed: ${(e as Error).message}${undo}`);
       }
       this.store.addEvent(id, 'started', 'sandbox started');
       return this.get(id);
@@ -266,13 +264,9 @@ export class SandboxManager {
       try {
         await this.halt(rec, graceMs);
       } catch (e) {
-        this.unschedule(id);
-        this.live.get(id)?.close();
-        this.live.delete(id);
+        this.forget(id);
         const reason = `stop failed: ${(e as Error).message}; remove it with cordon rm -f ${id}`;
-        this.store.update(id, { state: 'error', stateReason: reason, initPid: undefined, expiresAt: undefined });
-        this.store.addEvent(id, 'error', reason);
-        throw new CordonError(e instanceof CordonError ? e.code : 'internal', `stopping sandbox ${id} failed: ${reason}`);
+        throw this.failed(id, reason, e, `stopping sandbox ${id} failed: ${reason}`);
       }
       this.store.update(id, { state: 'stopped', stateReason: undefined, initPid: undefined, expiresAt: undefined });
       this.store.addEvent(id, 'stopped', 'sandbox stopped');
@@ -301,10 +295,8 @@ export class SandboxManager {
 
   /** Give back what a booted sandbox holds (container, live handles, network, mounts), keeping its files. */
   private async unboot(id: string, runtime: RuntimeName): Promise<void> {
-    this.unschedule(id);
+    this.forget(id);
     await this.runtimeFor(runtime).delete(id, this.rootfs.dirs(id).bundle);
-    this.live.get(id)?.close();
-    this.live.delete(id);
     await this.net?.detach(id);
     await this.rootfs.unmount(id);
   }
@@ -345,20 +337,30 @@ export class SandboxManager {
         await this.teardown(id, rec);
       } catch (e) {
         const reason = `removal failed: ${(e as Error).message}; retry with cordon rm -f ${id}`;
-        // expiresAt stays: an expired sandbox whose removal failed is retried (expire, and after a restart).
-        this.store.update(id, { state: 'error', stateReason: reason, initPid: undefined });
-        this.store.addEvent(id, 'error', reason);
-        throw new CordonError(e instanceof CordonError ? e.code : 'internal', `removing sandbox ${id} failed; it stays in state error until a retry succeeds: ${reason}`, { sandbox_id: id });
+        // expiresAt stays: an expired sandbox whose removal failed is retried (expiry, and after a restart).
+        throw this.failed(id, reason, e, `removing sandbox ${id} failed; it stays in state error until a retry succeeds: ${reason}`, true);
       }
       this.store.delete(id);
     });
   }
 
-  /** Undo everything a sandbox holds: processes, container, cgroups, mounts, files. */
-  private async teardown(id: string, rec?: SandboxRecord): Promise<void> {
+  /** Drop the sandbox's timer and in-memory handles. */
+  private forget(id: string): void {
     this.unschedule(id);
     this.live.get(id)?.close();
     this.live.delete(id);
+  }
+
+  /** Record an operation that failed midway: state error with the reason, and an event. */
+  private failed(id: string, reason: string, cause: unknown, message: string, keepExpiry = false): CordonError {
+    this.store.update(id, { state: 'error', stateReason: reason, initPid: undefined, ...(keepExpiry ? {} : { expiresAt: undefined }) });
+    this.store.addEvent(id, 'error', reason);
+    return new CordonError(cause instanceof CordonError ? cause.code : 'internal', message, { sandbox_id: id });
+  }
+
+  /** Undo everything a sandbox holds: processes, container, cgroups, mounts, files. */
+  private async teardown(id: string, rec?: SandboxRecord): Promise<void> {
+    this.forget(id);
     const runtime = rec?.runtime ?? this.store.get(id)?.runtime;
     if (runtime) {
       const rt = this.runtimeFor(runtime);
@@ -383,36 +385,13 @@ export class SandboxManager {
     });
   }
 
+  /** (Re)arm the sandbox's expiry timer (also used after a daemon restart). */
   schedule(id: string, expiresAt: number | undefined): void {
-    this.unschedule(id);
-    if (!expiresAt) return;
-    // setTimeout caps at ~24.8 days; the max sandbox timeout is far below that.
-    const t = setTimeout(() => void this.expire(id).catch(() => {}), Math.max(0, expiresAt - Date.now()));
-    t.unref();
-    this.timers.set(id, t);
+    this.expiry.schedule(id, expiresAt);
   }
 
   private unschedule(id: string): void {
-    const t = this.timers.get(id);
-    if (t) clearTimeout(t);
-    this.timers.delete(id);
-  }
-
-  /** Remove an expired sandbox; when that fails, try again with backoff (1 s doubling, at most 5 min). */
-  private async expire(id: string, attempt = 0): Promise<void> {
-    this.timers.delete(id);
-    const rec = this.store.get(id);
-    if (!rec || !rec.expiresAt || rec.expiresAt > Date.now() + 50) return;
-    try {
-      await this.remove(id, true);
-    } catch (e) {
-      if (!this.store.get(id)?.expiresAt || this.timers.has(id)) return; // gone, or someone set a new timeout
-      const delay = Math.min(1000 * 2 ** attempt, EXPIRY_RETRY_MAX_MS);
-      this.store.addEvent(id, 'error', `removing the expired sandbox failed (${(e as Error).message}); retrying in ${Math.round(delay / 1000)}s`);
-      const t = setTimeout(() => void this.expire(id, attempt + 1).catch(() => {}), delay);
-      t.unref();
-      this.timers.set(id, t);
-    }
+    this.expiry.cancel(id);
   }
 
   async setMemoryLimit(id: string, bytes: number): Promise<SandboxRecord> {
@@ -445,9 +424,7 @@ export class SandboxManager {
   async markDeadLocked(id: string, reason: string): Promise<void> {
     const rec = this.store.get(id);
     if (!rec || (rec.state !== 'running' && rec.state !== 'paused')) return;
-    this.unschedule(id);
-    this.live.get(id)?.close();
-    this.live.delete(id);
+    this.forget(id);
     await this.runtimeFor(rec.runtime).delete(id, this.rootfs.dirs(id).bundle).catch(() => {});
     await this.net?.detach(id).catch(() => {});
     await this.rootfs.unmount(id).catch(() => {});

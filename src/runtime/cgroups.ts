@@ -90,6 +90,37 @@ export async function setCgroupMemoryLimit(id: string, bytes: number): Promise<v
   }
 }
 
+/**
+ * SIGKILL whatever still runs in a deleted sandbox's cgroups (a runtime call killed at its deadline
+ * can leave a half-started sandbox process behind). Only for ids this daemon just deleted: the
+ * cgroup tree is shared by every daemon on the host.
+ */
+export async function killCgroupProcesses(id: string): Promise<void> {
+  for (let pass = 0; pass < 40; pass++) {
+    const pids = await cgroupPids(id);
+    if (!pids.size) return;
+    // A frozen (paused) process only dies once thawed.
+    if (pass === 0) await writeFile(file('freezer', id, 'freezer.state'), 'THAWED').catch(() => {});
+    for (const pid of pids) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+async function cgroupPids(id: string): Promise<Set<number>> {
+  const pids = new Set<number>();
+  for (const c of ['pids', 'memory', 'cpu,cpuacct', 'freezer']) {
+    const text = await readFile(file(c, id, 'cgroup.procs'), 'utf8').catch(() => '');
+    for (const l of text.split('\n')) if (Number(l) > 0) pids.add(Number(l));
+  }
+  return pids;
+}
+
 /** Remove what a backend left behind for a sandbox (runtimes normally do this on delete). */
 export async function removeCgroups(id: string): Promise<void> {
   for (const c of CONTROLLERS) {

@@ -6,7 +6,7 @@ import { PassThrough } from 'node:stream';
 import * as pty from 'node-pty';
 import type { RuntimeName } from '../config.js';
 import { deadlineError, run, runOk, sleep, type RunResult } from '../util/proc.js';
-import { oomKillCount, readCgroupStats, removeCgroups, setCgroupMemoryLimit } from './cgroups.js';
+import { killCgroupProcesses, oomKillCount, readCgroupStats, removeCgroups, setCgroupMemoryLimit } from './cgroups.js';
 import { containerSpec, processSpec } from './oci-spec.js';
 import { createUnderShim, stopShim } from './shim.js';
 import type { ContainerSpec, ContainerStatus, ExecHandle, ExecSpec, ExitStatus, Runtime } from './types.js';
@@ -251,6 +251,7 @@ export abstract class OciCliRuntime implements Runtime {
       throw new Error(`${this.name} delete ${id} failed: ${r.stderr.trim() || `exit ${r.code}`}`);
     }
     await stopShim(bundleDir);
+    await killCgroupProcesses(id);
     await removeCgroups(id);
   }
 
