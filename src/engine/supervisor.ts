@@ -43,6 +43,7 @@ export class Supervisor {
       } catch (e) {
         const reason = `the daemon could not check this sandbox after its restart: ${(e as Error).message}; remove it with cordon rm -f ${rec.id}, or start it again`;
         this.log(`sandbox ${rec.id}: ${reason}`);
+        if (!this.mgr.store.get(rec.id)) return;
         this.mgr.store.update(rec.id, { state: 'error', stateReason: reason, initPid: undefined });
         this.mgr.store.addEvent(rec.id, 'error', reason);
       }
