@@ -1,4 +1,5 @@
 import { isIPv4 } from 'node:net';
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { DEFAULT_LAYER_LIMITS } from './image/oci/layer-limits.js';
 
@@ -14,7 +15,21 @@ export interface DaemonConfig {
   defaultRuntime: RuntimeName;
   /** gVisor platform: systrap (fast syscalls) or ptrace. */
   runscPlatform: 'systrap' | 'ptrace';
+  /** Refuse new sandboxes (429) past this many; the default is derived from the host (hostSandboxCap). */
   maxSandboxes: number;
+  /** Creates that run at once (they are CPU heavy); more wait in a queue of createQueue, then get 429. */
+  maxConcurrentCreates: number;
+  createQueue: number;
+  /** Refuse new sandboxes (503) while CPU pressure (PSI cpu "some" avg10, percent) is at least this; 0 = off. */
+  maxCpuPressure: number;
+  /** Deadline of each runtime call (create, start, delete, pause, ...); state/kill/list get at most 15 s. */
+  runtimeTimeoutMs: number;
+  /** Runtime binaries to use instead of the ones on PATH (custom builds, test wrappers). */
+  runtimeBinaries?: Partial<Record<RuntimeName, string>>;
+  /** Events kept per sandbox (oldest pruned first); 0 = all. */
+  eventRetention: number;
+  /** Events older than this are pruned; 0 = no age limit. */
+  eventMaxAgeMs: number;
   /** Refuse new sandboxes (503) when the host has less memory available than this. */
   minHostMemoryBytes: number;
   defaultTimeoutMs: number;
@@ -55,14 +70,32 @@ export interface DaemonConfig {
   maxUploadBytes: number;
 }
 
+/**
+ * Sandboxes this host can keep without idle overhead starving it: an idle gVisor sandbox costs ~2% of a
+ * core on systrap and ~0.3% on ptrace, crun/runc next to nothing (HOST-NOTES). The cap keeps idle
+ * overhead near half the machine for runsc, and bounds kernel objects per core for the others.
+ */
+export function hostSandboxCap(runtime: RuntimeName, platform: DaemonConfig['runscPlatform'], cores = availableParallelism()): number {
+  const perCore = runtime !== 'runsc' ? 100 : platform === 'ptrace' ? 150 : 25;
+  return Math.max(1, cores) * perCore;
+}
+
 export function defaultConfig(overrides: Partial<DaemonConfig> = {}): DaemonConfig {
+  const runtime = overrides.defaultRuntime ?? 'runsc';
+  const platform = overrides.runscPlatform ?? 'systrap';
   return {
     listenHost: '127.0.0.1',
     listenPort: 7070,
     dataDir: '/var/lib/cordon',
-    defaultRuntime: 'runsc',
-    runscPlatform: 'systrap',
-    maxSandboxes: 100,
+    defaultRuntime: runtime,
+    runscPlatform: platform,
+    maxSandboxes: hostSandboxCap(runtime, platform),
+    maxConcurrentCreates: Math.max(2, availableParallelism()),
+    createQueue: 32,
+    maxCpuPressure: 90,
+    runtimeTimeoutMs: 60_000,
+    eventRetention: 10_000,
+    eventMaxAgeMs: 0,
     minHostMemoryBytes: 256 * 1024 * 1024,
     defaultTimeoutMs: 0,
     maxTimeoutMs: 24 * 3600 * 1000,
@@ -74,7 +107,8 @@ export function defaultConfig(overrides: Partial<DaemonConfig> = {}): DaemonConf
     maxLayerBytes: DEFAULT_LAYER_LIMITS.maxBytes,
     maxLayerEntries: DEFAULT_LAYER_LIMITS.maxEntries,
     maxUploadBytes: 10 * 1024 * 1024 * 1024,
-    ...overrides,
+    // An override given as undefined (a flag not passed) keeps the default.
+    ...(Object.fromEntries(Object.entries(overrides).filter(([, v]) => v !== undefined)) as Partial<DaemonConfig>),
   };
 }
 

@@ -16,6 +16,9 @@ import { openDatabase } from './store/db.js';
 import { SandboxStore } from './store/sandboxes.js';
 import { VERSION } from './version.js';
 import { createNetworkService } from './net/wire.js';
+import { hostCpuPressure } from './engine/admission.js';
+
+const EVENT_PRUNE_EVERY_MS = 60_000;
 
 export interface Daemon {
   app: FastifyInstance;
@@ -76,6 +79,10 @@ export async function createDaemon(cfg: DaemonConfig, log: (msg: string) => void
   await supervisor.reconcile();
   supervisor.watch();
   mgr.metrics.start();
+  if (cfg.maxCpuPressure > 0 && (await hostCpuPressure()) === undefined) {
+    log('this host has no CPU pressure information (/proc/pressure/cpu); admission judges only memory and sandbox counts');
+  }
+  const pruneTimer = startEventRetention(store, cfg, log);
 
   let baseError: string | undefined;
   if (!base.isBuilt()) {
@@ -106,9 +113,28 @@ export async function createDaemon(cfg: DaemonConfig, log: (msg: string) => void
     async close() {
       supervisor.stop();
       mgr.metrics.stop();
+      clearInterval(pruneTimer);
       await app.close();
       await mgr.net?.close().catch(() => {});
+      store.flush();
       db.close();
     },
   };
+}
+
+/** Prune the event log to the configured retention now and then every minute. */
+function startEventRetention(store: SandboxStore, cfg: DaemonConfig, log: (msg: string) => void): NodeJS.Timeout {
+  let running = false;
+  const prune = () => {
+    if (running || (!cfg.eventRetention && !cfg.eventMaxAgeMs)) return;
+    running = true;
+    store
+      .pruneEvents(cfg.eventRetention, cfg.eventMaxAgeMs)
+      .catch((e: Error) => log(`pruning events failed: ${e.message}`))
+      .finally(() => (running = false));
+  };
+  prune();
+  const timer = setInterval(prune, EVENT_PRUNE_EVERY_MS);
+  timer.unref();
+  return timer;
 }

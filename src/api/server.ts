@@ -3,7 +3,7 @@ import swagger from '@fastify/swagger';
 import websocket from '@fastify/websocket';
 import { jsonSchemaTransform, serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
 import type { DaemonConfig } from '../config.js';
-import { CordonError } from '../errors/registry.js';
+import { CordonError, retryAfterSeconds } from '../errors/registry.js';
 import type { SandboxManager } from '../engine/sandbox-manager.js';
 import { apiKeyMatches } from './auth.js';
 import { registerSandboxRoutes } from './routes/sandboxes.js';
@@ -70,6 +70,8 @@ export async function buildServer(deps: ApiDeps): Promise<FastifyInstance> {
       reply.raw.destroy();
       return;
     }
+    const retryAfter = retryAfterSeconds(e);
+    if (retryAfter) reply.header('retry-after', String(retryAfter));
     reply.status(e.status).send(errorBody(e));
   });
   app.setNotFoundHandler((req, reply) => {

@@ -4,6 +4,32 @@ import { defaultConfig, resolvConfServers, RUNTIME_NAMES, type RuntimeName } fro
 import { createDaemon } from '../daemon.js';
 import { parseDuration, parseSize } from '../util/units.js';
 
+/** A whole-number flag value at least `min` (undefined when the flag was not given). */
+function count(flag: string, v: string | undefined, min = 0, max = Number.MAX_SAFE_INTEGER): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isSafeInteger(n) || n < min || n > max) throw new Error(`${flag} must be a whole number from ${min} to ${max}, got ${v}`);
+  return n;
+}
+
+function duration(flag: string, v: string | undefined, minMs = 0): number | undefined {
+  if (v === undefined) return undefined;
+  const ms = parseDuration(v);
+  if (ms === undefined || ms < minMs) throw new Error(`${flag} must be a duration such as 30s, 5m or 7d${minMs ? ` (at least ${minMs} ms)` : ''}, got ${v}`);
+  return ms;
+}
+
+/** --runtime-binary NAME=PATH, repeatable. */
+function runtimeBinaries(list: string[]): Partial<Record<RuntimeName, string>> {
+  const out: Partial<Record<RuntimeName, string>> = {};
+  for (const item of list) {
+    const m = /^([a-z]+)=(\/.+)$/.exec(item);
+    if (!m || !RUNTIME_NAMES.includes(m[1] as RuntimeName)) throw new Error(`--runtime-binary must look like crun=/usr/local/bin/crun (runtime ${RUNTIME_NAMES.join('|')}, absolute path), got ${item}`);
+    out[m[1] as RuntimeName] = m[2];
+  }
+  return out;
+}
+
 function hostPort(listen: string): { host: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(listen);
   if (!m) throw new Error(`--listen must look like 127.0.0.1:7070, got ${listen}`);
@@ -36,7 +62,14 @@ export function registerServe(program: Command): void {
     .option('--data-dir <dir>', 'where state, templates and sandboxes live', '/var/lib/cordon')
     .option('--api-key <key>', 'require this API key (default: $CORDON_API_KEY; required off loopback)')
     .option('--runtime <name>', `default runtime (${RUNTIME_NAMES.join('|')})`, 'runsc')
-    .option('--max-sandboxes <n>', 'refuse new sandboxes past this many (429)', '100')
+    .option('--max-sandboxes <n>', 'refuse new sandboxes past this many (429; default from cores and runtime: 25/core runsc systrap, 150/core ptrace, 100/core crun/runc)')
+    .option('--max-concurrent-creates <n>', 'creates that run at once (default: cores, at least 2); more wait in the create queue')
+    .option('--create-queue <n>', 'creates that may wait for a slot; past it 429 with Retry-After', '32')
+    .option('--max-cpu-pressure <percent>', 'refuse new sandboxes (503) while PSI cpu "some avg10" is at least this (0 = off)', '90')
+    .option('--runtime-timeout <duration>', 'deadline of each runtime call (create, start, delete, ...); a call past it is killed', '60s')
+    .option('--runtime-binary <name=path>', 'use this binary for a runtime instead of the one on PATH (custom builds, tests; repeatable)', (v: string, p: string[] = []) => [...p, v], [])
+    .option('--event-retention <n>', 'events kept per sandbox, oldest pruned first (0 = all)', '10000')
+    .option('--event-max-age <duration>', 'prune events older than this (0 = no age limit)', '0')
     .option('--min-host-memory <size>', 'refuse new sandboxes when less host memory is available (503)', '256m')
     .option('--default-timeout <duration>', 'timeout for sandboxes that do not set one (0 = none)', '0')
     .option('--runsc-platform <name>', 'gVisor platform: systrap or ptrace', 'systrap')
@@ -70,7 +103,14 @@ export function registerServe(program: Command): void {
         dataDir: o.dataDir,
         apiKey: o.apiKey ?? process.env.CORDON_API_KEY ?? undefined,
         defaultRuntime: o.runtime as RuntimeName,
-        maxSandboxes: Number(o.maxSandboxes),
+        maxSandboxes: count('--max-sandboxes', o.maxSandboxes, 1),
+        maxConcurrentCreates: count('--max-concurrent-creates', o.maxConcurrentCreates, 1),
+        createQueue: count('--create-queue', o.createQueue),
+        maxCpuPressure: count('--max-cpu-pressure', o.maxCpuPressure, 0, 100),
+        runtimeTimeoutMs: duration('--runtime-timeout', o.runtimeTimeout, 500),
+        runtimeBinaries: runtimeBinaries(o.runtimeBinary),
+        eventRetention: count('--event-retention', o.eventRetention),
+        eventMaxAgeMs: duration('--event-max-age', o.eventMaxAge),
         minHostMemoryBytes: parseSize(o.minHostMemory) ?? 256 * 1024 * 1024,
         defaultTimeoutMs: parseDuration(o.defaultTimeout) ?? 0,
         runscPlatform: o.runscPlatform,

@@ -1,15 +1,48 @@
-/** Serialises operations per key (a sandbox id) so that, say, stop and remove never interleave. */
-export class KeyedLock {
-  private readonly tails = new Map<string, Promise<unknown>>();
+import { CordonError } from '../errors/registry.js';
 
-  run<T>(key: string, fn: () => Promise<T>): Promise<T> {
-    const prev = this.tails.get(key) ?? Promise.resolve();
-    const next = prev.then(fn, fn);
-    const tail = next.catch(() => {});
+/**
+ * Serialises operations per key (a sandbox id) so that, say, stop and remove never interleave.
+ * Every child process has a deadline, so a holder always finishes; the wait is bounded all the same,
+ * so that a bug never turns into requests that hang forever: past it the caller gets a 503 "busy".
+ */
+export class KeyedLock {
+  private readonly tails = new Map<string, Promise<void>>();
+  constructor(private readonly maxWaitMs = 5 * 60_000) {}
+
+  run<T>(key: string, fn: () => Promise<T>, maxWaitMs = this.maxWaitMs): Promise<T> {
+    const prev = this.tails.get(key);
+    const turn = prev ? waitAtMost(prev, maxWaitMs, key) : Promise.resolve();
+    const result = turn.then(fn);
+    // Whoever comes next waits for this call's fn, or, when this call gave up waiting, for the holder.
+    const tail = turn.then(
+      () => result.then(noop, noop),
+      () => prev!,
+    );
     this.tails.set(key, tail);
-    tail.then(() => {
+    void tail.then(() => {
       if (this.tails.get(key) === tail) this.tails.delete(key);
     });
-    return next;
+    return result;
   }
+}
+
+const noop = () => {};
+
+function waitAtMost(p: Promise<void>, ms: number, key: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(
+      () =>
+        reject(
+          new CordonError('unavailable', `sandbox ${key} is busy with another operation that has taken over ${Math.round(ms / 1000)}s; retry later`, {
+            sandbox_id: key,
+            retry_after_s: 5,
+          }),
+        ),
+      ms,
+    );
+    void p.then(() => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
 }

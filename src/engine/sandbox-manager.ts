@@ -8,11 +8,12 @@ import { newId } from '../util/ids.js';
 import { pidAlive, sleep } from '../util/proc.js';
 import type { Runtime } from '../runtime/types.js';
 import { HELPER_DIR } from '../runtime/oci-spec.js';
-import { admitCount, admitMemory } from './admission.js';
+import { Admission } from './admission.js';
 import type { NetworkService } from '../net/service.js';
 import { needsNamespace } from '../net/types.js';
 import { networkBinds, networkEnv } from '../net/sandbox-files.js';
 import { composeCommand } from './exec-env.js';
+import { ExpiryTimers } from './expiry.js';
 import { KeyedLock } from './keyed-lock.js';
 import { SandboxNetwork } from './sandbox-network.js';
 import { LiveSandbox } from './live-sandbox.js';
@@ -50,7 +51,9 @@ export interface Helpers {
 export class SandboxManager {
   readonly live = new Map<string, LiveSandbox>();
   private readonly lock = new KeyedLock();
-  private readonly timers = new Map<string, NodeJS.Timeout>();
+  private readonly expiry: ExpiryTimers;
+  /** What a create must pass first: a create slot, host memory and CPU pressure, the sandbox cap. */
+  readonly admission: Admission;
   /** Set by the daemon; sandboxes with a network spec need it. */
   net?: NetworkService;
   /** Network rules and port forwards of existing sandboxes. */
@@ -65,7 +68,10 @@ export class SandboxManager {
     readonly rootfs: SandboxRootfs,
     readonly sources: RootfsResolver,
     readonly helpers: Helpers,
-  ) {}
+  ) {
+    this.admission = new Admission(cfg);
+    this.expiry = new ExpiryTimers(store, (id) => this.remove(id, true));
+  }
 
   runtimeFor(name: RuntimeName): Runtime {
     const rt = this.runtimes.get(name);
@@ -102,7 +108,6 @@ export class SandboxManager {
   }
 
   async create(input: CreateInput, progress?: (line: string) => void): Promise<SandboxRecord> {
-    await admitMemory(this.cfg.minHostMemoryBytes);
     const runtime = input.runtime ?? this.cfg.defaultRuntime;
     this.runtimeFor(runtime);
     const timeoutMs = input.timeoutMs ?? this.cfg.defaultTimeoutMs;
@@ -111,6 +116,15 @@ export class SandboxManager {
       if (!this.net) throw errors.invalid('network', 'this daemon has no network capability');
       this.net.validate(input.network);
     }
+    const release = await this.admission.enter();
+    try {
+      return await this.createAdmitted(input, runtime, timeoutMs, progress);
+    } finally {
+      release();
+    }
+  }
+
+  private async createAdmitted(input: CreateInput, runtime: RuntimeName, timeoutMs: number, progress?: (line: string) => void): Promise<SandboxRecord> {
     const id = newId();
     const spec: SandboxSpec = {
       template: input.image ? undefined : (input.template ?? 'base'),
@@ -134,7 +148,7 @@ export class SandboxManager {
     };
     const now = Date.now();
     const rec: SandboxRecord = { id, state: 'creating', runtime, spec, labels: input.labels ?? {}, createdAt: now, updatedAt: now };
-    admitCount(this.store.countLive(), this.cfg.maxSandboxes);
+    this.admission.admitCount(this.store.countLive());
     this.store.insert(rec);
     return this.lock.run(id, async () => {
       try {
@@ -150,12 +164,26 @@ export class SandboxManager {
         this.store.addEvent(id, 'created', `sandbox created from ${source.ref} on ${runtime}`);
         return this.get(id);
       } catch (e) {
-        await this.teardown(id).catch(() => {});
-        this.store.delete(id);
-        if (e instanceof CordonError) throw e;
-        throw new CordonError('internal', `creating the sandbox failed and was rolled back: ${(e as Error).message}`);
+        throw await this.rollBackCreate(id, e);
       }
     });
+  }
+
+  /**
+   * Undo a create that failed: nothing of it stays behind. When undoing fails too (a wedged runtime),
+   * the record stays in state error saying so, and `rm -f` finishes the job later.
+   */
+  private async rollBackCreate(id: string, e: unknown): Promise<CordonError> {
+    const msg = (e as Error).message;
+    try {
+      await this.teardown(id);
+    } catch (te) {
+      const reason = `create failed: ${msg}; cleaning up failed too: ${(te as Error).message}; remove it with cordon rm -f ${id}`;
+      return this.failed(id, reason, e, `creating sandbox ${id} failed and it stays in state error: ${reason}`);
+    }
+    this.store.delete(id);
+    if (e instanceof CordonError && e.code !== 'deadline_exceeded') return e;
+    return new CordonError(e instanceof CordonError ? e.code : 'internal', `creating the sandbox failed and was rolled back: ${msg}`);
   }
 
   /** Start the container on an already prepared rootfs and mark the sandbox running. */
@@ -221,8 +249,13 @@ export class SandboxManager {
       try {
         await this.boot(rec, image);
       } catch (e) {
-        this.store.update(id, { state: 'error', stateReason: `start failed: ${(e as Error).message}` });
-        throw new CordonError('internal', `starting sandbox ${id} failed: ${(e as Error).message}`);
+        // Give back what boot took (container, network, mounts); the sandbox's files stay for a retry.
+        const undo = await this.unboot(id, rec.runtime).then(
+          () => '',
+          (ue: Error) => `; cleaning up failed too: ${ue.message}`,
+        );
+        const reason = `start failed: ${(e as Error).message}${undo}`;
+        throw this.failed(id, reason, e, `starting sandbox ${id} failed: ${(e as Error).message}${undo}`);
       }
       this.store.addEvent(id, 'started', 'sandbox started');
       return this.get(id);
@@ -233,7 +266,13 @@ export class SandboxManager {
     return this.lock.run(id, async () => {
       const rec = this.get(id);
       assertAllowed(id, rec.state, 'stop');
-      await this.halt(rec, graceMs);
+      try {
+        await this.halt(rec, graceMs);
+      } catch (e) {
+        this.forget(id);
+        const reason = `stop failed: ${(e as Error).message}; remove it with cordon rm -f ${id}`;
+        throw this.failed(id, reason, e, `stopping sandbox ${id} failed: ${reason}`);
+      }
       this.store.update(id, { state: 'stopped', stateReason: undefined, initPid: undefined, expiresAt: undefined });
       this.store.addEvent(id, 'stopped', 'sandbox stopped');
       return this.get(id);
@@ -256,11 +295,15 @@ export class SandboxManager {
     await rt.killAll(rec.id, 'SIGTERM').catch(() => {});
     while (Date.now() < deadline && rec.initPid && pidAlive(rec.initPid)) await sleep(20);
     if (rec.initPid && pidAlive(rec.initPid)) await rt.killAll(rec.id, 'SIGKILL').catch(() => {});
-    await rt.delete(rec.id, this.rootfs.dirs(rec.id).bundle);
-    this.live.get(rec.id)?.close();
-    this.live.delete(rec.id);
-    await this.net?.detach(rec.id);
-    await this.rootfs.unmount(rec.id);
+    await this.unboot(rec.id, rec.runtime);
+  }
+
+  /** Give back what a booted sandbox holds (container, live handles, network, mounts), keeping its files. */
+  private async unboot(id: string, runtime: RuntimeName): Promise<void> {
+    this.forget(id);
+    await this.runtimeFor(runtime).delete(id, this.rootfs.dirs(id).bundle);
+    await this.net?.detach(id);
+    await this.rootfs.unmount(id);
   }
 
   async pause(id: string): Promise<SandboxRecord> {
@@ -285,23 +328,44 @@ export class SandboxManager {
     });
   }
 
-  /** Remove a sandbox. Without force only a stopped or failed one; with force whatever its state. */
+  /**
+   * Remove a sandbox. Without force only a stopped or failed one; with force whatever its state.
+   * When removal fails midway the record stays, in state error with the reason, and a retry finishes it.
+   */
   async remove(id: string, force = false): Promise<void> {
     return this.lock.run(id, async () => {
       const rec = this.get(id);
       if (!force && (rec.state === 'running' || rec.state === 'paused')) {
         throw errors.wrongState(id, rec.state, 'remove', 'Stop it first, or remove with force (cordon rm -f).');
       }
-      await this.teardown(id, rec);
+      try {
+        await this.teardown(id, rec);
+      } catch (e) {
+        const reason = `removal failed: ${(e as Error).message}; retry with cordon rm -f ${id}`;
+        // expiresAt stays: an expired sandbox whose removal failed is retried (expiry, and after a restart).
+        throw this.failed(id, reason, e, `removing sandbox ${id} failed; it stays in state error until a retry succeeds: ${reason}`, true);
+      }
       this.store.delete(id);
     });
   }
 
-  /** Undo everything a sandbox holds: processes, container, cgroups, mounts, files. */
-  private async teardown(id: string, rec?: SandboxRecord): Promise<void> {
+  /** Drop the sandbox's timer and in-memory handles. */
+  private forget(id: string): void {
     this.unschedule(id);
     this.live.get(id)?.close();
     this.live.delete(id);
+  }
+
+  /** Record an operation that failed midway: state error with the reason, and an event. */
+  private failed(id: string, reason: string, cause: unknown, message: string, keepExpiry = false): CordonError {
+    this.store.update(id, { state: 'error', stateReason: reason, initPid: undefined, ...(keepExpiry ? {} : { expiresAt: undefined }) });
+    this.store.addEvent(id, 'error', reason);
+    return new CordonError(cause instanceof CordonError ? cause.code : 'internal', message, { sandbox_id: id });
+  }
+
+  /** Undo everything a sandbox holds: processes, container, cgroups, mounts, files. */
+  private async teardown(id: string, rec?: SandboxRecord): Promise<void> {
+    this.forget(id);
     const runtime = rec?.runtime ?? this.store.get(id)?.runtime;
     if (runtime) {
       const rt = this.runtimeFor(runtime);
@@ -312,37 +376,27 @@ export class SandboxManager {
     await this.rootfs.destroy(id);
   }
 
-  /** Set (or clear, with 0) the time left before the sandbox is removed. */
-  setTimeout(id: string, timeoutMs: number): SandboxRecord {
-    const rec = this.get(id);
-    assertAllowed(id, rec.state, 'timeout');
+  /** Set (or clear, with 0) the time left before the sandbox is removed; under the lock, so a stop or
+   *  remove in flight never has its timer re-armed behind its back. */
+  async setTimeout(id: string, timeoutMs: number): Promise<SandboxRecord> {
     if (timeoutMs > this.cfg.maxTimeoutMs) throw errors.invalid('timeout', `at most ${this.cfg.maxTimeoutMs / 1000}s`);
-    const expiresAt = timeoutMs > 0 ? Date.now() + timeoutMs : undefined;
-    this.store.update(id, { expiresAt, spec: { ...rec.spec, timeoutMs } });
-    if (rec.state === 'running' || rec.state === 'paused') this.schedule(id, expiresAt);
-    return this.get(id);
+    return this.lock.run(id, async () => {
+      const rec = this.get(id);
+      assertAllowed(id, rec.state, 'timeout');
+      const expiresAt = timeoutMs > 0 ? Date.now() + timeoutMs : undefined;
+      this.store.update(id, { expiresAt, spec: { ...rec.spec, timeoutMs } });
+      if (rec.state === 'running' || rec.state === 'paused') this.schedule(id, expiresAt);
+      return this.get(id);
+    });
   }
 
+  /** (Re)arm the sandbox's expiry timer (also used after a daemon restart). */
   schedule(id: string, expiresAt: number | undefined): void {
-    this.unschedule(id);
-    if (!expiresAt) return;
-    // setTimeout caps at ~24.8 days; the max sandbox timeout is far below that.
-    const t = setTimeout(() => void this.expire(id), Math.max(0, expiresAt - Date.now()));
-    t.unref();
-    this.timers.set(id, t);
+    this.expiry.schedule(id, expiresAt);
   }
 
   private unschedule(id: string): void {
-    const t = this.timers.get(id);
-    if (t) clearTimeout(t);
-    this.timers.delete(id);
-  }
-
-  private async expire(id: string): Promise<void> {
-    this.timers.delete(id);
-    const rec = this.store.get(id);
-    if (!rec || !rec.expiresAt || rec.expiresAt > Date.now() + 50) return;
-    await this.remove(id, true).catch(() => {});
+    this.expiry.cancel(id);
   }
 
   async setMemoryLimit(id: string, bytes: number): Promise<SandboxRecord> {
@@ -368,17 +422,18 @@ export class SandboxManager {
 
   /** Called by the supervisor when a running sandbox's init is gone. */
   async markDead(id: string, reason: string): Promise<void> {
-    await this.lock.run(id, async () => {
-      const rec = this.store.get(id);
-      if (!rec || (rec.state !== 'running' && rec.state !== 'paused')) return;
-      this.unschedule(id);
-      this.live.get(id)?.close();
-      this.live.delete(id);
-      await this.runtimeFor(rec.runtime).delete(id, this.rootfs.dirs(id).bundle).catch(() => {});
-      await this.net?.detach(id).catch(() => {});
-      await this.rootfs.unmount(id).catch(() => {});
-      this.store.update(id, { state: 'error', stateReason: reason, initPid: undefined, expiresAt: undefined });
-      this.store.addEvent(id, 'died', reason);
-    });
+    await this.lock.run(id, () => this.markDeadLocked(id, reason));
+  }
+
+  /** markDead for a caller that already holds the sandbox's lock (through exclusive). */
+  async markDeadLocked(id: string, reason: string): Promise<void> {
+    const rec = this.store.get(id);
+    if (!rec || (rec.state !== 'running' && rec.state !== 'paused')) return;
+    this.forget(id);
+    await this.runtimeFor(rec.runtime).delete(id, this.rootfs.dirs(id).bundle).catch(() => {});
+    await this.net?.detach(id).catch(() => {});
+    await this.rootfs.unmount(id).catch(() => {});
+    this.store.update(id, { state: 'error', stateReason: reason, initPid: undefined, expiresAt: undefined });
+    this.store.addEvent(id, 'died', reason);
   }
 }

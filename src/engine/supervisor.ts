@@ -1,8 +1,22 @@
 import { readdir } from 'node:fs/promises';
 import { dataPaths } from '../config.js';
 import { listCgroupIds, removeCgroups } from '../runtime/cgroup/index.js';
+import { killShim, listShims } from '../runtime/shim.js';
 import { pidAlive } from '../util/proc.js';
+import type { SandboxRecord } from './types.js';
 import type { SandboxManager } from './sandbox-manager.js';
+
+/** Sandboxes reconciled at once at start-up: one wedged runtime call holds up only its own. */
+const RECONCILE_PARALLEL = 4;
+
+/** Run `fn` over `items`, at most `n` at a time. */
+async function eachLimited<T>(items: T[], n: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) await fn(items[next++]);
+  };
+  await Promise.all(Array.from({ length: Math.min(n, items.length) }, worker));
+}
 
 /**
  * Keeps records and reality in agreement: at start-up after a restart or crash, and then by watching
@@ -10,44 +24,74 @@ import type { SandboxManager } from './sandbox-manager.js';
  */
 export class Supervisor {
   private timer?: NodeJS.Timeout;
+  private checking = false;
   constructor(private readonly mgr: SandboxManager, private readonly log: (msg: string) => void) {}
 
+  /**
+   * Bring every record in line with what the runtimes still run, a few sandboxes at a time. Each one
+   * is handled under its lock and on its own: a runtime call that hits its deadline fails that sandbox
+   * (state error, with the reason) and the others go on.
+   */
   async reconcile(): Promise<void> {
-    const { store, rootfs } = this.mgr;
     const known = new Set<string>();
-    for (const rec of store.list()) {
+    await eachLimited(this.mgr.store.list(), RECONCILE_PARALLEL, async (rec) => {
       known.add(rec.id);
-      const rt = this.mgr.runtimeFor(rec.runtime);
-      if (rec.state === 'creating') {
-        // A create that never finished: nothing of it may stay behind.
-        await rt.delete(rec.id, rootfs.dirs(rec.id).bundle).catch(() => {});
-        await rootfs.destroy(rec.id).catch(() => {});
-        store.delete(rec.id);
-        known.delete(rec.id);
-        this.log(`removed half-created sandbox ${rec.id}`);
-        continue;
+      try {
+        const outcome = await this.mgr.exclusive(rec.id, () => this.reconcileOne(rec));
+        if (outcome === 'removed') known.delete(rec.id);
+        if (outcome === 'expired') await this.removeExpired(rec);
+      } catch (e) {
+        const reason = `the daemon could not check this sandbox after its restart: ${(e as Error).message}; remove it with cordon rm -f ${rec.id}, or start it again`;
+        this.log(`sandbox ${rec.id}: ${reason}`);
+        if (!this.mgr.store.get(rec.id)) return;
+        this.mgr.store.update(rec.id, { state: 'error', stateReason: reason, initPid: undefined });
+        this.mgr.store.addEvent(rec.id, 'error', reason);
       }
-      if (rec.state === 'running' || rec.state === 'paused') {
-        const status = await rt.status(rec.id);
-        if ((status === 'running' || status === 'paused') && rec.initPid && pidAlive(rec.initPid)) {
-          if (rec.expiresAt && rec.expiresAt <= Date.now()) {
-            await this.mgr.remove(rec.id, true).catch(() => {});
-            continue;
-          }
-          this.mgr.attach(rec.id, rt, await this.mgr.imageConfig(rec.id), rec.initPid);
-          this.mgr.schedule(rec.id, rec.expiresAt);
-          if (status !== rec.state) store.update(rec.id, { state: status });
-          continue;
-        }
-        await this.mgr.markDead(rec.id, 'the sandbox exited while the daemon was not running');
-        continue;
-      }
-      // stopped / error: the container must not exist and the overlay must not stay mounted.
-      await rt.delete(rec.id, rootfs.dirs(rec.id).bundle).catch(() => {});
-      await rootfs.unmount(rec.id).catch(() => {});
-    }
+    });
     await this.restoreNetwork();
     await this.removeOrphans(known);
+  }
+
+  /** An expiry that passed while the daemon was down; a failed removal is retried like any expiry. */
+  private async removeExpired(rec: SandboxRecord): Promise<void> {
+    try {
+      await this.mgr.remove(rec.id, true);
+    } catch (e) {
+      this.log(`removing expired sandbox ${rec.id} failed: ${(e as Error).message}; retrying`);
+      this.mgr.schedule(rec.id, rec.expiresAt);
+    }
+  }
+
+  /** Reconcile one record, holding its lock. */
+  private async reconcileOne(rec: SandboxRecord): Promise<'kept' | 'removed' | 'expired'> {
+    const { store, rootfs } = this.mgr;
+    const rt = this.mgr.runtimeFor(rec.runtime);
+    if (rec.state === 'creating') {
+      // A create that never finished: nothing of it may stay behind (its shim included).
+      await rt.delete(rec.id, rootfs.dirs(rec.id).bundle).catch(() => {});
+      await rootfs.destroy(rec.id).catch(() => {});
+      store.delete(rec.id);
+      this.log(`removed half-created sandbox ${rec.id}`);
+      return 'removed';
+    }
+    if (rec.state === 'running' || rec.state === 'paused') {
+      const status = await rt.status(rec.id);
+      if ((status === 'running' || status === 'paused') && rec.initPid && pidAlive(rec.initPid)) {
+        if (rec.expiresAt && rec.expiresAt <= Date.now()) return 'expired';
+        this.mgr.attach(rec.id, rt, await this.mgr.imageConfig(rec.id), rec.initPid);
+        this.mgr.schedule(rec.id, rec.expiresAt);
+        if (status !== rec.state) store.update(rec.id, { state: status });
+        return 'kept';
+      }
+      await this.mgr.markDeadLocked(rec.id, 'the sandbox exited while the daemon was not running');
+      return 'kept';
+    }
+    // stopped / error: the container must not exist and the overlay must not stay mounted.
+    await rt.delete(rec.id, rootfs.dirs(rec.id).bundle).catch(() => {});
+    await rootfs.unmount(rec.id).catch(() => {});
+    // A removal that failed for an expired sandbox is tried again.
+    if (rec.state === 'error' && rec.expiresAt) this.mgr.schedule(rec.id, rec.expiresAt);
+    return 'kept';
   }
 
   /**
@@ -72,8 +116,14 @@ export class Supervisor {
     }
   }
 
-  /** Containers, mounts and cgroups with no record come from a crash mid-create or mid-remove. */
+  /** Shims, containers, mounts and cgroups with no record come from a crash mid-create or mid-remove. */
   private async removeOrphans(known: Set<string>): Promise<void> {
+    const sandboxesDir = dataPaths(this.mgr.cfg.dataDir).sandboxes;
+    for (const shim of await listShims(sandboxesDir)) {
+      if (known.has(shim.id)) continue;
+      await killShim(shim.pid);
+      this.log(`stopped orphan shim ${shim.pid} of sandbox ${shim.id}`);
+    }
     for (const rt of this.mgr.runtimes.values()) {
       for (const id of await rt.list().catch(() => [] as string[])) {
         if (!known.has(id)) {
@@ -82,7 +132,7 @@ export class Supervisor {
         }
       }
     }
-    const dirs = await readdir(dataPaths(this.mgr.cfg.dataDir).sandboxes).catch(() => [] as string[]);
+    const dirs = await readdir(sandboxesDir).catch(() => [] as string[]);
     for (const id of dirs) {
       if (!known.has(id)) {
         await this.mgr.rootfs.destroy(id).catch(() => {});
@@ -93,7 +143,11 @@ export class Supervisor {
   }
 
   watch(intervalMs = 1000): void {
-    this.timer = setInterval(() => void this.check(), intervalMs);
+    this.timer = setInterval(() => {
+      if (this.checking) return; // the previous round is still cleaning up
+      this.checking = true;
+      void this.check().finally(() => (this.checking = false));
+    }, intervalMs);
     this.timer.unref();
   }
 
@@ -107,7 +161,8 @@ export class Supervisor {
         ? `out of memory: the sandbox exceeded its ${rec.spec.memoryBytes}-byte limit and was killed`
         : 'the sandbox init process exited';
       this.log(`sandbox ${id} died: ${reason}`);
-      await this.mgr.markDead(id, reason);
+      // A failure (lock busy, store closed) is retried on the next round.
+      await this.mgr.markDead(id, reason).catch((e: Error) => this.log(`marking sandbox ${id} dead failed: ${e.message}`));
     }
   }
 

@@ -22,6 +22,7 @@ export const ERROR_KINDS = {
   already_exists: { status: 409, connect: 'already_exists', exit: 65 },
   payload_too_large: { status: 413, connect: 'resource_exhausted', exit: 65 },
   too_many_sandboxes: { status: 429, connect: 'resource_exhausted', exit: 75 },
+  rate_limited: { status: 429, connect: 'resource_exhausted', exit: 75 },
   insufficient_resources: { status: 503, connect: 'unavailable', exit: 69 },
   unavailable: { status: 503, connect: 'unavailable', exit: 69 },
   no_space: { status: 507, connect: 'resource_exhausted', exit: 73 },
@@ -53,6 +54,12 @@ export class CordonError extends Error {
   toJSON() {
     return { code: this.code, message: this.message, ...(this.details ? { details: this.details } : {}) };
   }
+}
+
+/** Seconds a client should wait before retrying (sent as Retry-After), when the error is transient. */
+export function retryAfterSeconds(e: unknown): number | undefined {
+  const v = e instanceof CordonError ? e.details?.retry_after_s : undefined;
+  return typeof v === 'number' && Number.isSafeInteger(v) && v > 0 ? v : undefined;
 }
 
 export function isCordonError(e: unknown): e is CordonError {

@@ -3,8 +3,12 @@ import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, rename, rm, writeFile, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { deadlineError, killGroup } from '../util/proc.js';
 import { debianMirror } from './apt-mirror.js';
 import type { ImageConfig, RootfsSource } from '../engine/types.js';
+
+/** A slow mirror takes minutes; one that stalls must not leave the daemon building forever. */
+const MMDEBSTRAP_DEADLINE_MS = 20 * 60_000;
 
 /** What the `base` template is made of; any change here changes its hash and causes a rebuild. */
 export const BASE_RECIPE = {
@@ -78,7 +82,12 @@ export class BaseTemplate {
     ];
     progress(`building template base (${BASE_RECIPE.suite}, ${BASE_RECIPE.packages.length} packages) from ${mirror}`);
     await new Promise<void>((resolve, reject) => {
-      const child = spawn('mmdebstrap', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+      // Its own process group, killed whole at the deadline (apt, dpkg and hooks run under it).
+      const child = spawn('mmdebstrap', args, { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+      const timer = setTimeout(() => {
+        killGroup(child.pid);
+        reject(deadlineError('mmdebstrap', MMDEBSTRAP_DEADLINE_MS));
+      }, MMDEBSTRAP_DEADLINE_MS);
       let tail = '';
       const onLine = (d: Buffer) => {
         const text = d.toString();
@@ -87,8 +96,15 @@ export class BaseTemplate {
       };
       child.stdout.on('data', onLine);
       child.stderr.on('data', onLine);
-      child.on('error', (e) => reject(new Error(`mmdebstrap could not start (${e.message}); install it with apt-get install mmdebstrap`)));
-      child.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`mmdebstrap failed (exit ${code}): ${tail.trim().split('\n').slice(-5).join(' | ')}`))));
+      child.on('error', (e) => {
+        clearTimeout(timer);
+        reject(new Error(`mmdebstrap could not start (${e.message}); install it with apt-get install mmdebstrap`));
+      });
+      child.on('close', (code) => {
+        clearTimeout(timer);
+        if (code === 0) resolve();
+        else reject(new Error(`mmdebstrap failed (exit ${code}): ${tail.trim().split('\n').slice(-5).join(' | ')}`));
+      });
     }).catch(async (e) => {
       await rm(staging, { recursive: true, force: true });
       throw e;

@@ -13,6 +13,10 @@ export interface SandboxDirs {
 }
 
 const MIN_DISK = 16 * 1024 * 1024;
+// Deadlines of the helpers (mount and umount use run's default): mkfs writes the whole inode table
+// of a large image, du walks a whole upper dir.
+const MKFS_DEADLINE_MS = 120_000;
+const DU_DEADLINE_MS = 60_000;
 
 export function sandboxDirs(sandboxesDir: string, id: string): SandboxDirs {
   const root = join(sandboxesDir, id);
@@ -60,7 +64,7 @@ export class SandboxRootfs {
         const fh = await open(d.diskImage, 'w');
         await fh.truncate(diskBytes);
         await fh.close();
-        await runOk('mkfs.ext4', ['-q', '-F', '-m', '0', '-O', '^has_journal', '-E', 'nodiscard,lazy_itable_init=1', d.diskImage]);
+        await runOk('mkfs.ext4', ['-q', '-F', '-m', '0', '-O', '^has_journal', '-E', 'nodiscard,lazy_itable_init=1', d.diskImage], { timeoutMs: MKFS_DEADLINE_MS });
       }
       if (!(await mountedAt(d.disk))) await runOk('mount', ['-o', 'loop', d.diskImage, d.disk]);
       base = d.disk;
@@ -107,8 +111,8 @@ export class SandboxRootfs {
 
   async diskUsage(id: string): Promise<number> {
     const d = this.dirs(id);
-    const r = await run('du', ['-sb', join(d.disk, 'upper')]);
-    const r2 = r.code === 0 ? r : await run('du', ['-sb', join(d.root, 'upper')]);
+    const r = await run('du', ['-sb', join(d.disk, 'upper')], { timeoutMs: DU_DEADLINE_MS });
+    const r2 = r.code === 0 ? r : await run('du', ['-sb', join(d.root, 'upper')], { timeoutMs: DU_DEADLINE_MS });
     return Number(r2.stdout.split(/\s+/)[0]) || 0;
   }
 }

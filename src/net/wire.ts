@@ -3,7 +3,8 @@ import type { SandboxStore } from '../store/sandboxes.js';
 import { secretEnvFrom } from './secrets.js';
 import { NetworkService } from './service.js';
 
-/** The daemon's network service; network events land in the sandbox's event log as type "network". */
+/** The daemon's network service; network events land in the sandbox's event log as type "network",
+ *  written in batches (a busy sandbox makes many). */
 export function createNetworkService(cfg: DaemonConfig, store: SandboxStore): NetworkService {
   const mode = cfg.defaultNetworkMode ?? 'none';
   if (!['none', 'allowlist', 'open'].includes(mode)) throw new Error('--default-network must be none, allowlist or open');
@@ -21,7 +22,7 @@ export function createNetworkService(cfg: DaemonConfig, store: SandboxStore): Ne
     (id, e) => {
       if (!store.get(id)) return;
       const verdict = e.blocked ? `blocked (${e.block_reason})` : `${e.status}`;
-      store.addEvent(id, 'network', `${e.method || 'CONNECT'} ${e.url} ${verdict}`, { ...e });
+      store.queueEvent(id, 'network', `${e.method || 'CONNECT'} ${e.url} ${verdict}`, { ...e });
     },
   );
 }

@@ -20,7 +20,7 @@ export class RuncRuntime extends OciCliRuntime {
   protected override readonly seccomp = true;
 
   protected command(_sub: string): [string, string[]] {
-    return ['runc', [`--root=${this.stateRoot}`]];
+    return [this.binary('runc'), [`--root=${this.stateRoot}`]];
   }
 
   protected pidsLimit(requested: number): number {
@@ -53,7 +53,7 @@ export class CrunRuntime extends RuncRuntime {
   override readonly name = 'crun' as const;
 
   protected override command(sub: string): [string, string[]] {
-    const base = ['crun', `--root=${this.stateRoot}`];
+    const base = [this.binary('crun'), `--root=${this.stateRoot}`];
     if (!NEEDS_CGROUPS.has(sub)) return [base[0], base.slice(1)];
     return ['unshare', ['-m', '--propagation', 'private', '/bin/sh', '-c', HIDE_UNIFIED, ...base]];
   }

@@ -1,18 +1,29 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdir, open, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import * as pty from 'node-pty';
 import type { RuntimeName } from '../config.js';
-import { pidAlive, run, runOk, sleep } from '../util/proc.js';
-import { oomKillCount, readCgroupStats, removeCgroups, setCgroupMemoryLimit } from './cgroup/index.js';
+import { deadlineError, run, runOk, sleep, type RunResult } from '../util/proc.js';
+import { killCgroupProcesses, oomKillCount, readCgroupStats, removeCgroups, setCgroupMemoryLimit } from './cgroup/index.js';
 import { containerSpec, processSpec } from './oci-spec.js';
+import { createUnderShim, stopShim } from './shim.js';
 import type { ContainerSpec, ContainerStatus, ExecHandle, ExecSpec, ExitStatus, Runtime } from './types.js';
 
 let execSeq = 0;
-const SHIM_INIT = '/usr/bin/tini-static';
-const SHIM_SLEEP = '/bin/busybox sleep';
+
+/** How a backend calls its binary: the deadline of every call, and an optional binary to use instead. */
+export interface RuntimeCallOptions {
+  /** Deadline of create, start, delete, pause, resume and of an exec reporting its pid. */
+  timeoutMs: number;
+  /** Path of the runtime binary (custom builds, and test wrappers); default: the one on PATH. */
+  binary?: string;
+}
+
+// Calls that only read or signal get a shorter deadline: they never wait on the sandbox itself.
+const QUICK_CALLS = new Set(['state', 'kill', 'list', '--version']);
+const QUICK_DEADLINE_MS = 15_000;
 
 /**
  * Shared driver for runtimes with the OCI command line (runsc, crun, runc). Subclasses say how the
@@ -20,7 +31,15 @@ const SHIM_SLEEP = '/bin/busybox sleep';
  */
 export abstract class OciCliRuntime implements Runtime {
   abstract readonly name: RuntimeName;
-  constructor(protected readonly stateRoot: string) {}
+  constructor(
+    protected readonly stateRoot: string,
+    protected readonly calls: RuntimeCallOptions,
+  ) {}
+
+  /** The binary to run: the configured override, or `fallback` from PATH. */
+  protected binary(fallback: string): string {
+    return this.calls.binary ?? fallback;
+  }
 
   /** Program and leading arguments for a subcommand. */
   protected abstract command(sub: string, spec?: ContainerSpec): [string, string[]];
@@ -34,15 +53,25 @@ export abstract class OciCliRuntime implements Runtime {
   protected abstract sandboxPid(fromPidFile: number): Promise<number>;
   protected abstract signalProcess(id: string, pid: number, hostPidFromFile: number, sig: NodeJS.Signals): Promise<void>;
 
-  protected async cli(args: string[], input?: string): Promise<string> {
-    const [cmd, pre] = this.command(args[0]);
-    const r = await runOk(cmd, [...pre, ...args], { input });
+  protected deadline(sub: string): number {
+    return QUICK_CALLS.has(sub) ? Math.min(this.calls.timeoutMs, QUICK_DEADLINE_MS) : this.calls.timeoutMs;
+  }
+
+  /** Run one subcommand (args[0]) with its deadline; rejects only when the deadline hits. */
+  protected call(args: string[], spec?: ContainerSpec): Promise<RunResult> {
+    const [cmd, pre] = this.command(args[0], spec);
+    return run(cmd, [...pre, ...args], { timeoutMs: this.deadline(args[0]), label: `${this.name} ${args[0]}` });
+  }
+
+  /** Like call, but a non-zero exit throws with the runtime's message. */
+  protected async cli(args: string[], spec?: ContainerSpec): Promise<string> {
+    const [cmd, pre] = this.command(args[0], spec);
+    const r = await runOk(cmd, [...pre, ...args], { timeoutMs: this.deadline(args[0]), label: `${this.name} ${args[0]}` });
     return r.stdout;
   }
 
   async check(): Promise<void> {
-    const [cmd, pre] = this.command('--version');
-    const r = await run(cmd, [...pre, '--version']).catch((e: Error) => ({ code: -1, stderr: e.message, stdout: '' }));
+    const r = await this.call(['--version']).catch((e: Error) => ({ code: -1, stderr: e.message, stdout: '' }));
     if (r.code !== 0) {
       throw new Error(`${this.name} is not usable (${r.stderr.trim() || 'not installed'}); install it with apt-get (see README)`);
     }
@@ -53,68 +82,23 @@ export abstract class OciCliRuntime implements Runtime {
     const doc = containerSpec(spec, { pidsLimit: this.pidsLimit(spec.pids), memoryOutsideSpec: this.memoryOutsideSpec, seccomp: this.seccomp });
     await writeFile(join(spec.bundleDir, 'config.json'), JSON.stringify(doc));
     const pidFile = join(spec.bundleDir, 'init.pid');
-    await this.createUnderShim(['create', '--bundle', spec.bundleDir, '--pid-file', pidFile, spec.id], spec.bundleDir, spec);
+    const [cmd, pre] = this.command('create', spec);
+    await createUnderShim({
+      label: `${this.name} create`,
+      cmd,
+      args: [...pre, 'create', '--bundle', spec.bundleDir, '--pid-file', pidFile, spec.id],
+      bundleDir: spec.bundleDir,
+      timeoutMs: this.deadline('create'),
+    });
     if (this.memoryOutsideSpec) await setCgroupMemoryLimit(spec.id, spec.memoryBytes);
     // runsc wires the sandbox's network at start, so start gets the same network flags as create.
-    const [startCmd, startPre] = this.command('start', spec);
-    await runOk(startCmd, [...startPre, 'start', spec.id]);
+    await this.cli(['start', spec.id], spec);
     const initPid = Number((await readFile(pidFile, 'utf8')).trim());
     return { initPid };
   }
 
-  /**
-   * Run `create` under a small shim (tini as child subreaper, then an idle sleep), the way containerd
-   * keeps a shim per container: the container's processes get a parent that reaps them at once, so a
-   * killed sandbox is gone immediately instead of lingering as a zombie of the host's init.
-   */
-  private async createUnderShim(args: string[], bundleDir: string, spec?: ContainerSpec): Promise<void> {
-    const [cmd, pre] = this.command(args[0], spec);
-    const logFile = join(bundleDir, 'create.log');
-    const marker = join(bundleDir, 'created');
-    await rm(marker, { force: true });
-    const log = await open(logFile, 'w');
-    try {
-      const script = `"$@" || exit $?; : > ${JSON.stringify(marker)}; exec ${SHIM_SLEEP} 2147483647`;
-      const child = spawn(SHIM_INIT, ['-s', '--', '/bin/sh', '-c', script, 'cordon-shim', cmd, ...pre, ...args], {
-        detached: true,
-        stdio: ['ignore', log.fd, log.fd],
-      });
-      child.unref();
-      const exited = new Promise<number | null>((resolve, reject) => {
-        child.on('error', reject);
-        child.on('exit', resolve);
-      });
-      let done = false;
-      exited.finally(() => (done = true)).catch(() => {});
-      for (let i = 0; !done && !existsSync(marker); i++) await sleep(i < 100 ? 2 : 10);
-      if (!existsSync(marker)) {
-        const code = await exited;
-        throw new Error(`${this.name} ${args[0]} failed (exit ${code}): ${(await readFile(logFile, 'utf8')).trim().split('\n').slice(-3).join(' | ')}`);
-      }
-      await writeFile(join(bundleDir, 'shim.pid'), String(child.pid));
-    } finally {
-      await log.close();
-    }
-  }
-
-  /** Stop the shim of a deleted container (it only idles once the container is gone). */
-  private async stopShim(bundleDir: string | undefined): Promise<void> {
-    if (!bundleDir) return;
-    const pid = Number(await readFile(join(bundleDir, 'shim.pid'), 'utf8').catch(() => ''));
-    // Only a process that is still our shim: a stale pid file must never signal an unrelated process.
-    const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
-    if (pid > 0 && pidAlive(pid) && cmdline.includes('cordon-shim')) {
-      try {
-        process.kill(pid, 'SIGTERM');
-      } catch {
-        /* gone */
-      }
-    }
-  }
-
   async status(id: string): Promise<ContainerStatus> {
-    const [cmd, pre] = this.command('state');
-    const r = await run(cmd, [...pre, 'state', id]);
+    const r = await this.call(['state', id]);
     if (r.code !== 0) return 'missing';
     const st = JSON.parse(r.stdout).status as string;
     if (st === 'running') return 'running';
@@ -138,8 +122,13 @@ export abstract class OciCliRuntime implements Runtime {
     let hostPid = 0;
     const pid = (async () => {
       await ready;
-      for (let i = 0; i < 2000 && !existsSync(pidFile); i++) {
+      const deadline = Date.now() + this.calls.timeoutMs;
+      for (let i = 0; !existsSync(pidFile); i++) {
         if (handle.done && !existsSync(pidFile)) throw new Error('process exited before it reported a pid');
+        if (Date.now() > deadline) {
+          handle.kill();
+          throw deadlineError(`${this.name} exec`, this.calls.timeoutMs, 'report the process pid');
+        }
         await sleep(i < 50 ? 1 : 5);
       }
       hostPid = Number((await readFile(pidFile, 'utf8')).trim());
@@ -165,11 +154,12 @@ export abstract class OciCliRuntime implements Runtime {
     const stdin = new PassThrough();
     const stdout = new PassThrough();
     const stderr = new PassThrough();
-    const state = { done: false };
+    const state = { done: false, child: undefined as ChildProcess | undefined };
     const exited = new Promise<ExitStatus>((resolve) => {
       ready.then(
         () => {
           const child: ChildProcess = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+          state.child = child;
           stdin.pipe(child.stdin!);
           child.stdin!.on('error', () => {});
           child.stdout!.pipe(stdout);
@@ -203,6 +193,7 @@ export abstract class OciCliRuntime implements Runtime {
         return state.done;
       },
       resize: () => {},
+      kill: () => state.child?.kill('SIGKILL'),
     };
   }
 
@@ -240,12 +231,12 @@ export abstract class OciCliRuntime implements Runtime {
         return state.done;
       },
       resize: (cols: number, rows: number) => state.term?.resize(cols, rows),
+      kill: () => state.term?.kill('SIGKILL'),
     };
   }
 
   async killAll(id: string, sig: NodeJS.Signals): Promise<void> {
-    const [cmd, pre] = this.command('kill');
-    await run(cmd, [...pre, 'kill', '--all', id, sig]);
+    await this.call(['kill', '--all', id, sig]);
   }
 
   async pause(id: string): Promise<void> {
@@ -257,18 +248,17 @@ export abstract class OciCliRuntime implements Runtime {
   }
 
   async delete(id: string, bundleDir?: string): Promise<void> {
-    const [cmd, pre] = this.command('delete');
-    const r = await run(cmd, [...pre, 'delete', '--force', id]);
+    const r = await this.call(['delete', '--force', id]);
     if (r.code !== 0 && (await this.status(id)) !== 'missing') {
-      throw new Error(`${this.name} delete ${id} failed: ${r.stderr.trim()}`);
+      throw new Error(`${this.name} delete ${id} failed: ${r.stderr.trim() || `exit ${r.code}`}`);
     }
-    await this.stopShim(bundleDir);
+    await stopShim(bundleDir);
+    await killCgroupProcesses(id);
     await removeCgroups(id);
   }
 
   async list(): Promise<string[]> {
-    const [cmd, pre] = this.command('list');
-    const r = await run(cmd, [...pre, 'list', '--quiet']);
+    const r = await this.call(['list', '--quiet']);
     if (r.code !== 0) return [];
     return r.stdout.split('\n').map((s) => s.trim()).filter(Boolean);
   }

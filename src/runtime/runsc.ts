@@ -1,6 +1,6 @@
 import type { DaemonConfig } from '../config.js';
 import { run, runOk } from '../util/proc.js';
-import { OciCliRuntime } from './oci-cli.js';
+import { OciCliRuntime, type RuntimeCallOptions } from './oci-cli.js';
 import { HELPER_DIR } from './oci-spec.js';
 import type { ContainerSpec, ExecHandle, ExecSpec } from './types.js';
 
@@ -14,8 +14,8 @@ export class RunscRuntime extends OciCliRuntime {
   readonly name = 'runsc' as const;
   /** Whether this runsc has --allow-suid (gVisor release-20250820.0 and later). */
   private allowSuid = false;
-  constructor(stateRoot: string, private readonly platform: DaemonConfig['runscPlatform']) {
-    super(stateRoot);
+  constructor(stateRoot: string, calls: RuntimeCallOptions, private readonly platform: DaemonConfig['runscPlatform']) {
+    super(stateRoot, calls);
   }
 
   /**
@@ -26,17 +26,18 @@ export class RunscRuntime extends OciCliRuntime {
    */
   override async check(): Promise<void> {
     await super.check();
-    const r = await run('runsc', ['flags'], { timeout: 30_000 }).catch(() => ({ stdout: '', stderr: '' }));
+    const r = await run(this.binary('runsc'), ['flags'], { timeoutMs: 15_000 }).catch(() => ({ stdout: '', stderr: '' }));
     this.allowSuid = /^\s*-allow-suid\b/m.test(`${r.stdout}\n${r.stderr}`);
   }
 
   protected command(sub: string, spec?: ContainerSpec): [string, string[]] {
     const flags = [`--root=${this.stateRoot}`, `--platform=${this.platform}`, '--overlay2=none'];
     if (this.allowSuid) flags.push('--allow-suid');
-    if (!((sub === 'create' || sub === 'start') && spec?.netnsPath)) return ['runsc', [...flags, '--network=none']];
+    const runsc = this.binary('runsc');
+    if (!((sub === 'create' || sub === 'start') && spec?.netnsPath)) return [runsc, [...flags, '--network=none']];
     // runsc refuses a network in what it takes for the root netns because this kernel shows
     // /proc/sys/net/core/rmem_default everywhere; a read-only empty tmpfs there hides it (HOST-NOTES).
-    return ['unshare', ['-m', '--propagation', 'private', '/bin/sh', '-c', HIDE_SYSNET, 'runsc', ...flags, '--network=sandbox']];
+    return ['unshare', ['-m', '--propagation', 'private', '/bin/sh', '-c', HIDE_SYSNET, runsc, ...flags, '--network=sandbox']];
   }
 
   // The sentry's own threads count against the pids cgroup and it panics when starved (HOST-NOTES),
@@ -67,11 +68,6 @@ export class RunscRuntime extends OciCliRuntime {
   }
 
   protected async signalProcess(id: string, pid: number, _host: number, sig: NodeJS.Signals): Promise<void> {
-    await runOk(...this.args(['kill', '--pid', String(pid), id, sig]));
-  }
-
-  private args(rest: string[]): [string, string[]] {
-    const [cmd, pre] = this.command(rest[0]);
-    return [cmd, [...pre, ...rest]];
+    await this.cli(['kill', '--pid', String(pid), id, sig]);
   }
 }

@@ -59,6 +59,8 @@ const MIGRATIONS: string[] = [
   // options E2B reports back (mcp, allowPublicTraffic, maskRequestHost, autoPause*, autoResume).
   `ALTER TABLE e2b_tokens ADD COLUMN traffic_token TEXT;
    ALTER TABLE e2b_tokens ADD COLUMN options TEXT NOT NULL DEFAULT '{}';`,
+  // Event retention prunes by age.
+  `CREATE INDEX events_ts ON events(ts);`,
 ];
 
 /** Open (and migrate) the daemon's SQLite database. WAL keeps readers off the writer's back. */

@@ -32,10 +32,35 @@ function fromRow(r: Row): SandboxRecord {
   };
 }
 
-/** Sandbox records and their event log. The only module that writes SQL for sandboxes. */
+interface EventRow {
+  seq: number;
+  sandbox_id: string;
+  ts: number;
+  type: string;
+  message: string;
+  data: string | null;
+}
+
+type NewEvent = Omit<SandboxEvent, 'seq'>;
+
+/** Queued events are written together after this long, or as soon as this many wait. */
+const BATCH_MS = 200;
+const BATCH_MAX = 100;
+/** Rows deleted per statement while pruning, so no single step holds the event loop for long. */
+const PRUNE_CHUNK = 2000;
+
+/**
+ * Sandbox records and their event log. The only module that writes SQL for sandboxes.
+ * Events go out on `feed` in seq order once written; queued (batched) events are written before any
+ * other event, read or delete touches the log, so order holds across both paths.
+ */
 export class SandboxStore {
   /** Every event added, as it is added ('event', SandboxEvent): feeds the streaming endpoint. */
   readonly feed = new EventEmitter().setMaxListeners(0);
+  private pending: NewEvent[] = [];
+  private flushTimer?: NodeJS.Timeout;
+  /** Events written per sandbox since its last prune; undefined until the first prune looks at all. */
+  private written?: Set<string>;
   constructor(readonly db: DB) {}
 
   insert(rec: SandboxRecord): void {
@@ -88,6 +113,8 @@ export class SandboxStore {
   }
 
   delete(id: string): void {
+    this.flush();
+    this.written?.delete(id);
     this.db.transaction(() => {
       this.db.prepare('DELETE FROM sandboxes WHERE id = ?').run(id);
       this.db.prepare('DELETE FROM events WHERE sandbox_id = ?').run(id);
@@ -95,19 +122,71 @@ export class SandboxStore {
   }
 
   addEvent(sandboxId: string, type: string, message: string, data?: Record<string, unknown>): SandboxEvent {
-    const ts = Date.now();
-    const info = this.db
-      .prepare('INSERT INTO events (sandbox_id, ts, type, message, data) VALUES (?, ?, ?, ?, ?)')
-      .run(sandboxId, ts, type, message, data ? JSON.stringify(data) : null);
-    const ev: SandboxEvent = { seq: Number(info.lastInsertRowid), sandboxId, ts, type, message, data };
-    this.feed.emit('event', ev);
-    return ev;
+    this.flush();
+    return this.write([{ sandboxId, ts: Date.now(), type, message, data }])[0];
+  }
+
+  /** Add an event in the next batch (one transaction per BATCH_MS or BATCH_MAX): for frequent ones such as network events. */
+  queueEvent(sandboxId: string, type: string, message: string, data?: Record<string, unknown>): void {
+    this.pending.push({ sandboxId, ts: Date.now(), type, message, data });
+    if (this.pending.length >= BATCH_MAX) this.flush();
+    else if (!this.flushTimer) {
+      this.flushTimer = setTimeout(() => this.flush(), BATCH_MS);
+      this.flushTimer.unref();
+    }
+  }
+
+  /** Write queued events now. */
+  flush(): void {
+    if (this.flushTimer) clearTimeout(this.flushTimer);
+    this.flushTimer = undefined;
+    if (!this.pending.length) return;
+    const batch = this.pending;
+    this.pending = [];
+    this.write(batch);
+  }
+
+  private write(batch: NewEvent[]): SandboxEvent[] {
+    const insert = this.db.prepare('INSERT INTO events (sandbox_id, ts, type, message, data) VALUES (?, ?, ?, ?, ?)');
+    const written = this.db.transaction(() =>
+      batch.map((e) => ({ ...e, seq: Number(insert.run(e.sandboxId, e.ts, e.type, e.message, e.data ? JSON.stringify(e.data) : null).lastInsertRowid) })),
+    )();
+    for (const ev of written) {
+      this.written?.add(ev.sandboxId);
+      this.feed.emit('event', ev);
+    }
+    return written;
+  }
+
+  /**
+   * Retention: keep the newest `keep` events of each sandbox (0 = all) and none older than `maxAgeMs`
+   * (0 = no limit). Deletes in chunks and yields between them. Returns how many events went.
+   */
+  async pruneEvents(keep: number, maxAgeMs: number, now = Date.now()): Promise<number> {
+    this.flush();
+    let removed = 0;
+    if (keep > 0) {
+      const ids = this.written ?? new Set((this.db.prepare('SELECT DISTINCT sandbox_id AS id FROM events').all() as { id: string }[]).map((r) => r.id));
+      this.written = new Set();
+      const cutoff = this.db.prepare('SELECT seq FROM events WHERE sandbox_id = ? ORDER BY seq DESC LIMIT 1 OFFSET ?');
+      const chunk = this.db.prepare('DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE sandbox_id = ? AND seq <= ? ORDER BY seq LIMIT ?)');
+      for (const id of ids) {
+        const last = cutoff.get(id, keep) as { seq: number } | undefined;
+        if (last) removed += await chunked(() => chunk.run(id, last.seq, PRUNE_CHUNK).changes);
+      }
+    }
+    if (maxAgeMs > 0) {
+      const old = this.db.prepare('DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE ts < ? LIMIT ?)');
+      removed += await chunked(() => old.run(now - maxAgeMs, PRUNE_CHUNK).changes);
+    }
+    return removed;
   }
 
   events(sandboxId: string, afterSeq = 0, limit = 1000): SandboxEvent[] {
+    this.flush();
     const rows = this.db
       .prepare('SELECT * FROM events WHERE sandbox_id = ? AND seq > ? ORDER BY seq LIMIT ?')
-      .all(sandboxId, afterSeq, limit) as { seq: number; sandbox_id: string; ts: number; type: string; message: string; data: string | null }[];
+      .all(sandboxId, afterSeq, limit) as EventRow[];
     return rows.map((r) => ({
       seq: r.seq,
       sandboxId: r.sandbox_id,
@@ -116,5 +195,16 @@ export class SandboxStore {
       message: r.message,
       data: r.data ? JSON.parse(r.data) : undefined,
     }));
+  }
+}
+
+/** Run a chunk-deleting statement until it deletes less than a full chunk, yielding in between. */
+async function chunked(step: () => number): Promise<number> {
+  let total = 0;
+  for (;;) {
+    const n = step();
+    total += n;
+    if (n < PRUNE_CHUNK) return total;
+    await new Promise((r) => setImmediate(r));
   }
 }

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { spawn, type SpawnOptions } from 'node:child_process';
+import { CordonError } from '../errors/registry.js';
 
 export interface RunResult {
   code: number;
@@ -8,28 +9,91 @@ export interface RunResult {
   stderr: string;
 }
 
-/** Run a helper program to completion, capturing output. Never uses a shell. */
-export function run(cmd: string, args: string[], opts: SpawnOptions & { input?: string | Buffer } = {}): Promise<RunResult> {
+export interface RunOptions extends SpawnOptions {
+  input?: string | Buffer;
+  /** Kill the program (its whole process group) when it has not finished by then. */
+  timeoutMs?: number;
+  /** How errors name the call, e.g. "crun delete" (default: the program and its first arguments). */
+  label?: string;
+}
+
+/** A helper program that had not finished by its deadline. */
+export const DEFAULT_DEADLINE_MS = 30_000;
+/** Output kept per stream; helper programs print little, so more than this is noise. */
+const MAX_OUTPUT_BYTES = 4 * 1024 * 1024;
+
+export function deadlineError(label: string, ms: number, what = 'finish'): CordonError {
+  return new CordonError(
+    'deadline_exceeded',
+    `${label} did not ${what} within ${formatSeconds(ms)} and was killed; the host may be overloaded or the program wedged. Retry; if it keeps happening, check that program on the host`,
+    { command: label, timeout_ms: ms },
+  );
+}
+
+const formatSeconds = (ms: number) => `${Number((ms / 1000).toFixed(1))}s`;
+
+/** Signal a whole process group (a helper started by run/spawnDetached leads its own). */
+export function killGroup(pid: number | undefined, sig: NodeJS.Signals = 'SIGKILL'): void {
+  if (!pid) return;
+  try {
+    process.kill(-pid, sig);
+  } catch {
+    /* already gone */
+  }
+}
+
+/**
+ * Run a helper program to completion, capturing output. Never uses a shell. It runs in its own
+ * process group, and the whole group is killed at the deadline: the promise then rejects with a
+ * deadline_exceeded error naming the call, instead of waiting on a wedged program forever.
+ */
+export function run(cmd: string, args: string[], opts: RunOptions = {}): Promise<RunResult> {
+  const { input, timeoutMs = DEFAULT_DEADLINE_MS, label = `${cmd} ${args.slice(0, 3).join(' ')}`.trim(), ...spawnOpts } = opts;
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { ...opts, stdio: ['pipe', 'pipe', 'pipe'] });
-    const out: Buffer[] = [];
-    const err: Buffer[] = [];
-    child.stdout!.on('data', (d: Buffer) => out.push(d));
-    child.stderr!.on('data', (d: Buffer) => err.push(d));
-    child.on('error', reject);
-    child.on('close', (code, signal) =>
-      resolve({ code: code ?? -1, signal, stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString() }),
-    );
+    const child = spawn(cmd, args, { ...spawnOpts, detached: true, stdio: ['pipe', 'pipe', 'pipe'] });
+    const out = collector();
+    const err = collector();
+    child.stdout!.on('data', out.add);
+    child.stderr!.on('data', err.add);
+    const timer = setTimeout(() => {
+      killGroup(child.pid);
+      // Descendants in other groups may still hold the pipes; do not wait for them.
+      child.stdout!.destroy();
+      child.stderr!.destroy();
+      reject(deadlineError(label, timeoutMs));
+    }, timeoutMs);
+    child.on('error', (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code: code ?? -1, signal, stdout: out.text(), stderr: err.text() });
+    });
     child.stdin!.on('error', () => {});
-    child.stdin!.end(opts.input ?? '');
+    child.stdin!.end(input ?? '');
   });
 }
 
+function collector() {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  return {
+    add: (d: Buffer) => {
+      if (size >= MAX_OUTPUT_BYTES) return;
+      chunks.push(d.subarray(0, MAX_OUTPUT_BYTES - size));
+      size += d.length;
+    },
+    text: () => Buffer.concat(chunks).toString(),
+  };
+}
+
 /** Like run, but throws with the program's stderr when it exits non-zero. */
-export async function runOk(cmd: string, args: string[], opts: SpawnOptions & { input?: string | Buffer } = {}): Promise<RunResult> {
+export async function runOk(cmd: string, args: string[], opts: RunOptions = {}): Promise<RunResult> {
   const r = await run(cmd, args, opts);
   if (r.code !== 0) {
-    throw new Error(`${cmd} ${args.slice(0, 3).join(' ')} failed (exit ${r.code}): ${r.stderr.trim() || r.stdout.trim()}`);
+    const label = opts.label ?? `${cmd} ${args.slice(0, 3).join(' ')}`;
+    throw new Error(`${label} failed (exit ${r.code}): ${r.stderr.trim() || r.stdout.trim()}`);
   }
   return r;
 }

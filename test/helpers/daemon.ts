@@ -36,6 +36,12 @@ export interface TestDaemon {
   cleanup(): Promise<void>;
 }
 
+/**
+ * The test machine is shared and often saturated by other builds, which CPU-pressure admission would
+ * rightly answer with 503s; suites that test admission pass their own --max-cpu-pressure (later flags win).
+ */
+const TEST_HOST_ARGS = ['--max-cpu-pressure', '0'];
+
 /** Start `cordon serve` the way the README does, on a free loopback port with its own data dir. */
 export async function startDaemon(name: string, opts: { args?: string[]; apiKey?: string; env?: Record<string, string> } = {}): Promise<TestDaemon> {
   const port = await freePort();
@@ -46,7 +52,7 @@ export async function startDaemon(name: string, opts: { args?: string[]; apiKey?
   let logText = '';
   let proc!: ChildProcess;
   const launch = async () => {
-    proc = spawn(process.execPath, [CLI, 'serve', '--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, '--templates-dir', TEMPLATES_DIR, ...(opts.args ?? [])], {
+    proc = spawn(process.execPath, [CLI, 'serve', '--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, '--templates-dir', TEMPLATES_DIR, ...TEST_HOST_ARGS, ...(opts.args ?? [])], {
       env: { ...process.env, ...(opts.apiKey ? { CORDON_API_KEY: opts.apiKey } : {}), ...(opts.env ?? {}) },
       stdio: ['ignore', 'pipe', 'pipe'],
     });

@@ -2,7 +2,7 @@
 import type { FastifyError, FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import type { SandboxRecord } from '../../engine/types.js';
-import { CordonError } from '../../errors/registry.js';
+import { CordonError, retryAfterSeconds } from '../../errors/registry.js';
 import type { ApiDeps, TypedApp } from '../server.js';
 import { newToken, type E2bOptions, type EnvdTokens } from './tokens.js';
 import { e2bNetworkBody, e2bNetworkSpec, fromE2b } from './network.js';
@@ -84,6 +84,8 @@ export async function registerControlPlane(app: FastifyInstance, { mgr, cfg }: A
     scope.setErrorHandler((err: FastifyError, _req, reply) => {
       const status = err instanceof CordonError ? err.status : err.validation ? 400 : err.statusCode && err.statusCode < 500 ? err.statusCode : 500;
       const message = err.validation ? `invalid request: ${err.message}` : err.message;
+      const retryAfter = retryAfterSeconds(err);
+      if (retryAfter) reply.header('retry-after', String(retryAfter));
       reply.status(status).send({ code: status, message });
     });
     const r = scope.withTypeProvider() as unknown as TypedApp;
@@ -139,7 +141,7 @@ export async function registerControlPlane(app: FastifyInstance, { mgr, cfg }: A
       // Connect only ever extends the lifetime, as E2B documents.
       if (timeout !== undefined && timeout > 0) {
         const want = Date.now() + timeout * 1000;
-        if (rec.expiresAt === undefined ? resumed : rec.expiresAt < want) rec = mgr.setTimeout(id, timeout * 1000);
+        if (rec.expiresAt === undefined ? resumed : rec.expiresAt < want) rec = await mgr.setTimeout(id, timeout * 1000);
       }
       tokens.issue(id);
       return { status: resumed ? 201 : 200, body: sandboxCreated(rec, e2bOf(id), cfg.domain) };
@@ -189,7 +191,7 @@ export async function registerControlPlane(app: FastifyInstance, { mgr, cfg }: A
 
     r.post('/sandboxes/:sandboxID/timeout', { schema: { params: idParams, body: timeoutBody, hide: true } }, async (req, reply) => {
       visible(req.params.sandboxID);
-      mgr.setTimeout(req.params.sandboxID, req.body.timeout * 1000);
+      await mgr.setTimeout(req.params.sandboxID, req.body.timeout * 1000);
       reply.status(204).send();
     });
 

@@ -62,7 +62,7 @@ export function registerSandboxRoutes(app: TypedApp, { mgr }: ApiDeps): void {
   app.post('/v1/sandboxes/:id/pause', { schema: { summary: 'Freeze every process', params: idParams } }, async (req) => sandboxView(await mgr.pause(req.params.id)));
   app.post('/v1/sandboxes/:id/resume', { schema: { summary: 'Thaw a paused sandbox', params: idParams } }, async (req) => sandboxView(await mgr.resume(req.params.id)));
   app.post('/v1/sandboxes/:id/timeout', { schema: { summary: 'Set the time left before removal (0 = none)', params: idParams, body: timeoutBody } }, async (req) =>
-    sandboxView(mgr.setTimeout(req.params.id, req.body.timeout)),
+    sandboxView(await mgr.setTimeout(req.params.id, req.body.timeout)),
   );
   app.patch('/v1/sandboxes/:id/resources', { schema: { summary: 'Change the memory limit of a running sandbox', params: idParams, body: resourcesBody } }, async (req) =>
     sandboxView(await mgr.setMemoryLimit(req.params.id, req.body.memory)),

@@ -24,6 +24,10 @@ export interface CgroupDriver {
   /** Remove what a backend left behind for a sandbox (runtimes normally do this on delete). */
   remove(id: string): Promise<void>;
   listIds(): Promise<string[]>;
+  /** Host pids of every process still in the sandbox's cgroup (any hierarchy). */
+  procs(id: string): Promise<Set<number>>;
+  /** Let frozen (paused) processes run again, so a SIGKILL can take them. */
+  thaw(id: string): Promise<void>;
 }
 
 export const isSandboxId = (id: string) => SANDBOX_ID_RE.test(id);

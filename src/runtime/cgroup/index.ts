@@ -48,3 +48,25 @@ export async function removeCgroups(id: string): Promise<void> {
 export async function listCgroupIds(): Promise<string[]> {
   return (await hostCgroups()).listIds();
 }
+
+/**
+ * SIGKILL whatever still runs in a deleted sandbox's cgroup (a runtime call killed at its deadline
+ * can leave a half-started sandbox process behind). Only for ids this daemon just deleted: the
+ * cgroup tree is shared by every daemon on the host.
+ */
+export async function killCgroupProcesses(id: string): Promise<void> {
+  const cg = await hostCgroups();
+  for (let pass = 0; pass < 40; pass++) {
+    const pids = await cg.procs(id);
+    if (!pids.size) return;
+    if (pass === 0) await cg.thaw(id);
+    for (const pid of pids) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}

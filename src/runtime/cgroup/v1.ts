@@ -96,6 +96,20 @@ export class CgroupV1 implements CgroupDriver {
     for (const h of this.hierarchies) await removeCgroupTree(join(h.mountPoint, CGROUP_PARENT, id));
   }
 
+  async procs(id: string): Promise<Set<number>> {
+    const pids = new Set<number>();
+    if (!isSandboxId(id)) return pids;
+    for (const h of this.hierarchies) {
+      for (const l of ((await readText(join(h.mountPoint, CGROUP_PARENT, id, 'cgroup.procs'))) ?? '').split('\n')) if (Number(l) > 0) pids.add(Number(l));
+    }
+    return pids;
+  }
+
+  async thaw(id: string): Promise<void> {
+    const p = this.file('freezer', id, 'freezer.state');
+    if (p) await writeFile(p, 'THAWED').catch(() => {});
+  }
+
   /** Union over every hierarchy, so a leftover in one controller only is found too. */
   async listIds(): Promise<string[]> {
     const ids = new Set<string>();

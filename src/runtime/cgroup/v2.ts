@@ -111,6 +111,17 @@ export class CgroupV2 implements CgroupDriver {
   async listIds(): Promise<string[]> {
     return listIdDirs(join(this.root, CGROUP_PARENT));
   }
+
+  async procs(id: string): Promise<Set<number>> {
+    const pids = new Set<number>();
+    if (!isSandboxId(id)) return pids;
+    for (const l of ((await readText(join(this.dir(id), 'cgroup.procs'))) ?? '').split('\n')) if (Number(l) > 0) pids.add(Number(l));
+    return pids;
+  }
+
+  async thaw(id: string): Promise<void> {
+    if (isSandboxId(id)) await writeFile(join(this.dir(id), 'cgroup.freeze'), '0').catch(() => {});
+  }
 }
 
 /** io.stat: one line per device, "MAJ:MIN rbytes=N wbytes=N rios=N wios=N dbytes=N dios=N". */
