@@ -25,6 +25,10 @@ export interface DaemonConfig {
   processOutputBufferBytes: number;
   /** Output returned by a synchronous exec (413-like truncation flag past it). */
   execOutputLimitBytes: number;
+  /** Bytes a stream to a client (SSE, WebSocket, Connect) may hold unread before its source is paused. */
+  streamHighWaterBytes: number;
+  /** How long a stream may stay above its high-water mark before the client is cut off. */
+  streamWriteDeadlineMs: number;
   /** Debian mirror for the base template; empty means "read the host's apt sources". */
   debianMirror?: string;
   /** Where built templates live (default DATA/templates); daemons may share one. */
@@ -39,6 +43,10 @@ export interface DaemonConfig {
   upstreamDns?: string[];
   /** Which of 32 host-network slots (nft table, address block) this daemon owns. */
   netSlot?: number;
+  /** Upstream and sandbox-side idle (read) timeout of the egress proxy. */
+  egressIdleTimeoutMs: number;
+  /** Concurrent proxied connections one sandbox may hold; more are refused. */
+  egressMaxConnections: number;
   /** Network mode of sandboxes that do not choose one. */
   defaultNetworkMode?: 'none' | 'allowlist' | 'open';
 }
@@ -59,6 +67,10 @@ export function defaultConfig(overrides: Partial<DaemonConfig> = {}): DaemonConf
     bodyLimitBytes: 8 * 1024 * 1024,
     processOutputBufferBytes: 1024 * 1024,
     execOutputLimitBytes: 16 * 1024 * 1024,
+    streamHighWaterBytes: 8 * 1024 * 1024,
+    streamWriteDeadlineMs: 60_000,
+    egressIdleTimeoutMs: 60_000,
+    egressMaxConnections: 256,
     ...overrides,
   };
 }

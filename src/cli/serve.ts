@@ -3,6 +3,18 @@ import { defaultConfig, RUNTIME_NAMES, type RuntimeName } from '../config.js';
 import { createDaemon } from '../daemon.js';
 import { parseDuration, parseSize } from '../util/units.js';
 
+function sizeFlag(flag: string, text: string, min: number): number {
+  const v = parseSize(text);
+  if (v === undefined || v < min) throw new Error(`${flag} must be a size of at least ${min} bytes (e.g. 8m), got ${text}`);
+  return v;
+}
+
+function durationFlag(flag: string, text: string, minMs: number): number {
+  const v = parseDuration(text);
+  if (v === undefined || v < minMs) throw new Error(`${flag} must be a duration of at least ${minMs} ms (e.g. 60s), got ${text}`);
+  return v;
+}
+
 function hostPort(listen: string): { host: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(listen);
   if (!m) throw new Error(`--listen must look like 127.0.0.1:7070, got ${listen}`);
@@ -29,6 +41,10 @@ export function registerServe(program: Command): void {
     .option('--dns-server <ip>', 'DNS server the sandbox resolver asks, through the egress interface (repeatable)', (v: string, p: string[] = []) => [...p, v], [])
     .option('--network-slot <n>', 'host network slot 0-31 (nft table cordonN, 100.(96+N).0.0/16); one per daemon', '0')
     .option('--default-network <mode>', 'network mode of sandboxes that choose none: none|allowlist|open', 'none')
+    .option('--stream-buffer <size>', 'unread output one client stream may hold before the process is paused', '8m')
+    .option('--stream-write-deadline <duration>', 'cut off a client stream that stays above --stream-buffer this long', '60s')
+    .option('--egress-idle-timeout <duration>', 'egress proxy: fail a connection idle (no bytes either way) this long', '60s')
+    .option('--egress-max-connections <n>', 'egress proxy: concurrent connections per sandbox; more are refused', '256')
     .action(async (o) => {
       const { host, port } = hostPort(o.listen);
       if (!RUNTIME_NAMES.includes(o.runtime)) throw new Error(`--runtime must be one of ${RUNTIME_NAMES.join(', ')}`);
@@ -50,6 +66,14 @@ export function registerServe(program: Command): void {
         upstreamDns: o.dnsServer,
         netSlot: Number(o.networkSlot),
         defaultNetworkMode: o.defaultNetwork,
+        streamHighWaterBytes: sizeFlag('--stream-buffer', o.streamBuffer, 64 * 1024),
+        streamWriteDeadlineMs: durationFlag('--stream-write-deadline', o.streamWriteDeadline, 1000),
+        egressIdleTimeoutMs: durationFlag('--egress-idle-timeout', o.egressIdleTimeout, 1000),
+        egressMaxConnections: (() => {
+          const n = Number(o.egressMaxConnections);
+          if (!Number.isInteger(n) || n < 1 || n > 65535) throw new Error(`--egress-max-connections must be an integer from 1 to 65535, got ${o.egressMaxConnections}`);
+          return n;
+        })(),
       });
       const daemon = await createDaemon(cfg);
       const url = await daemon.listen();
