@@ -8,7 +8,8 @@ export function createNetworkService(cfg: DaemonConfig, store: SandboxStore): Ne
   if (!['none', 'allowlist', 'open'].includes(mode)) throw new Error('--default-network must be none, allowlist or open');
   if (mode !== 'none' && !cfg.egressInterface) throw new Error(`--default-network ${mode} needs --egress-interface`);
   return new NetworkService(
-    { dataDir: cfg.dataDir, slot: cfg.netSlot ?? 0, egressInterface: cfg.egressInterface, upstreamCaFile: cfg.upstreamCaFile, dnsServers: cfg.upstreamDns ?? [], defaultMode: mode },
+    { dataDir: cfg.dataDir, slot: cfg.netSlot ?? 0, egressInterface: cfg.egressInterface, upstreamCaFile: cfg.upstreamCaFile, dnsServers: cfg.upstreamDns ?? [], defaultMode: mode,
+      idleTimeoutMs: cfg.egressIdleTimeoutMs, maxConnections: cfg.egressMaxConnections },
     (id, e) => {
       if (!store.get(id)) return;
       const verdict = e.blocked ? `blocked (${e.block_reason})` : `${e.status}`;
