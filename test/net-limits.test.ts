@@ -73,8 +73,9 @@ for (const runtime of RUNTIMES) {
         await sh(sb, `head -c 2000000 /dev/zero | tr '\\0' a > /tmp/big`);
         for (const extra of ['', `-H 'Transfer-Encoding: chunked'`]) {
           const big = await sh(sb, `curl -sS --max-time 30 -w ' %{http_code}' -X POST ${extra} --data-binary @/tmp/big http://api.test/upload`);
-          assert.match(big.out, / 413$/, `${extra || 'declared length'}: ${big.out} ${big.err}`);
-          assert.match(big.out, /larger than 1048576 bytes/);
+          const what = `${extra || 'declared length'}: ${big.out.slice(0, 200)} ${big.err}`;
+          assert.ok(/ 413$/.test(big.out), what);
+          assert.ok(/larger than 1048576 bytes/.test(big.out), what);
         }
         const ev = (await netEvents(sb)).find((e) => e.status === 413);
         assert.equal(ev?.blocked, true);

@@ -235,13 +235,14 @@ export class ProcessManager {
       while (!(await Promise.race([drained, new Promise<boolean>((r) => setTimeout(() => r(false), 2000))])) && proc.outputPaused);
       if (timer) clearTimeout(timer);
       if (proc.aborted) return this.retire(proc);
-      if (status.exitCode !== 0 && opts.sandboxAlive && !opts.sandboxAlive()) {
-        this.end(proc, { kind: 'sandbox_gone', message: `sandbox ${this.sandboxId} stopped running while the command ran` });
-        return this.retire(proc);
-      }
       // Any failure may be the kernel's OOM killer at work: 137 for a plain process, while under gVisor
       // the victim is a task of the sentry and the exec ends with whatever the sandbox reports (1, 128).
       const oomKilled = status.exitCode !== 0 && opts.oomCheck ? await opts.oomCheck().catch(() => false) : false;
+      // Otherwise a failure of a sandbox that is gone is the sandbox's death, not the command's exit.
+      if (!oomKilled && status.exitCode !== 0 && opts.sandboxAlive && !opts.sandboxAlive()) {
+        this.end(proc, { kind: 'sandbox_gone', message: `sandbox ${this.sandboxId} stopped running while the command ran` });
+        return this.retire(proc);
+      }
       // A timeout reports 124 like timeout(1), on every surface (sync, SSE, WebSocket, CLI).
       let exitCode = oomKilled ? 137 : proc.timedOut ? 124 : status.exitCode;
       // No pid was ever reported: the runtime could not start the command at all.

@@ -78,20 +78,26 @@ function readBody(req: IncomingMessage): Promise<Buffer> {
     if (Number(req.headers['content-length'] ?? 0) > INSPECT_LIMIT) return reject(new BodyTooLarge());
     const parts: Buffer[] = [];
     let n = 0;
-    req.on('data', (c: Buffer) => {
+    const onData = (c: Buffer) => {
       n += c.length;
       if (n > INSPECT_LIMIT) {
+        req.off('data', onData);
         req.pause();
         return reject(new BodyTooLarge());
       }
       parts.push(c);
-    });
+    };
+    req.on('data', onData);
     req.on('end', () => resolve(Buffer.concat(parts)));
     req.on('error', reject);
   });
 }
 
-export async function forward(req: IncomingMessage, res: ServerResponse, ctx: SandboxNetContext, port: number, up: Upstream): Promise<void> {
+/**
+ * `expectsContinue`: the client sent `Expect: 100-continue` and waits for it before sending its body;
+ * it is sent once the request is allowed, so a refused request never has its body uploaded.
+ */
+export async function forward(req: IncomingMessage, res: ServerResponse, ctx: SandboxNetContext, port: number, up: Upstream, expectsContinue = false): Promise<void> {
   const t0 = Date.now();
   const tlsName = (req.socket as TLSSocket).encrypted ? ((req.socket as TLSSocket & { servername?: string }).servername || '') : undefined;
   const hostHeader = (req.headers.host ?? '').toLowerCase();
@@ -99,10 +105,17 @@ export async function forward(req: IncomingMessage, res: ServerResponse, ctx: Sa
   const scheme = tlsName !== undefined ? 'https' : 'http';
   const url = `${scheme}://${hostHeader || '?'}${req.url ?? '/'}`;
   const ev: NetEvent = { method: req.method ?? '', url, host, status: 0, request_bytes: 0, response_bytes: 0, duration_ms: 0, blocked: false };
+  let continued = !expectsContinue;
+  const proceed = () => {
+    if (!continued) res.writeContinue();
+    continued = true;
+  };
   const block = (reason: string, status = 403, leak?: string) => {
     Object.assign(ev, { blocked: true, block_reason: reason, status, duration_ms: Date.now() - t0, ...(leak ? { secret_leak: leak } : {}) });
     ctx.report(ev);
-    if (!res.headersSent) res.writeHead(status, { 'content-type': 'application/json', connection: 'close' });
+    // A client that is still sending its body gets the answer on a connection kept open: Node reads
+    // and drops the rest, so the client sees the answer instead of a reset in the middle of its upload.
+    if (!res.headersSent) res.writeHead(status, { 'content-type': 'application/json', ...(continued && !req.complete ? {} : { connection: 'close' }) });
     res.end(JSON.stringify({ error: leak ? 'ErrSecretLeak' : 'ErrBlocked', reason }));
     req.resume();
   };
@@ -141,6 +154,7 @@ export async function forward(req: IncomingMessage, res: ServerResponse, ctx: Sa
   const hasBody = req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0' || req.headers['transfer-encoding'] !== undefined;
   if (ctx.secrets.length && hasBody) {
     try {
+      if (Number(req.headers['content-length'] ?? 0) <= INSPECT_LIMIT) proceed();
       body = await readBody(req);
     } catch (e) {
       if (!(e instanceof BodyTooLarge)) return void res.destroy();
@@ -231,6 +245,7 @@ export async function forward(req: IncomingMessage, res: ServerResponse, ctx: Sa
     ev.request_bytes = body.length;
     upReq.end(body);
   } else {
+    proceed();
     req.on('data', (c: Buffer) => (ev.request_bytes += c.length));
     req.pipe(upReq);
   }

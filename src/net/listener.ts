@@ -57,11 +57,14 @@ export class TransparentListener {
     private readonly up: Upstream,
     private readonly cap: ConnectionCap,
   ) {
-    this.http = http.createServer((req, res) => {
+    const handle = (req: http.IncomingMessage, res: http.ServerResponse, expectsContinue: boolean) => {
       const ctx = this.ctxFor(req.socket.remoteAddress ?? '') ?? this.ctxFor((req.socket as TLSSocket & { _parent?: Socket })._parent?.remoteAddress ?? '');
-      if (!ctx) return res.destroy();
-      forward(req, res, ctx, this.origPort, this.up).catch(() => res.destroy());
-    });
+      if (!ctx) return void res.destroy();
+      forward(req, res, ctx, this.origPort, this.up, expectsContinue).catch(() => res.destroy());
+    };
+    this.http = http.createServer((req, res) => handle(req, res, false));
+    // Expect: 100-continue is answered by forward once the request is allowed.
+    this.http.on('checkContinue', (req, res) => handle(req, res, true));
     this.http.on('clientError', (_e, s) => s.destroy());
     this.server = createServer((s) => this.accept(s));
   }

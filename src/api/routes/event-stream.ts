@@ -16,6 +16,7 @@ const BATCH = 500;
 export function followEvents(res: ServerResponse, store: SandboxStore, id: string, q: { after?: number; type?: string }, flow: FlowLimits): void {
   const transport = responseFlow(res);
   res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive' });
+  res.flushHeaders(); // the client knows the stream is open before the first event
   let last = q.after ?? 0;
   /** Set while events are read from the store instead of the live feed: the last seq taken from it. */
   let from: number | undefined = q.after;
