@@ -42,6 +42,10 @@ export interface DaemonConfig {
   processOutputBufferBytes: number;
   /** Output returned by a synchronous exec (413-like truncation flag past it). */
   execOutputLimitBytes: number;
+  /** Bytes a stream to a client (SSE, WebSocket, Connect) may hold unread before its source is paused. */
+  streamHighWaterBytes: number;
+  /** How long a stream may stay above its high-water mark before the client is cut off. */
+  streamWriteDeadlineMs: number;
   /** Debian mirror for the base template; empty means "read the host's apt sources". */
   debianMirror?: string;
   /** Where built templates live (default DATA/templates); daemons may share one. */
@@ -62,6 +66,10 @@ export interface DaemonConfig {
   secretEnv?: string[];
   /** Which of 32 host-network slots (nft table, address block) this daemon owns. */
   netSlot?: number;
+  /** Upstream and sandbox-side idle (read) timeout of the egress proxy. */
+  egressIdleTimeoutMs: number;
+  /** Concurrent proxied connections one sandbox may hold; more are refused. */
+  egressMaxConnections: number;
   /** Network mode of sandboxes that do not choose one. */
   defaultNetworkMode?: 'none' | 'allowlist' | 'open';
   /** E2B: the domain whose "PORT-SANDBOXID.DOMAIN" hosts reach sandbox ports (wildcard DNS points at the daemon). */
@@ -104,6 +112,10 @@ export function defaultConfig(overrides: Partial<DaemonConfig> = {}): DaemonConf
     bodyLimitBytes: 8 * 1024 * 1024,
     processOutputBufferBytes: 1024 * 1024,
     execOutputLimitBytes: 16 * 1024 * 1024,
+    streamHighWaterBytes: 8 * 1024 * 1024,
+    streamWriteDeadlineMs: 60_000,
+    egressIdleTimeoutMs: 60_000,
+    egressMaxConnections: 256,
     maxLayerBytes: DEFAULT_LAYER_LIMITS.maxBytes,
     maxLayerEntries: DEFAULT_LAYER_LIMITS.maxEntries,
     maxUploadBytes: 10 * 1024 * 1024 * 1024,

@@ -54,6 +54,7 @@ export function execView(r: ExecResult) {
 
 export function processView(p: ProcessInfo) {
   return {
+    id: p.id,
     pid: p.pid,
     tag: p.tag ?? null,
     cmd: p.cmd,

@@ -30,6 +30,18 @@ function runtimeBinaries(list: string[]): Partial<Record<RuntimeName, string>> {
   return out;
 }
 
+function sizeFlag(flag: string, text: string, min: number): number {
+  const v = parseSize(text);
+  if (v === undefined || v < min) throw new Error(`${flag} must be a size of at least ${min} bytes (e.g. 8m), got ${text}`);
+  return v;
+}
+
+function durationFlag(flag: string, text: string, minMs: number): number {
+  const v = parseDuration(text);
+  if (v === undefined || v < minMs) throw new Error(`${flag} must be a duration of at least ${minMs} ms (e.g. 60s), got ${text}`);
+  return v;
+}
+
 function hostPort(listen: string): { host: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(listen);
   if (!m) throw new Error(`--listen must look like 127.0.0.1:7070, got ${listen}`);
@@ -86,6 +98,10 @@ export function registerServe(program: Command): void {
     .option('--default-network <mode>', 'network mode of sandboxes that choose none: none|allowlist|open', 'none')
     .option('--domain <domain>', 'E2B: serve "PORT-SANDBOXID.DOMAIN" hosts (point wildcard DNS for *.DOMAIN at the daemon)')
     .option('--max-upload <size>', 'E2B: largest file one /files upload may write, after gzip is undone', '10g')
+    .option('--stream-buffer <size>', 'unread output one client stream may hold before the process is paused', '8m')
+    .option('--stream-write-deadline <duration>', 'cut off a client stream that stays above --stream-buffer this long', '60s')
+    .option('--egress-idle-timeout <duration>', 'egress proxy: fail a connection idle (no bytes either way) this long', '60s')
+    .option('--egress-max-connections <n>', 'egress proxy: concurrent connections per sandbox; more are refused', '256')
     .action(async (o) => {
       const { host, port } = hostPort(o.listen);
       if (!RUNTIME_NAMES.includes(o.runtime)) throw new Error(`--runtime must be one of ${RUNTIME_NAMES.join(', ')}`);
@@ -127,6 +143,14 @@ export function registerServe(program: Command): void {
         defaultNetworkMode: o.defaultNetwork,
         domain,
         maxUploadBytes: maxUpload,
+        streamHighWaterBytes: sizeFlag('--stream-buffer', o.streamBuffer, 64 * 1024),
+        streamWriteDeadlineMs: durationFlag('--stream-write-deadline', o.streamWriteDeadline, 1000),
+        egressIdleTimeoutMs: durationFlag('--egress-idle-timeout', o.egressIdleTimeout, 1000),
+        egressMaxConnections: (() => {
+          const n = Number(o.egressMaxConnections);
+          if (!Number.isInteger(n) || n < 1 || n > 65535) throw new Error(`--egress-max-connections must be an integer from 1 to 65535, got ${o.egressMaxConnections}`);
+          return n;
+        })(),
       });
       const daemon = await createDaemon(cfg);
       const url = await daemon.listen();

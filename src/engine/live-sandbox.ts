@@ -1,7 +1,8 @@
 import { readFile } from 'node:fs/promises';
 import type { DaemonConfig } from '../config.js';
-import { CordonError } from '../errors/registry.js';
+import { CordonError, errors } from '../errors/registry.js';
 import type { Runtime } from '../runtime/types.js';
+import { pidAlive } from '../util/proc.js';
 import { composeEnv } from './exec-env.js';
 import { FileService } from './files.js';
 import { ProcessManager, type ManagedProcess, type ProcessEvent } from './process-manager.js';
@@ -60,7 +61,10 @@ export class LiveSandbox {
     private readonly cfg: DaemonConfig,
     private readonly onEvent: (type: string, message: string) => void = () => {},
   ) {
-    this.processes = new ProcessManager(rec.id, runtime, cfg.processOutputBufferBytes);
+    this.processes = new ProcessManager(rec.id, runtime, cfg.processOutputBufferBytes, {
+      highWaterBytes: cfg.streamHighWaterBytes,
+      writeDeadlineMs: cfg.streamWriteDeadlineMs,
+    });
     this.files = new FileService(this.helperExec, (u) => this.resolveUser(u));
     void runtime.stats(rec.id).then((s) => (this.oomBaseline = s.oomKills)).catch(() => {});
   }
@@ -112,6 +116,7 @@ export class LiveSandbox {
       stdinData: req.stdinData,
       timeoutMs: req.timeoutMs,
       oomCheck: () => this.oomHappened(),
+      sandboxAlive: () => pidAlive(this.initPid),
     });
   }
 
@@ -129,15 +134,21 @@ export class LiveSandbox {
     let outLen = 0;
     let errLen = 0;
     let truncated = false;
-    const exit = await new Promise<Extract<ProcessEvent, { type: 'exit' }>>((resolve) => {
-      proc.subscribe((ev) => {
-        if (ev.type === 'stdout' || ev.type === 'pty') {
-          if (outLen + ev.data.length <= limit) (out.push(ev.data), (outLen += ev.data.length));
-          else truncated = true;
-        } else if (ev.type === 'stderr') {
-          if (errLen + ev.data.length <= limit) (err.push(ev.data), (errLen += ev.data.length));
-          else truncated = true;
-        } else if (ev.type === 'exit') resolve(ev);
+    // A collector, not a client transport: it never holds a backlog, so it never pauses the process.
+    const exit = await new Promise<Extract<ProcessEvent, { type: 'exit' }>>((resolve, reject) => {
+      proc.subscribe({
+        push: (ev) => {
+          if (ev.type === 'stdout' || ev.type === 'pty') {
+            if (outLen + ev.data.length <= limit) (out.push(ev.data), (outLen += ev.data.length));
+            else truncated = true;
+          } else if (ev.type === 'stderr') {
+            if (errLen + ev.data.length <= limit) (err.push(ev.data), (errLen += ev.data.length));
+            else truncated = true;
+          } else if (ev.type === 'exit') resolve(ev);
+        },
+        backlog: () => 0,
+        onDrain: (cb) => cb(),
+        drop: (why) => reject(errors.sandboxGone(this.rec.id, why.message)),
       });
     });
     return {
@@ -187,7 +198,9 @@ export class LiveSandbox {
     };
   }
 
-  close(): void {
+  /** The sandbox is going away: open streams are cut (no exit event), then the processes are forgotten. */
+  close(reason = `sandbox ${this.rec.id} went away (removed, stopped or dead) while the command ran`): void {
+    this.processes.abortAll(reason);
     this.processes.clear();
   }
 }

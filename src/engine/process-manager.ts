@@ -1,7 +1,7 @@
-import { EventEmitter } from 'node:events';
 import { CordonError, errors } from '../errors/registry.js';
 import { HELPER_DIR } from '../runtime/oci-spec.js';
 import type { ExecHandle, ExecSpec, Runtime } from '../runtime/types.js';
+import { OutputFanout, type EventSink, type FlowLimits, type Source, type StreamDrop } from './output-fanout.js';
 import { diagnoseStartFailure } from './start-failure.js';
 
 const BB = `${HELPER_DIR}/busybox`;
@@ -21,7 +21,11 @@ export type ProcessEvent =
   | { type: 'stdout' | 'stderr' | 'pty'; data: Buffer }
   | { type: 'exit'; exitCode: number; signal?: string; timedOut?: boolean; oomKilled?: boolean; error?: string };
 
+export type ProcessSink = EventSink<ProcessEvent>;
+
 export interface ProcessInfo {
+  /** cordon's id for the process ("p-N"): unique in its sandbox, unlike a pid, which can come back. */
+  id: string;
   pid: number;
   tag?: string;
   cmd: string[];
@@ -47,6 +51,8 @@ export interface StartOptions {
   timeoutMs?: number;
   /** Called after exit to tell whether the kernel OOM-killed something meanwhile. */
   oomCheck?: () => Promise<boolean>;
+  /** Called after a failed exit: false when the whole sandbox is gone (the exit then is not the command's). */
+  sandboxAlive?: () => boolean;
 }
 
 const KEEP_FINISHED = 200;
@@ -54,21 +60,29 @@ const SYNTHETIC_PID_BASE = 1 << 22;
 let syntheticPid = SYNTHETIC_PID_BASE;
 
 /** One running or recently finished process, with the output a late subscriber can replay. */
-export class ManagedProcess extends EventEmitter {
+export class ManagedProcess {
   readonly info: ProcessInfo;
   private chunks: ProcessEvent[] = [];
   private buffered = 0;
   private dropped = false;
+  private readonly fanout: OutputFanout<ProcessEvent>;
   exit?: Extract<ProcessEvent, { type: 'exit' }>;
+  /** Set when the process's streams were cut because the sandbox went away. */
+  aborted?: StreamDrop;
   timedOut = false;
 
-  constructor(info: ProcessInfo, readonly handle: ExecHandle, private readonly bufferLimit: number) {
-    super();
+  constructor(info: ProcessInfo, readonly handle: ExecHandle, private readonly bufferLimit: number, flow: FlowLimits) {
     this.info = info;
-    this.setMaxListeners(0);
+    this.fanout = new OutputFanout(flow);
+  }
+
+  /** The process's output pipes, paused while a subscriber is congested. */
+  setSource(src: Source): void {
+    this.fanout.setSource(src);
   }
 
   record(ev: ProcessEvent): void {
+    if (this.aborted) return;
     if (ev.type === 'stdout' || ev.type === 'stderr' || ev.type === 'pty') {
       this.chunks.push(ev);
       this.buffered += ev.data.length;
@@ -80,48 +94,88 @@ export class ManagedProcess extends EventEmitter {
     } else if (ev.type === 'exit') {
       this.exit = ev;
     }
-    this.emit('event', ev);
+    this.fanout.deliver(ev);
+    if (ev.type === 'exit') this.fanout.finish();
   }
 
   /** Replay what is buffered, then follow live events until exit. Returns an unsubscribe function. */
-  subscribe(fn: (ev: ProcessEvent) => void, replay = true): () => void {
-    fn({ type: 'start', pid: this.info.pid });
-    if (replay) for (const c of this.chunks) fn(c);
-    if (this.exit) {
-      fn(this.exit);
+  subscribe(sink: ProcessSink, replay = true): () => void {
+    if (this.aborted) {
+      sink.drop(this.aborted);
       return () => {};
     }
-    this.on('event', fn);
-    return () => this.off('event', fn);
+    sink.push({ type: 'start', pid: this.info.pid });
+    if (replay) for (const c of this.chunks) sink.push(c);
+    if (this.exit) {
+      sink.push(this.exit);
+      return () => {};
+    }
+    return this.fanout.add(sink);
+  }
+
+  /** Cut every stream without an exit event: the sandbox went away, so no exit status is the command's. */
+  abort(why: StreamDrop): void {
+    if (this.exit || this.aborted) return;
+    this.aborted = why;
+    this.info.running = false;
+    this.info.stdinOpen = false;
+    this.info.exitedAt = Date.now();
+    this.fanout.dropAll(why);
   }
 
   get outputDropped(): boolean {
     return this.dropped;
   }
+
+  /** Whether a congested subscriber holds the process's output pipes paused. */
+  get outputPaused(): boolean {
+    return this.fanout.isPaused;
+  }
 }
 
-/** The processes of one sandbox: start, find by pid or tag, stdin, signals, terminal size. */
+/**
+ * The processes of one sandbox: start, find by id, pid or tag, stdin, signals, terminal size.
+ * Processes are keyed by cordon's own id; a pid is only an attribute, since the sandbox's kernel
+ * hands a pid out again once its process is gone.
+ */
 export class ProcessManager {
-  private readonly procs = new Map<number, ManagedProcess>();
-  private readonly finished: number[] = [];
+  private readonly procs = new Map<string, ManagedProcess>();
+  private readonly finished: string[] = [];
+  /** Tag → id of the running process that holds it ('' while its start is under way). */
+  private readonly tags = new Map<string, string>();
+  private seq = 0;
+  private gone?: StreamDrop;
 
   constructor(
     private readonly sandboxId: string,
     private readonly runtime: Runtime,
     private readonly bufferLimit: number,
+    private readonly flow: FlowLimits,
   ) {}
 
   async start(opts: StartOptions): Promise<ManagedProcess> {
-    if (opts.tag && this.byTag(opts.tag)?.info.running) {
-      throw new CordonError('already_exists', `a running process already has tag ${opts.tag}; pick another tag or kill it first`);
+    if (this.gone) throw errors.sandboxGone(this.sandboxId, this.gone.message);
+    const { tag } = opts;
+    // Claimed before the first await, so of two concurrent starts with one tag exactly one wins.
+    if (tag !== undefined) {
+      if (this.tags.has(tag)) throw new CordonError('already_exists', `a running process already has tag ${tag}; pick another tag or kill it first`, { tag });
+      this.tags.set(tag, '');
     }
-    const handle = this.runtime.exec(this.sandboxId, opts.spec);
+    const id = `p-${++this.seq}`;
+    let handle: ExecHandle;
+    try {
+      handle = this.runtime.exec(this.sandboxId, opts.spec);
+    } catch (e) {
+      if (tag !== undefined) this.tags.delete(tag);
+      throw e;
+    }
     // The runtime reports the pid as the process starts, or fails once it has exited without one.
     const pid = (await handle.pid.catch(() => undefined)) ?? ++syntheticPid;
     const proc = new ManagedProcess(
       {
+        id,
         pid,
-        tag: opts.tag,
+        tag,
         cmd: opts.spec.args,
         cwd: opts.spec.cwd,
         user: opts.user,
@@ -133,19 +187,25 @@ export class ProcessManager {
       },
       handle,
       this.bufferLimit,
+      this.flow,
     );
-    this.procs.set(pid, proc);
+    this.procs.set(id, proc);
+    if (tag !== undefined) this.tags.set(tag, id);
     this.pump(proc, opts);
     if (opts.stdinData?.length) handle.stdin.write(opts.stdinData);
     if (!opts.stdin) handle.stdin.end();
+    // The sandbox went away while the process was starting: it dies with it, its streams with it.
+    if (this.gone) this.end(proc, this.gone);
     return proc;
   }
 
   private pump(proc: ManagedProcess, opts: StartOptions): void {
     const h = proc.handle;
     const streams: Promise<void>[] = [];
+    const pipes: NodeJS.ReadableStream[] = [];
     const follow = (s: NodeJS.ReadableStream | undefined, type: 'stdout' | 'stderr' | 'pty') => {
       if (!s) return;
+      pipes.push(s);
       streams.push(
         new Promise((resolve) => {
           s.on('data', (d: Buffer) => proc.record({ type, data: d }));
@@ -157,6 +217,8 @@ export class ProcessManager {
     };
     follow(h.stdout, proc.info.pty ? 'pty' : 'stdout');
     follow(h.stderr, 'stderr');
+    // Not reading the pipes is what pauses the process: they fill, and its writes block.
+    proc.setSource({ pause: () => pipes.forEach((s) => s.pause()), resume: () => pipes.forEach((s) => s.resume()) });
     let timer: NodeJS.Timeout | undefined;
     if (opts.timeoutMs && opts.timeoutMs > 0) {
       timer = setTimeout(() => {
@@ -166,12 +228,21 @@ export class ProcessManager {
     }
     void (async () => {
       const status = await h.exited;
-      // Output can still be in flight when the exit is seen; give the pipes a moment to drain.
-      await Promise.race([Promise.all(streams), new Promise((r) => setTimeout(r, 2000))]);
+      // Output can still be in flight when the exit is seen; give the pipes a moment to drain (a
+      // background grandchild may hold them open for ever). While a congested subscriber keeps them
+      // paused, wait on: its drain or its write deadline resumes them.
+      const drained = Promise.all(streams).then(() => true);
+      while (!(await Promise.race([drained, new Promise<boolean>((r) => setTimeout(() => r(false), 2000))])) && proc.outputPaused);
       if (timer) clearTimeout(timer);
+      if (proc.aborted) return this.retire(proc);
       // Any failure may be the kernel's OOM killer at work: 137 for a plain process, while under gVisor
       // the victim is a task of the sentry and the exec ends with whatever the sandbox reports (1, 128).
       const oomKilled = status.exitCode !== 0 && opts.oomCheck ? await opts.oomCheck().catch(() => false) : false;
+      // Otherwise a failure of a sandbox that is gone is the sandbox's death, not the command's exit.
+      if (!oomKilled && status.exitCode !== 0 && opts.sandboxAlive && !opts.sandboxAlive()) {
+        this.end(proc, { kind: 'sandbox_gone', message: `sandbox ${this.sandboxId} stopped running while the command ran` });
+        return this.retire(proc);
+      }
       // A timeout reports 124 like timeout(1), on every surface (sync, SSE, WebSocket, CLI).
       let exitCode = oomKilled ? 137 : proc.timedOut ? 124 : status.exitCode;
       // No pid was ever reported: the runtime could not start the command at all.
@@ -182,10 +253,12 @@ export class ProcessManager {
           proc.record({ type: proc.info.pty ? 'pty' : 'stderr', data: Buffer.from(why.message) });
         }
       }
+      if (proc.aborted) return this.retire(proc);
       proc.info.running = false;
       proc.info.stdinOpen = false;
       proc.info.exitedAt = Date.now();
       proc.info.exitCode = exitCode;
+      this.releaseTag(proc);
       proc.record({
         type: 'exit',
         exitCode,
@@ -193,12 +266,23 @@ export class ProcessManager {
         ...(proc.timedOut ? { timedOut: true } : {}),
         ...(oomKilled ? { oomKilled: true } : {}),
       });
-      this.retire(proc.info.pid);
+      this.retire(proc);
     })();
   }
 
-  private retire(pid: number): void {
-    this.finished.push(pid);
+  /** Cut a process's streams without an exit event and free its tag. */
+  private end(proc: ManagedProcess, why: StreamDrop): void {
+    proc.abort(why);
+    this.releaseTag(proc);
+  }
+
+  private releaseTag(proc: ManagedProcess): void {
+    const tag = proc.info.tag;
+    if (tag !== undefined && this.tags.get(tag) === proc.info.id) this.tags.delete(tag);
+  }
+
+  private retire(proc: ManagedProcess): void {
+    this.finished.push(proc.info.id);
     while (this.finished.length > KEEP_FINISHED) this.procs.delete(this.finished.shift()!);
   }
 
@@ -206,16 +290,30 @@ export class ProcessManager {
     return [...this.procs.values()].map((p) => p.info);
   }
 
+  /** The running process with this tag, else the most recent one that had it. */
   byTag(tag: string): ManagedProcess | undefined {
+    const owner = this.tags.get(tag);
+    if (owner) return this.procs.get(owner);
     let found: ManagedProcess | undefined;
-    for (const p of this.procs.values()) if (p.info.tag === tag && (!found || p.info.running)) found = p;
+    for (const p of this.procs.values()) if (p.info.tag === tag) found = p;
     return found;
   }
 
-  /** A process by pid ("123") or by tag ("tag:name" or a non-numeric name). */
+  /** The running process with this pid, else the most recent one that had it. */
+  byPid(pid: number): ManagedProcess | undefined {
+    let found: ManagedProcess | undefined;
+    for (const p of this.procs.values()) {
+      if (p.info.pid !== pid) continue;
+      if (p.info.running) return p;
+      found = p;
+    }
+    return found;
+  }
+
+  /** A process by id ("p-3"), pid ("123") or tag ("tag:name" or any other name). */
   get(ref: string | number): ManagedProcess {
     const text = String(ref);
-    const p = /^\d+$/.test(text) ? this.procs.get(Number(text)) : this.byTag(text.replace(/^tag:/, ''));
+    const p = /^p-\d+$/.test(text) ? this.procs.get(text) : /^\d+$/.test(text) ? this.byPid(Number(text)) : this.byTag(text.replace(/^tag:/, ''));
     if (!p) throw errors.processNotFound(text);
     return p;
   }
@@ -263,9 +361,20 @@ export class ProcessManager {
     await h.exited;
   }
 
+  /**
+   * The sandbox is going away (removed, stopped, dead): every stream still open is cut without an exit
+   * event, since whatever status the runtime reports next is the sandbox's death, not the command's.
+   */
+  abortAll(message: string): void {
+    this.gone ??= { kind: 'sandbox_gone', message };
+    for (const p of this.procs.values()) if (p.info.running) p.abort(this.gone);
+    this.tags.clear();
+  }
+
   /** Forget every process, e.g. when the sandbox stops; their runtime processes die with it. */
   clear(): void {
     this.procs.clear();
     this.finished.length = 0;
+    this.tags.clear();
   }
 }

@@ -20,6 +20,7 @@ export const ERROR_KINDS = {
   not_found: { status: 404, connect: 'not_found', exit: 66 },
   invalid_state: { status: 409, connect: 'failed_precondition', exit: 65 },
   already_exists: { status: 409, connect: 'already_exists', exit: 65 },
+  sandbox_gone: { status: 410, connect: 'unavailable', exit: 69 },
   payload_too_large: { status: 413, connect: 'resource_exhausted', exit: 65 },
   too_many_sandboxes: { status: 429, connect: 'resource_exhausted', exit: 75 },
   rate_limited: { status: 429, connect: 'resource_exhausted', exit: 75 },
@@ -88,5 +89,7 @@ export const errors = {
     new CordonError('not_found', `path ${path} does not exist in the sandbox`, { path }),
   wrongState: (id: string, state: string, action: string, hint: string) =>
     new CordonError('invalid_state', `sandbox ${id} is ${state}; cannot ${action}. ${hint}`, { sandbox_id: id, state }),
+  sandboxGone: (id: string, what: string) =>
+    new CordonError('sandbox_gone', `${what}; the command's output and exit status are lost. Create a new sandbox to run it again`, { sandbox_id: id }),
   internal: (what: string) => new CordonError('internal', what),
 };

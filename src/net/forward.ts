@@ -1,9 +1,11 @@
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import https from 'node:https';
 import { isIPv4 } from 'node:net';
+import { pipeline } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
+import { CappedBodyRewrite, SseLineRewrite } from './body-rewrite.js';
 import { resolveFor, type ResolveContext, type UpstreamDns } from './resolver.js';
-import { mutateRequest, mutateResponseHeaders, replaceBody, replaceSseLine, ruleMatches } from './rules.js';
+import { mutateRequest, mutateResponseHeaders, ruleMatches } from './rules.js';
 import { placeholdersIn, redact, secretHostMatches, substitute } from './secrets.js';
 import type { AskResult, CallbackDecision, CallbackSummary } from './callbacks.js';
 import type { HookRule, SecretSpec } from './types.js';
@@ -22,6 +24,8 @@ export interface NetEvent {
   blocked: boolean;
   block_reason?: string;
   secret_leak?: string;
+  /** Something the proxy did not do as asked, e.g. a body replacement skipped on a body past the cap. */
+  note?: string;
 }
 
 export interface SandboxNetContext extends ResolveContext {
@@ -51,26 +55,49 @@ export interface Upstream {
   localAddress: string;
   http: http.Agent;
   https: https.Agent;
+  /** Fail an upstream exchange that moves no bytes for this long. */
+  idleTimeoutMs: number;
 }
 
 const HOP = ['connection', 'keep-alive', 'proxy-connection', 'proxy-authorization', 'te', 'trailer', 'upgrade', 'transfer-encoding'];
-const MAX_BODY = 16 * 1024 * 1024;
+/** Upstream TCP connect deadline: a host that drops SYNs fails this request, not the sandbox's patience. */
+export const CONNECT_TIMEOUT_MS = 10_000;
+/**
+ * Most bytes of one body the proxy holds in memory: a request body searched for secret placeholders,
+ * a response body rewritten by a rule. With the per-sandbox connection cap this bounds a sandbox's
+ * share of the daemon's memory.
+ */
+export const INSPECT_LIMIT = 1024 * 1024;
 
+class BodyTooLarge extends Error {}
+class UpstreamTimeout extends Error {}
+
+/** The whole request body, or BodyTooLarge past INSPECT_LIMIT (refused before reading when declared). */
 function readBody(req: IncomingMessage): Promise<Buffer> {
   return new Promise((resolve, reject) => {
+    if (Number(req.headers['content-length'] ?? 0) > INSPECT_LIMIT) return reject(new BodyTooLarge());
     const parts: Buffer[] = [];
     let n = 0;
-    req.on('data', (c: Buffer) => {
+    const onData = (c: Buffer) => {
       n += c.length;
-      if (n > MAX_BODY) return reject(new Error('request body too large to inspect'));
+      if (n > INSPECT_LIMIT) {
+        req.off('data', onData);
+        req.pause();
+        return reject(new BodyTooLarge());
+      }
       parts.push(c);
-    });
+    };
+    req.on('data', onData);
     req.on('end', () => resolve(Buffer.concat(parts)));
     req.on('error', reject);
   });
 }
 
-export async function forward(req: IncomingMessage, res: ServerResponse, ctx: SandboxNetContext, port: number, up: Upstream): Promise<void> {
+/**
+ * `expectsContinue`: the client sent `Expect: 100-continue` and waits for it before sending its body;
+ * it is sent once the request is allowed, so a refused request never has its body uploaded.
+ */
+export async function forward(req: IncomingMessage, res: ServerResponse, ctx: SandboxNetContext, port: number, up: Upstream, expectsContinue = false): Promise<void> {
   const t0 = Date.now();
   const tlsName = (req.socket as TLSSocket).encrypted ? ((req.socket as TLSSocket & { servername?: string }).servername || '') : undefined;
   const hostHeader = (req.headers.host ?? '').toLowerCase();
@@ -78,10 +105,17 @@ export async function forward(req: IncomingMessage, res: ServerResponse, ctx: Sa
   const scheme = tlsName !== undefined ? 'https' : 'http';
   const url = `${scheme}://${hostHeader || '?'}${req.url ?? '/'}`;
   const ev: NetEvent = { method: req.method ?? '', url, host, status: 0, request_bytes: 0, response_bytes: 0, duration_ms: 0, blocked: false };
+  let continued = !expectsContinue;
+  const proceed = () => {
+    if (!continued) res.writeContinue();
+    continued = true;
+  };
   const block = (reason: string, status = 403, leak?: string) => {
     Object.assign(ev, { blocked: true, block_reason: reason, status, duration_ms: Date.now() - t0, ...(leak ? { secret_leak: leak } : {}) });
     ctx.report(ev);
-    if (!res.headersSent) res.writeHead(status, { 'content-type': 'application/json', connection: 'close' });
+    // A client that is still sending its body gets the answer on a connection kept open: Node reads
+    // and drops the rest, so the client sees the answer instead of a reset in the middle of its upload.
+    if (!res.headersSent) res.writeHead(status, { 'content-type': 'application/json', ...(continued && !req.complete ? {} : { connection: 'close' }) });
     res.end(JSON.stringify({ error: leak ? 'ErrSecretLeak' : 'ErrBlocked', reason }));
     req.resume();
   };
@@ -118,7 +152,15 @@ export async function forward(req: IncomingMessage, res: ServerResponse, ctx: Sa
   // Secrets: placeholders in the URL, headers or body; all must be bound for this host.
   let body: Buffer | undefined;
   const hasBody = req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0' || req.headers['transfer-encoding'] !== undefined;
-  if (ctx.secrets.length && hasBody) body = await readBody(req).catch(() => undefined);
+  if (ctx.secrets.length && hasBody) {
+    try {
+      if (Number(req.headers['content-length'] ?? 0) <= INSPECT_LIMIT) proceed();
+      body = await readBody(req);
+    } catch (e) {
+      if (!(e instanceof BodyTooLarge)) return void res.destroy();
+      return block(`request body larger than ${INSPECT_LIMIT} bytes: this sandbox has secrets, and bodies are searched for their placeholders only up to that size; send less per request`, 413);
+    }
+  }
   let target = shape.path + (shape.query.size ? `?${shape.query.toString()}` : '');
   const headerText = JSON.stringify(shape.headers);
   const found = [...new Set([...placeholdersIn(target, ctx.secrets), ...placeholdersIn(headerText, ctx.secrets), ...(body ? placeholdersIn(body.toString('latin1'), ctx.secrets) : [])])];
@@ -142,6 +184,14 @@ export async function forward(req: IncomingMessage, res: ServerResponse, ctx: Sa
     agent: tlsName !== undefined ? up.https : up.http,
     ...(tlsName !== undefined ? { servername: host } : {}),
   });
+  const secs = (ms: number) => `${Math.round(ms / 1000)}s`;
+  upReq.on('socket', (sock) => {
+    if (!sock.connecting) return;
+    const t = setTimeout(() => upReq.destroy(new UpstreamTimeout(`could not connect within ${secs(CONNECT_TIMEOUT_MS)}`)), CONNECT_TIMEOUT_MS);
+    sock.once('connect', () => clearTimeout(t));
+    upReq.once('close', () => clearTimeout(t));
+  });
+  upReq.setTimeout(up.idleTimeoutMs, () => upReq.destroy(new UpstreamTimeout(`sent nothing for ${secs(up.idleTimeoutMs)}`)));
   upReq.on('response', async (upRes) => {
     const headers: Record<string, string | string[] | undefined> = { ...upRes.headers };
     for (const h of HOP) delete headers[h];
@@ -165,49 +215,37 @@ export async function forward(req: IncomingMessage, res: ServerResponse, ctx: Sa
       ev.url = redact(ev.url, ctx.secrets);
       ctx.report(ev);
     };
-    if (!reps.length) {
+    const note = (text: string) => (ev.note = text);
+    const count = (c: Buffer) => (ev.response_bytes += c.length);
+    const done = (err?: Error | null) => {
+      if (err && !ev.note) note(`response cut off: ${err.message}`);
+      finish();
+    };
+    const declared = Number(upRes.headers['content-length'] ?? -1);
+    const sse = String(upRes.headers['content-type'] ?? '').startsWith('text/event-stream');
+    if (!reps.length || (!sse && declared > INSPECT_LIMIT)) {
+      if (reps.length) note(`body replacement skipped: the body (${declared} bytes) is larger than ${INSPECT_LIMIT} bytes`);
       res.writeHead(ev.status, headers);
-      upRes.on('data', (c: Buffer) => (ev.response_bytes += c.length));
-      upRes.pipe(res);
-      upRes.on('end', finish);
-      return;
+      upRes.on('data', count);
+      return void pipeline(upRes, res, done);
     }
     delete headers['content-length'];
     res.writeHead(ev.status, headers);
-    if (String(upRes.headers['content-type'] ?? '').startsWith('text/event-stream')) {
-      let pending = '';
-      upRes.setEncoding('utf8');
-      upRes.on('data', (c: string) => {
-        pending += c;
-        const lines = pending.split('\n');
-        pending = lines.pop()!;
-        const out = lines.map((l) => replaceSseLine(l, reps)).join('\n') + (lines.length ? '\n' : '');
-        ev.response_bytes += Buffer.byteLength(out);
-        res.write(out);
-      });
-      upRes.on('end', () => {
-        res.end(replaceSseLine(pending, reps));
-        finish();
-      });
-    } else {
-      const parts: Buffer[] = [];
-      upRes.on('data', (c: Buffer) => parts.push(c));
-      upRes.on('end', () => {
-        const out = replaceBody(Buffer.concat(parts).toString('utf8'), reps);
-        ev.response_bytes = Buffer.byteLength(out);
-        res.end(out);
-        finish();
-      });
-    }
+    const rewrite = sse
+      ? new SseLineRewrite(reps, INSPECT_LIMIT, () => note(`body replacement skipped on an event-stream line longer than ${INSPECT_LIMIT} characters`))
+      : new CappedBodyRewrite(reps, INSPECT_LIMIT, () => note(`body replacement skipped: the body is larger than ${INSPECT_LIMIT} bytes`));
+    rewrite.on('data', count);
+    pipeline(upRes, rewrite, res, done);
   });
   upReq.on('error', (e) => {
-    if (res.headersSent) return res.destroy();
-    block(`upstream ${host} (${ip}:${port}) failed: ${e.message}`, 502);
+    if (res.headersSent) return void res.destroy();
+    block(`upstream ${host} (${ip}:${port}) ${e instanceof UpstreamTimeout ? '' : 'failed: '}${e.message}`, e instanceof UpstreamTimeout ? 504 : 502);
   });
   if (body) {
     ev.request_bytes = body.length;
     upReq.end(body);
   } else {
+    proceed();
     req.on('data', (c: Buffer) => (ev.request_bytes += c.length));
     req.pipe(upReq);
   }

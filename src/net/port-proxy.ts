@@ -1,7 +1,12 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import http, { type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
+import { pipeline } from 'node:stream';
 import type { PortProxy } from '../api/e2b/port-proxy.js';
 import type { SandboxManager } from '../engine/sandbox-manager.js';
+import { CONNECT_TIMEOUT_MS } from './forward.js';
+
+/** A sandbox port that sends nothing for this long fails the request (a hung server, a stalled stream). */
+const IDLE_TIMEOUT_MS = 60_000;
 
 const digest = (s: string) => createHash('sha256').update(s).digest();
 
@@ -44,12 +49,20 @@ export class SandboxPortProxy implements PortProxy {
     };
     if (!link) return closed('the sandbox has no network namespace');
     const headers = headersForSandbox(req.headers, this.apiKey);
-    const up = http.request({ host: link.sandboxIp, port, method: req.method, path: req.url, headers, timeout: 30_000 }, (r) => {
+    const up = http.request({ host: link.sandboxIp, port, method: req.method, path: req.url, headers, timeout: IDLE_TIMEOUT_MS }, (r) => {
       res.writeHead(r.statusCode ?? 502, r.headers);
-      r.pipe(res);
+      pipeline(r, res, () => {});
+    });
+    up.on('socket', (sock) => {
+      if (!sock.connecting) return;
+      const t = setTimeout(() => up.destroy(new Error(`connecting took longer than ${CONNECT_TIMEOUT_MS / 1000}s`)), CONNECT_TIMEOUT_MS);
+      sock.once('connect', () => clearTimeout(t));
+      up.once('close', () => clearTimeout(t));
     });
     up.on('error', (e: NodeJS.ErrnoException) => closed(e.code === 'ECONNREFUSED' ? 'nothing listens there' : e.message));
-    up.on('timeout', () => up.destroy(new Error('timed out')));
+    up.on('timeout', () => up.destroy(new Error(`it sent nothing for ${IDLE_TIMEOUT_MS / 1000}s`)));
+    // The client went away: so does the request to the sandbox.
+    res.on('close', () => res.writableFinished || up.destroy());
     req.pipe(up);
   }
 }

@@ -6,7 +6,7 @@ import { CordonError } from '../errors/registry.js';
 import { CertAuthority, upstreamCas } from './ca.js';
 import type { NetEvent, SandboxNetContext, Upstream } from './forward.js';
 import { HostNet } from './host-net.js';
-import { TransparentListener } from './listener.js';
+import { ConnectionCap, TransparentListener } from './listener.js';
 import { Policy } from './policy.js';
 import { startDnsServer, UpstreamDns, type Pin } from './resolver.js';
 import { PortForwards } from './port-forward.js';
@@ -27,6 +27,10 @@ export interface NetConfig {
   defaultMode: NetworkMode;
   /** Daemon variables allowed as secret values (`--secret-env NAME`); nothing else of its environment is. */
   secretEnv: ReadonlyMap<string, string>;
+  /** Egress proxy: idle (read) timeout of an exchange, upstream and sandbox side. */
+  idleTimeoutMs: number;
+  /** Egress proxy: concurrent connections one sandbox may hold. */
+  maxConnections: number;
 }
 
 export type NetReporter = (sandboxId: string, e: NetEvent) => void;
@@ -78,6 +82,8 @@ export class NetworkService {
   readonly callbacks = new CallbackHub();
   private readonly contexts = new Map<string, SandboxNetContext>();
   private readonly listeners = new Map<number, TransparentListener>();
+  /** Proxied connections per sandbox, over every listener. */
+  private readonly connections: ConnectionCap;
   private ready?: Promise<void>;
   private dns?: { port: number; close(): void };
   private upstream?: Upstream;
@@ -88,6 +94,7 @@ export class NetworkService {
     this.links = new SandboxLinks(this.host, join(cfg.dataDir, 'net', 'links'));
     this.pinsDir = join(cfg.dataDir, 'net', 'pins');
     this.ca = new CertAuthority(join(cfg.dataDir, 'net-ca'));
+    this.connections = new ConnectionCap(cfg.maxConnections, cfg.idleTimeoutMs);
   }
 
   /** Refuse what this daemon cannot enforce, before anything is created. */
@@ -135,6 +142,7 @@ export class NetworkService {
       localAddress: local,
       http: new http.Agent({ keepAlive: true, localAddress: local }),
       https: new https.Agent({ keepAlive: true, localAddress: local, ca }),
+      idleTimeoutMs: this.cfg.idleTimeoutMs,
     };
     this.dns = await startDnsServer(this.host.proxyIp, (ip) => this.ctxFor(ip), this.upstream.dns, (ip, name, _ok, reason) => {
       const l = this.links.bySource(ip);
@@ -146,7 +154,7 @@ export class NetworkService {
 
   private async listen(orig: number, addToTable = true): Promise<void> {
     if (this.listeners.has(orig)) return;
-    const l = new TransparentListener(orig, (ip) => this.ctxFor(ip), this.ca, this.upstream!);
+    const l = new TransparentListener(orig, (ip) => this.ctxFor(ip), this.ca, this.upstream!, this.connections);
     this.listeners.set(orig, l);
     await l.listen(this.host.proxyIp);
     if (addToTable) await this.host.addPort(orig, l.port);

@@ -18,6 +18,8 @@ export function createNetworkService(cfg: DaemonConfig, store: SandboxStore): Ne
       dnsServers: cfg.upstreamDns ?? [],
       defaultMode: mode,
       secretEnv: secretEnvFrom(cfg.secretEnv ?? [], process.env),
+      idleTimeoutMs: cfg.egressIdleTimeoutMs,
+      maxConnections: cfg.egressMaxConnections,
     },
     (id, e) => {
       if (!store.get(id)) return;

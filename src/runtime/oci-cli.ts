@@ -206,7 +206,17 @@ export abstract class OciCliRuntime implements Runtime {
         () => {
           const term = pty.spawn(cmd, args, { cols: size.cols, rows: size.rows, name: 'xterm-256color', env: process.env as Record<string, string> });
           state.term = term;
-          term.onData((d) => stdout.write(Buffer.from(d, 'binary')));
+          // Backpressure: stop reading the terminal while nobody takes its output (the program then blocks).
+          let held = false;
+          term.onData((d) => {
+            if (stdout.write(Buffer.from(d, 'binary')) || held) return;
+            held = true;
+            term.pause();
+            stdout.once('drain', () => {
+              held = false;
+              term.resume();
+            });
+          });
           stdin.on('data', (d: Buffer) => term.write(d.toString('binary')));
           stdin.on('end', () => term.write('\x04'));
           term.onExit(({ exitCode, signal }) => {

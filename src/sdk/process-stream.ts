@@ -1,4 +1,5 @@
 import WebSocket from 'ws';
+import { CordonError, ERROR_KINDS, type ErrorCode } from '../errors/registry.js';
 import type { Http } from './http.js';
 import type { ProcessEvent } from './types.js';
 
@@ -11,22 +12,37 @@ export function fromWire(w: Wire): ProcessEvent | undefined {
   return undefined;
 }
 
-/** Read a Server-Sent Events response body into process events. */
+/**
+ * Read a Server-Sent Events response body into process events. A stream that ends without an exit
+ * event was cut: the daemon says why in an error event (e.g. sandbox_gone), which is thrown.
+ */
 export async function* readSse(body: AsyncIterable<Buffer | string>): AsyncGenerator<ProcessEvent> {
   let buf = '';
-  for await (const chunk of body) {
-    buf += chunk.toString();
-    let i: number;
-    while ((i = buf.indexOf('\n\n')) >= 0) {
-      const block = buf.slice(0, i);
-      buf = buf.slice(i + 2);
-      const data = block.split('\n').filter((l) => l.startsWith('data: ')).map((l) => l.slice(6)).join('\n');
-      if (!data) continue;
-      const ev = fromWire(JSON.parse(data));
-      if (ev) yield ev;
+  let exited = false;
+  let failure: CordonError | undefined;
+  try {
+    for await (const chunk of body) {
+      buf += chunk.toString();
+      let i: number;
+      while ((i = buf.indexOf('\n\n')) >= 0) {
+        const block = buf.slice(0, i);
+        buf = buf.slice(i + 2);
+        const data = block.split('\n').filter((l) => l.startsWith('data: ')).map((l) => l.slice(6)).join('\n');
+        if (!data) continue;
+        const w = JSON.parse(data) as Wire;
+        if (w.type === 'error') failure = new CordonError(knownCode(w.code), w.message ?? 'the stream was cut');
+        const ev = fromWire(w);
+        if (ev?.type === 'exit') exited = true;
+        if (ev) yield ev;
+      }
     }
+  } catch (e) {
+    throw failure ?? new CordonError('unavailable', `the event stream broke before the process exited (${(e as Error).message})`);
   }
+  if (!exited) throw failure ?? new CordonError('unavailable', 'the event stream ended before the process exited');
 }
+
+const knownCode = (code: string | undefined): ErrorCode => (code && code in ERROR_KINDS ? (code as ErrorCode) : 'internal');
 
 /** A live, two-way connection to a process: events in, stdin / resize / signals out. */
 export class ProcessSocket {
@@ -71,6 +87,13 @@ export class ProcessSocket {
   }
   signal(signal: string): void {
     this.ws.send(JSON.stringify({ type: 'signal', signal }));
+  }
+  /** Stop reading events (the daemon then pauses the process once its buffer is full). */
+  pause(): void {
+    this.ws.pause();
+  }
+  resume(): void {
+    this.ws.resume();
   }
   close(): void {
     this.ws.close();

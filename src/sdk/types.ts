@@ -78,6 +78,8 @@ export interface ExecResult {
 }
 
 export interface ProcessInfo {
+  /** cordon's id for the process (p-N); unlike the pid it is never reused within a sandbox. */
+  id: string;
   pid: number;
   tag: string | null;
   cmd: string[];

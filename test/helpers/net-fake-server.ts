@@ -1,7 +1,8 @@
 // Runs inside the fake-internet namespace (ip netns exec): DNS from fixed records, HTTP on :80 and
-// HTTPS on :443 with the test's own CA, echoing each request back as JSON. A few names get hostile
-// DNS behaviour (spoofed replies before the real one, a truncated reply whose real answer is served
-// over TCP) so tests can tell what the daemon's resolver accepted from the address it pins.
+// HTTPS on :443 with the test's own CA, echoing each request back as JSON (and a few paths that
+// hang, drip or send big bodies). A few names get hostile DNS behaviour (spoofed replies before the
+// real one, a truncated reply whose real answer is served over TCP) so tests can tell what the
+// daemon's resolver accepted from the address it pins.
 import { createSocket, type RemoteInfo } from 'node:dgram';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import https from 'node:https';
@@ -73,6 +74,25 @@ function echo(req: IncomingMessage, res: ServerResponse) {
   const parts: Buffer[] = [];
   req.on('data', (c: Buffer) => parts.push(c));
   req.on('end', () => {
+    // Accept the request and never answer (an upstream that hangs).
+    if (req.url?.startsWith('/hang')) return;
+    // Answer at once, then one byte a second for 30 s (a long, never idle response).
+    if (req.url?.startsWith('/drip')) {
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      let n = 0;
+      const t = setInterval(() => (++n > 30 || res.destroyed ? (clearInterval(t), res.end()) : res.write('.')), 1000);
+      res.write('.');
+      return;
+    }
+    // A body of ?n= bytes: the word secret-word, then filler; with ?chunked=1 its length is not declared.
+    if (req.url?.startsWith('/big')) {
+      const q = new URL(req.url, 'http://x').searchParams;
+      const body = Buffer.concat([Buffer.from('secret-word'), Buffer.alloc(Math.max(0, Number(q.get('n') ?? 0) - 11), 'a')]);
+      res.writeHead(200, { 'content-type': 'text/plain', ...(q.get('chunked') ? {} : { 'content-length': String(body.length) }) });
+      for (let i = 0; i < body.length; i += 65536) res.write(body.subarray(i, i + 65536));
+      res.end();
+      return;
+    }
     if (req.url?.startsWith('/sse')) {
       res.writeHead(200, { 'content-type': 'text/event-stream' });
       res.end('event: x\ndata: hello secret-word\n\ndata: again secret-word\n\n');

@@ -4,7 +4,9 @@
 // routed by E2B's headers inside one Fastify onRequest hook without descriptor machinery.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createGunzip, gunzipSync } from 'node:zlib';
+import type { FlowLimits } from '../../engine/output-fanout.js';
 import { CordonError, type ConnectCode } from '../../errors/registry.js';
+import { responseFlow, type TransportFlow } from '../stream-flow.js';
 
 export type Json = Record<string, unknown>;
 
@@ -16,11 +18,20 @@ export interface RpcContext {
   headers: IncomingMessage['headers'];
 }
 
+/**
+ * How a server-streaming handler writes. Every stream is bounded: one whose client leaves more than
+ * the high-water mark unread past the write deadline, or twice the mark at any time, is cut off.
+ * Handlers whose source can wait (process output) use backlog/onDrain to pause it before that.
+ */
+export interface StreamSender extends TransportFlow {
+  (msg: Json): void;
+}
+
 export type MethodDef =
   | { kind: 'unary'; handle: (req: Json, ctx: RpcContext) => Promise<Json> }
   | {
       kind: 'server_stream';
-      handle: (req: Json, ctx: RpcContext, send: (msg: Json) => void) => Promise<void>;
+      handle: (req: Json, ctx: RpcContext, send: StreamSender) => Promise<void>;
       /** The message sent every Keepalive-Ping-Interval seconds while the stream is quiet. */
       keepalive?: Json;
     }
@@ -49,6 +60,14 @@ export class RpcError extends Error {
   }
 }
 
+/**
+ * Thrown by a streaming handler whose stream must end as a dropped connection, with no end-of-stream
+ * message: what a client of E2B sees when the sandbox behind the stream is killed.
+ */
+export class StreamDropped extends Error {}
+
+const DEFAULT_FLOW: FlowLimits = { highWaterBytes: 8 * 1024 * 1024, writeDeadlineMs: 60_000 };
+
 function toRpcError(e: unknown): RpcError {
   if (e instanceof RpcError) return e;
   if (e instanceof CordonError) return new RpcError(e.connectCode, e.message);
@@ -57,13 +76,27 @@ function toRpcError(e: unknown): RpcError {
 
 const MAX_MESSAGE = 16 * 1024 * 1024;
 
+const tooLarge = (limit: number) => new RpcError('resource_exhausted', `request message larger than ${limit} bytes`);
+
+/** A unary body, decompressed when gzip'd; both the bytes read and the bytes they inflate to are capped. */
 async function readBody(req: IncomingMessage, limit = MAX_MESSAGE): Promise<Buffer> {
-  const src = /gzip/i.test(String(req.headers['content-encoding'] ?? '')) ? req.pipe(createGunzip()) : req;
+  let raw = 0;
+  const gzip = /gzip/i.test(String(req.headers['content-encoding'] ?? '')) ? createGunzip() : undefined;
+  if (gzip) {
+    req.on('data', (c: Buffer) => {
+      raw += c.length;
+      if (raw > limit) gzip.destroy(tooLarge(limit));
+    });
+    req.pipe(gzip);
+  }
   const parts: Buffer[] = [];
   let n = 0;
-  for await (const c of src) {
+  for await (const c of gzip ?? req) {
     n += (c as Buffer).length;
-    if (n > limit) throw new RpcError('resource_exhausted', `request message larger than ${limit} bytes`);
+    if (n > limit) {
+      gzip?.destroy();
+      throw tooLarge(limit);
+    }
     parts.push(c as Buffer);
   }
   return Buffer.concat(parts);
@@ -82,26 +115,35 @@ function parseJson(buf: Buffer): Json {
 
 /** Split a Connect streaming body into its enveloped messages (flags byte + big-endian length). */
 async function* envelopes(req: IncomingMessage): AsyncGenerator<Json> {
-  let buf = Buffer.alloc(0);
+  let parts: Buffer[] = [];
+  let size = 0;
   const compressed = /gzip/i.test(String(req.headers['connect-content-encoding'] ?? ''));
   for await (const c of req) {
-    buf = Buffer.concat([buf, c as Buffer]);
-    while (buf.length >= 5) {
-      const flags = buf[0];
-      const len = buf.readUInt32BE(1);
-      if (len > MAX_MESSAGE) throw new RpcError('resource_exhausted', `request message larger than ${MAX_MESSAGE} bytes`);
-      if (buf.length < 5 + len) break;
-      let payload = buf.subarray(5, 5 + len);
-      buf = buf.subarray(5 + len);
+    parts.push(c as Buffer);
+    size += (c as Buffer).length;
+    while (size >= 5) {
+      if (parts[0].length < 5) parts = [Buffer.concat(parts, size)];
+      const flags = parts[0][0];
+      const len = parts[0].readUInt32BE(1);
+      if (len > MAX_MESSAGE) throw tooLarge(MAX_MESSAGE);
+      if (size < 5 + len) break;
+      const all = parts.length === 1 ? parts[0] : Buffer.concat(parts, size);
+      let payload = all.subarray(5, 5 + len);
+      parts = [all.subarray(5 + len)];
+      size -= 5 + len;
       if (flags & 0x02) return; // end-of-stream from the client
       if (flags & 0x01) {
         if (!compressed) throw new RpcError('internal', 'compressed message without Connect-Content-Encoding');
-        payload = gunzipSync(payload);
+        try {
+          payload = gunzipSync(payload, { maxOutputLength: MAX_MESSAGE });
+        } catch (e) {
+          throw (e as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE' ? tooLarge(MAX_MESSAGE) : new RpcError('invalid_argument', `message is not valid gzip: ${(e as Error).message}`);
+        }
       }
       yield parseJson(payload);
     }
   }
-  if (buf.length) throw new RpcError('invalid_argument', 'request body ends inside a message envelope');
+  if (size) throw new RpcError('invalid_argument', 'request body ends inside a message envelope');
 }
 
 function envelope(flags: number, msg: unknown): Buffer {
@@ -132,7 +174,7 @@ function unaryError(res: ServerResponse, e: RpcError): void {
 }
 
 /** Serve one RPC on a raw request: content-type checks, deadline, framing, errors. */
-export async function serveRpc(req: IncomingMessage, res: ServerResponse, method: MethodDef | undefined): Promise<void> {
+export async function serveRpc(req: IncomingMessage, res: ServerResponse, method: MethodDef | undefined, flow: FlowLimits = DEFAULT_FLOW): Promise<void> {
   const streaming = method ? method.kind !== 'unary' : /^application\/connect\+/.test(String(req.headers['content-type']));
   const fail = (e: RpcError) => {
     if (!streaming) return unaryError(res, e);
@@ -190,11 +232,11 @@ export async function serveRpc(req: IncomingMessage, res: ServerResponse, method
       res.writeHead(200, { 'content-type': 'application/connect+json' });
       res.flushHeaders();
       let lastSent = Date.now();
-      const send = (msg: Json) => {
+      const send = boundedSender(res, flow, (msg) => {
         if (res.writableEnded || ac.signal.aborted) return;
         lastSent = Date.now();
         res.write(envelope(0, msg));
-      };
+      });
       const every = parseKeepalive(req.headers['keepalive-ping-interval']);
       const ping = every && method.keepalive ? setInterval(() => Date.now() - lastSent >= every - 50 && send(method.keepalive!), every) : undefined;
       try {
@@ -205,6 +247,7 @@ export async function serveRpc(req: IncomingMessage, res: ServerResponse, method
       if (!res.writableEnded) res.end(envelope(0x02, {}));
     }
   } catch (e) {
+    if (e instanceof StreamDropped) return void res.destroy();
     const err = toRpcError(e);
     if (err.code === 'canceled' && res.destroyed) return;
     fail(err);
@@ -212,4 +255,24 @@ export async function serveRpc(req: IncomingMessage, res: ServerResponse, method
     if (timer) clearTimeout(timer);
     if (!ac.signal.aborted) ac.abort(new RpcError('canceled', 'the call finished'));
   }
+}
+
+/** A stream writer that cuts the response off when its client stops reading (see StreamSender). */
+function boundedSender(res: ServerResponse, flow: FlowLimits, write: (msg: Json) => void): StreamSender {
+  const transport = responseFlow(res);
+  let deadline: NodeJS.Timeout | undefined;
+  const send = (msg: Json) => {
+    write(msg);
+    const backlog = res.writableLength;
+    if (backlog > 2 * flow.highWaterBytes) return void res.destroy();
+    if (backlog <= flow.highWaterBytes || deadline) return;
+    deadline = setTimeout(() => res.destroy(), flow.writeDeadlineMs);
+    deadline.unref();
+    transport.onDrain(() => {
+      clearTimeout(deadline);
+      deadline = undefined;
+    });
+  };
+  res.once('close', () => clearTimeout(deadline));
+  return Object.assign(send, { backlog: transport.backlog, onDrain: transport.onDrain });
 }

@@ -176,7 +176,8 @@ export class EnvdRouter {
       };
       const svc: Record<string, MethodDef> =
         m[1] === 'process.Process' ? processService(getLive) : filesystemService(sandboxId, getLive, this.meta, this.watchers);
-      return serveRpc(req, res, Object.hasOwn(svc, m[2]) ? svc[m[2]] : undefined);
+      const flow = { highWaterBytes: this.mgr.cfg.streamHighWaterBytes, writeDeadlineMs: this.mgr.cfg.streamWriteDeadlineMs };
+      return serveRpc(req, res, Object.hasOwn(svc, m[2]) ? svc[m[2]] : undefined, flow);
     }
     this.reject(req, res, 404, `envd has no ${req.method} ${path}; see E2B's envd spec (process.Process, filesystem.Filesystem, /files, /health)`);
   }

@@ -2,7 +2,7 @@
 import { z } from 'zod';
 import type { LiveSandbox } from '../../engine/live-sandbox.js';
 import type { ManagedProcess, ProcessEvent } from '../../engine/process-manager.js';
-import { RpcError, type Json, type MethodDef, type RpcContext } from './connect.js';
+import { RpcError, StreamDropped, type Json, type MethodDef, type RpcContext, type StreamSender } from './connect.js';
 import { envdPath, parseMsg, resolveEnvdUser, userFromAuthorization } from './envd-context.js';
 
 const u32 = z.number().int().min(0).max(2 ** 32 - 1);
@@ -60,28 +60,43 @@ function wireEvent(ev: ProcessEvent): Json {
   }
 }
 
-/** Stream a process's events until it exits; at the deadline the process is killed, as envd does. */
-function follow(proc: ManagedProcess, ctx: RpcContext, send: (m: Json) => void, replay: boolean, killOnDeadline: boolean): Promise<void> {
+/**
+ * Stream a process's events until it exits; at the deadline the process is killed, as envd does. A
+ * client that reads slowly pauses the process; when the sandbox goes away the stream is dropped
+ * without an end event, so the SDK reports the sandbox as gone rather than a command exit.
+ */
+function follow(proc: ManagedProcess, ctx: RpcContext, send: StreamSender, replay: boolean, killOnDeadline: boolean): Promise<void> {
   return new Promise((resolve, reject) => {
-    const unsubscribe = proc.subscribe((ev) => {
-      send({ event: wireEvent(ev) });
-      if (ev.type === 'exit') {
-        cleanup();
-        resolve();
-      }
-    }, replay);
+    let unsubscribe: (() => void) | undefined;
+    let settled = false;
+    const settle = (err?: Error) => {
+      if (settled) return;
+      settled = true;
+      unsubscribe?.();
+      ctx.signal.removeEventListener('abort', onAbort);
+      if (err) reject(err);
+      else resolve();
+    };
     const onAbort = () => {
       const reason = ctx.signal.reason;
       if (killOnDeadline && reason instanceof RpcError && reason.code === 'deadline_exceeded' && proc.info.running) proc.handle.signal('SIGKILL').catch(() => {});
-      cleanup();
-      reject(reason);
-    };
-    const cleanup = () => {
-      unsubscribe();
-      ctx.signal.removeEventListener('abort', onAbort);
+      settle(reason);
     };
     if (ctx.signal.aborted) return onAbort();
     ctx.signal.addEventListener('abort', onAbort, { once: true });
+    unsubscribe = proc.subscribe(
+      {
+        backlog: send.backlog,
+        onDrain: send.onDrain,
+        push(ev) {
+          send({ event: wireEvent(ev) });
+          if (ev.type === 'exit') settle();
+        },
+        drop: (why) => settle(new StreamDropped(why.message)),
+      },
+      replay,
+    );
+    if (settled) unsubscribe();
   });
 }
 
@@ -162,7 +177,7 @@ export function processService(live: () => LiveSandbox): Record<string, MethodDe
         const req = parseMsg(sendSignalReq, msg, 'SendSignalRequest');
         const proc = live().processes.get(ref(req.process));
         if (!proc.info.running) throw new RpcError('not_found', `process ${proc.info.pid} has already exited`);
-        await live().processes.signal(proc.info.pid, req.signal);
+        await live().processes.signal(proc.info.id, req.signal);
         return {};
       },
     },

@@ -4,6 +4,8 @@ import { z } from 'zod';
 import { CordonError } from '../../errors/registry.js';
 import type { LiveSandbox } from '../../engine/live-sandbox.js';
 import type { ManagedProcess, ProcessEvent } from '../../engine/process-manager.js';
+import type { StreamDrop } from '../../engine/output-fanout.js';
+import { responseFlow, SocketFlow } from '../stream-flow.js';
 import { execBody, idParams, procParams, processBody, resizeBody, signalBody, stdinBody } from '../schemas.js';
 import type { ApiDeps, TypedApp } from '../server.js';
 import { execView, processView } from '../views.js';
@@ -15,15 +17,35 @@ export function eventWire(ev: ProcessEvent) {
   return { type: ev.type, data: ev.data.toString('base64') };
 }
 
-/** Server-Sent Events: one `data:` JSON line per event, ending after the exit event. */
+/** The last SSE event of a stream the engine cut: the sandbox went away, so there is no exit event. */
+export function dropEvent(why: StreamDrop): string {
+  const err = new CordonError(why.kind === 'sandbox_gone' ? 'sandbox_gone' : 'unavailable', why.message);
+  return `event: error\ndata: ${JSON.stringify({ type: 'error', ...err.toJSON() })}\n\n`;
+}
+
+/**
+ * Server-Sent Events: one `data:` JSON line per event, ending after the exit event. A client that
+ * reads slowly pauses the process; one that stops reading is cut off at the write deadline.
+ */
 function streamSse(reply: FastifyReply, proc: ManagedProcess, replay: boolean): void {
   reply.hijack();
   const res = reply.raw;
   res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' });
-  const unsubscribe = proc.subscribe((ev) => {
-    res.write(`event: ${ev.type}\ndata: ${JSON.stringify(eventWire(ev))}\n\n`);
-    if (ev.type === 'exit') res.end();
-  }, replay);
+  const unsubscribe = proc.subscribe(
+    {
+      ...responseFlow(res),
+      push(ev) {
+        if (res.writableEnded) return;
+        res.write(`event: ${ev.type}\ndata: ${JSON.stringify(eventWire(ev))}\n\n`);
+        if (ev.type === 'exit') res.end();
+      },
+      drop(why) {
+        if (why.kind === 'stalled') return void res.destroy();
+        if (!res.writableEnded) res.end(dropEvent(why));
+      },
+    },
+    replay,
+  );
   res.on('close', unsubscribe);
 }
 
@@ -38,32 +60,59 @@ const clientMessage = z.discriminatedUnion('type', [
  * A WebSocket bound to one process: events out, stdin / resize / signal in. `early` holds messages
  * that arrived while the process was still starting, so no stdin is lost.
  */
-function bindSocket(socket: WebSocket, live: LiveSandbox, proc: ManagedProcess, replay: boolean, early: string[] = []): void {
-  const unsubscribe = proc.subscribe((ev) => {
-    if (socket.readyState !== socket.OPEN) return;
-    socket.send(JSON.stringify(eventWire(ev)));
-    if (ev.type === 'exit') socket.close(1000, 'process exited');
-  }, replay);
+function bindSocket(socket: WebSocket, live: LiveSandbox, proc: ManagedProcess, replay: boolean, inputLimit: number, early: string[] = []): void {
+  const flow = new SocketFlow(socket);
+  const unsubscribe = proc.subscribe(
+    {
+      backlog: () => flow.backlog(),
+      onDrain: (cb) => flow.onDrain(cb),
+      push(ev) {
+        flow.send(JSON.stringify(eventWire(ev)));
+        if (ev.type === 'exit') socket.close(1000, 'process exited');
+      },
+      drop(why) {
+        if (why.kind === 'stalled') return void socket.terminate();
+        const err = new CordonError('sandbox_gone', why.message);
+        flow.send(JSON.stringify({ type: 'error', ...err.toJSON() }));
+        socket.close(4000 + err.status, err.message.slice(0, 120));
+      },
+    },
+    replay,
+  );
   socket.on('close', unsubscribe);
   let chain = Promise.resolve();
+  // Input backpressure: while more than `inputLimit` bytes wait for the process, stop reading the socket.
+  let pending = 0;
+  let paused = false;
   const handle = (text: string) => {
     const parsed = clientMessage.safeParse(safeJson(text));
     if (!parsed.success) {
-      socket.send(JSON.stringify({ type: 'error', code: 'invalid_argument', message: `bad message: ${parsed.error.issues[0]?.message}` }));
+      flow.send(JSON.stringify({ type: 'error', code: 'invalid_argument', message: `bad message: ${parsed.error.issues[0]?.message}` }));
+      if (flow.backlog() > inputLimit) socket.terminate();
       return;
     }
+    pending += text.length;
+    if (pending > inputLimit && !paused) {
+      paused = true;
+      socket.pause();
+    }
     const m = parsed.data;
-    const pid = proc.info.pid;
+    const ref = proc.info.id;
     // Keep client order: stdin bytes must not overtake each other or the close that follows them.
     chain = chain
       .then(async () => {
-        if (m.type === 'stdin') await live.processes.sendStdin(pid, Buffer.from(m.data, 'base64'));
-        else if (m.type === 'close_stdin') live.processes.closeStdin(pid);
-        else if (m.type === 'resize') await live.processes.resize(pid, m.cols, m.rows);
-        else await live.processes.signal(pid, m.signal as NodeJS.Signals);
+        if (m.type === 'stdin') await live.processes.sendStdin(ref, Buffer.from(m.data, 'base64'));
+        else if (m.type === 'close_stdin') live.processes.closeStdin(ref);
+        else if (m.type === 'resize') await live.processes.resize(ref, m.cols, m.rows);
+        else await live.processes.signal(ref, m.signal as NodeJS.Signals);
       })
-      .catch((e: Error) => {
-        if (socket.readyState === socket.OPEN) socket.send(JSON.stringify({ type: 'error', code: (e as CordonError).code ?? 'internal', message: e.message }));
+      .catch((e: Error) => flow.send(JSON.stringify({ type: 'error', code: (e as CordonError).code ?? 'internal', message: e.message })))
+      .finally(() => {
+        pending -= text.length;
+        if (paused && pending <= inputLimit / 2) {
+          paused = false;
+          socket.resume();
+        }
       });
   };
   socket.on('message', (raw) => handle(raw.toString()));
@@ -78,7 +127,7 @@ function safeJson(s: string): unknown {
   }
 }
 
-export function registerProcessRoutes(app: TypedApp, { mgr }: ApiDeps): void {
+export function registerProcessRoutes(app: TypedApp, { mgr, cfg }: ApiDeps): void {
   app.post('/v1/sandboxes/:id/exec', { schema: { summary: 'Run a command; stream=true answers with Server-Sent Events', params: idParams, body: execBody } }, async (req, reply) => {
     const b = req.body;
     const live = mgr.running(req.params.id);
@@ -100,7 +149,7 @@ export function registerProcessRoutes(app: TypedApp, { mgr }: ApiDeps): void {
   app.get('/v1/sandboxes/:id/processes', { schema: { summary: 'List processes started through the API', params: idParams } }, async (req) =>
     mgr.running(req.params.id).processes.list().map(processView),
   );
-  app.get('/v1/sandboxes/:id/processes/:ref', { schema: { summary: 'One process, by pid or tag', params: procParams } }, async (req) =>
+  app.get('/v1/sandboxes/:id/processes/:ref', { schema: { summary: 'One process, by id (p-N), pid or tag', params: procParams } }, async (req) =>
     processView(mgr.running(req.params.id).processes.get(req.params.ref).info),
   );
   app.get(
@@ -136,7 +185,7 @@ export function registerProcessRoutes(app: TypedApp, { mgr }: ApiDeps): void {
   app.get('/v1/sandboxes/:id/processes/:ref/attach', { websocket: true, schema: { params: procParams, hide: true } }, (socket, req) => {
     try {
       const live = mgr.running(req.params.id);
-      bindSocket(socket, live, live.processes.get(req.params.ref), true);
+      bindSocket(socket, live, live.processes.get(req.params.ref), true, cfg.streamHighWaterBytes);
     } catch (e) {
       socket.close(4000 + ((e as CordonError).status ?? 500), (e as Error).message.slice(0, 120));
     }
@@ -144,8 +193,14 @@ export function registerProcessRoutes(app: TypedApp, { mgr }: ApiDeps): void {
   app.get('/v1/sandboxes/:id/exec/ws', { websocket: true, schema: { params: idParams, hide: true } }, (socket, req) => {
     const queued: string[] = [];
     let first = true;
+    let queuedBytes = 0;
     const onMessage = (raw: Buffer) => {
-      if (!first) return void queued.push(raw.toString());
+      if (!first) {
+        queued.push(raw.toString());
+        // Input sent while the process starts is kept, up to the stream bound; past it stop reading.
+        if ((queuedBytes += raw.length) > cfg.streamHighWaterBytes) socket.pause();
+        return;
+      }
       first = false;
       void (async () => {
         try {
@@ -155,7 +210,8 @@ export function registerProcessRoutes(app: TypedApp, { mgr }: ApiDeps): void {
           const live = mgr.running(req.params.id);
           const proc = await live.start({ cmd: b.cmd, env: b.env, cwd: b.cwd, user: b.user, tag: b.tag, stdin: b.stdin ?? true, timeoutMs: b.timeout, tty: b.pty });
           socket.off('message', onMessage);
-          bindSocket(socket, live, proc, true, queued);
+          socket.resume(); // bindSocket pauses it again if the queued input is still too much
+          bindSocket(socket, live, proc, true, cfg.streamHighWaterBytes, queued);
         } catch (e) {
           const err = e instanceof CordonError ? e : new CordonError('internal', (e as Error).message);
           socket.send(JSON.stringify({ type: 'error', ...err.toJSON() }));

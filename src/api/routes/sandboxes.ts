@@ -1,14 +1,15 @@
 import { toNetworkSpec } from '../../net/schema.js';
-import type { SandboxEvent, SandboxState } from '../../engine/types.js';
+import type { SandboxState } from '../../engine/types.js';
 import { errors } from '../../errors/registry.js';
 import { createSandboxBody, idParams, listQuery, removeQuery, resourcesBody, stopBody, timeoutBody, truthy } from '../schemas.js';
 import type { ApiDeps, TypedApp } from '../server.js';
 import { eventView, sandboxView, statsView } from '../views.js';
+import { followEvents } from './event-stream.js';
 import { z } from 'zod';
 
 const STATES: SandboxState[] = ['creating', 'running', 'paused', 'stopped', 'error'];
 
-export function registerSandboxRoutes(app: TypedApp, { mgr }: ApiDeps): void {
+export function registerSandboxRoutes(app: TypedApp, { mgr, cfg }: ApiDeps): void {
   app.post('/v1/sandboxes', { schema: { summary: 'Create and start a sandbox', body: createSandboxBody } }, async (req, reply) => {
     const b = req.body;
     const rec = await mgr.create({
@@ -89,23 +90,8 @@ export function registerSandboxRoutes(app: TypedApp, { mgr }: ApiDeps): void {
     },
     async (req, reply) => {
       const id = mgr.get(req.params.id).id;
-      const { type } = req.query;
       reply.hijack();
-      const res = reply.raw;
-      res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive' });
-      let last = req.query.after ?? 0;
-      const send = (e: SandboxEvent) => {
-        if (e.sandboxId !== id || e.seq <= last || (type && e.type !== type)) return;
-        last = e.seq;
-        res.write(`id: ${e.seq}\nevent: ${e.type}\ndata: ${JSON.stringify(eventView(e))}\n\n`);
-      };
-      if (req.query.after !== undefined) for (const e of mgr.store.events(id, req.query.after, 10_000)) send(e);
-      mgr.store.feed.on('event', send);
-      const beat = setInterval(() => res.write(': keep-alive\n\n'), 15_000);
-      res.on('close', () => {
-        clearInterval(beat);
-        mgr.store.feed.off('event', send);
-      });
+      followEvents(reply.raw, mgr.store, id, req.query, { highWaterBytes: cfg.streamHighWaterBytes, writeDeadlineMs: cfg.streamWriteDeadlineMs });
     },
   );
 }

@@ -1,4 +1,5 @@
 import type { Sandbox } from '../../sdk/client.js';
+import type { ProcessSocket } from '../../sdk/process-stream.js';
 import type { ProcessEvent } from '../../sdk/types.js';
 
 export interface IoOptions {
@@ -18,12 +19,24 @@ export interface IoOptions {
 export async function runAttached(sbx: Sandbox, cmd: string[], o: IoOptions): Promise<number> {
   const stdin = process.stdin;
   const useTty = o.tty && !!process.stdout.isTTY;
+  // Backpressure to the daemon: while our stdout (a pipe, a slow terminal) is full, stop reading the socket.
+  let sock: ProcessSocket | undefined;
+  let paused = false;
   const onEvent = (ev: ProcessEvent) => {
-    if (ev.type === 'stdout' || ev.type === 'pty') process.stdout.write(ev.data);
-    else if (ev.type === 'stderr') process.stderr.write(ev.data);
+    if (ev.type !== 'stdout' && ev.type !== 'stderr' && ev.type !== 'pty') return;
+    const out = ev.type === 'stderr' ? process.stderr : process.stdout;
+    if (out.write(ev.data) || paused) return;
+    paused = true;
+    sock?.pause();
+    out.once('drain', () => {
+      paused = false;
+      sock?.resume();
+    });
   };
   const pty = o.tty ? { cols: process.stdout.columns || 80, rows: process.stdout.rows || 24 } : undefined;
   const { socket, done } = await sbx.openProcess(cmd, { env: o.env, cwd: o.cwd, user: o.user, timeout: o.timeout, tag: o.tag, stdin: o.interactive, pty }, onEvent);
+  sock = socket;
+  if (paused) socket.pause();
   const cleanups: (() => void)[] = [];
   if (o.interactive) {
     if (useTty && stdin.isTTY) {
