@@ -8,6 +8,7 @@ import { Readable } from 'node:stream';
 import { text } from 'node:stream/consumers';
 import { describe, test } from 'node:test';
 import { OutputFanout, type EventSink, type StreamDrop } from '../src/engine/output-fanout.js';
+import { UnobservedThrottle } from '../src/engine/output-throttle.js';
 import { CappedBodyRewrite, SseLineRewrite } from '../src/net/body-rewrite.js';
 import { followEvents } from '../src/api/routes/event-stream.js';
 import type { SandboxEvent } from '../src/engine/types.js';
@@ -106,6 +107,21 @@ describe('output fan-out', () => {
     f.deliver(1);
     assert.deepEqual(s.got, []);
     assert.deepEqual(s.dropped, { kind: 'sandbox_gone', message: 'gone' });
+  });
+});
+
+describe('unobserved output throttle', () => {
+  test('holds the pipes once the burst is spent and lets them flow again when the bucket refills', async () => {
+    const holds: boolean[] = [];
+    const t = new UnobservedThrottle((held) => holds.push(held), 1000, 500);
+    t.take(400);
+    assert.deepEqual(holds, [], 'within the burst nothing is held');
+    t.take(200);
+    t.take(200); // already held: no second timer
+    assert.deepEqual(holds, [true]);
+    await until('released', () => holds.length === 2, 2000);
+    assert.deepEqual(holds, [true, false]);
+    t.stop();
   });
 });
 

@@ -1,6 +1,7 @@
 import { CordonError, errors } from '../errors/registry.js';
 import { HELPER_DIR } from '../runtime/oci-spec.js';
 import type { ExecHandle, ExecSpec, Runtime } from '../runtime/types.js';
+import { UnobservedThrottle } from './output-throttle.js';
 import { OutputFanout, type EventSink, type FlowLimits, type Source, type StreamDrop } from './output-fanout.js';
 import { diagnoseStartFailure } from './start-failure.js';
 
@@ -127,6 +128,11 @@ export class ManagedProcess {
     return this.dropped;
   }
 
+  /** Whether any client follows the output live (otherwise it only feeds the replay ring). */
+  get observed(): boolean {
+    return this.fanout.size > 0;
+  }
+
   /** Whether a congested subscriber holds the process's output pipes paused. */
   get outputPaused(): boolean {
     return this.fanout.isPaused;
@@ -203,12 +209,23 @@ export class ProcessManager {
     const h = proc.handle;
     const streams: Promise<void>[] = [];
     const pipes: NodeJS.ReadableStream[] = [];
+    // Two reasons hold the pipes: a congested subscriber, and the rate limit on unobserved output.
+    let congested = false;
+    let throttled = false;
+    const apply = () => pipes.forEach((s) => (congested || throttled ? s.pause() : s.resume()));
+    const throttle = new UnobservedThrottle((held) => {
+      throttled = held;
+      apply();
+    });
     const follow = (s: NodeJS.ReadableStream | undefined, type: 'stdout' | 'stderr' | 'pty') => {
       if (!s) return;
       pipes.push(s);
       streams.push(
         new Promise((resolve) => {
-          s.on('data', (d: Buffer) => proc.record({ type, data: d }));
+          s.on('data', (d: Buffer) => {
+            proc.record({ type, data: d });
+            if (!proc.observed) throttle.take(d.length);
+          });
           s.on('end', resolve);
           s.on('close', resolve);
           s.on('error', () => resolve());
@@ -218,7 +235,10 @@ export class ProcessManager {
     follow(h.stdout, proc.info.pty ? 'pty' : 'stdout');
     follow(h.stderr, 'stderr');
     // Not reading the pipes is what pauses the process: they fill, and its writes block.
-    proc.setSource({ pause: () => pipes.forEach((s) => s.pause()), resume: () => pipes.forEach((s) => s.resume()) });
+    proc.setSource({
+      pause: () => ((congested = true), apply()),
+      resume: () => ((congested = false), apply()),
+    });
     let timer: NodeJS.Timeout | undefined;
     if (opts.timeoutMs && opts.timeoutMs > 0) {
       timer = setTimeout(() => {

@@ -1,6 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import * as pty from 'node-pty';
@@ -123,15 +122,21 @@ export abstract class OciCliRuntime implements Runtime {
     const pid = (async () => {
       await ready;
       const deadline = Date.now() + this.calls.timeoutMs;
-      for (let i = 0; !existsSync(pidFile); i++) {
-        if (handle.done && !existsSync(pidFile)) throw new Error('process exited before it reported a pid');
+      // The runtime may be caught between creating the pid file and writing it: only a positive
+      // number counts. A 0 taken as the pid would be fatal: `runsc kill --pid 0` signals the init.
+      const readPid = async () => {
+        const n = Number((await readFile(pidFile, 'utf8').catch(() => '')).trim());
+        return Number.isSafeInteger(n) && n > 0 ? n : 0;
+      };
+      for (let i = 0; !(hostPid = await readPid()); i++) {
+        if (handle.done && !(hostPid = await readPid())) throw new Error('process exited before it reported a pid');
+        if (hostPid) break;
         if (Date.now() > deadline) {
           handle.kill();
           throw deadlineError(`${this.name} exec`, this.calls.timeoutMs, 'report the process pid');
         }
         await sleep(i < 50 ? 1 : 5);
       }
-      hostPid = Number((await readFile(pidFile, 'utf8')).trim());
       return this.sandboxPid(hostPid);
     })();
     pid.catch(() => {});
@@ -144,6 +149,8 @@ export abstract class OciCliRuntime implements Runtime {
       exited,
       signal: async (sig) => {
         const p = await pid;
+        // Never after the exit (the pid may belong to another process by now), never a pid <= 0.
+        if (handle.done || p <= 0) return;
         await this.signalProcess(id, p, hostPid, sig);
       },
       resize: handle.resize,

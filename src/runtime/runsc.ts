@@ -68,6 +68,8 @@ export class RunscRuntime extends OciCliRuntime {
   }
 
   protected async signalProcess(id: string, pid: number, _host: number, sig: NodeJS.Signals): Promise<void> {
+    // `--pid 0` would mean the container's init: signalling one process must never take the sandbox down.
+    if (!(pid > 0)) throw new Error(`refusing to signal pid ${pid} in sandbox ${id}`);
     await this.cli(['kill', '--pid', String(pid), id, sig]);
   }
 }
