@@ -92,3 +92,22 @@ export async function resolveUser(rootfs: string, spec: string): Promise<Resolve
   }
   return user;
 }
+
+/**
+ * Why runc would hang or misread the sandbox's account files, if it would. runc (unlike crun and
+ * runsc) opens /etc/passwd and /etc/group inside the sandbox for every process it starts: a FIFO
+ * there blocks it forever, and a path into /proc, /dev or /sys reaches what the runtime mounted.
+ */
+export async function runcAccountFilesProblem(rootfs: string): Promise<string | undefined> {
+  for (const path of ['/etc/passwd', '/etc/group']) {
+    const problem = await readFileInRoot(rootfs, path, MAX_ACCOUNT_FILE, { refuseUnder: ['/proc', '/dev', '/sys'] }).then(
+      () => undefined,
+      (e: Error) => {
+        if (!(e instanceof InRootError)) throw e;
+        return e.problem === 'not-regular' || e.problem === 'runtime-mount' ? e.message : undefined;
+      },
+    );
+    if (problem) return `${problem}; runc reads it inside the sandbox for every process and would block on it`;
+  }
+  return undefined;
+}

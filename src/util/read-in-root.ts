@@ -16,7 +16,7 @@ const MAX_LINKS = 40;
 const MAX_STEPS = 4096;
 const MAX_DEPTH = 256;
 
-export type InRootProblem = 'missing' | 'not-regular' | 'too-large' | 'not-directory' | 'too-many-links' | 'unreadable';
+export type InRootProblem = 'missing' | 'not-regular' | 'too-large' | 'not-directory' | 'too-many-links' | 'unreadable' | 'runtime-mount';
 
 export class InRootError extends Error {
   constructor(readonly problem: InRootProblem, message: string) {
@@ -39,11 +39,19 @@ function kindOf(st: Stats): string {
   return 'not a regular file';
 }
 
+export interface InRootOptions {
+  /**
+   * Top-level directories (e.g. "/proc") the runtime mounts over inside the sandbox: a path leading
+   * through one of them here does not lead to the same file in there, so it is refused.
+   */
+  refuseUnder?: string[];
+}
+
 /**
  * The content of `path` (read as if `root` were `/`), at most `maxBytes` long. Throws InRootError
  * when the file is missing, is not a regular file, is larger than `maxBytes` or cannot be reached.
  */
-export async function readFileInRoot(root: string, path: string, maxBytes: number): Promise<InRootFile> {
+export async function readFileInRoot(root: string, path: string, maxBytes: number, opts: InRootOptions = {}): Promise<InRootFile> {
   const opened = new Set<FileHandle>();
   const openPath = async (p: string, flags: number) => {
     const fh = await open(p, flags);
@@ -91,6 +99,7 @@ export async function readFileInRoot(root: string, path: string, maxBytes: numbe
         queue.unshift(...target.split('/'));
       } else if (st.isDirectory()) {
         if (dirs.length >= MAX_DEPTH) throw fail('unreadable', 'is nested too deeply');
+        if (!dirs.length && opts.refuseUnder?.includes(`/${name}`)) throw fail('runtime-mount', `leads into /${name}, which the runtime mounts over`);
         dirs.push({ fh, name });
       } else {
         if (queue.length) throw fail('not-directory', `cannot be reached: ${name} is not a directory`);
