@@ -3,7 +3,7 @@
 // a 200 MiB passwd, passwd symlinks; and images without /etc/passwd run as Docker runs them.
 // Uses the fake internet (network slot 23): run under flock /tmp/cordon-net-tests.lock.
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { Sandbox } from '../src/sdk/index.js';
@@ -149,6 +149,17 @@ for (const runtime of RUNTIMES) {
       } finally {
         await sb.remove({ force: true });
       }
+    });
+
+    test('a tree deeper than PATH_MAX made inside is deleted with the sandbox', { timeout: 300_000 }, async () => {
+      const sb = await d.client.create({ runtime });
+      // Relative mkdir + chdir: each path given to the kernel is short, the tree is ~10 KiB deep.
+      const deep = ['import os', "os.chdir('/tmp')", 'for i in range(200):', "    os.mkdir('d' * 50)", "    os.chdir('d' * 50)", "open('f', 'w').write('deep')"].join('\n');
+      const r = await sb.exec(['python3', '-c', deep], { timeout: 240 });
+      assert.equal(r.exit_code, 0, r.stderr);
+      await sb.remove({ force: true });
+      assert.equal(existsSync(join(d.dataDir, 'sandboxes', sb.id)), false, 'nothing of the sandbox stays on disk');
+      await rejectsWith(d.client.get(sb.id), 'not_found');
     });
 
     test('an image without /etc/passwd runs as root by default and takes numeric users', { timeout: 180_000 }, async () => {

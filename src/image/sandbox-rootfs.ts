@@ -1,4 +1,4 @@
-import { lstat, mkdir, readFile, rm, statfs, writeFile, open } from 'node:fs/promises';
+import { lstat, mkdir, readFile, statfs, writeFile, open } from 'node:fs/promises';
 import { dirname, basename, join } from 'node:path';
 import { run, runOk } from '../util/proc.js';
 import type { RootfsSource } from '../engine/types.js';
@@ -14,6 +14,7 @@ export interface SandboxDirs {
 
 const MIN_DISK = 16 * 1024 * 1024;
 const DU_DEADLINE_MS = 10_000;
+const RM_DEADLINE_MS = 10 * 60_000;
 
 export function sandboxDirs(sandboxesDir: string, id: string): SandboxDirs {
   const root = join(sandboxesDir, id);
@@ -82,13 +83,13 @@ export class SandboxRootfs {
   private async placeHelperTargets(rootfs: string): Promise<void> {
     const dir = join(rootfs, '.cordon');
     const st = await lstat(dir).catch(() => undefined);
-    if (st && !st.isDirectory()) await rm(dir, { force: true, recursive: true });
+    if (st && !st.isDirectory()) await removeTree(dir);
     if (!st || !st.isDirectory()) await mkdir(dir, { mode: 0o755 });
     for (const f of ['busybox', 'tini']) {
       const p = join(dir, f);
       const fst = await lstat(p).catch(() => undefined);
       if (!fst || !fst.isFile()) {
-        await rm(p, { force: true, recursive: true });
+        await removeTree(p);
         await writeFile(p, '', { mode: 0o755, flag: 'wx' });
       }
     }
@@ -107,7 +108,7 @@ export class SandboxRootfs {
   /** Unmount and delete everything the sandbox had on disk. Safe to call twice. */
   async destroy(id: string): Promise<void> {
     await this.unmount(id);
-    await rm(this.dirs(id).root, { recursive: true, force: true });
+    await removeTree(this.dirs(id).root);
   }
 
   /**
@@ -125,6 +126,15 @@ export class SandboxRootfs {
     const n = r?.code === 0 ? Number(r.stdout.split(/\s+/)[0]) : NaN;
     return Number.isFinite(n) ? n : undefined;
   }
+}
+
+/**
+ * Delete a tree the sandbox made, which can be deeper than PATH_MAX (fs.rm then fails with
+ * ENAMETOOLONG): GNU rm walks it relative to directory descriptors, never follows a symlink, and
+ * with --one-file-system never descends into a mount that failed to come off.
+ */
+async function removeTree(p: string): Promise<void> {
+  await runOk('rm', ['-rf', '--one-file-system', '--', p], { timeout: RM_DEADLINE_MS, killSignal: 'SIGKILL' });
 }
 
 async function exists(p: string): Promise<boolean> {
