@@ -89,7 +89,7 @@ export class SandboxRootfs {
       const p = join(dir, f);
       const fst = await lstat(p).catch(() => undefined);
       if (!fst || !fst.isFile()) {
-        await removeTree(p);
+        if (fst) await removeTree(p);
         await writeFile(p, '', { mode: 0o755, flag: 'wx' });
       }
     }
