@@ -7,7 +7,7 @@ import type { Sandbox } from '../src/sdk/index.js';
 import { RUNTIMES, startDaemon, type TestDaemon } from './helpers/daemon.js';
 import { startFakeInternet, tearDownNetSuite, type FakeInternet } from './helpers/net-fake-internet.js';
 
-const SLOT = 20;
+const SLOT = 21;
 const CAP = 4;
 let d: TestDaemon;
 let fi: FakeInternet;

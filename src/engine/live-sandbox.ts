@@ -7,7 +7,7 @@ import { composeEnv } from './exec-env.js';
 import { FileService } from './files.js';
 import { ProcessManager, type ManagedProcess, type ProcessEvent } from './process-manager.js';
 import type { ImageConfig, SandboxRecord } from './types.js';
-import { resolveUser, type ResolvedUser } from './users.js';
+import { resolveUser, runcAccountFilesProblem, type ResolvedUser } from './users.js';
 
 export interface CommandRequest {
   cmd: string[];
@@ -84,6 +84,8 @@ export class LiveSandbox {
   private async execSpec(req: CommandRequest) {
     if (!req.cmd.length) throw new CordonError('invalid_argument', 'cmd: give at least the program to run');
     const user = await this.resolveUser(req.user);
+    const runcProblem = this.runtime.name === 'runc' ? await runcAccountFilesProblem(this.rootfs) : undefined;
+    if (runcProblem) throw new CordonError('invalid_state', `${runcProblem}; a process already running inside can replace it with a regular file, otherwise remove the sandbox (crun and runsc are not affected)`);
     const cwd = req.cwd ?? this.rec.spec.workdir ?? this.image.workdir ?? '/';
     const spec = {
       args: req.cmd,

@@ -18,6 +18,7 @@ import { KeyedLock } from './keyed-lock.js';
 import { SandboxNetwork } from './sandbox-network.js';
 import { LiveSandbox } from './live-sandbox.js';
 import { MetricsHistory } from './metrics-history.js';
+import { runcAccountFilesProblem } from './users.js';
 import type { RootfsResolver } from './sources.js';
 import { assertAllowed } from './state-machine.js';
 import type { ImageConfig, SandboxRecord, SandboxSpec, SandboxState } from './types.js';
@@ -191,6 +192,8 @@ export class SandboxManager {
     const { id, spec } = rec;
     const dirs = this.rootfs.dirs(id);
     await this.rootfs.mount(id);
+    const runcProblem = spec.runtime === 'runc' ? await runcAccountFilesProblem(dirs.rootfs) : undefined;
+    if (runcProblem) throw errors.invalid('runtime', `${runcProblem}; use --runtime crun or runsc for this image`);
     const added = (spec.network?.addHosts ?? []).map((h) => `${h.ip}\t${h.host}\n`).join('');
     await writeFile(join(dirs.bundle, 'hosts'), `127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t${spec.hostname}\n${added}`);
     let netnsPath: string | undefined;

@@ -1,6 +1,5 @@
-import { lstat, readFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { CordonError } from '../errors/registry.js';
+import { InRootError, readFileInRoot } from '../util/read-in-root.js';
 
 export interface ResolvedUser {
   name: string;
@@ -10,51 +9,105 @@ export interface ResolvedUser {
   additionalGids: number[];
 }
 
-/** Read a file of the sandbox's rootfs from the host, refusing symlinks so nothing outside is read. */
-async function readInside(rootfs: string, rel: string): Promise<string> {
-  let p = rootfs;
-  for (const part of rel.split('/').filter(Boolean)) {
-    p = join(p, part);
-    const st = await lstat(p).catch(() => undefined);
-    if (!st || st.isSymbolicLink()) return '';
+/** Bigger account files than this are treated as absent (a real one with thousands of users is < 1 MiB). */
+const MAX_ACCOUNT_FILE = 4 * 1024 * 1024;
+const MAX_ID = 2 ** 31 - 1;
+
+interface AccountFile {
+  rows: string[][];
+  /** Why the file counts as absent, for messages ("... is a FIFO, not a regular file"). */
+  absent?: string;
+}
+
+/** A colon-separated account file of the sandbox, read from the host without leaving its rootfs. */
+async function readAccounts(rootfs: string, path: string): Promise<AccountFile> {
+  try {
+    const { data } = await readFileInRoot(rootfs, path, MAX_ACCOUNT_FILE);
+    return { rows: data.toString('utf8').split('\n').map((l) => l.split(':')) };
+  } catch (e) {
+    if (!(e instanceof InRootError)) throw e;
+    return { rows: [], absent: e.problem === 'missing' ? `the sandbox has no ${path}` : e.message };
   }
-  return readFile(p, 'utf8').catch(() => '');
+}
+
+const isId = (s: string | undefined) => s !== undefined && /^\d+$/.test(s);
+
+function parseId(s: string, what: 'uid' | 'gid'): number {
+  const n = Number(s);
+  if (n > MAX_ID) throw new CordonError('invalid_argument', `user: ${what} ${s} is out of range; use 0 to ${MAX_ID}`);
+  return n;
 }
 
 /**
- * Turn "root", "user", "1000" or "1000:1000" into ids using the sandbox's own /etc/passwd and
- * /etc/group, as Docker does for `--user`.
+ * Turn "", "root", "user", "1000", "1000:1000" or "name:group" into ids from the sandbox's own
+ * /etc/passwd and /etc/group, with Docker's (runc's) rules: a numeric uid without an entry runs as
+ * that uid with gid 0 and HOME=/; a numeric gid needs no entry; supplementary groups come from
+ * /etc/group only when no group is given. The default user ("" or "root") is uid 0 even when the
+ * image has no passwd entry for it, as Docker runs such images.
  */
 export async function resolveUser(rootfs: string, spec: string): Promise<ResolvedUser> {
-  const [userPart, groupPart] = spec.split(':', 2);
-  const passwd = (await readInside(rootfs, 'etc/passwd')).split('\n').map((l) => l.split(':'));
-  const groups = (await readInside(rootfs, 'etc/group')).split('\n').map((l) => l.split(':'));
-  const entry = passwd.find((f) => f.length >= 7 && (f[0] === userPart || f[2] === userPart));
-  let uid: number;
-  let gid: number;
-  let name: string;
-  let home: string;
-  if (entry) {
-    name = entry[0];
-    uid = Number(entry[2]);
-    gid = Number(entry[3]);
-    home = entry[5] || '/';
-  } else if (/^\d+$/.test(userPart)) {
-    uid = Number(userPart);
-    gid = uid;
-    name = userPart;
-    home = '/';
+  const colon = spec.indexOf(':');
+  const userPart = colon === -1 ? spec : spec.slice(0, colon);
+  const groupPart = colon === -1 ? '' : spec.slice(colon + 1).split(':')[0];
+  const numericUid = isId(userPart) ? parseId(userPart, 'uid') : undefined;
+  const isDefault = userPart === '' || userPart === 'root';
+
+  const passwd = await readAccounts(rootfs, '/etc/passwd');
+  const users = passwd.rows.filter((f) => f.length >= 4 && isId(f[2]) && isId(f[3]));
+  const entry = isDefault
+    ? (users.find((f) => f[0] === 'root') ?? users.find((f) => Number(f[2]) === 0))
+    : numericUid !== undefined
+      ? users.find((f) => Number(f[2]) === numericUid)
+      : users.find((f) => f[0] === userPart);
+
+  let user: ResolvedUser;
+  if (entry) user = { name: entry[0], uid: Number(entry[2]), gid: Number(entry[3]), home: entry[5] || '/', additionalGids: [] };
+  else if (isDefault) user = { name: 'root', uid: 0, gid: 0, home: '/', additionalGids: [] };
+  else if (numericUid !== undefined) user = { name: userPart, uid: numericUid, gid: 0, home: '/', additionalGids: [] };
+  else if (passwd.absent) {
+    throw new CordonError('invalid_argument', `user: "${userPart}" cannot be looked up because ${passwd.absent}; use a numeric uid[:gid] instead`);
   } else {
     throw new CordonError('invalid_argument', `user: "${userPart}" does not exist in the sandbox's /etc/passwd; use a name from it or a numeric uid`);
   }
-  if (groupPart !== undefined) {
-    const g = groups.find((f) => f.length >= 3 && (f[0] === groupPart || f[2] === groupPart));
-    if (g) gid = Number(g[2]);
-    else if (/^\d+$/.test(groupPart)) gid = Number(groupPart);
+  if (user.uid > MAX_ID || user.gid > MAX_ID) throw new CordonError('invalid_argument', `user: "${userPart}" has an id out of range in the sandbox's /etc/passwd`);
+
+  if (groupPart !== '') {
+    const numericGid = isId(groupPart) ? parseId(groupPart, 'gid') : undefined;
+    if (numericGid !== undefined) {
+      user.gid = numericGid;
+      return user;
+    }
+    const group = await readAccounts(rootfs, '/etc/group');
+    const g = group.rows.find((f) => f.length >= 3 && f[0] === groupPart && isId(f[2]));
+    if (g) user.gid = parseId(g[2], 'gid');
+    else if (group.absent) throw new CordonError('invalid_argument', `user: group "${groupPart}" cannot be looked up because ${group.absent}; use a numeric gid instead`);
     else throw new CordonError('invalid_argument', `user: group "${groupPart}" does not exist in the sandbox's /etc/group`);
+    return user;
   }
-  const additionalGids = groups
-    .filter((f) => f.length >= 4 && f[3].split(',').includes(name) && Number(f[2]) !== gid)
-    .map((f) => Number(f[2]));
-  return { name, uid, gid, home, additionalGids };
+  if (entry) {
+    const group = await readAccounts(rootfs, '/etc/group');
+    user.additionalGids = group.rows
+      .filter((f) => f.length >= 4 && isId(f[2]) && f[3].split(',').includes(user.name) && Number(f[2]) !== user.gid && Number(f[2]) <= MAX_ID)
+      .map((f) => Number(f[2]));
+  }
+  return user;
+}
+
+/**
+ * Why runc would hang or misread the sandbox's account files, if it would. runc (unlike crun and
+ * runsc) opens /etc/passwd and /etc/group inside the sandbox for every process it starts: a FIFO
+ * there blocks it forever, and a path into /proc, /dev or /sys reaches what the runtime mounted.
+ */
+export async function runcAccountFilesProblem(rootfs: string): Promise<string | undefined> {
+  for (const path of ['/etc/passwd', '/etc/group']) {
+    const problem = await readFileInRoot(rootfs, path, MAX_ACCOUNT_FILE, { refuseUnder: ['/proc', '/dev', '/sys'] }).then(
+      () => undefined,
+      (e: Error) => {
+        if (!(e instanceof InRootError)) throw e;
+        return e.problem === 'not-regular' || e.problem === 'runtime-mount' ? e.message : undefined;
+      },
+    );
+    if (problem) return `${problem}; runc reads it inside the sandbox for every process and would block on it`;
+  }
+  return undefined;
 }

@@ -1,4 +1,4 @@
-import { lstat, mkdir, readFile, rm, writeFile, open } from 'node:fs/promises';
+import { lstat, mkdir, readFile, statfs, writeFile, open } from 'node:fs/promises';
 import { dirname, basename, join } from 'node:path';
 import { run, runOk } from '../util/proc.js';
 import type { RootfsSource } from '../engine/types.js';
@@ -16,7 +16,8 @@ const MIN_DISK = 16 * 1024 * 1024;
 // Deadlines of the helpers (mount and umount use run's default): mkfs writes the whole inode table
 // of a large image, du walks a whole upper dir.
 const MKFS_DEADLINE_MS = 120_000;
-const DU_DEADLINE_MS = 60_000;
+const DU_DEADLINE_MS = 10_000;
+const RM_DEADLINE_MS = 10 * 60_000;
 
 export function sandboxDirs(sandboxesDir: string, id: string): SandboxDirs {
   const root = join(sandboxesDir, id);
@@ -77,18 +78,22 @@ export class SandboxRootfs {
     await this.placeHelperTargets(d.rootfs);
   }
 
-  /** Files the runtime bind-mounts onto; made here only when nothing (not even a symlink) is in the way. */
+  /**
+   * Files the runtime bind-mounts onto; made here only when nothing (not even a symlink) is in the way.
+   * No process of the sandbox runs while its overlay is being mounted, so what is here is static; the
+   * removals never follow a symlink and the files are created exclusively (O_EXCL does not follow one).
+   */
   private async placeHelperTargets(rootfs: string): Promise<void> {
     const dir = join(rootfs, '.cordon');
     const st = await lstat(dir).catch(() => undefined);
-    if (st && !st.isDirectory()) await rm(dir, { force: true });
-    await mkdir(dir, { recursive: true, mode: 0o755 });
+    if (st && !st.isDirectory()) await removeTree(dir);
+    if (!st || !st.isDirectory()) await mkdir(dir, { mode: 0o755 });
     for (const f of ['busybox', 'tini']) {
       const p = join(dir, f);
       const fst = await lstat(p).catch(() => undefined);
       if (!fst || !fst.isFile()) {
-        await rm(p, { force: true, recursive: true });
-        await writeFile(p, '', { mode: 0o755 });
+        if (fst) await removeTree(p);
+        await writeFile(p, '', { mode: 0o755, flag: 'wx' });
       }
     }
   }
@@ -106,24 +111,46 @@ export class SandboxRootfs {
   /** Unmount and delete everything the sandbox had on disk. Safe to call twice. */
   async destroy(id: string): Promise<void> {
     await this.unmount(id);
-    await rm(this.dirs(id).root, { recursive: true, force: true });
+    await removeTree(this.dirs(id).root);
   }
 
-  async diskUsage(id: string): Promise<number> {
+  /**
+   * Bytes the sandbox wrote, or undefined when that cannot be told in time. A disk-limited sandbox
+   * asks the kernel (statfs of its own ext4); otherwise `du` walks the upper dir, which the sandbox
+   * controls: it never follows a symlink, stays on one filesystem and is killed at a deadline.
+   */
+  async diskUsage(id: string): Promise<number | undefined> {
     const d = this.dirs(id);
-    const r = await run('du', ['-sb', join(d.disk, 'upper')], { timeoutMs: DU_DEADLINE_MS });
-    const r2 = r.code === 0 ? r : await run('du', ['-sb', join(d.root, 'upper')], { timeoutMs: DU_DEADLINE_MS });
-    return Number(r2.stdout.split(/\s+/)[0]) || 0;
+    if (await mountedAt(d.disk)) {
+      const s = await statfs(d.disk);
+      return (s.blocks - s.bfree) * s.bsize;
+    }
+    const r = await run('du', ['-s', '-x', '-P', '-b', join(d.root, 'upper')], { timeoutMs: DU_DEADLINE_MS }).catch(() => undefined);
+    const n = r?.code === 0 ? Number(r.stdout.split(/\s+/)[0]) : NaN;
+    return Number.isFinite(n) ? n : undefined;
   }
+}
+
+/**
+ * Delete a tree the sandbox made, which can be deeper than PATH_MAX (fs.rm then fails with
+ * ENAMETOOLONG): GNU rm walks it relative to directory descriptors, never follows a symlink, and
+ * with --one-file-system never descends into a mount that failed to come off.
+ */
+async function removeTree(p: string): Promise<void> {
+  await runOk('rm', ['-rf', '--one-file-system', '--', p], { timeoutMs: RM_DEADLINE_MS });
 }
 
 async function exists(p: string): Promise<boolean> {
   return lstat(p).then(() => true, () => false);
 }
 
-/** Mount options must fit in a page; with many layers that share a parent, mount from that parent with relative names. */
+/**
+ * Mount options must fit in a page; with many layers that share a parent, mount from that parent with
+ * relative names. `nodev`: a device node from a layer or made inside the sandbox can never be opened
+ * through the host's view of its rootfs (inside, /dev is the runtime's own tmpfs).
+ */
 async function mountOverlay(lowerDirs: string[], upper: string, work: string, target: string): Promise<void> {
-  const opts = `lowerdir=${lowerDirs.join(':')},upperdir=${upper},workdir=${work}`;
+  const opts = `nodev,lowerdir=${lowerDirs.join(':')},upperdir=${upper},workdir=${work}`;
   const parent = dirname(lowerDirs[0]);
   if (opts.length < 3800 || !lowerDirs.every((l) => dirname(l) === parent)) {
     await runOk('mount', ['-t', 'overlay', 'overlay', '-o', opts, target]);

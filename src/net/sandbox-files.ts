@@ -1,6 +1,6 @@
-import { existsSync } from 'node:fs';
-import { readFile, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { InRootError, readFileInRoot } from '../util/read-in-root.js';
 import type { NetworkService } from './service.js';
 import type { SandboxLink } from './sandbox-net.js';
 import type { NetworkSpec } from './types.js';
@@ -10,6 +10,11 @@ import type { NetworkSpec } from './types.js';
 
 export const CA_BUNDLE = '/.cordon/ca-bundle.crt';
 const SYSTEM_BUNDLE = '/etc/ssl/certs/ca-certificates.crt';
+/** A distribution bundle is a few hundred KiB; a bigger file there is left alone. */
+const MAX_SYSTEM_BUNDLE = 8 * 1024 * 1024;
+/** Where the runtime or cordon itself mounts something; the image's bundle path may not lead there. */
+const RESERVED = ['/proc', '/sys', '/dev', '/.cordon', '/etc/hosts', '/etc/hostname', '/etc/resolv.conf'];
+const PEM_CERT = /-----BEGIN (?:TRUSTED )?CERTIFICATE-----[A-Za-z0-9+/=\s]+-----END (?:TRUSTED )?CERTIFICATE-----/g;
 
 export function networkEnv(n: NetworkSpec | undefined): Record<string, string> {
   if (!n || n.mode === 'none') return {};
@@ -21,17 +26,28 @@ export function networkEnv(n: NetworkSpec | undefined): Record<string, string> {
   return env;
 }
 
+const reserved = (p: string) => RESERVED.some((r) => p === r || p.startsWith(`${r}/`));
+
+/**
+ * Files bind-mounted into a networked sandbox. The image's own CA bundle is read with the in-root
+ * reader (its path may be a symlink, resolved inside the rootfs, never on the host) and only its
+ * certificate blocks are kept; the merged bundle is mounted over the file the path really leads to.
+ */
 export async function networkBinds(net: NetworkService, link: SandboxLink, bundleDir: string, rootfsDir: string) {
   const resolv = join(bundleDir, 'resolv.conf');
   await writeFile(resolv, net.resolvConf(link));
-  const system = await readFile(join(rootfsDir, SYSTEM_BUNDLE), 'utf8').catch(() => '');
+  const system = await readFileInRoot(rootfsDir, SYSTEM_BUNDLE, MAX_SYSTEM_BUNDLE).catch((e: Error) => {
+    if (e instanceof InRootError) return undefined;
+    throw e;
+  });
+  const certs = system?.data.toString('utf8').match(PEM_CERT) ?? [];
   const bundle = join(bundleDir, 'ca-bundle.crt');
-  await writeFile(bundle, `${system.trimEnd()}\n${net.ca.caPem}`);
+  await writeFile(bundle, [...certs, net.ca.caPem.trim()].join('\n') + '\n');
   const binds = [
     { source: resolv, destination: '/etc/resolv.conf', readOnly: true },
     { source: bundle, destination: CA_BUNDLE, readOnly: true },
   ];
   // Tools that ignore the variables read the distribution's bundle; it gets the daemon's CA too.
-  if (existsSync(join(rootfsDir, SYSTEM_BUNDLE))) binds.push({ source: bundle, destination: SYSTEM_BUNDLE, readOnly: true });
+  if (system && !reserved(system.path)) binds.push({ source: bundle, destination: system.path, readOnly: true });
   return binds;
 }

@@ -46,7 +46,7 @@ export async function resolveDirInLayer(root: string, parts: string[]): Promise<
 
 /** PATH_MAX: symlink(2) refuses longer targets. */
 const MAX_LINK_BYTES = 4096;
-const HELPER_DEADLINE = { timeout: 60_000 };
+const HELPER_DEADLINE = { timeoutMs: 60_000 };
 /** The kernel's XATTR_SIZE_MAX. */
 const MAX_XATTR_BYTES = 64 * 1024;
 /** overlayfs's own xattrs (opaque, redirect, metacopy, origin…) would change how the overlay resolves paths. */

@@ -1,0 +1,134 @@
+import { constants, type Stats } from 'node:fs';
+import { open, readlink, type FileHandle } from 'node:fs/promises';
+
+// Reads a file of a sandbox's (or an image's) root filesystem from the host without ever leaving that
+// root and without ever blocking on what is there. The path is walked one component at a time through
+// O_PATH descriptors, each opened as /proc/self/fd/<dir>/<name>: the kernel looks the name up inside
+// the directory that descriptor already holds, so a directory swapped for a symlink after we looked
+// at it cannot redirect the walk. Symlinks are never followed by the kernel; they are resolved here,
+// inside the root (an absolute target restarts at the root, `..` stops at it). Nothing but a regular
+// file is ever opened for reading, and it is reopened through its own O_PATH descriptor, so the bytes
+// read are those of the very inode that was checked (a FIFO or device put there never gets opened).
+
+/** Linux's O_PATH (the same value on x86-64 and arm64); node:fs does not export it. */
+const O_PATH = 0o10000000;
+const MAX_LINKS = 40;
+const MAX_STEPS = 4096;
+const MAX_DEPTH = 256;
+
+export type InRootProblem = 'missing' | 'not-regular' | 'too-large' | 'not-directory' | 'too-many-links' | 'unreadable' | 'runtime-mount';
+
+export class InRootError extends Error {
+  constructor(readonly problem: InRootProblem, message: string) {
+    super(message);
+  }
+}
+
+export interface InRootFile {
+  /** Where the file really is inside the root: absolute, symlinks resolved, no `.` or `..`. */
+  path: string;
+  data: Buffer;
+}
+
+function kindOf(st: Stats): string {
+  if (st.isDirectory()) return 'a directory';
+  if (st.isFIFO()) return 'a FIFO';
+  if (st.isSocket()) return 'a socket';
+  if (st.isCharacterDevice()) return 'a character device';
+  if (st.isBlockDevice()) return 'a block device';
+  return 'not a regular file';
+}
+
+export interface InRootOptions {
+  /**
+   * Top-level directories (e.g. "/proc") the runtime mounts over inside the sandbox: a path leading
+   * through one of them here does not lead to the same file in there, so it is refused.
+   */
+  refuseUnder?: string[];
+}
+
+/**
+ * The content of `path` (read as if `root` were `/`), at most `maxBytes` long. Throws InRootError
+ * when the file is missing, is not a regular file, is larger than `maxBytes` or cannot be reached.
+ */
+export async function readFileInRoot(root: string, path: string, maxBytes: number, opts: InRootOptions = {}): Promise<InRootFile> {
+  const opened = new Set<FileHandle>();
+  const openPath = async (p: string, flags: number) => {
+    const fh = await open(p, flags);
+    opened.add(fh);
+    return fh;
+  };
+  const close = async (fh: FileHandle) => {
+    opened.delete(fh);
+    await fh.close().catch(() => {});
+  };
+  const fail = (problem: InRootProblem, why: string) => new InRootError(problem, `${path} in the sandbox ${why}`);
+  try {
+    const rootFh = await openPath(root, O_PATH | constants.O_DIRECTORY);
+    const dirs: { fh: FileHandle; name: string }[] = [];
+    const queue = path.split('/');
+    let links = 0;
+    let steps = 0;
+    let leaf: { fh: FileHandle; st: Stats; name: string } | undefined;
+    while (queue.length) {
+      if (++steps > MAX_STEPS) throw fail('unreadable', 'has too many path components');
+      const name = queue.shift()!;
+      if (name === '' || name === '.') continue;
+      if (name === '..') {
+        const up = dirs.pop();
+        if (up) await close(up.fh);
+        continue;
+      }
+      const at = `/proc/self/fd/${(dirs.at(-1)?.fh ?? rootFh).fd}/${name}`;
+      const fh = await openPath(at, O_PATH | constants.O_NOFOLLOW).catch((e: NodeJS.ErrnoException) => {
+        if (e.code === 'ENOENT') throw fail('missing', 'does not exist');
+        throw fail('unreadable', `cannot be reached (${e.code ?? e.message})`);
+      });
+      const st = await fh.stat();
+      if (st.isSymbolicLink()) {
+        await close(fh);
+        if (++links > MAX_LINKS) throw fail('too-many-links', 'goes through too many symbolic links');
+        // Read by name: an O_PATH descriptor of a symlink cannot be read through node:fs. If the name
+        // changed in between, look it up again (the link budget bounds the retries).
+        const target = await readlink(at).catch(() => undefined);
+        if (target === undefined) {
+          queue.unshift(name);
+          continue;
+        }
+        if (target.startsWith('/')) while (dirs.length) await close(dirs.pop()!.fh);
+        queue.unshift(...target.split('/'));
+      } else if (st.isDirectory()) {
+        if (dirs.length >= MAX_DEPTH) throw fail('unreadable', 'is nested too deeply');
+        if (!dirs.length && opts.refuseUnder?.includes(`/${name}`)) throw fail('runtime-mount', `leads into /${name}, which the runtime mounts over`);
+        dirs.push({ fh, name });
+      } else {
+        if (queue.length) throw fail('not-directory', `cannot be reached: ${name} is not a directory`);
+        leaf = { fh, st, name };
+      }
+    }
+    if (!leaf) throw fail('not-regular', 'is a directory, not a regular file');
+    if (!leaf.st.isFile()) throw fail('not-regular', `is ${kindOf(leaf.st)}, not a regular file`);
+    if (leaf.st.size > maxBytes) throw fail('too-large', `is larger than ${maxBytes} bytes`);
+    const reader = await openPath(`/proc/self/fd/${leaf.fh.fd}`, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
+    const data = await readCapped(reader, maxBytes);
+    if (data === undefined) throw fail('too-large', `is larger than ${maxBytes} bytes`);
+    return { path: `/${[...dirs.map((d) => d.name), leaf.name].join('/')}`, data };
+  } finally {
+    await Promise.all([...opened].map((fh) => fh.close().catch(() => {})));
+  }
+}
+
+/** Up to `max` bytes; undefined when the file holds more (it may have grown since it was checked). */
+async function readCapped(fh: FileHandle, max: number): Promise<Buffer | undefined> {
+  const buf = Buffer.alloc(Math.min(max + 1, 64 * 1024));
+  const chunks: Buffer[] = [];
+  let total = 0;
+  for (;;) {
+    const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, max + 1 - total), null);
+    if (bytesRead === 0) break;
+    chunks.push(Buffer.from(buf.subarray(0, bytesRead)));
+    total += bytesRead;
+    if (total > max) return undefined;
+  }
+  return Buffer.concat(chunks, total);
+}

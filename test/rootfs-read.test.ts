@@ -1,0 +1,197 @@
+// Unit tests of the host-side reads of a sandbox rootfs: the in-root file reader (symlink escapes,
+// FIFOs, devices, sockets, huge files, a directory swapped for a symlink mid-walk) and user lookup
+// (resolveUser) on top of it. Real files in a temporary directory; no daemon, no sandbox.
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:net';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { resolveUser } from '../src/engine/users.js';
+import { InRootError, readFileInRoot, type InRootProblem } from '../src/util/read-in-root.js';
+
+const MiB = 1024 * 1024;
+let tmp: string;
+let root: string;
+let outside: string;
+let sock: Server;
+
+const mkfifo = (p: string) => assert.equal(spawnSync('mkfifo', [p]).status, 0);
+
+async function problem(p: Promise<unknown>): Promise<InRootProblem> {
+  try {
+    await p;
+  } catch (e) {
+    assert.ok(e instanceof InRootError, `expected an InRootError, got ${(e as Error).message}`);
+    return e.problem;
+  }
+  assert.fail('expected the read to be refused');
+}
+
+before(async () => {
+  tmp = mkdtempSync('/var/lib/cordon-test/rootfs-read-');
+  root = join(tmp, 'root');
+  outside = join(tmp, 'outside');
+  mkdirSync(join(root, 'etc', 'ssl'), { recursive: true });
+  mkdirSync(join(root, 'd'));
+  mkdirSync(outside);
+  writeFileSync(join(outside, 'secret'), 'OUTSIDE\n');
+  writeFileSync(join(outside, 'f'), 'OUTSIDE\n');
+  writeFileSync(join(root, 'd', 'f'), 'INSIDE\n');
+  writeFileSync(join(root, 'etc', 'passwd'), 'root:x:0:0:root:/root:/bin/sh\n');
+  writeFileSync(join(root, 'etc', 'shadow'), 'in-root shadow\n');
+  symlinkSync('/etc/shadow', join(root, 'etc', 'abs'));
+  symlinkSync('../../../../../../../etc/shadow', join(root, 'etc', 'rel'));
+  symlinkSync(join(outside, 'secret'), join(root, 'etc', 'host-abs'));
+  symlinkSync('../../outside/secret', join(root, 'etc', 'host-rel'));
+  symlinkSync('/etc', join(root, 'etc2'));
+  symlinkSync('..', join(root, 'up'));
+  symlinkSync(outside, join(root, 'hostdir'));
+  symlinkSync('loop-b', join(root, 'loop-a'));
+  symlinkSync('loop-a', join(root, 'loop-b'));
+  mkfifo(join(root, 'etc', 'fifo'));
+  symlinkSync('fifo', join(root, 'etc', 'to-fifo'));
+  assert.equal(spawnSync('mknod', [join(root, 'null'), 'c', '1', '3']).status, 0);
+  sock = createServer();
+  await new Promise<void>((r) => sock.listen(join(root, 'sock'), r));
+  writeFileSync(join(root, 'huge'), '');
+  truncateSync(join(root, 'huge'), 200 * MiB);
+  writeFileSync(join(root, 'exact'), Buffer.alloc(1024, 'a'));
+});
+
+after(() => {
+  sock?.close();
+  rmSync(tmp, { recursive: true, force: true });
+});
+
+describe('readFileInRoot', () => {
+  test('reads a regular file and says where it really is', async () => {
+    const f = await readFileInRoot(root, '/etc/passwd', MiB);
+    assert.equal(f.data.toString(), 'root:x:0:0:root:/root:/bin/sh\n');
+    assert.equal(f.path, '/etc/passwd');
+    assert.equal((await readFileInRoot(root, 'etc//./passwd', MiB)).path, '/etc/passwd');
+  });
+
+  test('absolute and relative symlinks resolve inside the root, never on the host', async () => {
+    for (const p of ['/etc/abs', '/etc/rel', '/etc2/shadow', '/up/up/etc/abs', '/etc/../../etc/shadow']) {
+      const f = await readFileInRoot(root, p, MiB);
+      assert.equal(f.data.toString(), 'in-root shadow\n', p);
+      assert.equal(f.path, '/etc/shadow', p);
+    }
+    for (const p of ['/etc/host-abs', '/etc/host-rel', '/hostdir/secret']) {
+      assert.equal(await problem(readFileInRoot(root, p, MiB)), 'missing', p);
+    }
+  });
+
+  test('FIFOs, devices, sockets and directories are refused without being opened', async () => {
+    for (const p of ['/etc/fifo', '/etc/to-fifo', '/null', '/sock', '/etc', '/']) {
+      assert.equal(await problem(readFileInRoot(root, p, MiB)), 'not-regular', p);
+    }
+    await assert.rejects(readFileInRoot(root, '/etc/fifo', MiB), /\/etc\/fifo in the sandbox is a FIFO, not a regular file/);
+  });
+
+  test('a file past the cap is refused without being read; one at the cap is read', async () => {
+    assert.equal(await problem(readFileInRoot(root, '/huge', 4 * MiB)), 'too-large');
+    assert.equal((await readFileInRoot(root, '/exact', 1024)).data.length, 1024);
+    assert.equal(await problem(readFileInRoot(root, '/exact', 1023)), 'too-large');
+  });
+
+  test('symlink loops, missing files and files used as directories', async () => {
+    assert.equal(await problem(readFileInRoot(root, '/loop-a', MiB)), 'too-many-links');
+    assert.equal(await problem(readFileInRoot(root, '/etc/none', MiB)), 'missing');
+    assert.equal(await problem(readFileInRoot(root, '/etc/passwd/x', MiB)), 'not-directory');
+  });
+
+  test('a directory swapped for a symlink to the host during the walk never leads out', { timeout: 120_000 }, async () => {
+    // race/d is atomically exchanged (renameat2 RENAME_EXCHANGE) with a symlink to the outside directory
+    // as fast as the flipper can; a reader that checks a path and then opens it by name reads OUTSIDE.
+    const race = join(tmp, 'race');
+    mkdirSync(join(race, 'd'), { recursive: true });
+    writeFileSync(join(race, 'd', 'f'), 'INSIDE\n');
+    const flipper = spawn('python3', ['-c', FLIP, race, outside], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const seen = { inside: 0, refused: 0 };
+    try {
+      await new Promise((r) => flipper.stdout!.once('data', r));
+      for (let i = 0; i < 3000; i++) {
+        try {
+          const f = await readFileInRoot(race, '/d/f', MiB);
+          assert.equal(f.data.toString(), 'INSIDE\n', 'read a file outside the root');
+          seen.inside++;
+        } catch (e) {
+          if (!(e instanceof InRootError)) throw e;
+          seen.refused++;
+        }
+      }
+    } finally {
+      flipper.kill('SIGKILL');
+    }
+    assert.ok(seen.inside > 0 && seen.refused > 0, `the race did not happen (${JSON.stringify(seen)})`);
+  });
+});
+
+const FLIP = [
+  'import ctypes, os, sys',
+  'libc = ctypes.CDLL(None, use_errno=True)',
+  'os.chdir(sys.argv[1])',
+  "os.symlink(sys.argv[2], 'dlink')",
+  "print('ready', flush=True)",
+  "while libc.renameat2(-100, b'd', -100, b'dlink', 2) == 0: pass",
+  "sys.exit('renameat2 failed: %d' % ctypes.get_errno())",
+].join('\n');
+
+describe('resolveUser', () => {
+  let r: string;
+  before(() => {
+    r = join(tmp, 'users');
+    mkdirSync(join(r, 'etc'), { recursive: true });
+  });
+  const files = (passwd?: string, group?: string) => {
+    for (const f of ['passwd', 'group']) rmSync(join(r, 'etc', f), { force: true });
+    if (passwd !== undefined) writeFileSync(join(r, 'etc', 'passwd'), passwd);
+    if (group !== undefined) writeFileSync(join(r, 'etc', 'group'), group);
+  };
+  const ids = async (spec: string) => {
+    const u = await resolveUser(r, spec);
+    return [u.uid, u.gid, u.home, u.additionalGids];
+  };
+
+  test('without /etc/passwd: root by default, numeric users as Docker runs them', async () => {
+    files();
+    assert.deepEqual(await ids(''), [0, 0, '/', []]);
+    assert.deepEqual(await ids('root'), [0, 0, '/', []]);
+    assert.deepEqual(await ids('1234'), [1234, 0, '/', []]);
+    assert.deepEqual(await ids('1234:5678'), [1234, 5678, '/', []]);
+    assert.deepEqual(await ids('root:5'), [0, 5, '/', []]);
+    await assert.rejects(resolveUser(r, 'app'), /user: "app" cannot be looked up because the sandbox has no \/etc\/passwd; use a numeric uid/);
+    await assert.rejects(resolveUser(r, '1234:wheel'), /group "wheel" cannot be looked up because the sandbox has no \/etc\/group/);
+    await assert.rejects(resolveUser(r, '99999999999'), /out of range/);
+  });
+
+  test('with /etc/passwd and /etc/group: names, numeric ids, supplementary groups', async () => {
+    files('root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n', 'root:x:0:\napp:x:1000:\ndocker:x:998:app,other\nwheel:x:10:\n');
+    assert.deepEqual(await ids('root'), [0, 0, '/root', []]);
+    assert.deepEqual(await ids('app'), [1000, 1000, '/home/app', [998]]);
+    assert.deepEqual(await ids('1000'), [1000, 1000, '/home/app', [998]]);
+    assert.deepEqual(await ids('app:wheel'), [1000, 10, '/home/app', []]);
+    assert.deepEqual(await ids('app:7'), [1000, 7, '/home/app', []]);
+    assert.deepEqual(await ids('4242'), [4242, 0, '/', []]);
+    await assert.rejects(resolveUser(r, 'nobody'), /user: "nobody" does not exist in the sandbox's \/etc\/passwd/);
+    await assert.rejects(resolveUser(r, 'app:nogroup'), /group "nogroup" does not exist/);
+  });
+
+  test('a FIFO, a huge file or a symlink out of the root counts as no file', { timeout: 60_000 }, async () => {
+    files();
+    mkfifo(join(r, 'etc', 'passwd'));
+    assert.deepEqual(await ids('root'), [0, 0, '/', []]);
+    await assert.rejects(resolveUser(r, 'app'), /because \/etc\/passwd in the sandbox is a FIFO, not a regular file/);
+    files();
+    writeFileSync(join(r, 'etc', 'passwd'), '');
+    truncateSync(join(r, 'etc', 'passwd'), 200 * MiB);
+    assert.deepEqual(await ids('root'), [0, 0, '/', []]);
+    await assert.rejects(resolveUser(r, 'app'), /is larger than/);
+    files();
+    writeFileSync(join(outside, 'passwd'), 'app:x:777:777::/:/bin/sh\n');
+    symlinkSync(join(outside, 'passwd'), join(r, 'etc', 'passwd'));
+    await assert.rejects(resolveUser(r, 'app'), /the sandbox has no \/etc\/passwd/);
+  });
+});
