@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
+import tar from 'tar-stream';
 import { after, before, describe, it } from 'node:test';
 import { CLI, cli, startDaemon, type TestDaemon } from './helpers/daemon.js';
 import { dockerArchive, layerTar, push, writeLayout } from './helpers/oci-image.js';
@@ -77,6 +78,20 @@ describe('a daemon with --max-layer-size 1m', () => {
     const r = await cli(d, ['image', 'import', `${file}.gz`]);
     assert.equal(r.code, 65, r.stderr);
     assert.match(r.stderr, /--max-layer-size/);
+    assert.equal(readdirSync(join(imagesDir(), 'tmp')).length, 0);
+  });
+});
+
+describe('an import archive is hostile input too', () => {
+  it('refuses an archive whose manifest.json is a FIFO at once, instead of blocking on it', async () => {
+    const pack = tar.pack();
+    pack.entry({ name: 'manifest.json', type: 'fifo' });
+    pack.finalize();
+    const chunks: Buffer[] = [];
+    for await (const c of pack) chunks.push(c as Buffer);
+    const res = await fetch(`${d.url}/v1/images/import`, { method: 'POST', headers: { 'content-type': 'application/octet-stream' }, body: Buffer.concat(chunks), signal: AbortSignal.timeout(60_000) });
+    assert.equal(res.status, 400);
+    assert.match(((await res.json()) as { message: string }).message, /manifest\.json is not a regular file/);
     assert.equal(readdirSync(join(imagesDir(), 'tmp')).length, 0);
   });
 });

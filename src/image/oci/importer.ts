@@ -27,6 +27,8 @@ async function inside(dir: string, rel: string): Promise<string> {
     throw new CordonError('invalid_argument', `archive is missing ${rel}`);
   });
   if (real !== dir && !real.startsWith(dir + sep)) throw new CordonError('invalid_argument', `archive path ${rel} leads outside the archive`);
+  // An archive can carry FIFOs and devices: opening one would block a thread or touch a host device.
+  if (!(await stat(real)).isFile()) throw new CordonError('invalid_argument', `archive member ${rel} is not a regular file`);
   return real;
 }
 
