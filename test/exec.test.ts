@@ -59,6 +59,11 @@ for (const runtime of RUNTIMES_WITH_RUNC) {
     test('sync: user, home, stdin bytes, timeout', async () => {
       const u = await s.exec(['sh', '-c', 'id -u; id -un; echo $HOME; cd && pwd; whoami'], { user: 'user' });
       assert.equal(u.stdout, '1000\nuser\n/home/user\n/home/user\nuser\n', u.stderr);
+      // The image's own programs, never a helper's builtin of the same name (runsc wraps user commands).
+      const gnu = await s.exec(['ls', '--version'], { user: 'user' });
+      assert.match(gnu.stdout, /GNU coreutils/, gnu.stdout + gnu.stderr);
+      const missing = await s.exec(['no-such-program-here'], { user: 'user' });
+      assert.equal(missing.exit_code, 127, missing.stderr);
       const root = await s.exec(['id', '-u']);
       assert.equal(root.stdout, '0\n');
       const perm = await s.exec(['touch', '/etc/not-for-user'], { user: 'user' });

@@ -4,6 +4,18 @@ import { OciCliRuntime, type RuntimeCallOptions } from './oci-cli.js';
 import { HELPER_DIR } from './oci-spec.js';
 import type { ContainerSpec, ExecHandle, ExecSpec } from './types.js';
 
+// busybox's shell prefers its own applets to programs of the same name (`ls` would be busybox's, not
+// the image's), so the command is looked up on PATH here and exec'd by full path, which never runs
+// an applet.
+const EXEC_ON_PATH = [
+  'c=$1; shift',
+  'case $c in */*) exec "$c" "$@" ;; esac',
+  'IFS=:',
+  'for d in $PATH; do [ -n "$d" ] && [ -f "$d/$c" ] && [ -x "$d/$c" ] && exec "$d/$c" "$@"; done',
+  'echo "cordon: $c: command not found" >&2',
+  'exit 127',
+].join('\n');
+
 const HIDE_SYSNET = 'mount -t tmpfs -o ro,size=4k cordon-sysnet /proc/sys/net && exec "$0" "$@"';
 
 /**
@@ -55,7 +67,7 @@ export class RunscRuntime extends OciCliRuntime {
   // shell that then execs the command (argv unchanged). Root is exempt from RLIMIT_NPROC anyway.
   override exec(id: string, spec: ExecSpec): ExecHandle {
     if (spec.nproc === undefined || spec.uid === 0) return super.exec(id, spec);
-    const args = [`${HELPER_DIR}/busybox`, 'sh', '-c', `ulimit -u ${spec.nproc} && exec "$@"`, 'cordon-exec', ...spec.args];
+    const args = [`${HELPER_DIR}/busybox`, 'sh', '-c', `ulimit -u ${spec.nproc} || exit 126\n${EXEC_ON_PATH}`, 'cordon-exec', ...spec.args];
     return super.exec(id, { ...spec, args });
   }
 
