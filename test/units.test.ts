@@ -123,7 +123,10 @@ describe('state machine', () => {
   const allowed: Record<SandboxState, Action[]> = {
     creating: [],
     running: ['stop', 'pause', 'exec', 'files', 'update', 'stats', 'timeout'],
+    pausing: ['timeout'],
     paused: ['stop', 'resume', 'stats', 'timeout', 'update'],
+    snapshotting: ['stats', 'timeout'],
+    restoring: ['timeout'],
     stopped: ['start', 'timeout'],
     error: ['start', 'stop'],
   };

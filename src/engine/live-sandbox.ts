@@ -1,4 +1,3 @@
-import { readFile } from 'node:fs/promises';
 import type { DaemonConfig } from '../config.js';
 import { CordonError } from '../errors/registry.js';
 import type { Runtime } from '../runtime/types.js';
@@ -56,7 +55,8 @@ export class LiveSandbox {
     private readonly runtime: Runtime,
     private readonly image: ImageConfig,
     private readonly rootfs: string,
-    readonly initPid: number,
+    /** Bytes received and sent over the sandbox's network link (the network driver owns it). */
+    private readonly netCounters: () => Promise<{ rx: number; tx: number }>,
     private readonly cfg: DaemonConfig,
     private readonly onEvent: (type: string, message: string) => void = () => {},
   ) {
@@ -89,7 +89,7 @@ export class LiveSandbox {
       gid: user.gid,
       additionalGids: user.additionalGids,
       tty: req.tty,
-      nproc: this.runtime.name === 'runsc' ? this.rec.spec.pids : undefined,
+      nproc: this.runtime.capabilities.processLimit === 'rlimit' ? this.rec.spec.pids : undefined,
       noNewPrivileges: !!this.rec.spec.noNewPrivileges,
     };
     return { spec, user };
@@ -170,7 +170,7 @@ export class LiveSandbox {
     }
     this.lastCpu = { at: cur.at, ns: cur.s.cpuUsageNs };
     const cpuPercent = Math.max(0, ((cur.s.cpuUsageNs - prev.ns) / 1e6 / Math.max(1, cur.at - prev.at)) * 100);
-    const net = await netCounters(this.initPid);
+    const net = await this.netCounters();
     const limit = cur.s.memoryLimitBytes;
     return {
       cpuPercent: Math.round(cpuPercent * 100) / 100,
@@ -189,24 +189,5 @@ export class LiveSandbox {
 
   close(): void {
     this.processes.clear();
-  }
-}
-
-/** rx/tx bytes of the sandbox's network namespace, from the kernel's per-interface counters. */
-async function netCounters(pid: number): Promise<{ rx: number; tx: number }> {
-  try {
-    const text = await readFile(`/proc/${pid}/net/dev`, 'utf8');
-    let rx = 0;
-    let tx = 0;
-    for (const line of text.split('\n').slice(2)) {
-      const [iface, rest] = line.split(':');
-      if (!rest || iface.trim() === 'lo') continue;
-      const f = rest.trim().split(/\s+/).map(Number);
-      rx += f[0];
-      tx += f[8];
-    }
-    return { rx, tx };
-  } catch {
-    return { rx: 0, tx: 0 };
   }
 }

@@ -1,6 +1,7 @@
-import { lstat, mkdir, readFile, rm, writeFile, open } from 'node:fs/promises';
+import { lstat, mkdir, readFile, rm, statfs, writeFile, open } from 'node:fs/promises';
 import { dirname, basename, join } from 'node:path';
 import { run, runOk } from '../util/proc.js';
+import type { RootfsDriver } from '../engine/drivers.js';
 import type { RootfsSource } from '../engine/types.js';
 
 /** Paths of one sandbox's on-disk state. */
@@ -13,10 +14,8 @@ export interface SandboxDirs {
 }
 
 const MIN_DISK = 16 * 1024 * 1024;
-// Deadlines of the helpers (mount and umount use run's default): mkfs writes the whole inode table
-// of a large image, du walks a whole upper dir.
+// Deadline of mkfs (mount and umount use run's default): it writes the whole inode table of a large image.
 const MKFS_DEADLINE_MS = 120_000;
-const DU_DEADLINE_MS = 60_000;
 
 export function sandboxDirs(sandboxesDir: string, id: string): SandboxDirs {
   const root = join(sandboxesDir, id);
@@ -33,7 +32,7 @@ async function mountedAt(path: string): Promise<boolean> {
  * With a disk limit the upper lives in a loop-mounted ext4 image of that size, so writes past it get
  * ENOSPC (this kernel has no project quotas).
  */
-export class SandboxRootfs {
+export class SandboxRootfs implements RootfsDriver {
   constructor(private readonly sandboxesDir: string) {}
 
   dirs(id: string): SandboxDirs {
@@ -109,11 +108,15 @@ export class SandboxRootfs {
     await rm(this.dirs(id).root, { recursive: true, force: true });
   }
 
-  async diskUsage(id: string): Promise<number> {
+  /** The file system the sandbox writes to: its --disk image, or the shared one under the data directory. */
+  async usage(id: string, diskBytes?: number): Promise<{ usedBytes: number; totalBytes: number }> {
     const d = this.dirs(id);
-    const r = await run('du', ['-sb', join(d.disk, 'upper')], { timeoutMs: DU_DEADLINE_MS });
-    const r2 = r.code === 0 ? r : await run('du', ['-sb', join(d.root, 'upper')], { timeoutMs: DU_DEADLINE_MS });
-    return Number(r2.stdout.split(/\s+/)[0]) || 0;
+    try {
+      const st = await statfs(diskBytes ? d.disk : d.root);
+      return { usedBytes: (st.blocks - st.bfree) * st.bsize, totalBytes: st.blocks * st.bsize };
+    } catch {
+      return { usedBytes: 0, totalBytes: diskBytes ?? 0 };
+    }
   }
 }
 

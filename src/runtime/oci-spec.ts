@@ -82,7 +82,7 @@ export function containerSpec(c: ContainerSpec, opts: SpecOptions) {
   if (c.cpus) resources.cpu = { quota: Math.round(c.cpus * 100_000), period: 100_000 };
   return {
     ociVersion: '1.0.2',
-    process: processSpec({ args: INIT_ARGS, env: [], cwd: '/', uid: 0, gid: 0, noNewPrivileges: c.noNewPrivileges }),
+    process: processSpec({ args: c.init ?? INIT_ARGS, env: [], cwd: '/', uid: 0, gid: 0, noNewPrivileges: c.noNewPrivileges }),
     root: { path: c.rootfsDir, readonly: c.readOnlyRootfs },
     hostname: c.hostname,
     mounts,

@@ -1,10 +1,14 @@
+import { mkdir } from 'node:fs/promises';
 import type { DaemonConfig } from '../config.js';
-import { run, runOk } from '../util/proc.js';
+import { run } from '../util/proc.js';
+import { capabilitiesOf } from './capabilities.js';
 import { OciCliRuntime, type RuntimeCallOptions } from './oci-cli.js';
 import { HELPER_DIR } from './oci-spec.js';
-import type { ContainerSpec, ExecHandle, ExecSpec } from './types.js';
+import type { CheckpointOptions, ContainerSpec, ExecHandle, ExecSpec, RuntimeCapabilities, RuntimeState } from './types.js';
 
 const HIDE_SYSNET = 'mount -t tmpfs -o ro,size=4k cordon-sysnet /proc/sys/net && exec "$0" "$@"';
+/** Calls that set up the sandbox's network: they need the same network flags. */
+const NETWORKED_CALLS = new Set(['create', 'start', 'restore']);
 
 /**
  * gVisor. The rootfs is the host overlay the engine mounted (--overlay2=none), so writes land on
@@ -12,10 +16,12 @@ const HIDE_SYSNET = 'mount -t tmpfs -o ro,size=4k cordon-sysnet /proc/sys/net &&
  */
 export class RunscRuntime extends OciCliRuntime {
   readonly name = 'runsc' as const;
+  readonly capabilities: RuntimeCapabilities;
   /** Whether this runsc has --allow-suid (gVisor release-20250820.0 and later). */
   private allowSuid = false;
   constructor(stateRoot: string, calls: RuntimeCallOptions, private readonly platform: DaemonConfig['runscPlatform']) {
     super(stateRoot, calls);
+    this.capabilities = capabilitiesOf('runsc', platform);
   }
 
   /**
@@ -34,7 +40,7 @@ export class RunscRuntime extends OciCliRuntime {
     const flags = [`--root=${this.stateRoot}`, `--platform=${this.platform}`, '--overlay2=none'];
     if (this.allowSuid) flags.push('--allow-suid');
     const runsc = this.binary('runsc');
-    if (!((sub === 'create' || sub === 'start') && spec?.netnsPath)) return [runsc, [...flags, '--network=none']];
+    if (!(NETWORKED_CALLS.has(sub) && spec?.netnsPath)) return [runsc, [...flags, '--network=none']];
     // runsc refuses a network in what it takes for the root netns because this kernel shows
     // /proc/sys/net/core/rmem_default everywhere; a read-only empty tmpfs there hides it (HOST-NOTES).
     return ['unshare', ['-m', '--propagation', 'private', '/bin/sh', '-c', HIDE_SYSNET, runsc, ...flags, '--network=sandbox']];
@@ -57,6 +63,28 @@ export class RunscRuntime extends OciCliRuntime {
     if (spec.nproc === undefined || spec.uid === 0) return super.exec(id, spec);
     const args = [`${HELPER_DIR}/busybox`, 'sh', '-c', `ulimit -u ${spec.nproc} && exec "$@"`, 'cordon-exec', ...spec.args];
     return super.exec(id, { ...spec, args });
+  }
+
+  /**
+   * `runsc checkpoint` writes the sandbox's kernel state and memory to `dir`. Without leaveRunning the
+   * sandbox exits once it is written; its record, shim and cgroups are then removed here as delete does.
+   */
+  override async checkpoint(id: string, dir: string, opts: CheckpointOptions): Promise<void> {
+    const bundle = JSON.parse(await this.cli(['state', id])).bundle as string | undefined;
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    await this.cli(['checkpoint', '--image-path', dir, ...(opts.leaveRunning ? ['--leave-running'] : []), id]);
+    if (!opts.leaveRunning) await this.delete(id, bundle);
+  }
+
+  /**
+   * `runsc restore` is create and start from an image. It runs under the shim like create, so the
+   * restored sandbox's processes are reaped; --detach returns once it runs (its stdio is the shim's log
+   * file, never a pipe the call would wait on). gVisor kills every process that `exec` started (their
+   * caller is gone): only the init and its descendants come back.
+   */
+  override async restore(spec: ContainerSpec, dir: string): Promise<RuntimeState> {
+    const pidFile = await this.startUnderShim(spec, 'restore', ['--image-path', dir, '--detach']);
+    return this.stateFrom(pidFile);
   }
 
   protected pidFileArgs(pidFile: string): string[] {
