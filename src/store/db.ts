@@ -4,7 +4,8 @@ import { dirname } from 'node:path';
 
 export type DB = Database.Database;
 
-const MIGRATIONS: string[] = [
+/** Schema steps in order; `PRAGMA user_version` counts those applied (exported for the migration test). */
+export const MIGRATIONS: readonly string[] = [
   `CREATE TABLE sandboxes (
      id TEXT PRIMARY KEY,
      state TEXT NOT NULL,
