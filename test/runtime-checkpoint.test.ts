@@ -3,7 +3,7 @@
 // on from where it was. crun and runc declare no checkpoint and refuse with a typed error.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CordonError } from '../src/errors/registry.js';
 import { BaseTemplate } from '../src/image/base-template.js';
@@ -132,6 +132,31 @@ describe('runtime checkpoint and restore (runsc)', () => {
     assert.equal((await sh(rt, id, 'test -e /tmp/before-checkpoint-1')).code, 0, 'the tmpfs came back from the image');
     assertUnbroken(after, 'after restore');
     assert.equal((await sh(rt, id, 'cat /root/before')).out.trim(), 'kept', 'files written before the checkpoint are there');
+  });
+
+  test('a checkpoint that fails leaves the sandbox running as it was, and no image', async () => {
+    // runsc refuses to save open TCP connections; a wrapper answers checkpoint the way it does then
+    // (first line, then a goroutine dump) and passes every other call to the real runsc.
+    const wrapper = join(dataDir, 'runsc-refuses-checkpoint');
+    const refusal = 'checkpoint failed: checkpointing container: encoding error: save rejected due to unsupported networking state: endpoint cannot be saved in connected state: local 10.0.0.2:40000, remote 10.0.0.1:80:';
+    writeFileSync(wrapper, `#!/bin/sh\nfor a in "$@"; do [ "$a" = checkpoint ] && { echo '${refusal}' >&2; echo 'goroutine 1 [running]:' >&2; exit 128; }; done\nexec runsc "$@"\n`, { mode: 0o755 });
+    const refusing = new RunscRuntime(join(dataDir, 'run', 'runsc'), { ...CALLS, binary: wrapper }, 'systrap');
+    const image = join(dataDir, 'image-refused');
+    const before = (await counts(rt, id)).length;
+    await assert.rejects(refusing.checkpoint(id, image, { leaveRunning: false }), (e: unknown) => {
+      assert.ok(e instanceof CordonError && e.code === 'invalid_state', String(e));
+      assert.match(e.message, /TCP connections \(endpoint cannot be saved in connected state: local 10\.0\.0\.2:40000, remote 10\.0\.0\.1:80\); close them and retry/);
+      assert.doesNotMatch(e.message, /goroutine/);
+      return true;
+    });
+    assert.equal(await rt.status(id), 'running', 'frozen for the checkpoint, thawed after it failed');
+    assert.equal(await rt.adopt(id, state), 'running');
+    assert.equal(existsSync(image) || existsSync(`${image}.partial`), false, 'no image, not even part of one');
+    const after = await until('the count to go on', async () => {
+      const v = await counts(rt, id);
+      return v.length > before + 3 && v;
+    });
+    assertUnbroken(after, 'after a failed checkpoint');
   });
 
   test('checkpoint with leaveRunning: the container runs on; a restore goes back to the checkpoint', async (t) => {

@@ -1,5 +1,6 @@
-import { mkdir } from 'node:fs/promises';
+import { mkdir, rename, rm } from 'node:fs/promises';
 import type { DaemonConfig } from '../config.js';
+import { CordonError } from '../errors/registry.js';
 import { run } from '../util/proc.js';
 import { capabilitiesOf } from './capabilities.js';
 import { OciCliRuntime, type RuntimeCallOptions } from './oci-cli.js';
@@ -66,25 +67,46 @@ export class RunscRuntime extends OciCliRuntime {
   }
 
   /**
-   * `runsc checkpoint` writes the sandbox's kernel state and memory to `dir`. Without leaveRunning the
-   * sandbox exits once it is written; its record, shim and cgroups are then removed here as delete does.
+   * `runsc checkpoint` writes the sandbox's kernel state and memory; the image appears at `dir` only once
+   * it is complete. Without leaveRunning the sandbox is frozen first and written with --leave-running,
+   * then deleted: a plain checkpoint that fails (an open TCP connection, say) takes the sandbox down with
+   * it, and a frozen sandbox cannot run on between the image and its deletion (its files on the host
+   * would then be newer than its memory). A failed checkpoint leaves the sandbox as it was.
    */
   override async checkpoint(id: string, dir: string, opts: CheckpointOptions): Promise<void> {
-    const bundle = JSON.parse(await this.cli(['state', id])).bundle as string | undefined;
-    await mkdir(dir, { recursive: true, mode: 0o700 });
-    await this.cli(['checkpoint', '--image-path', dir, ...(opts.leaveRunning ? ['--leave-running'] : []), id]);
-    if (!opts.leaveRunning) await this.delete(id, bundle);
+    const st = JSON.parse(await this.cli(['state', id])) as { bundle?: string; status?: string };
+    const partial = `${dir}.partial`;
+    await rm(partial, { recursive: true, force: true });
+    await mkdir(partial, { recursive: true, mode: 0o700 });
+    const freeze = !opts.leaveRunning && st.status === 'running';
+    if (freeze) await this.pause(id);
+    try {
+      const r = await this.call(['checkpoint', '--image-path', partial, '--leave-running', id]);
+      if (r.code !== 0) throw checkpointError(id, r.stderr || r.stdout);
+    } catch (e) {
+      if (freeze) await this.resume(id).catch(() => {});
+      await rm(partial, { recursive: true, force: true });
+      throw e;
+    }
+    await replaceDir(partial, dir);
+    if (!opts.leaveRunning) await this.delete(id, st.bundle);
   }
 
   /**
    * `runsc restore` is create and start from an image. It runs under the shim like create, so the
    * restored sandbox's processes are reaped; --detach returns once it runs (its stdio is the shim's log
    * file, never a pipe the call would wait on). gVisor kills every process that `exec` started (their
-   * caller is gone): only the init and its descendants come back.
+   * caller is gone): only the init and its descendants come back. The network is that of the namespace
+   * given now: gVisor takes the link's addresses and routes at restore, not those in the image.
    */
   override async restore(spec: ContainerSpec, dir: string): Promise<RuntimeState> {
-    const pidFile = await this.startUnderShim(spec, 'restore', ['--image-path', dir, '--detach']);
-    return this.stateFrom(pidFile);
+    try {
+      const pidFile = await this.startUnderShim(spec, 'restore', ['--image-path', dir, '--detach']);
+      return await this.stateFrom(pidFile);
+    } catch (e) {
+      await this.delete(spec.id, spec.bundleDir).catch(() => {});
+      throw e;
+    }
   }
 
   protected pidFileArgs(pidFile: string): string[] {
@@ -98,4 +120,29 @@ export class RunscRuntime extends OciCliRuntime {
   protected async signalProcess(id: string, pid: number, _host: number, sig: NodeJS.Signals): Promise<void> {
     await this.cli(['kill', '--pid', String(pid), id, sig]);
   }
+}
+
+/** runsc prints its error on the first line (and, when the save itself panicked, a goroutine dump after it). */
+function checkpointError(id: string, output: string): Error {
+  const first = output.trim().split('\n')[0].replace(/:\s*$/, '');
+  const net = /unsupported networking state: (.*)$/.exec(first);
+  if (net) {
+    return new CordonError(
+      'invalid_state',
+      `checkpoint: gVisor cannot save sandbox ${id} while it holds TCP connections (${net[1]}); close them and retry (a closed connection can take up to a minute to be released). The sandbox runs on unchanged`,
+      { sandbox_id: id },
+    );
+  }
+  return new Error(`runsc checkpoint of ${id} failed: ${first}; the sandbox runs on unchanged`);
+}
+
+/** Put the directory `from` at `to`, replacing what was there. */
+async function replaceDir(from: string, to: string): Promise<void> {
+  const old = `${to}.old`;
+  await rm(old, { recursive: true, force: true });
+  await rename(to, old).catch((e: NodeJS.ErrnoException) => {
+    if (e.code !== 'ENOENT') throw e;
+  });
+  await rename(from, to);
+  await rm(old, { recursive: true, force: true });
 }
