@@ -2,6 +2,7 @@ import { isIPv4 } from 'node:net';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { DEFAULT_LAYER_LIMITS } from './image/oci/layer-limits.js';
+import { capabilitiesOf } from './runtime/capabilities.js';
 
 export type RuntimeName = 'runsc' | 'crun' | 'runc';
 export const RUNTIME_NAMES: readonly RuntimeName[] = ['runsc', 'crun', 'runc'];
@@ -78,14 +79,9 @@ export interface DaemonConfig {
   maxUploadBytes: number;
 }
 
-/**
- * Sandboxes this host can keep without idle overhead starving it: an idle gVisor sandbox costs ~2% of a
- * core on systrap and ~0.3% on ptrace, crun/runc next to nothing (HOST-NOTES). The cap keeps idle
- * overhead near half the machine for runsc, and bounds kernel objects per core for the others.
- */
+/** Sandboxes this host can keep without idle overhead starving it, as the runtime declares per core. */
 export function hostSandboxCap(runtime: RuntimeName, platform: DaemonConfig['runscPlatform'], cores = availableParallelism()): number {
-  const perCore = runtime !== 'runsc' ? 100 : platform === 'ptrace' ? 150 : 25;
-  return Math.max(1, cores) * perCore;
+  return Math.max(1, cores) * capabilitiesOf(runtime, platform).sandboxesPerCore;
 }
 
 export function defaultConfig(overrides: Partial<DaemonConfig> = {}): DaemonConfig {

@@ -16,6 +16,7 @@ import { openDatabase } from './store/db.js';
 import { SandboxStore } from './store/sandboxes.js';
 import { VERSION } from './version.js';
 import { createNetworkService } from './net/wire.js';
+import { NamespaceNetworkDriver } from './net/driver.js';
 import { hostCpuPressure } from './engine/admission.js';
 
 const EVENT_PRUNE_EVERY_MS = 60_000;
@@ -73,11 +74,11 @@ export async function createDaemon(cfg: DaemonConfig, log: (msg: string) => void
     imagesInUse: () => store.list().flatMap((r) => (r.spec.image ? [r.spec.image] : [])),
   });
   await images.init();
-  const mgr = new SandboxManager(cfg, store, usable, new SandboxRootfs(paths.sandboxes), new TemplateResolver(base, imageResolver ?? images), HELPERS);
-  mgr.net = createNetworkService(cfg, store);
+  const net = createNetworkService(cfg, store);
+  const drivers = { rootfs: new SandboxRootfs(paths.sandboxes), net: new NamespaceNetworkDriver(net) };
+  const mgr = new SandboxManager(cfg, store, usable, drivers, new TemplateResolver(base, imageResolver ?? images), HELPERS);
   const supervisor = new Supervisor(mgr, log);
   await supervisor.reconcile();
-  supervisor.watch();
   mgr.metrics.start();
   if (cfg.maxCpuPressure > 0 && (await hostCpuPressure()) === undefined) {
     log('this host has no CPU pressure information (/proc/pressure/cpu); admission judges only memory and sandbox counts');
@@ -98,6 +99,7 @@ export async function createDaemon(cfg: DaemonConfig, log: (msg: string) => void
     mgr,
     version: VERSION,
     images,
+    net,
     readiness: () => {
       if (base.isBuilt()) return { ready: true, runtimes: runtimeStatus };
       return { ready: false, reason: baseError ? `template base failed to build: ${baseError}` : 'building template base', runtimes: runtimeStatus };
@@ -112,10 +114,11 @@ export async function createDaemon(cfg: DaemonConfig, log: (msg: string) => void
     },
     async close() {
       supervisor.stop();
+      mgr.close();
       mgr.metrics.stop();
       clearInterval(pruneTimer);
       await app.close();
-      await mgr.net?.close().catch(() => {});
+      await net.close().catch(() => {});
       store.flush();
       db.close();
     },

@@ -1,6 +1,8 @@
 // Sandbox lifecycle through the SDK on every runtime: create options, info, list filters, stop/start,
-// pause/resume, remove, and the state machine's 409s.
+// pause/resume, remove, the state machine's 409s, and a sandbox that dies on its own.
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { Sandbox } from '../src/sdk/index.js';
 import { RUNTIMES_WITH_RUNC, startDaemon, type TestDaemon } from './helpers/daemon.js';
@@ -104,6 +106,7 @@ for (const runtime of RUNTIMES_WITH_RUNC) {
       assert.equal((await rw.exec(['cat', '/root/term.txt'])).stdout, 'got-term\n', 'the TERM trap ran before the kill');
       const ps = await rw.exec(['sh', '-c', 'ps -eo args | grep -c "[w]hile"']);
       assert.equal(ps.stdout.trim(), '0', 'no process survived the stop');
+      assert.equal((await rw.events_()).filter((e) => e.type === 'died').length, 0, 'a stop is not reported as a death');
     });
 
     test('pause and resume; the state machine answers 409 to illegal moves', async () => {
@@ -120,6 +123,17 @@ for (const runtime of RUNTIMES_WITH_RUNC) {
       const r = await rw.resume();
       assert.equal(r.state, 'running');
       assert.equal((await rw.exec(['cat', '/root/counter'])).stdout, '1\n');
+    });
+
+    test('a sandbox whose container dies on its own is marked error when its runtime reports the exit', async () => {
+      const s = await d.client.create({ runtime, labels: { suite, runtime, kind: 'victim' } });
+      const initPid = Number(readFileSync(join(d.dataDir, 'sandboxes', s.id, 'bundle', 'init.pid'), 'utf8'));
+      process.kill(initPid, 'SIGKILL');
+      await until('the sandbox is marked error', async () => (await s.refresh()).state === 'error');
+      assert.match(s.info.state_reason ?? '', /init process exited/);
+      assert.equal((await s.events_()).filter((e) => e.type === 'died').length, 1);
+      await rejectsWith(s.exec(['true']), 'invalid_state', /error/);
+      await d.client.remove(s.id, { force: true });
     });
 
     test('remove: refused while running without force, then gone (404)', async () => {

@@ -54,6 +54,9 @@ for (const runtime of RUNTIMES) {
       assert.equal(JSON.parse(plain.out).url, '/plain');
       const other = await curl(allow, 'https://other.test/');
       assert.notEqual(other.code, 0, 'other.test is not allowed');
+      // Counted on the sandbox's link by the network driver: what it sent and received.
+      const st = await allow.stats();
+      assert.ok(st.network_rx > 0 && st.network_tx > 0, `network counters after traffic: rx ${st.network_rx}, tx ${st.network_tx}`);
     });
 
     test('bypasses fail closed: raw IP, foreign DNS, DNS over TCP, IPv6, SNI/Host mismatch, proxy vars unset', async () => {

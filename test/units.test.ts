@@ -1,6 +1,8 @@
 // Unit tests of single modules: units, the error registry, exec env/command composition, the state
-// machine, the apt mirror lookup and admission decisions. No daemon, no sandbox.
+// machine, the apt mirror lookup, admission decisions, runtime state and capabilities, and the store's
+// migration of older rows. No daemon, no sandbox.
 import assert from 'node:assert/strict';
+import Database from 'better-sqlite3';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,6 +14,11 @@ import { assertAllowed, type Action } from '../src/engine/state-machine.js';
 import { debianMirror, hostSources } from '../src/image/apt-mirror.js';
 import { admitCount, admitMemory } from '../src/engine/admission.js';
 import type { SandboxSpec, SandboxState } from '../src/engine/types.js';
+import { hostSandboxCap } from '../src/config.js';
+import { capabilitiesOf } from '../src/runtime/capabilities.js';
+import { initAlive, initExited, ociState, parseOciState } from '../src/runtime/oci-state.js';
+import { MIGRATIONS, openDatabase } from '../src/store/db.js';
+import { SandboxStore } from '../src/store/sandboxes.js';
 
 describe('units', () => {
   test('parseSize', () => {
@@ -123,7 +130,10 @@ describe('state machine', () => {
   const allowed: Record<SandboxState, Action[]> = {
     creating: [],
     running: ['stop', 'pause', 'exec', 'files', 'update', 'stats', 'timeout'],
+    pausing: ['timeout'],
     paused: ['stop', 'resume', 'stats', 'timeout', 'update'],
+    snapshotting: ['stats', 'timeout'],
+    restoring: ['timeout'],
     stopped: ['start', 'timeout'],
     error: ['start', 'stop'],
   };
@@ -167,5 +177,56 @@ describe('admission', () => {
     assert.throws(() => admitCount(2, 2), (e: CordonError) => e.status === 429 && /--max-sandboxes/.test(e.message));
     await admitMemory(100, async () => 1000);
     await assert.rejects(admitMemory(2000, async () => 1000), (e: CordonError) => e.status === 503 && /memory/.test(e.message));
+  });
+});
+
+describe('runtime state and capabilities', () => {
+  test('an OCI state names the init by pid and start time; a reused pid is not taken for it', () => {
+    const s = ociState(process.pid);
+    assert.equal(s.pid, process.pid);
+    assert.equal(typeof s.started, 'number');
+    assert.equal(initAlive(s), true);
+    assert.equal(initAlive({ pid: process.pid, started: s.started! + 1 }), false, 'the same pid, another process');
+    assert.equal(initAlive({ pid: process.pid }), true, 'the state of an older daemon (pid only)');
+    assert.equal(initAlive(undefined), false);
+    for (const bad of [{}, { pid: 'x' }, { pid: -1 }, { pid: 1.5 }, { pid: 5, started: 'y' }]) assert.equal(parseOciState(bad), undefined, JSON.stringify(bad));
+    assert.deepEqual(parseOciState({ pid: 5, started: 7 }), { pid: 5, started: 7 });
+  });
+  test('waiting for an init: at once when it is gone, until aborted while it runs', async () => {
+    await initExited({ pid: 2 ** 22 + 12345 }); // above any pid_max: never a process
+    await initExited(undefined);
+    await assert.rejects(initExited(ociState(process.pid), AbortSignal.timeout(50)));
+  });
+  test('capabilities decide what used to be decided by name', () => {
+    assert.equal(capabilitiesOf('runsc').processLimit, 'rlimit');
+    assert.equal(capabilitiesOf('crun').processLimit, 'cgroup');
+    assert.equal(capabilitiesOf('crun').terminalResize, 'in-sandbox');
+    assert.equal(capabilitiesOf('runc').terminalResize, 'native');
+    assert.equal(capabilitiesOf('runsc').networkLink, 'at-start');
+    assert.equal(capabilitiesOf('runc').networkLink, 'live');
+    assert.deepEqual([hostSandboxCap('runsc', 'systrap', 2), hostSandboxCap('runsc', 'ptrace', 2), hostSandboxCap('crun', 'systrap', 2)], [50, 300, 200]);
+  });
+  test('migration: a row of an older daemon keeps its init pid as the runtime state', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'cordon-db-'));
+    try {
+      const path = join(dir, 'cordon.db');
+      const upTo = MIGRATIONS.findIndex((m) => m.includes('runtime_state'));
+      const old = new Database(path);
+      for (const m of MIGRATIONS.slice(0, upTo)) old.exec(m);
+      old.pragma(`user_version = ${upTo}`);
+      old.prepare(`INSERT INTO sandboxes (id, state, runtime, config, labels, init_pid, created_at, updated_at) VALUES ('sb1', 'running', 'runsc', '{}', '{}', 4242, 1, 1)`).run();
+      old.prepare(`INSERT INTO sandboxes (id, state, runtime, config, labels, created_at, updated_at) VALUES ('sb2', 'stopped', 'crun', '{}', '{}', 1, 1)`).run();
+      old.close();
+      const db = openDatabase(path);
+      const store = new SandboxStore(db);
+      assert.deepEqual(store.get('sb1')?.runtimeState, { pid: 4242 });
+      assert.equal(store.get('sb2')?.runtimeState, undefined);
+      store.update('sb2', { runtimeState: { pid: 7, started: 9 } });
+      assert.deepEqual(store.get('sb2')?.runtimeState, { pid: 7, started: 9 });
+      assert.equal(store.countIn(['running', 'paused']), 1);
+      db.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

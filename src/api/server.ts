@@ -15,6 +15,7 @@ import { registerE2b } from './e2b/index.js';
 import { SandboxPortProxy } from '../net/port-proxy.js';
 import { registerImageRoutes } from './routes/images.js';
 import type { ImageStore } from '../image/oci/image-store.js';
+import type { NetworkService } from '../net/service.js';
 
 export interface ApiDeps {
   cfg: DaemonConfig;
@@ -24,6 +25,8 @@ export interface ApiDeps {
   version: string;
   /** OCI image store (pull, import, ls, rm, prune); absent in daemons built without it. */
   images?: ImageStore;
+  /** The network capability's own surface (defaults, SDK callbacks, port proxying); absent without it. */
+  net?: NetworkService;
 }
 
 export type TypedApp = FastifyInstance<RawServerDefault, RawRequestDefaultExpression, RawReplyDefaultExpression, FastifyBaseLogger, ZodTypeProvider>;
@@ -78,7 +81,7 @@ export async function buildServer(deps: ApiDeps): Promise<FastifyInstance> {
     reply.status(404).send(new CordonError('not_found', `no route ${req.method} ${req.url.split('?')[0]}; see GET /v1/openapi.json`).toJSON());
   });
 
-  await registerE2b(app, deps, new SandboxPortProxy(deps.mgr, deps.cfg.apiKey)); // before the API-key hook: sandbox-bound requests carry envd tokens
+  await registerE2b(app, deps, new SandboxPortProxy(deps.net, deps.cfg.apiKey)); // before the API-key hook: sandbox-bound requests carry envd tokens
   if (deps.cfg.apiKey) {
     const key = deps.cfg.apiKey;
     app.addHook('onRequest', async (req, reply) => {

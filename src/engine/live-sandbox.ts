@@ -1,8 +1,6 @@
-import { readFile } from 'node:fs/promises';
 import type { DaemonConfig } from '../config.js';
 import { CordonError, errors } from '../errors/registry.js';
 import type { Runtime } from '../runtime/types.js';
-import { pidAlive } from '../util/proc.js';
 import { composeEnv } from './exec-env.js';
 import { FileService } from './files.js';
 import { ProcessManager, type ManagedProcess, type ProcessEvent } from './process-manager.js';
@@ -57,7 +55,10 @@ export class LiveSandbox {
     private readonly runtime: Runtime,
     private readonly image: ImageConfig,
     private readonly rootfs: string,
-    readonly initPid: number,
+    /** Bytes received and sent over the sandbox's network link (the network driver owns it). */
+    private readonly netCounters: () => Promise<{ rx: number; tx: number }>,
+    /** Whether the container still runs (a failing process of a dead sandbox is its death, not an exit). */
+    private readonly containerAlive: () => boolean,
     private readonly cfg: DaemonConfig,
     private readonly onEvent: (type: string, message: string) => void = () => {},
   ) {
@@ -84,8 +85,8 @@ export class LiveSandbox {
   private async execSpec(req: CommandRequest) {
     if (!req.cmd.length) throw new CordonError('invalid_argument', 'cmd: give at least the program to run');
     const user = await this.resolveUser(req.user);
-    const runcProblem = this.runtime.name === 'runc' ? await runcAccountFilesProblem(this.rootfs) : undefined;
-    if (runcProblem) throw new CordonError('invalid_state', `${runcProblem}; a process already running inside can replace it with a regular file, otherwise remove the sandbox (crun and runsc are not affected)`);
+    const accountProblem = this.runtime.capabilities.readsAccountFiles ? await runcAccountFilesProblem(this.rootfs) : undefined;
+    if (accountProblem) throw new CordonError('invalid_state', `${accountProblem}; a process already running inside can replace it with a regular file, otherwise remove the sandbox (crun and runsc are not affected)`);
     const cwd = req.cwd ?? this.rec.spec.workdir ?? this.image.workdir ?? '/';
     const spec = {
       args: req.cmd,
@@ -95,7 +96,7 @@ export class LiveSandbox {
       gid: user.gid,
       additionalGids: user.additionalGids,
       tty: req.tty,
-      nproc: this.runtime.name === 'runsc' ? this.rec.spec.pids : undefined,
+      nproc: this.runtime.capabilities.processLimit === 'rlimit' ? this.rec.spec.pids : undefined,
       noNewPrivileges: !!this.rec.spec.noNewPrivileges,
     };
     return { spec, user };
@@ -118,7 +119,7 @@ export class LiveSandbox {
       stdinData: req.stdinData,
       timeoutMs: req.timeoutMs,
       oomCheck: () => this.oomHappened(),
-      sandboxAlive: () => pidAlive(this.initPid),
+      sandboxAlive: this.containerAlive,
     });
   }
 
@@ -183,7 +184,7 @@ export class LiveSandbox {
     }
     this.lastCpu = { at: cur.at, ns: cur.s.cpuUsageNs };
     const cpuPercent = Math.max(0, ((cur.s.cpuUsageNs - prev.ns) / 1e6 / Math.max(1, cur.at - prev.at)) * 100);
-    const net = await netCounters(this.initPid);
+    const net = await this.netCounters();
     const limit = cur.s.memoryLimitBytes;
     return {
       cpuPercent: Math.round(cpuPercent * 100) / 100,
@@ -204,24 +205,5 @@ export class LiveSandbox {
   close(reason = `sandbox ${this.rec.id} went away (removed, stopped or dead) while the command ran`): void {
     this.processes.abortAll(reason);
     this.processes.clear();
-  }
-}
-
-/** rx/tx bytes of the sandbox's network namespace, from the kernel's per-interface counters. */
-async function netCounters(pid: number): Promise<{ rx: number; tx: number }> {
-  try {
-    const text = await readFile(`/proc/${pid}/net/dev`, 'utf8');
-    let rx = 0;
-    let tx = 0;
-    for (const line of text.split('\n').slice(2)) {
-      const [iface, rest] = line.split(':');
-      if (!rest || iface.trim() === 'lo') continue;
-      const f = rest.trim().split(/\s+/).map(Number);
-      rx += f[0];
-      tx += f[8];
-    }
-    return { rx, tx };
-  } catch {
-    return { rx: 0, tx: 0 };
   }
 }

@@ -1,4 +1,3 @@
-import { statfs } from 'node:fs/promises';
 import { cpus } from 'node:os';
 import type { SandboxManager } from './sandbox-manager.js';
 
@@ -75,13 +74,8 @@ export class MetricsHistory {
   }
 
   private async disk(id: string, diskBytes: number | undefined): Promise<{ diskUsed: number; diskTotal: number }> {
-    const dirs = this.mgr.rootfs.dirs(id);
-    try {
-      const st = await statfs(diskBytes ? dirs.disk : dirs.root);
-      return { diskUsed: (st.blocks - st.bfree) * st.bsize, diskTotal: st.blocks * st.bsize };
-    } catch {
-      return { diskUsed: 0, diskTotal: diskBytes ?? 0 };
-    }
+    const u = await this.mgr.rootfs.usage(id, diskBytes);
+    return { diskUsed: u.usedBytes, diskTotal: u.totalBytes };
   }
 
   private async round(): Promise<void> {

@@ -362,7 +362,7 @@ export class ProcessManager {
     p.handle.resize(cols, rows);
     // crun relays the terminal through a pty of its own inside the sandbox and does not pass the new
     // size on, so also set it on the process's terminal from inside (the kernel then sends SIGWINCH).
-    if (p.info.running && this.runtime.name !== 'runsc') {
+    if (p.info.running && this.runtime.capabilities.terminalResize === 'in-sandbox') {
       await this.helper([BB, 'sh', '-c', `${BB} stty -F /proc/$1/fd/0 rows $2 cols $3 2>/dev/null; true`, 'cordon-resize', String(p.info.pid), String(rows), String(cols)]).catch(() => {});
     }
   }

@@ -1,6 +1,7 @@
 import { CordonError, errors } from '../errors/registry.js';
 import { emptyNetwork, needsNamespace, type NetworkSpec, type PortForward } from '../net/types.js';
 import type { SandboxManager } from './sandbox-manager.js';
+import { hasContainer } from './state-machine.js';
 import type { SandboxRecord } from './types.js';
 
 /**
@@ -19,15 +20,12 @@ export class SandboxNetwork {
       const rec = this.mgr.get(id);
       const cur = rec.spec.network;
       if (!cur || !this.mgr.net) throw errors.invalid('network', 'the sandbox was created without a network; create it with --network allowlist or open to change rules');
-      if (needsNamespace(next) && !this.mgr.net.links.get(id) && (rec.state === 'running' || rec.state === 'paused')) {
+      if (needsNamespace(next) && !this.mgr.net.attached(id) && hasContainer(rec.state)) {
         throw errors.wrongState(id, rec.state, 'network', 'It runs without a network namespace; stop and start it to apply network rules.');
       }
       if (next.mode !== 'none') this.mgr.net.validate(next);
       this.mgr.store.update(id, { spec: { ...rec.spec, network: next } });
-      if (this.mgr.net.links.get(id)) {
-        this.mgr.net.setPolicy(id, next);
-        await this.mgr.net.updatePorts(next);
-      }
+      if (this.mgr.net.attached(id)) await this.mgr.net.updatePolicy(id, next);
       this.mgr.store.addEvent(id, 'network-policy', message);
       return this.mgr.get(id);
     });
@@ -47,11 +45,11 @@ export class SandboxNetwork {
       const other = this.mgr.store.list().find((r) => r.id !== id && r.spec.network?.ports.some((p) => p.local === f.local));
       if (other) throw new CordonError('already_exists', `ports: local port ${f.local} is already forwarded to sandbox ${other.id}; pick another local port`, { local: f.local, sandbox_id: other.id });
       const next = { ...cur, ports: [...cur.ports, f] };
-      const link = this.mgr.net.links.get(id);
-      if (!link && (rec.state === 'running' || rec.state === 'paused')) {
+      const attached = this.mgr.net.attached(id);
+      if (!attached && hasContainer(rec.state)) {
         throw errors.wrongState(id, rec.state, 'add a port forward', 'It runs without a network namespace (network none and no ports at start); stop it, add the port, and start it again.');
       }
-      if (link) await this.mgr.net.forwards.add(id, link.sandboxIp, f);
+      if (attached) await this.mgr.net.addForward(id, f);
       this.mgr.store.update(id, { spec: { ...rec.spec, network: next } });
       this.mgr.store.addEvent(id, 'network-ports', `port forward ${f.address}:${f.local} -> ${f.remote} added`, { local: f.local, remote: f.remote, address: f.address });
       return f;
@@ -65,7 +63,7 @@ export class SandboxNetwork {
       const cur = rec.spec.network;
       const f = cur?.ports.find((p) => p.local === local);
       if (!cur || !f) throw new CordonError('not_found', `ports: sandbox ${id} has no forward on local port ${local}; list them with \`cordon port ls ${id}\``, { local });
-      this.mgr.net?.forwards.remove(id, local);
+      this.mgr.net?.removeForward(id, local);
       this.mgr.store.update(id, { spec: { ...rec.spec, network: { ...cur, ports: cur.ports.filter((p) => p.local !== local) } } });
       this.mgr.store.addEvent(id, 'network-ports', `port forward ${f.address}:${f.local} -> ${f.remote} removed`, { local: f.local, remote: f.remote, address: f.address });
       return f;

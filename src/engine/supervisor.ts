@@ -2,9 +2,12 @@ import { readdir } from 'node:fs/promises';
 import { dataPaths } from '../config.js';
 import { listCgroupIds, removeCgroups } from '../runtime/cgroup/index.js';
 import { killShim, listShims } from '../runtime/shim.js';
-import { pidAlive } from '../util/proc.js';
-import type { SandboxRecord } from './types.js';
+import type { ContainerExit } from '../runtime/types.js';
+import { sleep } from '../util/proc.js';
+import type { LiveSandbox } from './live-sandbox.js';
 import type { SandboxManager } from './sandbox-manager.js';
+import { hasContainer, isTransition } from './state-machine.js';
+import type { SandboxRecord } from './types.js';
 
 /** Sandboxes reconciled at once at start-up: one wedged runtime call holds up only its own. */
 const RECONCILE_PARALLEL = 4;
@@ -18,14 +21,21 @@ async function eachLimited<T>(items: T[], n: number, fn: (item: T) => Promise<vo
   await Promise.all(Array.from({ length: Math.min(n, items.length) }, worker));
 }
 
+/** Backoff of a failed attempt to record a death (lock busy, store closed). */
+const RETRY_FIRST_MS = 1000;
+const RETRY_MAX_MS = 60_000;
+
 /**
- * Keeps records and reality in agreement: at start-up after a restart or crash, and then by watching
- * each running sandbox's init process so one that dies (OOM, crash) is marked and cleaned up.
+ * Keeps records and reality in agreement: at start-up after a restart or crash, and then by acting on
+ * the exit of a running sandbox's container that nobody asked for (OOM, crash): it is marked and
+ * cleaned up. Its runtime reports the exit (Runtime.wait); nothing here looks at host processes.
  */
 export class Supervisor {
-  private timer?: NodeJS.Timeout;
-  private checking = false;
-  constructor(private readonly mgr: SandboxManager, private readonly log: (msg: string) => void) {}
+  private stopped = false;
+  constructor(private readonly mgr: SandboxManager, private readonly log: (msg: string) => void) {
+    // From the start: a sandbox re-attached during reconcile may die before reconcile is done.
+    mgr.onExit = (id, exit, live) => void this.exited(id, exit, live);
+  }
 
   /**
    * Bring every record in line with what the runtimes still run, a few sandboxes at a time. Each one
@@ -44,7 +54,7 @@ export class Supervisor {
         const reason = `the daemon could not check this sandbox after its restart: ${(e as Error).message}; remove it with cordon rm -f ${rec.id}, or start it again`;
         this.log(`sandbox ${rec.id}: ${reason}`);
         if (!this.mgr.store.get(rec.id)) return;
-        this.mgr.store.update(rec.id, { state: 'error', stateReason: reason, initPid: undefined });
+        this.mgr.store.update(rec.id, { state: 'error', stateReason: reason, runtimeState: undefined });
         this.mgr.store.addEvent(rec.id, 'error', reason);
       }
     });
@@ -74,16 +84,21 @@ export class Supervisor {
       this.log(`removed half-created sandbox ${rec.id}`);
       return 'removed';
     }
-    if (rec.state === 'running' || rec.state === 'paused') {
-      const status = await rt.status(rec.id);
-      if ((status === 'running' || status === 'paused') && rec.initPid && pidAlive(rec.initPid)) {
+    if (hasContainer(rec.state)) {
+      const status = await rt.adopt(rec.id, rec.runtimeState);
+      if (status === 'running' || status === 'paused') {
         if (rec.expiresAt && rec.expiresAt <= Date.now()) return 'expired';
-        this.mgr.attach(rec.id, rt, await this.mgr.imageConfig(rec.id), rec.initPid);
+        this.mgr.attach(rec.id, rt, await this.mgr.imageConfig(rec.id), rec.runtimeState);
         this.mgr.schedule(rec.id, rec.expiresAt);
         if (status !== rec.state) store.update(rec.id, { state: status });
+        // A checkpoint transition the daemon was in the middle of: the container is what counts.
+        if (isTransition(rec.state)) store.addEvent(rec.id, 'error', `the daemon stopped while the sandbox was ${rec.state}; that was abandoned and the sandbox is ${status}`);
         return 'kept';
       }
-      await this.mgr.markDeadLocked(rec.id, 'the sandbox exited while the daemon was not running');
+      const reason = isTransition(rec.state)
+        ? `the daemon stopped while the sandbox was ${rec.state} and its container is gone; start it again or remove it`
+        : 'the sandbox exited while the daemon was not running';
+      await this.mgr.markDeadLocked(rec.id, reason);
       return 'kept';
     }
     // stopped / error: the container must not exist and the overlay must not stay mounted.
@@ -102,8 +117,8 @@ export class Supervisor {
     const net = this.mgr.net;
     if (!net) return;
     const running = this.mgr.store.list()
-      .filter((r) => (r.state === 'running' || r.state === 'paused') && this.mgr.live.has(r.id))
-      .map((r) => ({ id: r.id, runtime: r.runtime, network: r.spec.network }));
+      .filter((r) => hasContainer(r.state) && this.mgr.live.has(r.id))
+      .map((r) => ({ id: r.id, network: r.spec.network, relink: this.mgr.runtimeFor(r.runtime).capabilities.networkLink === 'live' }));
     try {
       for (const id of await net.restore(running, this.log)) {
         const msg = 'its network link did not survive the daemon restart; it has no network until it is stopped and started again';
@@ -142,31 +157,28 @@ export class Supervisor {
     for (const id of await listCgroupIds()) if (!known.has(id)) await removeCgroups(id);
   }
 
-  watch(intervalMs = 1000): void {
-    this.timer = setInterval(() => {
-      if (this.checking) return; // the previous round is still cleaning up
-      this.checking = true;
-      void this.check().finally(() => (this.checking = false));
-    }, intervalMs);
-    this.timer.unref();
-  }
-
-  private async check(): Promise<void> {
-    for (const [id, live] of this.mgr.live) {
-      if (pidAlive(live.initPid)) continue;
-      const rec = this.mgr.store.get(id);
-      if (!rec || (rec.state !== 'running' && rec.state !== 'paused')) continue;
-      const stats = await this.mgr.runtimeFor(rec.runtime).stats(id).catch(() => undefined);
-      const reason = stats && stats.oomKills > 0
-        ? `out of memory: the sandbox exceeded its ${rec.spec.memoryBytes}-byte limit and was killed`
-        : 'the sandbox init process exited';
-      this.log(`sandbox ${id} died: ${reason}`);
-      // A failure (lock busy, store closed) is retried on the next round.
-      await this.mgr.markDead(id, reason).catch((e: Error) => this.log(`marking sandbox ${id} dead failed: ${e.message}`));
+  /** A running sandbox's container ended and the engine had not asked for it. */
+  private async exited(id: string, exit: ContainerExit, live: LiveSandbox): Promise<void> {
+    const rec = this.mgr.store.get(id);
+    if (!rec || !hasContainer(rec.state) || this.mgr.live.get(id) !== live) return;
+    const reason = exit.oomKilled
+      ? `out of memory: the sandbox exceeded its ${rec.spec.memoryBytes}-byte limit and was killed`
+      : 'the sandbox init process exited';
+    this.log(`sandbox ${id} died: ${reason}`);
+    for (let attempt = 0; !this.stopped; attempt++) {
+      try {
+        await this.mgr.markDead(id, reason, live);
+        return;
+      } catch (e) {
+        const delay = Math.min(RETRY_FIRST_MS * 2 ** attempt, RETRY_MAX_MS);
+        this.log(`marking sandbox ${id} dead failed: ${(e as Error).message}; retrying in ${delay / 1000}s`);
+        await sleep(delay);
+      }
     }
   }
 
   stop(): void {
-    if (this.timer) clearInterval(this.timer);
+    this.stopped = true;
+    this.mgr.onExit = undefined;
   }
 }

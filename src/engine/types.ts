@@ -1,7 +1,13 @@
 import type { RuntimeName } from '../config.js';
 import type { NetworkSpec } from '../net/types.js';
+import type { RuntimeState } from '../runtime/types.js';
 
-export type SandboxState = 'creating' | 'running' | 'paused' | 'stopped' | 'error';
+/**
+ * Lifecycle states. pausing, snapshotting and restoring are transitions that hold the sandbox's lock
+ * while its runtime writes or reads a checkpoint; a record is seen in one only while that runs, or
+ * after the daemon stopped in the middle of it (the supervisor settles it at the next start).
+ */
+export type SandboxState = 'creating' | 'running' | 'pausing' | 'paused' | 'snapshotting' | 'restoring' | 'stopped' | 'error';
 
 export interface TmpfsMount {
   path: string;
@@ -40,7 +46,8 @@ export interface SandboxRecord {
   runtime: RuntimeName;
   spec: SandboxSpec;
   labels: Record<string, string>;
-  initPid?: number;
+  /** What the runtime said about the running container (opaque; given back to it on wait and adopt). */
+  runtimeState?: RuntimeState;
   createdAt: number;
   updatedAt: number;
   startedAt?: number;

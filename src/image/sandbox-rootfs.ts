@@ -1,6 +1,7 @@
-import { lstat, mkdir, readFile, statfs, writeFile, open } from 'node:fs/promises';
+import { lstat, mkdir, readFile, rm, statfs, writeFile, open } from 'node:fs/promises';
 import { dirname, basename, join } from 'node:path';
 import { run, runOk } from '../util/proc.js';
+import type { RootfsDriver } from '../engine/drivers.js';
 import type { RootfsSource } from '../engine/types.js';
 
 /** Paths of one sandbox's on-disk state. */
@@ -13,10 +14,8 @@ export interface SandboxDirs {
 }
 
 const MIN_DISK = 16 * 1024 * 1024;
-// Deadlines of the helpers (mount and umount use run's default): mkfs writes the whole inode table
-// of a large image, du walks a whole upper dir.
+// Deadline of mkfs (mount and umount use run's default): it writes the whole inode table of a large image.
 const MKFS_DEADLINE_MS = 120_000;
-const DU_DEADLINE_MS = 10_000;
 const RM_DEADLINE_MS = 10 * 60_000;
 
 export function sandboxDirs(sandboxesDir: string, id: string): SandboxDirs {
@@ -34,7 +33,7 @@ async function mountedAt(path: string): Promise<boolean> {
  * With a disk limit the upper lives in a loop-mounted ext4 image of that size, so writes past it get
  * ENOSPC (this kernel has no project quotas).
  */
-export class SandboxRootfs {
+export class SandboxRootfs implements RootfsDriver {
   constructor(private readonly sandboxesDir: string) {}
 
   dirs(id: string): SandboxDirs {
@@ -114,20 +113,15 @@ export class SandboxRootfs {
     await removeTree(this.dirs(id).root);
   }
 
-  /**
-   * Bytes the sandbox wrote, or undefined when that cannot be told in time. A disk-limited sandbox
-   * asks the kernel (statfs of its own ext4); otherwise `du` walks the upper dir, which the sandbox
-   * controls: it never follows a symlink, stays on one filesystem and is killed at a deadline.
-   */
-  async diskUsage(id: string): Promise<number | undefined> {
+  /** The file system the sandbox writes to: its --disk image, or the shared one under the data directory. */
+  async usage(id: string, diskBytes?: number): Promise<{ usedBytes: number; totalBytes: number }> {
     const d = this.dirs(id);
-    if (await mountedAt(d.disk)) {
-      const s = await statfs(d.disk);
-      return (s.blocks - s.bfree) * s.bsize;
+    try {
+      const st = await statfs(diskBytes ? d.disk : d.root);
+      return { usedBytes: (st.blocks - st.bfree) * st.bsize, totalBytes: st.blocks * st.bsize };
+    } catch {
+      return { usedBytes: 0, totalBytes: diskBytes ?? 0 };
     }
-    const r = await run('du', ['-s', '-x', '-P', '-b', join(d.root, 'upper')], { timeoutMs: DU_DEADLINE_MS }).catch(() => undefined);
-    const n = r?.code === 0 ? Number(r.stdout.split(/\s+/)[0]) : NaN;
-    return Number.isFinite(n) ? n : undefined;
   }
 }
 

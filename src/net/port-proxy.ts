@@ -2,7 +2,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import http, { type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
 import { pipeline } from 'node:stream';
 import type { PortProxy } from '../api/e2b/port-proxy.js';
-import type { SandboxManager } from '../engine/sandbox-manager.js';
+import type { NetworkService } from './service.js';
 import { CONNECT_TIMEOUT_MS } from './forward.js';
 
 /** A sandbox port that sends nothing for this long fails the request (a hung server, a stalled stream). */
@@ -35,12 +35,12 @@ export function headersForSandbox(headers: IncomingHttpHeaders, apiKey: string |
 /** E2B's `E2b-Sandbox-Port: N` routing: the request goes to port N at the sandbox's address. */
 export class SandboxPortProxy implements PortProxy {
   constructor(
-    private readonly mgr: SandboxManager,
+    private readonly net: NetworkService | undefined,
     private readonly apiKey?: string,
   ) {}
 
   handle(req: IncomingMessage, res: ServerResponse, sandboxId: string, port: number): void {
-    const link = this.mgr.net?.links.get(sandboxId);
+    const link = this.net?.links.get(sandboxId);
     const closed = (why: string) => {
       req.resume();
       if (res.headersSent) return void res.destroy();

@@ -38,8 +38,9 @@ export type NetReporter = (sandboxId: string, e: NetEvent) => void;
 /** A sandbox that is still running when the daemon starts. */
 export interface RunningNetSandbox {
   id: string;
-  runtime: string;
   network?: NetworkSpec;
+  /** Whether the sandbox would see a link rebuilt now (a kernel namespace; not gVisor's netstack). */
+  relink: boolean;
 }
 
 /** Pinned DNS answers of one sandbox, kept on disk so a restart does not reopen DNS rebinding. */
@@ -185,7 +186,7 @@ export class NetworkService {
       await this.ensure();
       for (const r of keep) {
         const spec = r.network!;
-        const link = await this.links.adopt(r.id, spec.mtu, r.runtime !== 'runsc');
+        const link = await this.links.adopt(r.id, spec.mtu, r.relink);
         if (!link) {
           lost.push(r.id);
           continue;

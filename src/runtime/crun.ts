@@ -1,5 +1,7 @@
 import { readFile } from 'node:fs/promises';
+import { capabilitiesOf } from './capabilities.js';
 import { OciCliRuntime } from './oci-cli.js';
+import type { RuntimeCapabilities } from './types.js';
 
 /** Pid inside the sandbox's pid namespace, from the host pid (last NSpid entry). */
 async function nsPid(hostPid: number): Promise<number> {
@@ -16,6 +18,7 @@ async function nsPid(hostPid: number): Promise<number> {
 /** Namespaces + seccomp + cgroups through runc's command line: native speed, shared kernel. */
 export class RuncRuntime extends OciCliRuntime {
   readonly name: 'runc' | 'crun' = 'runc';
+  readonly capabilities: RuntimeCapabilities = capabilitiesOf('runc');
   // A shared kernel: syscalls are filtered with Docker's default profile (see src/runtime/seccomp/).
   protected override readonly seccomp = true;
 
@@ -51,6 +54,7 @@ const NEEDS_CGROUPS = new Set(['create', 'run', 'delete', 'update', 'pause', 're
 
 export class CrunRuntime extends RuncRuntime {
   override readonly name = 'crun' as const;
+  override readonly capabilities = capabilitiesOf('crun');
 
   protected override command(sub: string): [string, string[]] {
     const base = [this.binary('crun'), `--root=${this.stateRoot}`];

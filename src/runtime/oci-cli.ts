@@ -1,14 +1,16 @@
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { PassThrough } from 'node:stream';
-import * as pty from 'node-pty';
 import type { RuntimeName } from '../config.js';
+import { CordonError } from '../errors/registry.js';
 import { deadlineError, run, runOk, sleep, type RunResult } from '../util/proc.js';
 import { killCgroupProcesses, oomKillCount, readCgroupStats, removeCgroups, setCgroupMemoryLimit } from './cgroup/index.js';
+import { spawnPiped, spawnTty } from './exec-spawn.js';
 import { containerSpec, processSpec } from './oci-spec.js';
+import { initAlive, initExited, ociState, parseOciState } from './oci-state.js';
 import { createUnderShim, stopShim } from './shim.js';
-import type { ContainerSpec, ContainerStatus, ExecHandle, ExecSpec, ExitStatus, Runtime } from './types.js';
+import type {
+  CheckpointOptions, ContainerExit, ContainerSpec, ContainerStatus, ExecHandle, ExecSpec, Runtime, RuntimeCapabilities, RuntimeState,
+} from './types.js';
 
 let execSeq = 0;
 
@@ -30,6 +32,7 @@ const QUICK_DEADLINE_MS = 15_000;
  */
 export abstract class OciCliRuntime implements Runtime {
   abstract readonly name: RuntimeName;
+  abstract readonly capabilities: RuntimeCapabilities;
   constructor(
     protected readonly stateRoot: string,
     protected readonly calls: RuntimeCallOptions,
@@ -76,24 +79,71 @@ export abstract class OciCliRuntime implements Runtime {
     }
   }
 
-  async create(spec: ContainerSpec): Promise<{ initPid: number }> {
+  async create(spec: ContainerSpec): Promise<RuntimeState> {
+    const pidFile = await this.startUnderShim(spec, 'create', []);
+    // runsc wires the sandbox's network at start, so start gets the same network flags as create.
+    await this.cli(['start', spec.id], spec);
+    return this.stateFrom(pidFile);
+  }
+
+  /**
+   * Write the bundle's config.json and run `sub` (create, or restore) under the shim, which then stays
+   * as the parent that reaps the container's processes. Returns the pid file the runtime wrote.
+   */
+  protected async startUnderShim(spec: ContainerSpec, sub: string, extra: string[]): Promise<string> {
     await mkdir(this.stateRoot, { recursive: true });
     const doc = containerSpec(spec, { pidsLimit: this.pidsLimit(spec.pids), memoryOutsideSpec: this.memoryOutsideSpec, seccomp: this.seccomp });
     await writeFile(join(spec.bundleDir, 'config.json'), JSON.stringify(doc));
     const pidFile = join(spec.bundleDir, 'init.pid');
-    const [cmd, pre] = this.command('create', spec);
+    await rm(pidFile, { force: true });
+    const [cmd, pre] = this.command(sub, spec);
     await createUnderShim({
-      label: `${this.name} create`,
+      label: `${this.name} ${sub}`,
       cmd,
-      args: [...pre, 'create', '--bundle', spec.bundleDir, '--pid-file', pidFile, spec.id],
+      args: [...pre, sub, ...extra, '--bundle', spec.bundleDir, '--pid-file', pidFile, spec.id],
       bundleDir: spec.bundleDir,
-      timeoutMs: this.deadline('create'),
+      timeoutMs: this.deadline(sub),
     });
     if (this.memoryOutsideSpec) await setCgroupMemoryLimit(spec.id, spec.memoryBytes);
-    // runsc wires the sandbox's network at start, so start gets the same network flags as create.
-    await this.cli(['start', spec.id], spec);
-    const initPid = Number((await readFile(pidFile, 'utf8')).trim());
-    return { initPid };
+    return pidFile;
+  }
+
+  protected async stateFrom(pidFile: string): Promise<RuntimeState> {
+    const pid = Number((await readFile(pidFile, 'utf8')).trim());
+    return { ...ociState(pid) };
+  }
+
+  async adopt(id: string, state: RuntimeState | undefined): Promise<ContainerStatus> {
+    const status = await this.status(id);
+    if (status !== 'running' && status !== 'paused') return status;
+    return initAlive(parseOciState(state)) ? status : 'missing';
+  }
+
+  // The shim is not our child (it outlives the daemon), so its exit cannot be awaited: the init's pid is watched.
+  alive(_id: string, state: RuntimeState | undefined): boolean {
+    return initAlive(parseOciState(state));
+  }
+
+  async wait(id: string, state: RuntimeState | undefined, signal?: AbortSignal): Promise<ContainerExit> {
+    await initExited(parseOciState(state), signal);
+    return { oomKilled: (await oomKillCount(id).catch(() => 0)) > 0 };
+  }
+
+  async checkpoint(_id: string, _dir: string, _opts: CheckpointOptions): Promise<void> {
+    throw this.unsupported('checkpoint');
+  }
+
+  async restore(_spec: ContainerSpec, _dir: string): Promise<RuntimeState> {
+    throw this.unsupported('checkpoint');
+  }
+
+  /** The typed error for an operation this backend does not declare. */
+  protected unsupported(capability: 'checkpoint'): CordonError {
+    return new CordonError(
+      'not_implemented',
+      `runtime ${this.name} cannot ${capability} (capability ${capability}: ${this.capabilities[capability]}); use a sandbox on runsc for that`,
+      { runtime: this.name, capability },
+    );
   }
 
   async status(id: string): Promise<ContainerStatus> {
@@ -117,7 +167,7 @@ export abstract class OciCliRuntime implements Runtime {
     const [cmd, pre] = this.command('exec');
     const args = [...pre, 'exec', '--process', procFile, ...this.pidFileArgs(pidFile), id];
     const cleanup = () => Promise.all([rm(procFile, { force: true }), rm(pidFile, { force: true })]);
-    const handle = spec.tty ? this.spawnTty(cmd, args, spec.tty, ready) : this.spawnPiped(cmd, args, ready);
+    const handle = spec.tty ? spawnTty(cmd, args, spec.tty, ready) : spawnPiped(cmd, args, ready);
     let hostPid = 0;
     const pid = (async () => {
       await ready;
@@ -157,101 +207,6 @@ export abstract class OciCliRuntime implements Runtime {
     };
   }
 
-  private spawnPiped(cmd: string, args: string[], ready: Promise<void>) {
-    const stdin = new PassThrough();
-    const stdout = new PassThrough();
-    const stderr = new PassThrough();
-    const state = { done: false, child: undefined as ChildProcess | undefined };
-    const exited = new Promise<ExitStatus>((resolve) => {
-      ready.then(
-        () => {
-          const child: ChildProcess = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
-          state.child = child;
-          stdin.pipe(child.stdin!);
-          child.stdin!.on('error', () => {});
-          child.stdout!.pipe(stdout);
-          child.stderr!.pipe(stderr);
-          child.on('error', (e) => {
-            state.done = true;
-            stderr.end(`cordon: ${e.message}\n`);
-            resolve({ exitCode: 127 });
-          });
-          // 'exit', not 'close': a background grandchild may hold the pipes open long after the
-          // command itself has finished (the process manager drains what is left for a moment).
-          child.on('exit', (code, signal) => {
-            state.done = true;
-            resolve({ exitCode: code ?? 128 + signalNumber(signal), signal: signal ?? undefined });
-          });
-        },
-        (e: Error) => {
-          state.done = true;
-          stdout.end();
-          stderr.end(`cordon: ${e.message}\n`);
-          resolve({ exitCode: 127 });
-        },
-      );
-    });
-    return {
-      stdin,
-      stdout,
-      stderr,
-      exited,
-      get done() {
-        return state.done;
-      },
-      resize: () => {},
-      kill: () => state.child?.kill('SIGKILL'),
-    };
-  }
-
-  private spawnTty(cmd: string, args: string[], size: { cols: number; rows: number }, ready: Promise<void>) {
-    const stdin = new PassThrough();
-    const stdout = new PassThrough();
-    const state = { done: false, term: undefined as pty.IPty | undefined };
-    const exited = new Promise<ExitStatus>((resolve) => {
-      ready.then(
-        () => {
-          const term = pty.spawn(cmd, args, { cols: size.cols, rows: size.rows, name: 'xterm-256color', env: process.env as Record<string, string> });
-          state.term = term;
-          // Backpressure: stop reading the terminal while nobody takes its output (the program then blocks).
-          let held = false;
-          term.onData((d) => {
-            if (stdout.write(Buffer.from(d, 'binary')) || held) return;
-            held = true;
-            term.pause();
-            stdout.once('drain', () => {
-              held = false;
-              term.resume();
-            });
-          });
-          stdin.on('data', (d: Buffer) => term.write(d.toString('binary')));
-          stdin.on('end', () => term.write('\x04'));
-          term.onExit(({ exitCode, signal }) => {
-            state.done = true;
-            stdout.end();
-            resolve({ exitCode: signal ? 128 + signal : exitCode });
-          });
-        },
-        (e: Error) => {
-          state.done = true;
-          stdout.end(`cordon: ${e.message}\r\n`);
-          resolve({ exitCode: 127 });
-        },
-      );
-    });
-    return {
-      stdin,
-      stdout,
-      stderr: undefined,
-      exited,
-      get done() {
-        return state.done;
-      },
-      resize: (cols: number, rows: number) => state.term?.resize(cols, rows),
-      kill: () => state.term?.kill('SIGKILL'),
-    };
-  }
-
   async killAll(id: string, sig: NodeJS.Signals): Promise<void> {
     await this.call(['kill', '--all', id, sig]);
   }
@@ -287,13 +242,4 @@ export abstract class OciCliRuntime implements Runtime {
   setMemoryLimit(id: string, bytes: number) {
     return setCgroupMemoryLimit(id, bytes);
   }
-
-  oomKills(id: string) {
-    return oomKillCount(id);
-  }
-}
-
-const SIGNALS: Record<string, number> = { SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGKILL: 9, SIGUSR1: 10, SIGUSR2: 12, SIGPIPE: 13, SIGALRM: 14, SIGTERM: 15 };
-export function signalNumber(sig: string | null | undefined): number {
-  return sig ? (SIGNALS[sig] ?? 0) : 0;
 }

@@ -83,7 +83,7 @@ export function containerSpec(c: ContainerSpec, opts: SpecOptions) {
   return {
     ociVersion: '1.0.2',
     // HOME given: without it crun opens the sandbox's /etc/passwd to find one, and a FIFO there hangs it.
-    process: processSpec({ args: INIT_ARGS, env: ['HOME=/'], cwd: '/', uid: 0, gid: 0, noNewPrivileges: c.noNewPrivileges }),
+    process: processSpec({ args: c.init ?? INIT_ARGS, env: ['HOME=/'], cwd: '/', uid: 0, gid: 0, noNewPrivileges: c.noNewPrivileges }),
     root: { path: c.rootfsDir, readonly: c.readOnlyRootfs },
     hostname: c.hostname,
     mounts,

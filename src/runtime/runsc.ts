@@ -1,8 +1,11 @@
+import { mkdir, rename, rm } from 'node:fs/promises';
 import type { DaemonConfig } from '../config.js';
-import { run, runOk } from '../util/proc.js';
+import { CordonError } from '../errors/registry.js';
+import { run } from '../util/proc.js';
+import { capabilitiesOf } from './capabilities.js';
 import { OciCliRuntime, type RuntimeCallOptions } from './oci-cli.js';
 import { HELPER_DIR } from './oci-spec.js';
-import type { ContainerSpec, ExecHandle, ExecSpec } from './types.js';
+import type { CheckpointOptions, ContainerSpec, ExecHandle, ExecSpec, RuntimeCapabilities, RuntimeState } from './types.js';
 
 // busybox's shell prefers its own applets to programs of the same name (`ls` would be busybox's, not
 // the image's), so the command is looked up on PATH here and exec'd by full path, which never runs
@@ -17,6 +20,8 @@ const EXEC_ON_PATH = [
 ].join('\n');
 
 const HIDE_SYSNET = 'mount -t tmpfs -o ro,size=4k cordon-sysnet /proc/sys/net && exec "$0" "$@"';
+/** Calls that set up the sandbox's network: they need the same network flags. */
+const NETWORKED_CALLS = new Set(['create', 'start', 'restore']);
 
 /**
  * gVisor. The rootfs is the host overlay the engine mounted (--overlay2=none), so writes land on
@@ -24,10 +29,12 @@ const HIDE_SYSNET = 'mount -t tmpfs -o ro,size=4k cordon-sysnet /proc/sys/net &&
  */
 export class RunscRuntime extends OciCliRuntime {
   readonly name = 'runsc' as const;
+  readonly capabilities: RuntimeCapabilities;
   /** Whether this runsc has --allow-suid (gVisor release-20250820.0 and later). */
   private allowSuid = false;
   constructor(stateRoot: string, calls: RuntimeCallOptions, private readonly platform: DaemonConfig['runscPlatform']) {
     super(stateRoot, calls);
+    this.capabilities = capabilitiesOf('runsc', platform);
   }
 
   /**
@@ -46,7 +53,7 @@ export class RunscRuntime extends OciCliRuntime {
     const flags = [`--root=${this.stateRoot}`, `--platform=${this.platform}`, '--overlay2=none'];
     if (this.allowSuid) flags.push('--allow-suid');
     const runsc = this.binary('runsc');
-    if (!((sub === 'create' || sub === 'start') && spec?.netnsPath)) return [runsc, [...flags, '--network=none']];
+    if (!(NETWORKED_CALLS.has(sub) && spec?.netnsPath)) return [runsc, [...flags, '--network=none']];
     // runsc refuses a network in what it takes for the root netns because this kernel shows
     // /proc/sys/net/core/rmem_default everywhere; a read-only empty tmpfs there hides it (HOST-NOTES).
     return ['unshare', ['-m', '--propagation', 'private', '/bin/sh', '-c', HIDE_SYSNET, runsc, ...flags, '--network=sandbox']];
@@ -71,6 +78,49 @@ export class RunscRuntime extends OciCliRuntime {
     return super.exec(id, { ...spec, args });
   }
 
+  /**
+   * `runsc checkpoint` writes the sandbox's kernel state and memory; the image appears at `dir` only once
+   * it is complete. Without leaveRunning the sandbox is frozen first and written with --leave-running,
+   * then deleted: a plain checkpoint that fails (an open TCP connection, say) takes the sandbox down with
+   * it, and a frozen sandbox cannot run on between the image and its deletion (its files on the host
+   * would then be newer than its memory). A failed checkpoint leaves the sandbox as it was.
+   */
+  override async checkpoint(id: string, dir: string, opts: CheckpointOptions): Promise<void> {
+    const st = JSON.parse(await this.cli(['state', id])) as { bundle?: string; status?: string };
+    const partial = `${dir}.partial`;
+    await rm(partial, { recursive: true, force: true });
+    await mkdir(partial, { recursive: true, mode: 0o700 });
+    const freeze = !opts.leaveRunning && st.status === 'running';
+    if (freeze) await this.pause(id);
+    try {
+      const r = await this.call(['checkpoint', '--image-path', partial, '--leave-running', id]);
+      if (r.code !== 0) throw checkpointError(id, r.stderr || r.stdout);
+    } catch (e) {
+      if (freeze) await this.resume(id).catch(() => {});
+      await rm(partial, { recursive: true, force: true });
+      throw e;
+    }
+    await replaceDir(partial, dir);
+    if (!opts.leaveRunning) await this.delete(id, st.bundle);
+  }
+
+  /**
+   * `runsc restore` is create and start from an image. It runs under the shim like create, so the
+   * restored sandbox's processes are reaped; --detach returns once it runs (its stdio is the shim's log
+   * file, never a pipe the call would wait on). gVisor kills every process that `exec` started (their
+   * caller is gone): only the init and its descendants come back. The network is that of the namespace
+   * given now: gVisor takes the link's addresses and routes at restore, not those in the image.
+   */
+  override async restore(spec: ContainerSpec, dir: string): Promise<RuntimeState> {
+    try {
+      const pidFile = await this.startUnderShim(spec, 'restore', ['--image-path', dir, '--detach']);
+      return await this.stateFrom(pidFile);
+    } catch (e) {
+      await this.delete(spec.id, spec.bundleDir).catch(() => {});
+      throw e;
+    }
+  }
+
   protected pidFileArgs(pidFile: string): string[] {
     return ['--internal-pid-file', pidFile];
   }
@@ -84,4 +134,29 @@ export class RunscRuntime extends OciCliRuntime {
     if (!(pid > 0)) throw new Error(`refusing to signal pid ${pid} in sandbox ${id}`);
     await this.cli(['kill', '--pid', String(pid), id, sig]);
   }
+}
+
+/** runsc prints its error on the first line (and, when the save itself panicked, a goroutine dump after it). */
+function checkpointError(id: string, output: string): Error {
+  const first = output.trim().split('\n')[0].replace(/:\s*$/, '');
+  const net = /unsupported networking state: (.*)$/.exec(first);
+  if (net) {
+    return new CordonError(
+      'invalid_state',
+      `checkpoint: gVisor cannot save sandbox ${id} while it holds TCP connections (${net[1]}); close them and retry (a closed connection can take up to a minute to be released). The sandbox runs on unchanged`,
+      { sandbox_id: id },
+    );
+  }
+  return new Error(`runsc checkpoint of ${id} failed: ${first}; the sandbox runs on unchanged`);
+}
+
+/** Put the directory `from` at `to`, replacing what was there. */
+async function replaceDir(from: string, to: string): Promise<void> {
+  const old = `${to}.old`;
+  await rm(old, { recursive: true, force: true });
+  await rename(to, old).catch((e: NodeJS.ErrnoException) => {
+    if (e.code !== 'ENOENT') throw e;
+  });
+  await rename(from, to);
+  await rm(old, { recursive: true, force: true });
 }

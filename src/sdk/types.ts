@@ -1,6 +1,6 @@
 // Shapes of the /v1 API as the SDK returns them.
 
-export type SandboxState = 'creating' | 'running' | 'paused' | 'stopped' | 'error';
+export type SandboxState = 'creating' | 'running' | 'pausing' | 'paused' | 'snapshotting' | 'restoring' | 'stopped' | 'error';
 export type RuntimeName = 'runsc' | 'crun' | 'runc';
 
 export interface SandboxInfo {

@@ -4,7 +4,8 @@ import { dirname } from 'node:path';
 
 export type DB = Database.Database;
 
-const MIGRATIONS: string[] = [
+/** Schema steps in order; `PRAGMA user_version` counts those applied (exported for the migration test). */
+export const MIGRATIONS: readonly string[] = [
   `CREATE TABLE sandboxes (
      id TEXT PRIMARY KEY,
      state TEXT NOT NULL,
@@ -61,6 +62,11 @@ const MIGRATIONS: string[] = [
    ALTER TABLE e2b_tokens ADD COLUMN options TEXT NOT NULL DEFAULT '{}';`,
   // Event retention prunes by age.
   `CREATE INDEX events_ts ON events(ts);`,
+  // The runtime's opaque state of a running container replaces the init's host pid; an OCI backend
+  // reads a state that holds only the pid (rows of older daemons) as it always read init_pid.
+  `ALTER TABLE sandboxes ADD COLUMN runtime_state TEXT;
+   UPDATE sandboxes SET runtime_state = json_object('pid', init_pid) WHERE init_pid IS NOT NULL;
+   ALTER TABLE sandboxes DROP COLUMN init_pid;`,
 ];
 
 /** Open (and migrate) the daemon's SQLite database. WAL keeps readers off the writer's back. */

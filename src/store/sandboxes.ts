@@ -9,7 +9,7 @@ interface Row {
   runtime: string;
   config: string;
   labels: string;
-  init_pid: number | null;
+  runtime_state: string | null;
   created_at: number;
   updated_at: number;
   started_at: number | null;
@@ -24,7 +24,7 @@ function fromRow(r: Row): SandboxRecord {
     runtime: r.runtime as SandboxRecord['runtime'],
     spec: JSON.parse(r.config),
     labels: JSON.parse(r.labels),
-    initPid: r.init_pid ?? undefined,
+    runtimeState: r.runtime_state ? JSON.parse(r.runtime_state) : undefined,
     createdAt: r.created_at,
     updatedAt: r.updated_at,
     startedAt: r.started_at ?? undefined,
@@ -66,8 +66,8 @@ export class SandboxStore {
   insert(rec: SandboxRecord): void {
     this.db
       .prepare(
-        `INSERT INTO sandboxes (id, state, state_reason, runtime, template, image, config, labels, init_pid, created_at, updated_at, started_at, expires_at)
-         VALUES (@id, @state, @reason, @runtime, @template, @image, @config, @labels, @pid, @created, @updated, @started, @expires)`,
+        `INSERT INTO sandboxes (id, state, state_reason, runtime, template, image, config, labels, runtime_state, created_at, updated_at, started_at, expires_at)
+         VALUES (@id, @state, @reason, @runtime, @template, @image, @config, @labels, @runtimeState, @created, @updated, @started, @expires)`,
       )
       .run({
         id: rec.id,
@@ -78,7 +78,7 @@ export class SandboxStore {
         image: rec.spec.image ?? null,
         config: JSON.stringify(rec.spec),
         labels: JSON.stringify(rec.labels),
-        pid: rec.initPid ?? null,
+        runtimeState: rec.runtimeState ? JSON.stringify(rec.runtimeState) : null,
         created: rec.createdAt,
         updated: rec.updatedAt,
         started: rec.startedAt ?? null,
@@ -95,17 +95,18 @@ export class SandboxStore {
     return (this.db.prepare('SELECT * FROM sandboxes ORDER BY created_at').all() as Row[]).map(fromRow);
   }
 
-  countLive(): number {
-    const r = this.db.prepare(`SELECT COUNT(*) AS n FROM sandboxes WHERE state IN ('creating','running','paused')`).get() as { n: number };
+  /** Sandboxes in any of `states`. */
+  countIn(states: readonly SandboxState[]): number {
+    const r = this.db.prepare(`SELECT COUNT(*) AS n FROM sandboxes WHERE state IN (SELECT value FROM json_each(?))`).get(JSON.stringify(states)) as { n: number };
     return r.n;
   }
 
-  update(id: string, patch: Partial<Pick<SandboxRecord, 'state' | 'stateReason' | 'initPid' | 'startedAt' | 'expiresAt' | 'spec'>>): void {
+  update(id: string, patch: Partial<Pick<SandboxRecord, 'state' | 'stateReason' | 'runtimeState' | 'startedAt' | 'expiresAt' | 'spec'>>): void {
     const sets: string[] = ['updated_at = @updated'];
     const params: Record<string, unknown> = { id, updated: Date.now() };
     if ('state' in patch) (sets.push('state = @state'), (params.state = patch.state));
     if ('stateReason' in patch) (sets.push('state_reason = @reason'), (params.reason = patch.stateReason ?? null));
-    if ('initPid' in patch) (sets.push('init_pid = @pid'), (params.pid = patch.initPid ?? null));
+    if ('runtimeState' in patch) (sets.push('runtime_state = @runtimeState'), (params.runtimeState = patch.runtimeState ? JSON.stringify(patch.runtimeState) : null));
     if ('startedAt' in patch) (sets.push('started_at = @started'), (params.started = patch.startedAt ?? null));
     if ('expiresAt' in patch) (sets.push('expires_at = @expires'), (params.expires = patch.expiresAt ?? null));
     if ('spec' in patch) (sets.push('config = @config'), (params.config = JSON.stringify(patch.spec)));

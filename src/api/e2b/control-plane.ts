@@ -78,7 +78,7 @@ function parseStates(s: string | string[] | undefined): ('running' | 'paused')[]
   return list.length ? (list as ('running' | 'paused')[]) : ['running', 'paused'];
 }
 
-export async function registerControlPlane(app: FastifyInstance, { mgr, cfg }: ApiDeps, tokens: EnvdTokens): Promise<void> {
+export async function registerControlPlane(app: FastifyInstance, { mgr, cfg, net }: ApiDeps, tokens: EnvdTokens): Promise<void> {
   await app.register(async (scope) => {
     // E2B clients read errors as {code: <HTTP status>, message}.
     scope.setErrorHandler((err: FastifyError, _req, reply) => {
@@ -119,7 +119,7 @@ export async function registerControlPlane(app: FastifyInstance, { mgr, cfg }: A
         env: body.envVars ?? {},
         timeoutMs: (body.timeout ?? DEFAULT_TIMEOUT_S) * 1000,
         labels: body.metadata ?? {},
-        network: e2bNetworkSpec(body.allow_internet_access, body.network, !!mgr.net?.cfg.egressInterface),
+        network: e2bNetworkSpec(body.allow_internet_access, body.network, !!net?.cfg.egressInterface),
       });
       try {
         tokens.issue(rec.id, { trafficToken: options.allowPublicTraffic === false ? newToken() : undefined, options });
@@ -136,7 +136,8 @@ export async function registerControlPlane(app: FastifyInstance, { mgr, cfg }: A
     const connect = async (id: string, timeout: number | undefined) => {
       let rec = visible(id);
       let resumed = false;
-      if (rec.state === 'paused') (rec = await mgr.resume(id)), (resumed = true);
+      // A pause in progress holds the sandbox's lock: the resume runs once it is paused.
+      if (rec.state === 'paused' || rec.state === 'pausing') (rec = await mgr.resume(id)), (resumed = true);
       else if (rec.state === 'stopped') (rec = await mgr.start(id)), (resumed = true);
       // Connect only ever extends the lifetime, as E2B documents.
       if (timeout !== undefined && timeout > 0) {
@@ -198,7 +199,7 @@ export async function registerControlPlane(app: FastifyInstance, { mgr, cfg }: A
     // Replaces the egress rules of a running sandbox (secrets, ports and add-hosts stay).
     r.put('/sandboxes/:sandboxID/network', { schema: { params: idParams, body: networkUpdateBody, hide: true } }, async (req, reply) => {
       const rec = visible(req.params.sandboxID);
-      const egress = fromE2b(req.body.allow_internet_access, req.body, !!mgr.net?.cfg.egressInterface);
+      const egress = fromE2b(req.body.allow_internet_access, req.body, !!net?.cfg.egressInterface);
       const cur = rec.spec.network;
       if (!egress) return reply.status(204).send();
       if (!cur || !mgr.net) throw new CordonError('invalid_state', `sandbox ${rec.id} was created without a network; its egress rules cannot change`);

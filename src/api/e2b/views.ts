@@ -5,11 +5,25 @@ import { ENVD_VERSION } from './envd-context.js';
 import { e2bNetworkView } from './network.js';
 import type { E2bSandbox } from './tokens.js';
 
-/** E2B knows two states; a stopped cordon sandbox can be brought back with connect, like a paused one. */
+/**
+ * E2B knows two states; a stopped cordon sandbox can be brought back with connect, like a paused one.
+ * A transition shows the state it ends in: pausing is paused (connect resumes it once the pause is
+ * done), snapshotting and restoring are running (they end running; requests wait or get a 409/502).
+ */
 export function e2bState(rec: SandboxRecord): 'running' | 'paused' | undefined {
-  if (rec.state === 'running' || rec.state === 'creating') return 'running';
-  if (rec.state === 'paused' || rec.state === 'stopped') return 'paused';
-  return undefined;
+  switch (rec.state) {
+    case 'creating':
+    case 'running':
+    case 'snapshotting':
+    case 'restoring':
+      return 'running';
+    case 'pausing':
+    case 'paused':
+    case 'stopped':
+      return 'paused';
+    case 'error':
+      return undefined;
+  }
 }
 
 const NEVER = '9999-12-31T23:59:59.000Z';

@@ -16,7 +16,7 @@ const portParams = idParams.extend({ local: port });
 const portView = (p: PortForward) => ({ address: p.address, local_port: p.local, remote_port: p.remote });
 const allowListBody = z.object({ add: z.array(entry).max(256).optional(), delete: z.array(z.string().max(300)).max(256).optional(), deny: z.array(entry).max(256).optional() }).strict();
 
-export function registerNetworkRoutes(app: TypedApp, { mgr }: ApiDeps): void {
+export function registerNetworkRoutes(app: TypedApp, { mgr, net }: ApiDeps): void {
   app.get('/v1/sandboxes/:id/network', { schema: { summary: "A sandbox's network mode and rules", params: idParams } }, async (req) => networkView(mgr.get(req.params.id).spec.network));
 
   app.post('/v1/sandboxes/:id/network/allow-list', { schema: { summary: 'Add or delete allow-list entries (and add deny entries) while the sandbox runs', params: idParams, body: allowListBody } }, async (req) => {
@@ -48,7 +48,7 @@ export function registerNetworkRoutes(app: TypedApp, { mgr }: ApiDeps): void {
   // ({type: 'request', id, phase, method, host, path, query, headers[, status, response_headers]});
   // the client answers {type: 'decision', id, action: allow|block|mutate, set_headers?, …}.
   app.get('/v1/sandboxes/:id/network/callbacks', { websocket: true, schema: { params: idParams, hide: true } }, (socket, req) => {
-    const hub = mgr.net?.callbacks;
+    const hub = net?.callbacks;
     let id: string;
     try {
       id = mgr.get(req.params.id).id;

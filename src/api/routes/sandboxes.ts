@@ -7,9 +7,9 @@ import { eventView, sandboxView, statsView } from '../views.js';
 import { followEvents } from './event-stream.js';
 import { z } from 'zod';
 
-const STATES: SandboxState[] = ['creating', 'running', 'paused', 'stopped', 'error'];
+const STATES: SandboxState[] = ['creating', 'running', 'pausing', 'paused', 'snapshotting', 'restoring', 'stopped', 'error'];
 
-export function registerSandboxRoutes(app: TypedApp, { mgr, cfg }: ApiDeps): void {
+export function registerSandboxRoutes(app: TypedApp, { mgr, cfg, net }: ApiDeps): void {
   app.post('/v1/sandboxes', { schema: { summary: 'Create and start a sandbox', body: createSandboxBody } }, async (req, reply) => {
     const b = req.body;
     const rec = await mgr.create({
@@ -32,7 +32,7 @@ export function registerSandboxRoutes(app: TypedApp, { mgr, cfg }: ApiDeps): voi
       tmpfs: b.tmpfs?.map((t) => ({ path: t.path, sizeBytes: t.size, options: t.options })),
       hostname: b.hostname,
       noNewPrivileges: b.no_new_privileges,
-      network: toNetworkSpec(b.network, mgr.net?.cfg ?? { defaultMode: 'none' }),
+      network: toNetworkSpec(b.network, net?.cfg ?? { defaultMode: 'none' }),
     });
     reply.status(201).send(sandboxView(rec));
   });

@@ -14,7 +14,7 @@ export function registerSystemRoutes(app: TypedApp, deps: ApiDeps, openapi: () =
       default_runtime: deps.cfg.defaultRuntime,
       runtimes: r.runtimes,
       max_sandboxes: deps.cfg.maxSandboxes,
-      sandboxes: deps.mgr.store.countLive(),
+      sandboxes: deps.mgr.countActive(),
     };
   });
 

@@ -1,0 +1,69 @@
+import { errors } from '../errors/registry.js';
+import type { LiveSandbox } from './live-sandbox.js';
+import type { SandboxManager } from './sandbox-manager.js';
+import { hasContainer } from './state-machine.js';
+import type { SandboxRecord } from './types.js';
+
+/** The end of a sandbox: removal (asked for, or at expiry) and a death nobody asked for. */
+export class SandboxTeardown {
+  constructor(private readonly mgr: SandboxManager) {}
+
+  /**
+   * Remove a sandbox. Without force only one without a container (stopped, failed); with force whatever
+   * its state. When removal fails midway the record stays, in state error with the reason, and a retry finishes it.
+   */
+  async remove(id: string, force = false): Promise<void> {
+    return this.mgr.exclusive(id, async () => {
+      const rec = this.mgr.get(id);
+      if (!force && hasContainer(rec.state)) {
+        throw errors.wrongState(id, rec.state, 'remove', 'Stop it first, or remove with force (cordon rm -f).');
+      }
+      try {
+        await this.teardown(id, rec);
+      } catch (e) {
+        const reason = `removal failed: ${(e as Error).message}; retry with cordon rm -f ${id}`;
+        // expiresAt stays: an expired sandbox whose removal failed is retried (expiry, and after a restart).
+        throw this.mgr.fail(id, reason, e, `removing sandbox ${id} failed; it stays in state error until a retry succeeds: ${reason}`, true);
+      }
+      this.mgr.store.delete(id);
+    });
+  }
+
+  /** Undo everything a sandbox holds: processes, container, cgroups, mounts, files. */
+  async teardown(id: string, rec?: SandboxRecord): Promise<void> {
+    const { rootfs, net } = this.mgr;
+    this.mgr.forget(id);
+    const runtime = rec?.runtime ?? this.mgr.store.get(id)?.runtime;
+    if (runtime) {
+      const rt = this.mgr.runtimeFor(runtime);
+      if (rec?.state === 'paused') await rt.resume(id).catch(() => {});
+      await rt.delete(id, rootfs.dirs(id).bundle);
+    }
+    await net?.detach(id);
+    await rootfs.destroy(id);
+  }
+
+  /**
+   * The sandbox's container ended without the engine asking (OOM, crash). `live` is the handle that
+   * watched it: a report about a container the sandbox no longer runs is dropped.
+   */
+  async markDead(id: string, reason: string, live?: LiveSandbox): Promise<void> {
+    await this.mgr.exclusive(id, async () => {
+      if (live && this.mgr.live.get(id) !== live) return;
+      await this.markDeadLocked(id, reason);
+    });
+  }
+
+  /** markDead for a caller that already holds the sandbox's lock (through exclusive). */
+  async markDeadLocked(id: string, reason: string): Promise<void> {
+    const { rootfs, net, store } = this.mgr;
+    const rec = store.get(id);
+    if (!rec || !hasContainer(rec.state)) return;
+    this.mgr.forget(id);
+    await this.mgr.runtimeFor(rec.runtime).delete(id, rootfs.dirs(id).bundle).catch(() => {});
+    await net?.detach(id).catch(() => {});
+    await rootfs.unmount(id).catch(() => {});
+    store.update(id, { state: 'error', stateReason: reason, runtimeState: undefined, expiresAt: undefined });
+    store.addEvent(id, 'died', reason);
+  }
+}
