@@ -83,36 +83,36 @@ export class BaseTemplate {
   }
 
   private async build(progress: Progress): Promise<RootfsSource> {
-    const mirror = this.mirrorOverride || debianMirror(BASE_RECIPE.suite);
     const staging = `${this.dir}.partial-${process.pid}`;
-    let recipe: Record<string, unknown> = { ...BASE_RECIPE, source: 'mirror' };
-    if (mirror && mirror !== HOST_PACKAGES) {
-      const unreachable = await mirrorUnreachable(mirror);
-      if (!unreachable) {
-        try {
-          await this.mmdebstrap(staging, mirror, BASE_RECIPE.packages, progress);
-        } catch (e) {
-          if (!hostFallbackPossible()) throw e;
-          progress(`building from ${mirror} failed (${(e as Error).message}); trying this host's installed packages`);
-          recipe = await this.buildFromHost(staging, progress);
-        }
-      } else {
-        if (!hostFallbackPossible()) throw new Error(`the Debian mirror ${mirror} cannot be reached (${unreachable}); pass --debian-mirror URL`);
-        progress(`the Debian mirror ${mirror} cannot be reached (${unreachable}); building from this host's installed packages`);
-        recipe = await this.buildFromHost(staging, progress);
-      }
-    } else {
-      if (!mirror && !hostFallbackPossible()) {
-        throw new Error(`no apt source for Debian ${BASE_RECIPE.suite} main found in /etc/apt; pass --debian-mirror URL`);
-      }
-      recipe = await this.buildFromHost(staging, progress);
-    }
+    const recipe = await this.buildInto(staging, this.mirrorOverride || debianMirror(BASE_RECIPE.suite), progress);
     await writeFile(join(staging, 'recipe.json'), JSON.stringify(recipe, null, 2));
     await writeFile(join(staging, 'complete'), new Date().toISOString());
     await rm(this.dir, { recursive: true, force: true });
     await rename(staging, this.dir);
     progress('template base ready');
     return this.source();
+  }
+
+  /** From the mirror when it answers and the build works there; otherwise from the host's packages. */
+  private async buildInto(staging: string, mirror: string | undefined, progress: Progress): Promise<Record<string, unknown>> {
+    if (mirror && mirror !== HOST_PACKAGES) {
+      const unreachable = await mirrorUnreachable(mirror);
+      if (unreachable) {
+        if (!hostFallbackPossible()) throw new Error(`the Debian mirror ${mirror} cannot be reached (${unreachable}); pass --debian-mirror URL`);
+        progress(`the Debian mirror ${mirror} cannot be reached (${unreachable}); building from this host's installed packages`);
+      } else {
+        try {
+          await this.mmdebstrap(staging, mirror, BASE_RECIPE.packages, progress);
+          return { ...BASE_RECIPE, source: 'mirror' };
+        } catch (e) {
+          if (!hostFallbackPossible()) throw e;
+          progress(`building from ${mirror} failed (${(e as Error).message}); trying this host's installed packages`);
+        }
+      }
+    } else if (!mirror && !hostFallbackPossible()) {
+      throw new Error(`no apt source for Debian ${BASE_RECIPE.suite} main found in /etc/apt; pass --debian-mirror URL`);
+    }
+    return this.buildFromHost(staging, progress);
   }
 
   /** The offline way: the host's own packages, repacked into a local repository (host-repack.ts). */

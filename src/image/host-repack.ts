@@ -85,7 +85,7 @@ async function copyFiles(p: InstalledPackage, tree: string, work: string): Promi
 export async function repackInstalled(p: InstalledPackage, repoDir: string, info: Map<string, Map<string, string>>): Promise<string> {
   const out = join(repoDir, debFileName(p));
   if (existsSync(out)) return out;
-  const work = join(repoDir, `.work-${p.name}`);
+  const work = join(repoDir, `.work-${p.name}-${process.pid}`);
   const tree = join(work, 'tree');
   await rm(work, { recursive: true, force: true });
   await mkdir(join(tree, 'DEBIAN'), { recursive: true });
@@ -103,8 +103,8 @@ export async function repackInstalled(p: InstalledPackage, repoDir: string, info
       await chmod(dest, SCRIPTS.has(kind) ? 0o755 : 0o644);
     }
     // Uncompressed: the repository lives next to the template and is read once.
-    await runOk('dpkg-deb', ['-Znone', '--build', tree, `${out}.partial`], { timeoutMs: 300_000, label: `dpkg-deb --build ${p.name}` });
-    await rename(`${out}.partial`, out);
+    await runOk('dpkg-deb', ['-Znone', '--build', tree, `${out}.partial-${process.pid}`], { timeoutMs: 300_000, label: `dpkg-deb --build ${p.name}` });
+    await rename(`${out}.partial-${process.pid}`, out);
     return out;
   } finally {
     await rm(work, { recursive: true, force: true });
