@@ -38,7 +38,7 @@ fi
 
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
-apt-get install -y -qq -t bookworm-backports runsc >/dev/null
+apt-get install -y -qq -t bookworm-backports runsc golang-1.23-go >/dev/null
 apt-get install -y -qq --no-install-recommends \
   crun runc mmdebstrap busybox-static tini nftables iproute2 e2fsprogs util-linux attr \
   docker-registry skopeo zstd apache2-utils openssl ca-certificates curl nginx-light >/dev/null

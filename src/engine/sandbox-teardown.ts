@@ -1,3 +1,4 @@
+import { rm } from 'node:fs/promises';
 import { errors } from '../errors/registry.js';
 import type { LiveSandbox } from './live-sandbox.js';
 import type { SandboxManager } from './sandbox-manager.js';
@@ -41,6 +42,8 @@ export class SandboxTeardown {
     }
     await net?.detach(id);
     await rootfs.destroy(id);
+    // Only when it lives outside the sandbox's directory (a long data directory path).
+    await rm(this.mgr.agentSocketDir(id), { recursive: true, force: true });
   }
 
   /**
