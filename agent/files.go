@@ -8,7 +8,6 @@ import (
 	"errors"
 	"io"
 	"os"
-	"os/exec"
 	"path"
 	"path/filepath"
 	"syscall"
@@ -324,30 +323,25 @@ func move(from, to string, u *userSpec) error {
 
 // runHelper runs a short busybox command as the user and turns its failure into an error.
 func runHelper(u *userSpec, args ...string) error {
-	cmd := exec.Command(args[0], args[1:]...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	cmd.Env = []string{"PATH=" + defaultPath}
-	cmd.Dir = "/"
+	var cred *syscall.Credential
 	if !isRoot(u) {
 		groups := u.Groups
 		if groups == nil {
 			groups = []uint32{}
 		}
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: u.UID, Gid: u.GID, Groups: groups}}
+		cred = &syscall.Credential{Uid: u.UID, Gid: u.GID, Groups: groups}
 	}
-	if err := asRoot(cmd.Start); err != nil {
+	_, stderr, ws, err := runCaptured(args[0], args, []string{"PATH=" + defaultPath}, "/", cred, helperDeadline)
+	if err != nil {
 		return err
 	}
-	timer := time.AfterFunc(helperDeadline, func() { cmd.Process.Kill() })
-	defer timer.Stop()
-	if err := cmd.Wait(); err != nil {
-		msg := stderr.String()
+	if ws.ExitStatus() != 0 || ws.Signaled() {
+		msg := string(stderr)
 		for _, e := range []struct {
 			text  string
 			errno syscall.Errno
 		}{{"No such file", syscall.ENOENT}, {"Permission denied", syscall.EACCES}, {"Operation not permitted", syscall.EPERM}, {"No space left", syscall.ENOSPC}, {"Read-only", syscall.EROFS}, {"Not a directory", syscall.ENOTDIR}, {"Is a directory", syscall.EISDIR}} {
-			if bytes.Contains([]byte(msg), []byte(e.text)) {
+			if bytes.Contains(stderr, []byte(e.text)) {
 				return e.errno
 			}
 		}

@@ -11,12 +11,10 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"os"
-	"os/exec"
 	"path"
 	"strings"
 	"sync"
@@ -134,21 +132,16 @@ func (l *loginCache) learn(key, stamps, shell string, env []string, cwd string, 
 }
 
 func (l *loginCache) run(shell string, env []string, cwd string, u *userSpec) []string {
-	ctx, cancel := context.WithTimeout(context.Background(), learnTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, shell, "-l", "-c", "exec "+shellQuote(l.self)+" dump-env")
-	cmd.Env, cmd.Dir = env, cwd
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &limitedBuffer{b: &stdout}, &limitedBuffer{b: &stderr}
 	groups := u.Groups
 	if groups == nil {
 		groups = []uint32{}
 	}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: u.UID, Gid: u.GID, Groups: groups}, Setpgid: true}
-	if cmd.Run() != nil || stderr.Len() > 0 || !bytes.HasPrefix(stdout.Bytes(), []byte(dumpMarker)) {
+	cred := &syscall.Credential{Uid: u.UID, Gid: u.GID, Groups: groups}
+	stdout, stderr, ws, err := runCaptured(shell, []string{shell, "-l", "-c", "exec " + shellQuote(l.self) + " dump-env"}, env, cwd, cred, learnTimeout)
+	if err != nil || ws.ExitStatus() != 0 || ws.Signaled() || len(stderr) > 0 || !bytes.HasPrefix(stdout, []byte(dumpMarker)) {
 		return nil
 	}
-	fields := strings.Split(strings.TrimPrefix(stdout.String(), dumpMarker), "\x00")
+	fields := strings.Split(strings.TrimPrefix(string(stdout), dumpMarker), "\x00")
 	if len(fields) < 2 || fields[0] != cwd || fields[1] != fmt.Sprintf("%o", l.umask) {
 		return nil
 	}

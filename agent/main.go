@@ -10,7 +10,10 @@ package main
 import (
 	"net"
 	"os"
+	"runtime"
 	"runtime/debug"
+	"sync"
+	"syscall"
 	"time"
 )
 
@@ -25,12 +28,21 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == "dump-env" {
 		os.Exit(dumpEnv())
 	}
-	socket := defaultSocket
-	if len(os.Args) > 2 && os.Args[1] == "-socket" {
-		socket = os.Args[2]
+	if len(os.Args) < 2 || os.Args[1] != "serve" {
+		supervise()
+		return
 	}
-	// A small heap target: the agent idles in every sandbox.
+	socket := defaultSocket
+	if len(os.Args) > 3 && os.Args[2] == "-socket" {
+		socket = os.Args[3]
+	}
+	// A small heap target: the agent idles in every sandbox. Few threads: they count against a pids
+	// limit (the sandbox gets a little headroom for them), and the agent waits on I/O anyway.
 	debug.SetGCPercent(50)
+	runtime.GOMAXPROCS(2)
+	startReaper()
+	startCredWorkers()
+	warmThreads()
 	a := newAgent()
 	backoff := dialMin
 	for {
@@ -45,4 +57,21 @@ func main() {
 		a.setConn(c)
 		c.serve()
 	}
+}
+
+// warmThreads makes the runtime start a few threads now, while it can: they stay parked for later
+// blocking calls, so the agent does not need a new thread (which would be fatal to fail) when a
+// full pids limit leaves none.
+func warmThreads() {
+	const n = 3
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ts := syscall.Timespec{Nsec: 20e6}
+			syscall.Nanosleep(&ts, nil) // blocks its thread, so the others need threads of their own
+		}()
+	}
+	wg.Wait()
 }

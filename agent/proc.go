@@ -156,16 +156,10 @@ func (p *proc) exitMsg() map[string]any {
 }
 
 func (a *agent) wait(p *proc) {
-	st, err := p.p.Wait()
-	code, sig := 255, ""
-	if err == nil {
-		ws := st.Sys().(syscall.WaitStatus)
-		switch {
-		case ws.Signaled():
-			code, sig = 128+int(ws.Signal()), signalName(ws.Signal())
-		default:
-			code = ws.ExitStatus()
-		}
+	ws := waitPid(p.pid)
+	code, sig := ws.ExitStatus(), ""
+	if ws.Signaled() {
+		code, sig = 128+int(ws.Signal()), signalName(ws.Signal())
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()

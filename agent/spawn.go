@@ -127,6 +127,10 @@ func spawn(req *request, args, env []string) (*proc, *startFailure, error) {
 		if errors.As(err, &errno) && (errno == syscall.ENOENT || errno == syscall.ENOTDIR) {
 			return nil, &startFailure{127, "cordon: " + args[0] + ": command not found\n"}, nil
 		}
+		if errors.As(err, &errno) && errno == syscall.EAGAIN {
+			// No process slot left (a pids limit): the daemon can still start it from outside.
+			return nil, nil, err
+		}
 		return nil, &startFailure{126, "cordon: " + args[0] + ": " + errText(err) + "\n"}, nil
 	}
 	p.p, p.pid = proc, proc.Pid

@@ -2,6 +2,7 @@ import type { DaemonConfig } from '../config.js';
 import { CordonError, errors } from '../errors/registry.js';
 import { DEFAULT_PATH } from '../runtime/oci-spec.js';
 import type { ExecSpec, Runtime } from '../runtime/types.js';
+import { AgentOpError } from './agent/agent-connection.js';
 import { AgentLink } from './agent/agent-link.js';
 import { AgentProcesses } from './agent/agent-processes.js';
 import { AgentWatch } from './agent/agent-watch.js';
@@ -150,7 +151,12 @@ export class LiveSandbox {
   private async launch(spec: ExecSpec, meta: ProcessMeta): Promise<ProcessHandle> {
     if (this.agentProcs && this.agentLink?.connected) {
       const env = spec.env.some((e) => e.startsWith('PATH=')) ? spec.env : [DEFAULT_PATH, ...spec.env];
-      return this.agentProcs.launch({ ...spec, env }, meta);
+      try {
+        return await this.agentProcs.launch({ ...spec, env }, meta);
+      } catch (e) {
+        // No process slot left inside (a pids limit): the runtime can still add one from outside.
+        if (!(e instanceof AgentOpError && e.errno === 'EAGAIN')) throw e;
+      }
     }
     return this.runtime.exec(this.rec.id, spec);
   }
@@ -213,7 +219,7 @@ export class LiveSandbox {
         },
         backlog: () => 0,
         onDrain: (cb) => cb(),
-        drop: (why) => reject(errors.sandboxGone(this.rec.id, why.message)),
+        drop: (why) => reject(why.kind === 'agent_lost' ? new CordonError('unavailable', why.message) : errors.sandboxGone(this.rec.id, why.message)),
       });
     });
     return {

@@ -7,7 +7,7 @@ import { needsNamespace } from '../net/types.js';
 import { HELPER_DIR } from '../runtime/oci-spec.js';
 import type { ContainerSpec, Runtime, RuntimeState } from '../runtime/types.js';
 import type { NetworkAttachment, RootfsDirs } from './drivers.js';
-import { AGENT_INIT, AGENT_PATH, AGENT_RUN_DIR } from './agent/agent-setup.js';
+import { AGENT_INIT, AGENT_PATH, AGENT_PIDS_HEADROOM, AGENT_RUN_DIR } from './agent/agent-setup.js';
 import { LiveSandbox } from './live-sandbox.js';
 import { runcAccountFilesProblem } from './users.js';
 import type { SandboxManager } from './sandbox-manager.js';
@@ -85,7 +85,7 @@ export class ContainerBoot {
       hostname: spec.hostname!,
       cpus: spec.cpus,
       memoryBytes: spec.memoryBytes,
-      pids: spec.pids,
+      pids: spec.pids + (helpers.agent ? AGENT_PIDS_HEADROOM : 0),
       tmpfs: spec.tmpfs,
       binds: [
         { source: helpers.busybox, destination: `${HELPER_DIR}/busybox`, readOnly: true },

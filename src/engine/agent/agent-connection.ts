@@ -69,11 +69,13 @@ type Channel =
   | { kind: 'out'; window: number; sent: number; limit: number; wake?: () => void }
   | { kind: 'events'; window: number; received: number; acked: number; h: EventHandlers };
 
+/** Why a connection ended: the peer hung up (or the daemon did), it broke the protocol, or it stopped answering. */
+export type CloseKind = 'closed' | 'violation' | 'hung';
+
 export interface ConnectionHooks {
   hello(h: Hello): void;
   exit(m: z.infer<typeof exitMessage>): void;
-  /** The connection ended; `violation` when the agent broke the protocol. */
-  closed(reason: string, violation: boolean): void;
+  closed(reason: string, kind: CloseKind): void;
 }
 
 export class AgentConnection {
@@ -101,7 +103,7 @@ export class AgentConnection {
       }
     });
     socket.on('error', () => {});
-    socket.on('close', () => this.end('the agent closed its connection', false));
+    socket.on('close', () => this.end('the agent closed its connection', 'closed'));
   }
 
   get isOpen(): boolean {
@@ -146,8 +148,8 @@ export class AgentConnection {
     if (!p) return;
     this.pending.delete(id);
     p.reject(unavailable(`the sandbox's agent did not answer ${op} within ${Math.round(p.timeoutMs / 1000)}s`));
-    // An agent that does not answer is stuck or lying: hang up, so it starts over (or the exec path takes over).
-    this.close(`it did not answer ${op} within ${Math.round(p.timeoutMs / 1000)}s`);
+    // An agent that does not answer is stuck or lying: hang up; the exec path takes over.
+    this.end(`it did not answer ${op} within ${Math.round(p.timeoutMs / 1000)}s`, 'hung');
   }
 
   sendJson(msg: Json): void {
@@ -368,14 +370,14 @@ export class AgentConnection {
 
   /** The agent broke the protocol: end the connection. */
   fail(e: Error): void {
-    this.end(e instanceof ProtocolError ? e.message : `protocol error: ${e.message}`, true);
+    this.end(e instanceof ProtocolError ? e.message : `protocol error: ${e.message}`, 'violation');
   }
 
   close(reason: string): void {
-    this.end(reason, false);
+    this.end(reason, 'closed');
   }
 
-  private end(reason: string, violation: boolean): void {
+  private end(reason: string, kind: CloseKind): void {
     if (this.ended) return;
     this.ended = true;
     this.socket.destroy();
@@ -390,7 +392,7 @@ export class AgentConnection {
       if (ch.kind === 'out') ch.wake?.();
       else ch.h.lost?.(reason);
     }
-    this.hooks.closed(reason, violation);
+    this.hooks.closed(reason, kind);
   }
 }
 

@@ -9,6 +9,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import type { z } from 'zod';
 import { AgentConnection } from './agent-connection.js';
+import { ProtocolError } from './frame-codec.js';
 import type { AgentControl } from './control.js';
 import { replies, type exitMessage, type Hello } from './messages.js';
 
@@ -125,44 +126,51 @@ export class AgentLink implements AgentControl {
     this.accepts.push(now);
     if (this.accepts.length > MAX_ACCEPTS_PER_MINUTE) {
       socket.destroy();
-      return this.violation(`it connected more than ${MAX_ACCEPTS_PER_MINUTE} times in a minute`);
+      return this.violation(`it connected more than ${MAX_ACCEPTS_PER_MINUTE} times in a minute`, 'violation');
     }
     this.candidate?.close('replaced by a newer connection');
-    let greeted = false;
     const conn: AgentConnection = new AgentConnection(
       socket,
       {
         hello: (h) => {
-          greeted = true;
           clearTimeout(helloTimer);
-          if (this.candidate === conn) this.candidate = undefined;
-          this.conn?.close('replaced by a newer connection from the agent');
-          this.conn = conn;
-          if (this.lost) this.opts.event(`the agent is connected again (pid ${h.pid}); commands and files go through it`);
-          this.lost = false;
-          this.onHello?.(h, conn);
-          for (const w of [...this.waiters]) w();
+          // It is used only once it has answered a ping: an agent that says hello and then hangs
+          // never holds a command up.
+          conn.request({ op: 'ping' }, replies.empty, { timeoutMs: PING_TIMEOUT_MS }).then(
+            () => this.promote(conn, h),
+            () => {},
+          );
         },
         exit: (m) => {
           if (this.conn === conn) this.onExit?.(m);
         },
-        closed: (reason, violation) => {
+        closed: (reason, kind) => {
           clearTimeout(helloTimer);
           if (this.candidate === conn) this.candidate = undefined;
           const wasCurrent = this.conn === conn;
           if (wasCurrent) this.conn = undefined;
-          if (violation) this.violation(reason);
+          if (kind !== 'closed') this.violation(reason, kind);
           else if (wasCurrent && this.state === 'listening') this.loss(reason);
           if (wasCurrent) this.onDisconnect?.(reason);
           for (const w of [...this.waiters]) w();
-          void greeted;
         },
       },
       () => (this.channelSeq = (this.channelSeq % 0xfffffff0) + 1),
     );
     this.candidate = conn;
-    const helloTimer = setTimeout(() => conn.fail(new Error(`no hello within ${HELLO_TIMEOUT_MS / 1000}s`)), HELLO_TIMEOUT_MS);
+    const helloTimer = setTimeout(() => conn.fail(new ProtocolError(`no hello within ${HELLO_TIMEOUT_MS / 1000}s`)), HELLO_TIMEOUT_MS);
     helloTimer.unref();
+  }
+
+  private promote(conn: AgentConnection, h: Hello): void {
+    if (this.candidate !== conn || !conn.isOpen || this.state !== 'listening') return;
+    this.candidate = undefined;
+    this.conn?.close('replaced by a newer connection from the agent');
+    this.conn = conn;
+    if (this.lost) this.opts.event(`the agent is connected again (pid ${h.pid}); commands and files go through it`);
+    this.lost = false;
+    this.onHello?.(h, conn);
+    for (const w of [...this.waiters]) w();
   }
 
   private loss(reason: string): void {
@@ -178,13 +186,17 @@ export class AgentLink implements AgentControl {
     this.opts.event(`the agent's connection ended (${reason})${more}; commands and files use the runtime's exec path until it reconnects`);
   }
 
-  /** The agent broke the protocol: no connection is accepted for a cooldown that doubles each time. */
-  private violation(reason: string): void {
+  /**
+   * The agent broke the protocol or stopped answering: no connection is accepted for a cooldown that
+   * doubles each time, and the exec path serves the sandbox meanwhile.
+   */
+  private violation(reason: string, kind: 'violation' | 'hung'): void {
     if (this.state === 'closed') return;
     this.lost = true;
     this.violations++;
     const cooldown = Math.min(BAN_FIRST_MS * 2 ** (this.violations - 1), BAN_MAX_MS);
-    this.opts.event(`the agent broke the protocol (${reason}); disconnected, the runtime's exec path serves the sandbox, and the agent is refused for ${Math.round(cooldown / 1000)}s`);
+    const what = kind === 'hung' ? 'the agent did not answer' : 'the agent broke the protocol';
+    this.opts.event(`${what} (${reason}); disconnected, the runtime's exec path serves the sandbox, and the agent is refused for ${Math.round(cooldown / 1000)}s`);
     if (this.state !== 'listening') return;
     this.state = 'banned';
     this.conn?.close('protocol violation');

@@ -9,14 +9,15 @@ import type { ExitStatus } from '../../runtime/types.js';
 import type { StreamDrop } from '../output-fanout.js';
 import type { ProcessHandle } from '../process-handle.js';
 import type { StartFailure } from '../start-failure.js';
-import { unavailable, type AgentConnection, type InboundChannel, type OutboundChannel } from './agent-connection.js';
+import { AgentOpError, unavailable, type AgentConnection, type InboundChannel, type OutboundChannel } from './agent-connection.js';
 import { replies, type HelloProcess } from './messages.js';
 
 /** Bytes the agent may send on one output stream beyond what the daemon acknowledged. */
 export const OUTPUT_WINDOW = 256 * 1024;
 /** The agent's stdin credit (agent/inchan.go stdinWindow). */
 export const STDIN_WINDOW = 256 * 1024;
-const REQUEST_TIMEOUT_MS = 30_000;
+/** Starting, signalling or re-attaching a process takes the agent milliseconds; past this it counts as hung. */
+const REQUEST_TIMEOUT_MS = 10_000;
 
 /** One output stream; `received` is the absolute offset of the next byte. */
 class AgentOutput extends Readable {
@@ -181,7 +182,8 @@ export class AgentProcess implements ProcessHandle {
     } catch (e) {
       for (const c of chans) c.close();
       this.stdinCh.close();
-      throw e instanceof CordonError ? e : unavailable(`the sandbox's agent could not start the command: ${(e as Error).message}`);
+      // An errno (EAGAIN: no process slot) goes up as is: the caller may start the command another way.
+      throw e instanceof CordonError || e instanceof AgentOpError ? e : unavailable(`the sandbox's agent could not start the command: ${(e as Error).message}`);
     }
     if ('fail' in reply) {
       this.stdinCh.close();

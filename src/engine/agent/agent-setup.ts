@@ -10,15 +10,18 @@ export const AGENT_PATH = `${HELPER_DIR}/agent`;
 export const AGENT_RUN_DIR = `${HELPER_DIR}/run`;
 
 /**
- * The container's init with the agent: tini (subreaper) runs a busybox shell that restarts the agent
- * a second after it exits, so a crashed or killed agent never takes the sandbox down. The agent's
- * processes are its children, inside the init's tree: a runsc restore brings them back (it kills
- * whatever `runsc exec` started).
+ * The container's init with the agent: tini (subreaper) runs the agent's supervisor, which restarts
+ * the serving agent a second after it exits, so a crashed or killed agent never takes the sandbox
+ * down. The agent's processes are its children, inside the init's tree: a runsc restore brings them
+ * back (it kills whatever `runsc exec` started).
  */
-export const AGENT_INIT = [
-  `${HELPER_DIR}/tini`, '-s', '-g', '--',
-  `${HELPER_DIR}/busybox`, 'sh', '-c', `while :; do ${AGENT_PATH}; ${HELPER_DIR}/busybox sleep 1; done`, 'cordon-agent-loop',
-];
+export const AGENT_INIT = [`${HELPER_DIR}/tini`, '-s', '-g', '--', AGENT_PATH];
+
+/**
+ * Tasks the agent adds to a sandbox's pids cgroup (tini, the supervisor, the agent's threads): a
+ * cgroup-limited sandbox gets them on top of its limit, so its own processes still get all of theirs.
+ */
+export const AGENT_PIDS_HEADROOM = 12;
 
 /** Unix socket paths are limited to 107 bytes; past this the socket goes to a short directory under /run. */
 const MAX_SOCKET_PATH = 100;
