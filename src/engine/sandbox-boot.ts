@@ -61,7 +61,9 @@ export class ContainerBoot {
     store.update(id, { state: 'running', stateReason: undefined, runtimeState, startedAt: now, expiresAt });
     const live = this.attach(id, rt, image, runtimeState);
     this.mgr.schedule(id, expiresAt);
-    if (this.mgr.helpers.agent && !(await live.waitForAgent(AGENT_BOOT_WAIT_MS)) && this.mgr.live.get(id) === live) {
+    if (!this.mgr.helpers.agent) {
+      if (this.mgr.cfg.agent === 'on') store.addEvent(id, 'agent', "this daemon has no agent binary (npm run build needs golang-1.23-go; see scripts/setup-host.sh); commands and files use the runtime's exec path");
+    } else if (!(await live.waitForAgent(AGENT_BOOT_WAIT_MS)) && this.mgr.live.get(id) === live) {
       store.addEvent(id, 'agent', `the agent did not connect within ${AGENT_BOOT_WAIT_MS / 1000}s; commands and files use the runtime's exec path until it does`);
     }
   }
