@@ -116,9 +116,11 @@ switch (mode) {
         }
         if (r.op === 'start') {
           c.write(json({ id: r.id, pid: 4242 }));
-          // More than the credit the daemon granted on the process's stdout.
-          for (let i = 0; i < 6; i++) c.write(frame(2, r.stdout, Buffer.alloc(60000, 65)));
-          return;
+          // Output on the process's stdin channel (the daemon sends there, it never receives), then
+          // more than the credit the daemon granted on its stdout, in one write.
+          const lies = [frame(2, r.stdin, Buffer.from('x'))];
+          for (let i = 0; i < 6; i++) lies.push(frame(2, r.stdout, Buffer.alloc(60000, 65)));
+          return c.write(Buffer.concat(lies));
         }
         c.write(json({ id: r.id, error: { errno: 'EIO', message: 'no' } }));
       });
@@ -160,7 +162,9 @@ describe(`a hostile agent (${runtime})`, () => {
       try {
         // Commands work: a broken agent is dropped and the exec path takes over (a mute one first
         // has to miss its deadline, so a command may fail with unavailable meanwhile).
-        await until('a command works', async () => (await s.exec(['echo', 'ok'])).stdout === 'ok\n', 90_000);
+        // Each try is bounded: a lying agent may claim a process that never ends.
+        const tryExec = () => Promise.race([s.exec(['echo', 'ok']), new Promise<never>((_, no) => setTimeout(() => no(new Error('no answer in 30s')), 30_000).unref())]);
+        await until('a command works', async () => (await tryExec()).stdout === 'ok\n', 90_000);
         const file = await s.files.write('/tmp/x.txt', 'data');
         assert.equal(file.path, '/tmp/x.txt');
         await until('the stat answers about the path asked', async () => (await s.files.stat('/etc/hostname')).path === '/etc/hostname', 60_000);
