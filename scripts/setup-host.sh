@@ -41,6 +41,10 @@ export DEBIAN_FRONTEND=noninteractive
 apt_net=(-o Acquire::http::Timeout=20 -o Acquire::https::Timeout=20 -o Acquire::Retries=2)
 apt-get "${apt_net[@]}" update -qq || echo "apt-get update failed; installing from what apt already has" >&2
 apt-get "${apt_net[@]}" install -y -qq -t bookworm-backports runsc >/dev/null
+# Go builds the sandbox agent; without it (no mirror and not in apt's cache) cordon still works through
+# the runtime's exec path, so this one may fail (npm run build then says so loudly).
+apt-get "${apt_net[@]}" install -y -qq -t bookworm-backports golang-1.23-go >/dev/null \
+  || echo "setup-host: WARNING: golang-1.23-go could not be installed; the sandbox agent will not be built" >&2
 apt-get "${apt_net[@]}" install -y -qq --no-install-recommends \
   crun runc mmdebstrap busybox-static tini nftables iproute2 e2fsprogs util-linux attr \
   docker-registry skopeo zstd apache2-utils openssl ca-certificates curl nginx-light >/dev/null

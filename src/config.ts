@@ -77,6 +77,10 @@ export interface DaemonConfig {
   domain?: string;
   /** E2B: the largest file one /files upload may write (after gzip is undone). */
   maxUploadBytes: number;
+  /** Run the cordon agent in every sandbox (processes, files and watches go through it); off: the runtime's exec path only. */
+  agent: 'on' | 'off';
+  /** The agent binary to inject (default: dist/agent/cordon-agent of this build). */
+  agentBinary?: string;
 }
 
 /** Sandboxes this host can keep without idle overhead starving it, as the runtime declares per core. */
@@ -115,6 +119,7 @@ export function defaultConfig(overrides: Partial<DaemonConfig> = {}): DaemonConf
     maxLayerBytes: DEFAULT_LAYER_LIMITS.maxBytes,
     maxLayerEntries: DEFAULT_LAYER_LIMITS.maxEntries,
     maxUploadBytes: 10 * 1024 * 1024 * 1024,
+    agent: 'on',
     // An override given as undefined (a flag not passed) keeps the default.
     ...(Object.fromEntries(Object.entries(overrides).filter(([, v]) => v !== undefined)) as Partial<DaemonConfig>),
   };

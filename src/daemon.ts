@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs';
 import { chmod, mkdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type { FastifyInstance } from 'fastify';
 import { buildServer } from './api/server.js';
 import { dataPaths, isLoopback, type DaemonConfig, type RuntimeName } from './config.js';
@@ -29,6 +30,10 @@ export interface Daemon {
 }
 
 export const HELPERS = { busybox: '/bin/busybox', tini: '/usr/bin/tini-static' };
+/** The agent this build made (npm run build → dist/agent/cordon-agent). */
+export const BUILT_AGENT = fileURLToPath(new URL('../agent/cordon-agent', import.meta.url));
+/** How long a restarted daemon waits for the agents of running sandboxes to reconnect before it serves. */
+const AGENT_RECONNECT_WAIT_MS = 3_000;
 
 /** The data directory holds the database (secrets, tokens) and the CA key: only root may enter it. */
 async function privateDataDir(dir: string, log: (msg: string) => void): Promise<void> {
@@ -76,9 +81,11 @@ export async function createDaemon(cfg: DaemonConfig, log: (msg: string) => void
   await images.init();
   const net = createNetworkService(cfg, store);
   const drivers = { rootfs: new SandboxRootfs(paths.sandboxes), net: new NamespaceNetworkDriver(net) };
-  const mgr = new SandboxManager(cfg, store, usable, drivers, new TemplateResolver(base, imageResolver ?? images), HELPERS);
+  const mgr = new SandboxManager(cfg, store, usable, drivers, new TemplateResolver(base, imageResolver ?? images), { ...HELPERS, agent: agentBinary(cfg, log) });
   const supervisor = new Supervisor(mgr, log);
   await supervisor.reconcile();
+  // Processes started through the agents keep running across a restart; let the agents re-attach them first.
+  await Promise.all([...mgr.live.entries()].filter(([id]) => mgr.boot.startedWithAgent(id)).map(([, live]) => live.waitForAgent(AGENT_RECONNECT_WAIT_MS)));
   mgr.metrics.start();
   if (cfg.maxCpuPressure > 0 && (await hostCpuPressure()) === undefined) {
     log('this host has no CPU pressure information (/proc/pressure/cpu); admission judges only memory and sandbox counts');
@@ -123,6 +130,15 @@ export async function createDaemon(cfg: DaemonConfig, log: (msg: string) => void
       db.close();
     },
   };
+}
+
+/** The agent binary to inject, or undefined (agent off, or not built: the exec path serves every sandbox). */
+function agentBinary(cfg: DaemonConfig, log: (msg: string) => void): string | undefined {
+  if (cfg.agent === 'off') return undefined;
+  const path = cfg.agentBinary ?? BUILT_AGENT;
+  if (existsSync(path)) return path;
+  log(`the sandbox agent ${path} is missing (build it with npm run build, which needs golang-1.23-go); sandboxes run without it, through the runtime's exec path`);
+  return undefined;
 }
 
 /** Prune the event log to the configured retention now and then every minute. */

@@ -130,4 +130,16 @@ export const removeFileQuery = pathQuery.extend({ recursive: z.enum(['true', 'fa
 export const mkdirBody = z.object({ path: filePath, user: userSpec.optional() }).strict();
 export const moveBody = z.object({ from: filePath, to: filePath, user: userSpec.optional() }).strict();
 
+const idNumber = z.number().int().min(0).max(2 ** 31 - 1);
+export const chmodBody = z.object({ path: filePath, mode: z.string().regex(/^[0-7]{3,4}$/, 'an octal mode like 644'), user: userSpec.optional() }).strict();
+export const chownBody = z
+  .object({ path: filePath, uid: idNumber.optional(), gid: idNumber.optional(), user: userSpec.optional() })
+  .strict()
+  .refine((b) => b.uid !== undefined || b.gid !== undefined, 'give uid, gid or both');
+const xattrName = z.string().min(1).max(255).regex(/^[\x21-\x7e]+$/, 'printable ASCII without spaces, e.g. user.comment');
+export const xattrQuery = pathQuery.extend({ name: xattrName }).strict();
+export const xattrBody = z
+  .object({ path: filePath, name: xattrName, value: z.string().max(90_000).regex(/^[A-Za-z0-9+/]*=*$/, 'base64'), user: userSpec.optional() })
+  .strict();
+
 export const truthy = (v: string | undefined) => v === 'true' || v === '1';

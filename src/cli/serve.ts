@@ -100,6 +100,8 @@ export function registerServe(program: Command): void {
     .option('--max-upload <size>', 'E2B: largest file one /files upload may write, after gzip is undone', '10g')
     .option('--stream-buffer <size>', 'unread output one client stream may hold before the process is paused', '8m')
     .option('--stream-write-deadline <duration>', 'cut off a client stream that stays above --stream-buffer this long', '60s')
+    .option('--agent <on|off>', 'run the cordon agent in every sandbox (processes, files, watches); off: the runtime exec path only', 'on')
+    .option('--agent-binary <path>', 'the agent binary to inject into sandboxes (default: dist/agent/cordon-agent of this build)')
     .option('--egress-idle-timeout <duration>', 'egress proxy: fail a connection idle (no bytes either way) this long', '60s')
     .option('--egress-max-connections <n>', 'egress proxy: concurrent connections per sandbox; more are refused', '256')
     .action(async (o) => {
@@ -113,6 +115,8 @@ export function registerServe(program: Command): void {
       if (domain !== undefined && !DOMAIN.test(domain)) throw new Error(`--domain must be a DNS name such as sandbox.example.com, got ${o.domain}`);
       const maxUpload = parseSize(o.maxUpload);
       if (!maxUpload || maxUpload <= 0) throw new Error(`--max-upload must be a size such as 512m or 10g, got ${o.maxUpload}`);
+      if (o.agent !== 'on' && o.agent !== 'off') throw new Error(`--agent must be on or off, got ${o.agent}`);
+      if (o.agentBinary !== undefined && !String(o.agentBinary).startsWith('/')) throw new Error(`--agent-binary must be an absolute path, got ${o.agentBinary}`);
       const cfg = defaultConfig({
         listenHost: host,
         listenPort: port,
@@ -143,6 +147,8 @@ export function registerServe(program: Command): void {
         defaultNetworkMode: o.defaultNetwork,
         domain,
         maxUploadBytes: maxUpload,
+        agent: o.agent,
+        agentBinary: o.agentBinary,
         streamHighWaterBytes: sizeFlag('--stream-buffer', o.streamBuffer, 64 * 1024),
         streamWriteDeadlineMs: durationFlag('--stream-write-deadline', o.streamWriteDeadline, 1000),
         egressIdleTimeoutMs: durationFlag('--egress-idle-timeout', o.egressIdleTimeout, 1000),

@@ -15,6 +15,15 @@ export interface WatchEvent {
   isDir: boolean;
 }
 
+/** A running directory watch, however it is implemented (inotify through the agent, or polling). */
+export interface DirWatch {
+  /** Resolves once the changes made before the call have been reported (or after a bound). */
+  sync(): Promise<void>;
+  /** Resolves when the watch ended (stopped, the directory or the sandbox gone). */
+  readonly exited: Promise<unknown>;
+  stop(): void;
+}
+
 interface Snap {
   inode: string;
   mode: number;
@@ -37,7 +46,7 @@ const SYNC_TIMEOUT_MS = 3000;
  * resolves once a snapshot taken after the change is diffed, so the API call can return only after
  * its events were reported, as they would be with inotify.
  */
-export class DirWatcher {
+export class DirWatcher implements DirWatch {
   private prev?: Map<string, Snap>;
   private stopped = false;
   private seq = 0;

@@ -293,6 +293,17 @@ export class FileService {
     await this.simple([BB, 'rm', recursive ? '-rf' : '-f', '--', path], path, user);
   }
 
+  async chmod(path: string, mode: number, user?: string): Promise<FileEntry> {
+    await this.simple([BB, 'chmod', (mode & 0o7777).toString(8), '--', path], path, user);
+    return this.stat(path, user);
+  }
+
+  async chown(path: string, owner: { uid?: number; gid?: number }, user?: string): Promise<FileEntry> {
+    const spec = `${owner.uid ?? ''}${owner.gid !== undefined ? `:${owner.gid}` : ''}`;
+    if (spec) await this.simple([BB, 'chown', spec, '--', path], path, user);
+    return this.stat(path, user);
+  }
+
   private async simple(args: string[], path: string, user?: string): Promise<void> {
     const r = await collect(await this.exec(args, user));
     if (r.code !== 0) throw fsError(path, r.err);

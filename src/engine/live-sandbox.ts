@@ -1,9 +1,18 @@
 import type { DaemonConfig } from '../config.js';
 import { CordonError, errors } from '../errors/registry.js';
-import type { Runtime } from '../runtime/types.js';
+import { DEFAULT_PATH } from '../runtime/oci-spec.js';
+import type { ExecSpec, Runtime } from '../runtime/types.js';
+import { AgentOpError } from './agent/agent-connection.js';
+import { AgentLink } from './agent/agent-link.js';
+import { AgentProcesses } from './agent/agent-processes.js';
+import { AgentWatch } from './agent/agent-watch.js';
+import type { AgentControl } from './agent/control.js';
+import { DirWatcher, type DirWatch, type WatchEvent } from './dir-watcher.js';
 import { composeEnv } from './exec-env.js';
 import { FileService } from './files.js';
+import type { ProcessHandle, ProcessMeta } from './process-handle.js';
 import { ProcessManager, type ManagedProcess, type ProcessEvent } from './process-manager.js';
+import { SandboxFiles } from './sandbox-files.js';
 import type { ImageConfig, SandboxRecord } from './types.js';
 import { resolveUser, runcAccountFilesProblem, type ResolvedUser } from './users.js';
 
@@ -43,10 +52,22 @@ export interface SandboxStats {
   timestamp: string;
 }
 
+/** How a sandbox reaches its agent (absent: the sandbox runs without one). */
+export interface AgentSetup {
+  /** Host directory of the agent's socket, bind-mounted into the sandbox. */
+  socketDir: string;
+  /** Whether the sandbox runs now (a frozen agent is not pinged). */
+  isRunning: () => boolean;
+}
+
 /** In-memory side of a running sandbox: its processes, files and resource sampling. */
 export class LiveSandbox {
   readonly processes: ProcessManager;
-  readonly files: FileService;
+  readonly files: SandboxFiles;
+  /** The agent seam for checkpoints (absent when the sandbox has no agent). */
+  readonly agent?: AgentControl;
+  private readonly agentLink?: AgentLink;
+  private readonly agentProcs?: AgentProcesses;
   private lastCpu?: { at: number; ns: number };
   private oomBaseline = 0;
 
@@ -61,12 +82,30 @@ export class LiveSandbox {
     private readonly containerAlive: () => boolean,
     private readonly cfg: DaemonConfig,
     private readonly onEvent: (type: string, message: string) => void = () => {},
+    agent?: AgentSetup,
   ) {
-    this.processes = new ProcessManager(rec.id, runtime, cfg.processOutputBufferBytes, {
-      highWaterBytes: cfg.streamHighWaterBytes,
-      writeDeadlineMs: cfg.streamWriteDeadlineMs,
+    this.processes = new ProcessManager(
+      rec.id,
+      runtime,
+      cfg.processOutputBufferBytes,
+      { highWaterBytes: cfg.streamHighWaterBytes, writeDeadlineMs: cfg.streamWriteDeadlineMs },
+      (spec, meta) => this.launch(spec, meta),
+    );
+    if (agent) {
+      const link = new AgentLink({ sandboxId: rec.id, socketDir: agent.socketDir, event: (m) => onEvent('agent', m), isRunning: agent.isRunning });
+      const procs = new AgentProcesses(link);
+      procs.onAdopt = (a) => void this.processes.adopt(a, { oomCheck: () => this.oomHappened(), sandboxAlive: this.containerAlive });
+      procs.onNotice = (m) => onEvent('agent', m);
+      this.agentLink = link;
+      this.agentProcs = procs;
+      this.agent = link;
+      link.start().catch((e: Error) => onEvent('agent', `the agent's socket could not be set up (${e.message}); the runtime's exec path serves this sandbox`));
+    }
+    const execFiles = new FileService(this.helperExec, (u) => this.resolveUser(u));
+    this.files = new SandboxFiles(execFiles, () => this.agentLink?.current(), async (u) => {
+      const r = await this.resolveUser(u);
+      return { uid: r.uid, gid: r.gid, groups: r.additionalGids };
     });
-    this.files = new FileService(this.helperExec, (u) => this.resolveUser(u));
     void runtime.stats(rec.id).then((s) => (this.oomBaseline = s.oomKills)).catch(() => {});
   }
 
@@ -107,6 +146,35 @@ export class LiveSandbox {
     const { spec } = await this.execSpec({ cmd: args, user, cwd: '/' });
     return this.runtime.exec(this.rec.id, spec);
   };
+
+  /** Start a process through the agent when it is connected, else with the runtime's exec. */
+  private async launch(spec: ExecSpec, meta: ProcessMeta): Promise<ProcessHandle> {
+    if (this.agentProcs && this.agentLink?.connected) {
+      const env = spec.env.some((e) => e.startsWith('PATH=')) ? spec.env : [DEFAULT_PATH, ...spec.env];
+      try {
+        return await this.agentProcs.launch({ ...spec, env }, meta);
+      } catch (e) {
+        // No process slot left inside (a pids limit): the runtime can still add one from outside.
+        if (!(e instanceof AgentOpError && e.errno === 'EAGAIN')) throw e;
+      }
+    }
+    return this.runtime.exec(this.rec.id, spec);
+  }
+
+  /** Wait up to `timeoutMs` for the agent to connect; false when it did not (or there is none). */
+  waitForAgent(timeoutMs: number): Promise<boolean> {
+    return this.agentLink ? this.agentLink.waitConnected(timeoutMs) : Promise.resolve(false);
+  }
+
+  /** Watch a directory: inotify through the agent, else polling with a helper shell. */
+  async watch(dir: string, opts: { recursive: boolean; user?: string }, onEvent: (e: WatchEvent) => void): Promise<DirWatch> {
+    const conn = this.agentLink?.current();
+    if (conn) {
+      const u = await this.resolveUser(opts.user);
+      return AgentWatch.start(conn, dir, { recursive: opts.recursive, user: { uid: u.uid, gid: u.gid, groups: u.additionalGids } }, onEvent);
+    }
+    return DirWatcher.start(this.helperExec, dir, opts, onEvent);
+  }
 
   async start(req: CommandRequest): Promise<ManagedProcess> {
     const { spec, user } = await this.execSpec(req);
@@ -151,7 +219,7 @@ export class LiveSandbox {
         },
         backlog: () => 0,
         onDrain: (cb) => cb(),
-        drop: (why) => reject(errors.sandboxGone(this.rec.id, why.message)),
+        drop: (why) => reject(why.kind === 'agent_lost' ? new CordonError('unavailable', why.message) : errors.sandboxGone(this.rec.id, why.message)),
       });
     });
     return {
@@ -205,5 +273,7 @@ export class LiveSandbox {
   close(reason = `sandbox ${this.rec.id} went away (removed, stopped or dead) while the command ran`): void {
     this.processes.abortAll(reason);
     this.processes.clear();
+    this.agentProcs?.close();
+    void this.agentLink?.close();
   }
 }

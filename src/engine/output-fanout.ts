@@ -4,7 +4,7 @@
 // transport drains; one that stays stalled past the write deadline is cut off and the source resumes.
 // envd does the same with an unbuffered fan-out and a 15 s deadline per send (streamWriteDeadline).
 
-export type DropKind = 'stalled' | 'sandbox_gone';
+export type DropKind = 'stalled' | 'sandbox_gone' | 'agent_lost';
 
 /** How a stream ends other than with an exit event. */
 export interface StreamDrop {

@@ -1,8 +1,9 @@
 import { CordonError, errors } from '../errors/registry.js';
 import { HELPER_DIR } from '../runtime/oci-spec.js';
-import type { ExecHandle, ExecSpec, Runtime } from '../runtime/types.js';
+import type { ExecSpec, Runtime } from '../runtime/types.js';
 import { UnobservedThrottle } from './output-throttle.js';
 import { OutputFanout, type EventSink, type FlowLimits, type Source, type StreamDrop } from './output-fanout.js';
+import type { Launcher, ProcessHandle, ProcessMeta } from './process-handle.js';
 import { diagnoseStartFailure } from './start-failure.js';
 
 const BB = `${HELPER_DIR}/busybox`;
@@ -41,6 +42,23 @@ export interface ProcessInfo {
   exitCode?: number;
 }
 
+/** What a process manager needs besides a launcher: checks made when a process fails. */
+export interface ExitChecks {
+  /** Called after exit to tell whether the kernel OOM-killed something meanwhile. */
+  oomCheck?: () => Promise<boolean>;
+  /** Called after a failed exit: false when the whole sandbox is gone (the exit then is not the command's). */
+  sandboxAlive?: () => boolean;
+}
+
+/** A process found running (by the agent) that this manager did not start: after a daemon restart or a restore. */
+export interface AdoptedProcess {
+  meta: ProcessMeta;
+  pid: number;
+  stdinOpen: boolean;
+  exited: boolean;
+  handle: ProcessHandle;
+}
+
 export interface StartOptions {
   spec: ExecSpec;
   user: string;
@@ -72,7 +90,7 @@ export class ManagedProcess {
   aborted?: StreamDrop;
   timedOut = false;
 
-  constructor(info: ProcessInfo, readonly handle: ExecHandle, private readonly bufferLimit: number, flow: FlowLimits) {
+  constructor(info: ProcessInfo, readonly handle: ProcessHandle, private readonly bufferLimit: number, flow: FlowLimits) {
     this.info = info;
     this.fanout = new OutputFanout(flow);
   }
@@ -157,6 +175,8 @@ export class ProcessManager {
     private readonly runtime: Runtime,
     private readonly bufferLimit: number,
     private readonly flow: FlowLimits,
+    /** How processes are started; default: the runtime's exec. */
+    private readonly launch: Launcher = async (spec) => runtime.exec(sandboxId, spec),
   ) {}
 
   async start(opts: StartOptions): Promise<ManagedProcess> {
@@ -168,9 +188,10 @@ export class ProcessManager {
       this.tags.set(tag, '');
     }
     const id = `p-${++this.seq}`;
-    let handle: ExecHandle;
+    const startedAt = Date.now();
+    let handle: ProcessHandle;
     try {
-      handle = this.runtime.exec(this.sandboxId, opts.spec);
+      handle = await this.launch(opts.spec, { id, tag, cmd: opts.spec.args, cwd: opts.spec.cwd, user: opts.user, env: opts.env, pty: !!opts.spec.tty, startedAt });
     } catch (e) {
       if (tag !== undefined) this.tags.delete(tag);
       throw e;
@@ -189,7 +210,7 @@ export class ProcessManager {
         pty: !!opts.spec.tty,
         running: true,
         stdinOpen: !!opts.stdin,
-        startedAt: Date.now(),
+        startedAt,
       },
       handle,
       this.bufferLimit,
@@ -202,6 +223,27 @@ export class ProcessManager {
     if (!opts.stdin) handle.stdin.end();
     // The sandbox went away while the process was starting: it dies with it, its streams with it.
     if (this.gone) this.end(proc, this.gone);
+    return proc;
+  }
+
+  /**
+   * List a process the agent runs that this manager did not start (the daemon restarted, or the
+   * sandbox was restored): its output is replayed from what the agent kept, then followed.
+   */
+  adopt(a: AdoptedProcess, checks: ExitChecks): ManagedProcess | undefined {
+    if (this.gone || this.procs.has(a.meta.id)) return undefined;
+    const n = Number(a.meta.id.slice(2));
+    if (n > this.seq) this.seq = n;
+    const running = !a.exited;
+    const proc = new ManagedProcess(
+      { id: a.meta.id, pid: a.pid, tag: a.meta.tag, cmd: a.meta.cmd, cwd: a.meta.cwd, user: a.meta.user, env: a.meta.env, pty: a.meta.pty, running, stdinOpen: running && a.stdinOpen, startedAt: a.meta.startedAt },
+      a.handle,
+      this.bufferLimit,
+      this.flow,
+    );
+    this.procs.set(a.meta.id, proc);
+    if (running && a.meta.tag !== undefined && !this.tags.has(a.meta.tag)) this.tags.set(a.meta.tag, a.meta.id);
+    this.pump(proc, { spec: { args: a.meta.cmd, env: [], cwd: a.meta.cwd, uid: 0, gid: 0 }, user: a.meta.user, env: a.meta.env, ...checks });
     return proc;
   }
 
@@ -243,11 +285,19 @@ export class ProcessManager {
     if (opts.timeoutMs && opts.timeoutMs > 0) {
       timer = setTimeout(() => {
         proc.timedOut = true;
-        void this.killTree(proc.info.pid).catch(() => h.signal('SIGKILL').catch(() => {}));
+        void this.killTreeOf(proc).catch(() => h.signal('SIGKILL').catch(() => {}));
       }, opts.timeoutMs);
     }
     void (async () => {
-      const status = await h.exited;
+      const lost = h.lost?.then((drop) => ({ drop }));
+      const outcome = await (lost ? Promise.race([h.exited, lost]) : h.exited);
+      if ('drop' in outcome) {
+        // The agent that ran it is gone: no exit status will come; the streams end saying so.
+        if (timer) clearTimeout(timer);
+        this.end(proc, outcome.drop);
+        return this.retire(proc);
+      }
+      const status = outcome;
       // Output can still be in flight when the exit is seen; give the pipes a moment to drain (a
       // background grandchild may hold them open for ever). While a congested subscriber keeps them
       // paused, wait on: its drain or its write deadline resumes them.
@@ -267,7 +317,7 @@ export class ProcessManager {
       let exitCode = oomKilled ? 137 : proc.timedOut ? 124 : status.exitCode;
       // No pid was ever reported: the runtime could not start the command at all.
       if (!oomKilled && !proc.timedOut && exitCode !== 0 && proc.info.pid > SYNTHETIC_PID_BASE) {
-        const why = await diagnoseStartFailure(this.runtime, this.sandboxId, opts.spec).catch(() => undefined);
+        const why = await (h.startFailure ?? diagnoseStartFailure(this.runtime, this.sandboxId, opts.spec)).catch(() => undefined);
         if (why) {
           exitCode = why.exitCode;
           proc.record({ type: proc.info.pty ? 'pty' : 'stderr', data: Buffer.from(why.message) });
@@ -286,6 +336,7 @@ export class ProcessManager {
         ...(proc.timedOut ? { timedOut: true } : {}),
         ...(oomKilled ? { oomKilled: true } : {}),
       });
+      h.release?.();
       this.retire(proc);
     })();
   }
@@ -362,14 +413,15 @@ export class ProcessManager {
     p.handle.resize(cols, rows);
     // crun relays the terminal through a pty of its own inside the sandbox and does not pass the new
     // size on, so also set it on the process's terminal from inside (the kernel then sends SIGWINCH).
-    if (p.info.running && this.runtime.capabilities.terminalResize === 'in-sandbox') {
+    if (p.info.running && !p.handle.resizesNatively && this.runtime.capabilities.terminalResize === 'in-sandbox') {
       await this.helper([BB, 'sh', '-c', `${BB} stty -F /proc/$1/fd/0 rows $2 cols $3 2>/dev/null; true`, 'cordon-resize', String(p.info.pid), String(rows), String(cols)]).catch(() => {});
     }
   }
 
   /** SIGKILL a process and all its descendants. */
-  async killTree(pid: number): Promise<void> {
-    await this.helper([BB, 'sh', '-c', KILL_TREE, 'cordon-kill', String(pid)]);
+  private async killTreeOf(proc: ManagedProcess): Promise<void> {
+    if (proc.handle.killTree) return proc.handle.killTree();
+    await this.helper([BB, 'sh', '-c', KILL_TREE, 'cordon-kill', String(proc.info.pid)]);
   }
 
   /** Run a short root helper inside the sandbox and wait for it. */

@@ -1,4 +1,5 @@
-import { writeFile } from 'node:fs/promises';
+import { existsSync, mkdirSync } from 'node:fs';
+import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { RuntimeName } from '../config.js';
 import { errors } from '../errors/registry.js';
@@ -6,12 +7,17 @@ import { needsNamespace } from '../net/types.js';
 import { HELPER_DIR } from '../runtime/oci-spec.js';
 import type { ContainerSpec, Runtime, RuntimeState } from '../runtime/types.js';
 import type { NetworkAttachment, RootfsDirs } from './drivers.js';
+import { AGENT_INIT, AGENT_PATH, AGENT_PIDS_HEADROOM, AGENT_RUN_DIR } from './agent/agent-setup.js';
 import { LiveSandbox } from './live-sandbox.js';
 import { runcAccountFilesProblem } from './users.js';
 import type { SandboxManager } from './sandbox-manager.js';
 import type { ImageConfig, SandboxRecord } from './types.js';
 
 const NO_TRAFFIC = { rx: 0, tx: 0 };
+/** How long a boot waits for the agent to connect before the sandbox is served by the exec path. */
+const AGENT_BOOT_WAIT_MS = 10_000;
+/** Marks (in the bundle) a sandbox whose init runs the agent, so a restarted daemon waits for it. */
+const AGENT_MARKER = 'agent-init';
 
 /**
  * A sandbox's container on its runtime: booting it on a prepared rootfs, the in-memory handles of a
@@ -43,6 +49,9 @@ export class ContainerBoot {
     await writeFile(join(dirs.bundle, 'hostname'), `${spec.hostname}\n`);
     const rt = this.mgr.runtimeFor(spec.runtime);
     await rt.delete(id, dirs.bundle).catch(() => {});
+    const marker = join(dirs.bundle, AGENT_MARKER);
+    if (this.mgr.helpers.agent) await writeFile(marker, '1\n');
+    else await rm(marker, { force: true });
     const runtimeState = await rt.create(this.containerSpec(rec, dirs, network)).catch(async (e: Error) => {
       await net?.detach(id);
       throw e;
@@ -50,14 +59,26 @@ export class ContainerBoot {
     const now = Date.now();
     const expiresAt = spec.timeoutMs > 0 ? now + spec.timeoutMs : undefined;
     store.update(id, { state: 'running', stateReason: undefined, runtimeState, startedAt: now, expiresAt });
-    this.attach(id, rt, image, runtimeState);
+    const live = this.attach(id, rt, image, runtimeState);
     this.mgr.schedule(id, expiresAt);
+    if (!this.mgr.helpers.agent) {
+      if (this.mgr.cfg.agent === 'on') store.addEvent(id, 'agent', "this daemon has no agent binary (npm run build needs golang-1.23-go; see scripts/setup-host.sh); commands and files use the runtime's exec path");
+    } else if (!(await live.waitForAgent(AGENT_BOOT_WAIT_MS)) && this.mgr.live.get(id) === live) {
+      store.addEvent(id, 'agent', `the agent did not connect within ${AGENT_BOOT_WAIT_MS / 1000}s; commands and files use the runtime's exec path until it does`);
+    }
   }
 
   /** What the runtime is given for a sandbox (a restore from a checkpoint must give the same again). */
   containerSpec(rec: SandboxRecord, dirs: RootfsDirs, network?: NetworkAttachment): ContainerSpec {
     const { id, spec } = rec;
     const { helpers } = this.mgr;
+    const agentBinds = [];
+    if (helpers.agent) {
+      const socketDir = this.mgr.agentSocketDir(id);
+      // The bind source must exist before the runtime starts (or restores) the container.
+      mkdirSync(socketDir, { recursive: true, mode: 0o700 });
+      agentBinds.push({ source: helpers.agent, destination: AGENT_PATH, readOnly: true }, { source: socketDir, destination: AGENT_RUN_DIR, readOnly: true });
+    }
     return {
       id,
       bundleDir: dirs.bundle,
@@ -66,17 +87,19 @@ export class ContainerBoot {
       hostname: spec.hostname!,
       cpus: spec.cpus,
       memoryBytes: spec.memoryBytes,
-      pids: spec.pids,
+      pids: spec.pids + (helpers.agent ? AGENT_PIDS_HEADROOM : 0),
       tmpfs: spec.tmpfs,
       binds: [
         { source: helpers.busybox, destination: `${HELPER_DIR}/busybox`, readOnly: true },
         { source: helpers.tini, destination: `${HELPER_DIR}/tini`, readOnly: true },
         { source: join(dirs.bundle, 'hosts'), destination: '/etc/hosts', readOnly: true },
         { source: join(dirs.bundle, 'hostname'), destination: '/etc/hostname', readOnly: true },
+        ...agentBinds,
         ...(network?.binds ?? []),
       ],
       netnsPath: network?.netnsPath,
       noNewPrivileges: !!spec.noNewPrivileges,
+      ...(helpers.agent ? { init: AGENT_INIT, hostSockets: true } : {}),
     };
   }
 
@@ -85,7 +108,10 @@ export class ContainerBoot {
     const { cfg, store, net } = this.mgr;
     const counters = () => net?.counters(id) ?? Promise.resolve(NO_TRAFFIC);
     const alive = () => rt.alive(id, state);
-    const live = new LiveSandbox(this.mgr.get(id), rt, image, this.mgr.rootfs.dirs(id).rootfs, counters, alive, cfg, (type, message) => store.addEvent(id, type, message));
+    // The agent is served when this daemon runs one, or the sandbox was started with one (a restart with --agent off).
+    const withAgent = !!this.mgr.helpers.agent || existsSync(join(this.mgr.rootfs.dirs(id).bundle, AGENT_MARKER));
+    const agent = withAgent ? { socketDir: this.mgr.agentSocketDir(id), isRunning: () => store.get(id)?.state === 'running' } : undefined;
+    const live = new LiveSandbox(this.mgr.get(id), rt, image, this.mgr.rootfs.dirs(id).rootfs, counters, alive, cfg, (type, message) => store.addEvent(id, type, message), agent);
     this.mgr.live.set(id, live);
     this.watch(id, rt, state, live);
     return live;
@@ -103,6 +129,11 @@ export class ContainerBoot {
       },
       () => {}, // aborted: the engine ended the container itself
     );
+  }
+
+  /** Whether the sandbox's init runs the agent (so a restarted daemon can wait for it to reconnect). */
+  startedWithAgent(id: string): boolean {
+    return existsSync(join(this.mgr.rootfs.dirs(id).bundle, AGENT_MARKER));
   }
 
   /** Stop watching: what ends the container from now on is the engine's doing, not a death to report. */

@@ -5,6 +5,7 @@ import { CordonError, errors } from '../errors/registry.js';
 import type { SandboxStore } from '../store/sandboxes.js';
 import type { ContainerExit, Runtime, RuntimeState } from '../runtime/types.js';
 import { Admission } from './admission.js';
+import { agentSocketDir } from './agent/agent-setup.js';
 import type { NetworkDriver, RootfsDriver } from './drivers.js';
 import { ExpiryTimers } from './expiry.js';
 import { KeyedLock } from './keyed-lock.js';
@@ -28,6 +29,8 @@ export interface ListFilter {
 export interface Helpers {
   busybox: string;
   tini: string;
+  /** The agent binary; absent when sandboxes run without an agent. */
+  agent?: string;
 }
 
 /** What the manager is built from: the runtimes, and the drivers for the sandbox's files and network. */
@@ -72,6 +75,11 @@ export class SandboxManager {
     this.net = drivers.net;
     this.admission = new Admission(cfg);
     this.expiry = new ExpiryTimers(store, (id) => this.remove(id, true));
+  }
+
+  /** Host directory of a sandbox's agent socket (bind-mounted into it). */
+  agentSocketDir(id: string): string {
+    return agentSocketDir(this.rootfs.dirs(id).root, this.cfg.dataDir, id);
   }
 
   runtimeFor(name: RuntimeName): Runtime {

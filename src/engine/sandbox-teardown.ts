@@ -1,3 +1,4 @@
+import { rm } from 'node:fs/promises';
 import { errors } from '../errors/registry.js';
 import type { LiveSandbox } from './live-sandbox.js';
 import type { SandboxManager } from './sandbox-manager.js';
@@ -41,6 +42,8 @@ export class SandboxTeardown {
     }
     await net?.detach(id);
     await rootfs.destroy(id);
+    // Only when it lives outside the sandbox's directory (a long data directory path).
+    await rm(this.mgr.agentSocketDir(id), { recursive: true, force: true });
   }
 
   /**
@@ -59,11 +62,12 @@ export class SandboxTeardown {
     const { rootfs, net, store } = this.mgr;
     const rec = store.get(id);
     if (!rec || !hasContainer(rec.state)) return;
+    // Recorded first: a client whose command was cut by the death sees why when it looks.
+    store.update(id, { state: 'error', stateReason: reason, runtimeState: undefined, expiresAt: undefined });
+    store.addEvent(id, 'died', reason);
     this.mgr.forget(id);
     await this.mgr.runtimeFor(rec.runtime).delete(id, rootfs.dirs(id).bundle).catch(() => {});
     await net?.detach(id).catch(() => {});
     await rootfs.unmount(id).catch(() => {});
-    store.update(id, { state: 'error', stateReason: reason, runtimeState: undefined, expiresAt: undefined });
-    store.addEvent(id, 'died', reason);
   }
 }

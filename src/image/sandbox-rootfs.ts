@@ -87,13 +87,20 @@ export class SandboxRootfs implements RootfsDriver {
     const st = await lstat(dir).catch(() => undefined);
     if (st && !st.isDirectory()) await removeTree(dir);
     if (!st || !st.isDirectory()) await mkdir(dir, { mode: 0o755 });
-    for (const f of ['busybox', 'tini']) {
+    for (const f of ['busybox', 'tini', 'agent']) {
       const p = join(dir, f);
       const fst = await lstat(p).catch(() => undefined);
       if (!fst || !fst.isFile()) {
         if (fst) await removeTree(p);
         await writeFile(p, '', { mode: 0o755, flag: 'wx' });
       }
+    }
+    // The agent's socket directory is mounted here.
+    const run = join(dir, 'run');
+    const rst = await lstat(run).catch(() => undefined);
+    if (!rst || !rst.isDirectory()) {
+      if (rst) await removeTree(run);
+      await mkdir(run, { mode: 0o755 });
     }
   }
 

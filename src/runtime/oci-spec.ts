@@ -20,7 +20,7 @@ const capsFor = (uid: number) => {
 
 export const HELPER_DIR = '/.cordon';
 export const INIT_ARGS = [`${HELPER_DIR}/tini`, '-s', '-g', '--', `${HELPER_DIR}/busybox`, 'sleep', '2147483647'];
-const DEFAULT_PATH = 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+export const DEFAULT_PATH = 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
 /** Our own hard limit on open files: a runtime that drops privileges first cannot raise past it. */
 function inheritedNofile(): number {

@@ -20,6 +20,8 @@ const EXEC_ON_PATH = [
 ].join('\n');
 
 const HIDE_SYSNET = 'mount -t tmpfs -o ro,size=4k cordon-sysnet /proc/sys/net && exec "$0" "$@"';
+/** Calls that start a sandbox's gofer, which decides whether host sockets may be opened. */
+const HOST_SOCKET_CALLS = new Set(['create', 'restore']);
 /** Calls that set up the sandbox's network: they need the same network flags. */
 const NETWORKED_CALLS = new Set(['create', 'start', 'restore']);
 
@@ -52,6 +54,8 @@ export class RunscRuntime extends OciCliRuntime {
   protected command(sub: string, spec?: ContainerSpec): [string, string[]] {
     const flags = [`--root=${this.stateRoot}`, `--platform=${this.platform}`, '--overlay2=none'];
     if (this.allowSuid) flags.push('--allow-suid');
+    // The gofer opens host Unix sockets only in the sandbox's bind mounts (the agent's socket directory).
+    if (spec?.hostSockets && HOST_SOCKET_CALLS.has(sub)) flags.push('--host-uds=open');
     const runsc = this.binary('runsc');
     if (!(NETWORKED_CALLS.has(sub) && spec?.netnsPath)) return [runsc, [...flags, '--network=none']];
     // runsc refuses a network in what it takes for the root netns because this kernel shows

@@ -23,6 +23,11 @@ export interface ContainerSpec {
    * processes descended from it survive a runsc restore: gVisor kills whatever `exec` started.
    */
   init?: string[];
+  /**
+   * The sandbox connects to a Unix socket on the host through one of its bind mounts (the agent's
+   * channel); gVisor refuses that unless told (--host-uds=open).
+   */
+  hostSockets?: boolean;
 }
 
 export interface ExecSpec {

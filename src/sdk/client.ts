@@ -72,6 +72,24 @@ export class SandboxFiles {
   remove(path: string, opts: { user?: string; recursive?: boolean } = {}) {
     return this.http.json<void>('DELETE', this.p(''), undefined, { path, user: opts.user, recursive: opts.recursive });
   }
+  chmod(path: string, mode: number, opts: { user?: string } = {}) {
+    return this.http.json<FileInfo>('POST', this.p('/chmod'), { path, mode: (mode & 0o7777).toString(8).padStart(3, '0'), user: opts.user });
+  }
+  chown(path: string, owner: { uid?: number; gid?: number }, opts: { user?: string } = {}) {
+    return this.http.json<FileInfo>('POST', this.p('/chown'), { path, ...owner, user: opts.user });
+  }
+  async listXattrs(path: string, opts: { user?: string } = {}): Promise<string[]> {
+    return (await this.http.json<{ names: string[] }>('GET', this.p('/xattrs'), undefined, { path, user: opts.user })).names;
+  }
+  async getXattr(path: string, name: string, opts: { user?: string } = {}): Promise<Buffer> {
+    return Buffer.from((await this.http.json<{ value: string }>('GET', this.p('/xattr'), undefined, { path, name, user: opts.user })).value, 'base64');
+  }
+  setXattr(path: string, name: string, value: string | Buffer, opts: { user?: string } = {}) {
+    return this.http.json<void>('PUT', this.p('/xattr'), { path, name, value: Buffer.from(value).toString('base64'), user: opts.user });
+  }
+  removeXattr(path: string, name: string, opts: { user?: string } = {}) {
+    return this.http.json<void>('DELETE', this.p('/xattr'), undefined, { path, name, user: opts.user });
+  }
 }
 
 /** Handle on one sandbox. */

@@ -1,7 +1,7 @@
 // envd's filesystem.Filesystem service (spec/envd/filesystem/filesystem.proto) over FileService.
 import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
-import { DirWatcher, type WatchEvent } from '../../engine/dir-watcher.js';
+import type { DirWatch, WatchEvent } from '../../engine/dir-watcher.js';
 import type { LiveSandbox } from '../../engine/live-sandbox.js';
 import { CordonError } from '../../errors/registry.js';
 import { RpcError, type Json, type MethodDef, type RpcContext } from './connect.js';
@@ -20,7 +20,7 @@ const EVENT_TYPE = { create: 'EVENT_TYPE_CREATE', write: 'EVENT_TYPE_WRITE', rem
 /** Watchers made with CreateWatcher, polled with GetWatcherEvents; bounded so a forgotten one cannot grow without end. */
 interface PolledWatcher {
   sandboxId: string;
-  watcher: DirWatcher;
+  watcher: DirWatch;
   events: Json[];
 }
 const MAX_WATCHERS_PER_SANDBOX = 64;
@@ -32,7 +32,7 @@ const touches = (dir: string, path: string) => path === dir || path.startsWith(d
 export class WatcherRegistry {
   private readonly polled = new Map<string, PolledWatcher>();
   /** Every running watcher (streamed or polled), so changes made through envd can wait for them. */
-  private readonly active = new Set<{ sandboxId: string; dir: string; watcher: DirWatcher }>();
+  private readonly active = new Set<{ sandboxId: string; dir: string; watcher: DirWatch }>();
 
   add(w: PolledWatcher): string {
     if ([...this.polled.values()].filter((x) => x.sandboxId === w.sandboxId).length >= MAX_WATCHERS_PER_SANDBOX) {
@@ -55,7 +55,7 @@ export class WatcherRegistry {
   }
 
   /** Count a running watcher until it ends. */
-  track(sandboxId: string, dir: string, watcher: DirWatcher): void {
+  track(sandboxId: string, dir: string, watcher: DirWatch): void {
     const entry = { sandboxId, dir, watcher };
     this.active.add(entry);
     void watcher.exited.then(() => this.active.delete(entry));
@@ -90,7 +90,7 @@ export function filesystemService(sandboxId: string, live: () => LiveSandbox, me
     };
     // Keep event order even when entries are looked up.
     let chain = Promise.resolve();
-    const watcher = await DirWatcher.start(live().helperExec, dir, { recursive: !!req.recursive, user: user.name }, (e) => {
+    const watcher = await live().watch(dir, { recursive: !!req.recursive, user: user.name }, (e) => {
       chain = chain.then(async () => onEvent(await toWire(e)));
     });
     watchers.track(sandboxId, dir, watcher);

@@ -1,6 +1,6 @@
 import type { Readable } from 'node:stream';
 import { cleanPath } from '../../engine/files.js';
-import { idParams, listFilesQuery, mkdirBody, moveBody, pathQuery, removeFileQuery, truthy, writeQuery } from '../schemas.js';
+import { chmodBody, chownBody, idParams, listFilesQuery, mkdirBody, moveBody, pathQuery, removeFileQuery, truthy, writeQuery, xattrBody, xattrQuery } from '../schemas.js';
 import type { ApiDeps, TypedApp } from '../server.js';
 import { fileView } from '../views.js';
 import { CordonError } from '../../errors/registry.js';
@@ -51,6 +51,33 @@ export function registerFileRoutes(app: TypedApp, { mgr }: ApiDeps): void {
 
   app.delete('/v1/sandboxes/:id/files', { schema: { summary: 'Remove a file or directory', params: idParams, querystring: removeFileQuery } }, async (req, reply) => {
     await files(req.params.id).remove(cleanPath(req.query.path), req.query.user, req.query.recursive === undefined ? true : truthy(req.query.recursive));
+    reply.status(204).send();
+  });
+
+  app.post('/v1/sandboxes/:id/files/chmod', { schema: { summary: 'Change a path\'s permission bits (octal)', params: idParams, body: chmodBody } }, async (req) =>
+    fileView(await files(req.params.id).chmod(cleanPath(req.body.path), parseInt(req.body.mode, 8), req.body.user)),
+  );
+
+  app.post('/v1/sandboxes/:id/files/chown', { schema: { summary: 'Change a path\'s owner and/or group (numeric ids)', params: idParams, body: chownBody } }, async (req) =>
+    fileView(await files(req.params.id).chown(cleanPath(req.body.path), { uid: req.body.uid, gid: req.body.gid }, req.body.user)),
+  );
+
+  app.get('/v1/sandboxes/:id/files/xattrs', { schema: { summary: 'List the extended attributes of a path', params: idParams, querystring: pathQuery } }, async (req) => ({
+    names: await files(req.params.id).listXattrs(cleanPath(req.query.path), req.query.user),
+  }));
+
+  app.get('/v1/sandboxes/:id/files/xattr', { schema: { summary: 'Read one extended attribute (value in base64)', params: idParams, querystring: xattrQuery } }, async (req) => ({
+    name: req.query.name,
+    value: (await files(req.params.id).getXattr(cleanPath(req.query.path), req.query.name, req.query.user)).toString('base64'),
+  }));
+
+  app.put('/v1/sandboxes/:id/files/xattr', { schema: { summary: 'Set one extended attribute (value in base64)', params: idParams, body: xattrBody } }, async (req, reply) => {
+    await files(req.params.id).setXattr(cleanPath(req.body.path), req.body.name, Buffer.from(req.body.value, 'base64'), req.body.user);
+    reply.status(204).send();
+  });
+
+  app.delete('/v1/sandboxes/:id/files/xattr', { schema: { summary: 'Remove one extended attribute', params: idParams, querystring: xattrQuery } }, async (req, reply) => {
+    await files(req.params.id).removeXattr(cleanPath(req.query.path), req.query.name, req.query.user);
     reply.status(204).send();
   });
 }

@@ -72,7 +72,7 @@ function bindSocket(socket: WebSocket, live: LiveSandbox, proc: ManagedProcess, 
       },
       drop(why) {
         if (why.kind === 'stalled') return void socket.terminate();
-        const err = new CordonError('sandbox_gone', why.message);
+        const err = new CordonError(why.kind === 'sandbox_gone' ? 'sandbox_gone' : 'unavailable', why.message);
         flow.send(JSON.stringify({ type: 'error', ...err.toJSON() }));
         socket.close(4000 + err.status, err.message.slice(0, 120));
       },

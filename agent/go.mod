@@ -1,0 +1,3 @@
+module cordon/agent
+
+go 1.23

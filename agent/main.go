@@ -1,0 +1,77 @@
+// cordon-agent runs inside every sandbox, started by the sandbox's init (under a respawn loop), and
+// serves the daemon: processes (pipes or a terminal, signals, reconnect), file operations and
+// inotify watches, over one connection to a Unix socket the daemon listens on in a directory
+// bind-mounted read-only at /.cordon/run. It dials out, so it needs no port and no listening
+// socket, and it redials (with backoff) whenever the connection ends: a daemon restart, a
+// checkpoint (the daemon asks it to hang up first and removes the socket until the restore), or a
+// protocol error. Only Go's standard library; built static (CGO_ENABLED=0).
+package main
+
+import (
+	"net"
+	"os"
+	"runtime"
+	"runtime/debug"
+	"sync"
+	"syscall"
+	"time"
+)
+
+const (
+	protocolVersion = 1
+	defaultSocket   = "/.cordon/run/agent.sock"
+	dialMin         = 5 * time.Millisecond
+	dialMax         = 500 * time.Millisecond
+)
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "dump-env" {
+		os.Exit(dumpEnv())
+	}
+	if len(os.Args) < 2 || os.Args[1] != "serve" {
+		supervise()
+		return
+	}
+	socket := defaultSocket
+	if len(os.Args) > 3 && os.Args[2] == "-socket" {
+		socket = os.Args[3]
+	}
+	// A small heap target: the agent idles in every sandbox. Few threads: they count against a pids
+	// limit (the sandbox gets a little headroom for them), and the agent waits on I/O anyway.
+	debug.SetGCPercent(50)
+	runtime.GOMAXPROCS(2)
+	startReaper()
+	startCredWorkers()
+	warmThreads()
+	a := newAgent()
+	backoff := dialMin
+	for {
+		nc, err := net.Dial("unix", socket)
+		if err != nil {
+			time.Sleep(backoff)
+			backoff = min(backoff*2, dialMax)
+			continue
+		}
+		backoff = dialMin
+		c := newConn(a, nc)
+		a.setConn(c)
+		c.serve()
+	}
+}
+
+// warmThreads makes the runtime start a few threads now, while it can: they stay parked for later
+// blocking calls, so the agent does not need a new thread (which would be fatal to fail) when a
+// full pids limit leaves none.
+func warmThreads() {
+	const n = 3
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ts := syscall.Timespec{Nsec: 20e6}
+			syscall.Nanosleep(&ts, nil) // blocks its thread, so the others need threads of their own
+		}()
+	}
+	wg.Wait()
+}

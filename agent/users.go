@@ -1,0 +1,90 @@
+package main
+
+// Names of uids and gids as the sandbox's own /etc/passwd and /etc/group give them (for file
+// entries), re-read when a file changes. Opened without blocking and only when regular, so a FIFO
+// there cannot wedge the agent.
+
+import (
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+)
+
+const maxAccountFile = 4 << 20
+
+type idNames struct {
+	stamp string
+	names map[uint32]string
+}
+
+var (
+	namesMu sync.Mutex
+	users   idNames
+	groups  idNames
+)
+
+func readSmallRegular(path string, limit int64) ([]byte, string, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, "", err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, "", err
+	}
+	if !st.Mode().IsRegular() || st.Size() > limit {
+		return nil, "", syscall.EINVAL
+	}
+	sys := st.Sys().(*syscall.Stat_t)
+	stamp := strconv.FormatUint(sys.Ino, 10) + ":" + strconv.FormatInt(st.Size(), 10) + ":" + strconv.FormatInt(st.ModTime().UnixNano(), 10)
+	b, err := io.ReadAll(io.LimitReader(f, limit))
+	return b, stamp, err
+}
+
+func refresh(cache *idNames, path string) {
+	b, stamp, err := readSmallRegular(path, maxAccountFile)
+	if err != nil {
+		cache.stamp, cache.names = "", nil
+		return
+	}
+	if stamp == cache.stamp {
+		return
+	}
+	cache.stamp, cache.names = stamp, map[uint32]string{}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Split(line, ":")
+		if len(f) < 3 {
+			continue
+		}
+		if n, err := strconv.ParseUint(f[2], 10, 32); err == nil {
+			if _, dup := cache.names[uint32(n)]; !dup {
+				cache.names[uint32(n)] = f[0]
+			}
+		}
+	}
+}
+
+// names is a snapshot of both tables, taken once per operation.
+type names struct{ users, groups map[uint32]string }
+
+func currentNames() *names {
+	namesMu.Lock()
+	defer namesMu.Unlock()
+	refresh(&users, "/etc/passwd")
+	refresh(&groups, "/etc/group")
+	return &names{users.names, groups.names}
+}
+
+func nameOf(m map[uint32]string, id uint32) string {
+	if name, ok := m[id]; ok {
+		return name
+	}
+	return "UNKNOWN" // what busybox stat prints, so both paths agree
+}
+
+func (n *names) user(uid uint32) string  { return nameOf(n.users, uid) }
+func (n *names) group(gid uint32) string { return nameOf(n.groups, gid) }

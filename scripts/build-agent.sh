@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Build the in-sandbox agent (agent/, Go standard library only) into dist/agent/cordon-agent: a static
+# binary (no cgo), reproducible (-trimpath), with no network (GOPROXY=off, GOTOOLCHAIN=local: the module
+# has no dependencies). Go comes from Debian (golang-1.23-go from bookworm-backports, installed by
+# scripts/setup-host.sh).
+# Without a Go >= 1.23 the build says so and leaves no agent: the daemon then serves every sandbox through
+# the runtime's exec path (and records an `agent` event per sandbox). CORDON_REQUIRE_AGENT=1 makes that an error.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=dist/agent/cordon-agent
+
+go_ok() { # a Go toolchain of at least 1.23 (agent/go.mod)
+  local v
+  v=$("$1" env GOVERSION 2>/dev/null) || return 1
+  [[ $v =~ ^go1\.([0-9]+) ]] && ((BASH_REMATCH[1] >= 23))
+}
+
+go=""
+for candidate in "${CORDON_GO:-}" /usr/lib/go-1.23/bin/go "$(command -v go 2>/dev/null || true)"; do
+  if [[ -n $candidate && -x $candidate ]] && go_ok "$candidate"; then go=$candidate; break; fi
+done
+if [[ -z $go ]]; then
+  rm -f "$out" # never leave an agent built from older sources behind
+  cat >&2 <<'MSG'
+build-agent: WARNING: no Go toolchain >= 1.23 found, so the sandbox agent was NOT built.
+build-agent: the daemon will run every command and file operation through the runtime's exec path
+build-agent: (slower; an `agent` event on each sandbox says so). To build the agent:
+build-agent:   bash scripts/setup-host.sh   (installs golang-1.23-go from bookworm-backports)
+build-agent: or set CORDON_GO=/path/to/go, then run npm run build again.
+MSG
+  [[ ${CORDON_REQUIRE_AGENT:-0} == 1 ]] && exit 1
+  exit 0
+fi
+mkdir -p dist/agent
+export CGO_ENABLED=0 GOPROXY=off GOTOOLCHAIN=local GOFLAGS=-mod=mod GOWORK=off GONOSUMDB= GOSUMDB=off
+export GOCACHE="${GOCACHE:-$PWD/node_modules/.cache/cordon-go/build}"
+export GOPATH="${GOPATH:-$PWD/node_modules/.cache/cordon-go/path}"
+cd agent
+"$go" build -trimpath -ldflags "-s -w -buildid=" -o "../$out.tmp" .
+mv "../$out.tmp" "../$out"

@@ -1,0 +1,322 @@
+// File operations through the sandbox's agent: one request each (a read or write streams its bytes
+// on a channel under credit). Results are checked like everything from inside: an entry must be the
+// path asked for (or below it, for a listing), or the agent is lying and the connection ends.
+import { posix } from 'node:path';
+import { Readable } from 'node:stream';
+import type { z } from 'zod';
+import { CordonError, errors } from '../../errors/registry.js';
+import type { FileEntry } from '../files.js';
+import { ProtocolError } from './frame-codec.js';
+import { AgentOpError, unavailable, type AgentConnection, type InboundChannel } from './agent-connection.js';
+import { replies, type AgentEntry } from './messages.js';
+
+export interface AgentUser {
+  uid: number;
+  gid: number;
+  groups: number[];
+}
+
+const TIMEOUT_MS = 30_000;
+const READ_WINDOW = 512 * 1024;
+/** The agent's credit for a file being written (agent/inchan.go writeWindow). */
+const WRITE_WINDOW = 512 * 1024;
+/** Entries one listing may return. */
+export const MAX_LIST_ENTRIES = 100_000;
+
+const TYPE_OF_FMT: Record<number, FileEntry['type']> = { 0o040000: 'dir', 0o100000: 'file', 0o120000: 'symlink' };
+const typeOf = (rawMode: number): FileEntry['type'] => TYPE_OF_FMT[rawMode & 0o170000] ?? 'other';
+
+/** ls-style permissions (what `stat -c %A` prints): type, then rwx with s/S/t/T. */
+export function lsPermissions(mode: number): string {
+  const types: Record<number, string> = { 0o040000: 'd', 0o120000: 'l', 0o020000: 'c', 0o060000: 'b', 0o010000: 'p', 0o140000: 's' };
+  let s = types[mode & 0o170000] ?? '-';
+  const bit = (m: number, c: string) => (mode & m ? c : '-');
+  const special = (x: number, sp: number, on: string) => (mode & sp ? (mode & x ? on : on.toUpperCase()) : mode & x ? 'x' : '-');
+  s += bit(0o400, 'r') + bit(0o200, 'w') + special(0o100, 0o4000, 's');
+  s += bit(0o040, 'r') + bit(0o020, 'w') + special(0o010, 0o2000, 's');
+  s += bit(0o004, 'r') + bit(0o002, 'w') + special(0o001, 0o1000, 't');
+  return s;
+}
+
+export function toFileEntry(e: AgentEntry): FileEntry {
+  const out: FileEntry = {
+    name: posix.basename(e.path) || '/',
+    path: e.path,
+    type: e.type,
+    size: e.size,
+    mode: e.mode & 0o7777,
+    rawMode: e.mode,
+    permissions: lsPermissions(e.mode),
+    owner: e.owner,
+    group: e.group,
+    modifiedAt: new Date(e.mtime * 1000).toISOString(),
+  };
+  if (e.type === 'symlink') {
+    if (e.target) out.symlinkTarget = e.target;
+    if (e.resolved) {
+      const t = typeOf(e.resolved.mode);
+      out.resolved = { path: e.resolved.path, type: t === 'symlink' ? 'other' : t, mode: e.resolved.mode & 0o7777 };
+    }
+  }
+  return out;
+}
+
+/** The daemon's error for an errno the agent reported about `path`, as the exec path words it. */
+export function fileError(path: string, e: unknown): Error {
+  if (!(e instanceof AgentOpError)) return e as Error;
+  switch (e.errno) {
+    case 'ENOENT':
+      return errors.fileNotFound(path);
+    case 'EACCES':
+    case 'EPERM':
+      return new CordonError('permission_denied', `${path}: permission denied for this user; run as another user (e.g. root)`, { path });
+    case 'ENOSPC':
+    case 'EDQUOT':
+      return new CordonError('no_space', `${path}: the sandbox's disk is full; remove files or create it with a larger --disk`, { path });
+    case 'EROFS':
+      return new CordonError('permission_denied', `${path}: the file system is read-only; write under a tmpfs mount instead`, { path });
+    case 'EISDIR':
+      return new CordonError('invalid_argument', `${path} is a directory`, { path });
+    case 'ENOTDIR':
+      return new CordonError('invalid_argument', `${path}: a parent is not a directory`, { path });
+    case 'EEXIST':
+      return new CordonError('already_exists', `${path} already exists`, { path });
+    case 'ENOTEMPTY':
+      return new CordonError('invalid_argument', `${path}: the directory is not empty`, { path });
+    case 'E2BIG':
+      return new CordonError('invalid_argument', `${path}: more than ${MAX_LIST_ENTRIES} entries; list with a smaller depth`, { path });
+    case 'ENODATA':
+      return new CordonError('not_found', `${path}: no such extended attribute`, { path });
+    case 'EOPNOTSUPP':
+      return new CordonError('not_implemented', `${path}: the file system does not support this (${e.message})`, { path });
+    default:
+      return new CordonError('internal', `${path}: ${e.message || e.errno}`, { path });
+  }
+}
+
+/** An entry the agent returned must be the path asked about (the agent could name anything). */
+function expectPath(conn: AgentConnection, e: AgentEntry, path: string): FileEntry {
+  if (e.path !== path) {
+    conn.fail(new ProtocolError(`asked about ${path}, answered about ${e.path}`));
+    throw unavailable(`the sandbox's agent answered about another path than ${path}`);
+  }
+  return toFileEntry(e);
+}
+
+/** A file's bytes from the agent, acknowledged as they are read. */
+class ChannelReadable extends Readable {
+  private lastAck = 0;
+  private received = 0;
+  channel?: InboundChannel;
+  cancel?: () => void;
+
+  constructor() {
+    super({ highWaterMark: 64 * 1024 });
+  }
+
+  data(b: Buffer): void {
+    this.received += b.length;
+    this.push(b);
+  }
+
+  override _read(): void {
+    if (!this.channel || this.received <= this.lastAck) return;
+    if (this.received - this.lastAck >= READ_WINDOW / 4 || this.readableLength === 0) {
+      this.lastAck = this.received;
+      this.channel.ack(this.received);
+    }
+  }
+
+  override _destroy(err: Error | null, cb: (e: Error | null) => void): void {
+    this.cancel?.();
+    cb(err);
+  }
+
+  fail(e: Error): void {
+    this.destroy(e);
+  }
+}
+
+export class AgentFiles {
+  constructor(private readonly conn: () => AgentConnection) {}
+
+  private async call<T extends keyof typeof replies>(path: string, kind: T, msg: Record<string, unknown>): Promise<z.infer<(typeof replies)[T]>> {
+    try {
+      return (await this.conn().request(msg, replies[kind], { timeoutMs: TIMEOUT_MS })) as z.infer<(typeof replies)[T]>;
+    } catch (e) {
+      throw fileError(path, e);
+    }
+  }
+
+  async stat(path: string, user: AgentUser, follow = false): Promise<FileEntry> {
+    const conn = this.conn();
+    const r = await this.call(path, 'entry', { op: 'stat', path, user, follow });
+    return expectPath(conn, r.entry, path);
+  }
+
+  async list(path: string, depth: number, user: AgentUser): Promise<FileEntry[]> {
+    const conn = this.conn();
+    const out: FileEntry[] = [];
+    const prefix = path === '/' ? '/' : `${path}/`;
+    const take = (m: unknown) => {
+      const r = replies.entries.safeParse(m);
+      if (!r.success) return conn.fail(new ProtocolError(`invalid listing: ${r.error.issues[0]?.path.join('.')} ${r.error.issues[0]?.message}`));
+      for (const e of r.data.entries) {
+        const rel = e.path.slice(prefix.length);
+        if (!e.path.startsWith(prefix) || !rel || rel.split('/').length > depth) return conn.fail(new ProtocolError(`listing of ${path} named ${e.path}`));
+        out.push(toFileEntry(e));
+      }
+      if (out.length > MAX_LIST_ENTRIES) conn.fail(new ProtocolError('a listing longer than asked for'));
+    };
+    try {
+      const last = await conn.request({ op: 'list', path, depth, user, maxEntries: MAX_LIST_ENTRIES }, replies.entries, { timeoutMs: TIMEOUT_MS, onPartial: take });
+      take(last);
+    } catch (e) {
+      if (e instanceof AgentOpError && e.errno === 'ENOTDIR') throw new CordonError('invalid_argument', `${path} is not a directory`, { path });
+      throw fileError(path, e);
+    }
+    if (!conn.isOpen) throw unavailable(`the sandbox's agent sent an invalid listing of ${path}`);
+    return out;
+  }
+
+  /** Open a file (symlinks followed) and stream it; errors surface before the first byte. */
+  async read(path: string, user: AgentUser): Promise<{ stream: Readable; size: number }> {
+    const conn = this.conn();
+    const stream = new ChannelReadable();
+    const ch = conn.openIn(READ_WINDOW, {
+      data: (b) => stream.data(b),
+      eof: () => stream.push(null),
+      error: (e) => stream.fail(fileError(path, new AgentOpError(e.errno, e.message))),
+      lost: (reason) => stream.fail(unavailable(`the sandbox's agent went away while ${path} was read (${reason})`)),
+    });
+    stream.channel = ch;
+    let r;
+    try {
+      r = await conn.request({ op: 'read', path, user, ch: ch.id, window: READ_WINDOW }, replies.entry, { timeoutMs: TIMEOUT_MS });
+    } catch (e) {
+      ch.close();
+      throw fileError(path, e);
+    }
+    if (r.entry.type === 'dir') {
+      ch.close();
+      throw new CordonError('invalid_argument', `${path} is a directory; list it instead`, { path });
+    }
+    let cancelled = false;
+    // Also once it ended: the agent keeps the channel (and the file open) until told.
+    stream.cancel = () => {
+      if (cancelled) return;
+      cancelled = true;
+      ch.close();
+      if (conn.isOpen) conn.request({ op: 'cancel', ch: ch.id }, replies.empty, { timeoutMs: TIMEOUT_MS }).catch(() => {});
+    };
+    stream.once('end', () => stream.cancel?.());
+    return { stream, size: r.entry.size };
+  }
+
+  /**
+   * Write (or append) a stream, creating parents unless told not to; with `ownParents` the agent
+   * makes what the user may not create as root and hands it over. The reply comes once it is all on disk.
+   */
+  async write(path: string, data: Readable | Buffer, user: AgentUser, opts: { mode?: number; append?: boolean; parents?: boolean; ownParents?: boolean }): Promise<FileEntry> {
+    const conn = this.conn();
+    const out = conn.openOut(WRITE_WINDOW);
+    let refresh = () => {};
+    const reply = conn.request(
+      { op: 'write', path, user, ch: out.id, append: !!opts.append, parents: opts.parents !== false, ownParents: !!opts.ownParents, ...(opts.mode !== undefined ? { mode: opts.mode & 0o7777 } : {}) },
+      replies.entry,
+      { timeoutMs: TIMEOUT_MS, progress: (r) => (refresh = r) },
+    );
+    let settled = false;
+    const answered = reply.then(
+      () => void (settled = true),
+      () => void (settled = true),
+    );
+    const cancel = () => conn.isOpen && conn.request({ op: 'cancel', ch: out.id }, replies.empty, { timeoutMs: TIMEOUT_MS }).catch(() => {});
+    const pump = async () => {
+      const send = async (chunk: Buffer) => {
+        if (settled) throw new Error('answered');
+        await out.write(chunk);
+        refresh();
+      };
+      if (Buffer.isBuffer(data)) {
+        for (let off = 0; off < data.length; off += WRITE_WINDOW) await send(data.subarray(off, off + WRITE_WINDOW));
+      } else {
+        for await (const chunk of data) await send(typeof chunk === 'string' ? Buffer.from(chunk) : (chunk as Buffer));
+      }
+      out.end();
+    };
+    let sourceError: Error | undefined;
+    await Promise.race([
+      pump().catch((e: Error) => {
+        if (settled) return;
+        // The source failed (client gone, upload limit): the agent stops and keeps what it wrote.
+        sourceError = e;
+        out.close();
+        cancel();
+      }),
+      answered,
+    ]);
+    if (sourceError) {
+      reply.catch(() => {});
+      throw sourceError instanceof CordonError ? sourceError : new CordonError('invalid_argument', `${path}: the data stream failed: ${sourceError.message}`, { path });
+    }
+    try {
+      const r = await reply;
+      return expectPath(conn, r.entry, path);
+    } catch (e) {
+      throw fileError(path, e);
+    } finally {
+      out.close();
+    }
+  }
+
+  async mkdir(path: string, user: AgentUser, ownParents: boolean): Promise<FileEntry> {
+    const conn = this.conn();
+    const r = await this.call(path, 'entry', { op: 'mkdir', path, user, ownParents });
+    return expectPath(conn, r.entry, path);
+  }
+
+  async move(from: string, to: string, user: AgentUser): Promise<FileEntry> {
+    const conn = this.conn();
+    try {
+      const r = await conn.request({ op: 'move', path: from, to, user }, replies.entry, { timeoutMs: TIMEOUT_MS });
+      return expectPath(conn, r.entry, to);
+    } catch (e) {
+      throw fileError(from, e);
+    }
+  }
+
+  async remove(path: string, user: AgentUser, recursive: boolean, missingOk: boolean): Promise<void> {
+    await this.call(path, 'empty', { op: 'remove', path, user, recursive, missingOk });
+  }
+
+  async chmod(path: string, mode: number, user: AgentUser): Promise<FileEntry> {
+    const conn = this.conn();
+    const r = await this.call(path, 'entry', { op: 'chmod', path, mode: mode & 0o7777, user });
+    return expectPath(conn, r.entry, path);
+  }
+
+  async chown(path: string, owner: { uid?: number; gid?: number }, user: AgentUser): Promise<FileEntry> {
+    const conn = this.conn();
+    const r = await this.call(path, 'entry', { op: 'chown', path, ...(owner.uid !== undefined ? { uid: owner.uid } : {}), ...(owner.gid !== undefined ? { gid: owner.gid } : {}), user });
+    return expectPath(conn, r.entry, path);
+  }
+
+  async listXattrs(path: string, user: AgentUser): Promise<string[]> {
+    const r = await this.call(path, 'xattrNames', { op: 'xattr', action: 'list', path, user });
+    return r.names ?? [];
+  }
+
+  async getXattr(path: string, name: string, user: AgentUser): Promise<Buffer> {
+    const r = await this.call(path, 'xattrValue', { op: 'xattr', action: 'get', path, name, user });
+    return Buffer.from(r.value ?? '', 'base64');
+  }
+
+  async setXattr(path: string, name: string, value: Buffer, user: AgentUser): Promise<void> {
+    await this.call(path, 'empty', { op: 'xattr', action: 'set', path, name, value: value.toString('base64'), user });
+  }
+
+  async removeXattr(path: string, name: string, user: AgentUser): Promise<void> {
+    await this.call(path, 'empty', { op: 'xattr', action: 'remove', path, name, user });
+  }
+}

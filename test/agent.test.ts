@@ -1,0 +1,130 @@
+// The agent inside every sandbox, on both runtimes: commands run under it (not `runtime exec`); an
+// agent killed mid-command ends that command's stream with a clear error, an event says so and the
+// next command works; processes started through it keep running while the daemon restarts and
+// their output from before and after the restart is delivered; files (chmod, chown, xattrs) and
+// the login-shell cache behave as without it.
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import type { ProcessEvent, Sandbox } from '../src/sdk/index.js';
+import { AGENT_MISSING, RUNTIMES, startDaemon, type TestDaemon } from './helpers/daemon.js';
+import { until } from './helpers/assert.js';
+
+let d: TestDaemon;
+
+before(async () => {
+  d = await startDaemon('agent');
+});
+after(async () => {
+  for (const s of await d.client.list().catch(() => [])) await d.client.remove(s.id, { force: true }).catch(() => {});
+  await d.cleanup();
+});
+
+const text = (evs: ProcessEvent[], type: 'stdout' | 'stderr' | 'pty' = 'stdout') => Buffer.concat(evs.flatMap((e) => (e.type === type ? [e.data] : []))).toString();
+
+/** Read a process's events until the stream ends; returns what came and how it ended. */
+async function drain(it: AsyncGenerator<ProcessEvent>, seen: ProcessEvent[] = []): Promise<{ seen: ProcessEvent[]; error?: Error & { code?: string } }> {
+  try {
+    for await (const ev of it) seen.push(ev);
+    return { seen };
+  } catch (e) {
+    return { seen, error: e as Error };
+  }
+}
+
+/** The agent's pid inside the sandbox (found by a command that runs under it). */
+async function agentPid(s: Sandbox): Promise<number> {
+  const r = await s.exec(['sh', '-c', 'echo $PPID; cat /proc/$PPID/cmdline | tr "\\0" " "']);
+  const [pid, cmdline] = r.stdout.split('\n');
+  assert.match(cmdline, /^\/\.cordon\/agent\b/, `the command's parent is the agent: ${r.stdout}`);
+  return Number(pid);
+}
+
+for (const runtime of RUNTIMES) {
+  describe(`agent on ${runtime}`, { skip: AGENT_MISSING }, () => {
+    let s: Sandbox;
+    before(async () => {
+      s = await d.client.create({ runtime, labels: { suite: 'agent' } });
+    });
+    after(async () => {
+      await s?.remove().catch(() => {});
+    });
+
+    test('commands run as children of the agent', async () => {
+      assert.ok((await agentPid(s)) > 1);
+      const u = await s.exec(['sh', '-c', 'id -u; cat /proc/self/status | grep ^Groups'], { user: 'user' });
+      assert.match(u.stdout, /^1000\n/);
+    });
+
+    test('an agent killed mid-command: the stream ends with an error, an event says so, the next command works', async () => {
+      const pid = await agentPid(s);
+      const victim = await s.startProcess(['sh', '-c', 'echo started; sleep 30; echo never'], { tag: 'victim' });
+      const seen: ProcessEvent[] = [];
+      const following = drain(s.events(victim.pid), seen);
+      await until('the victim printed', () => text(seen).includes('started'));
+      // The killer runs under the agent too; it outlives it (an orphan) long enough to kill it.
+      await s.startProcess(['sh', '-c', `sleep 0.2; kill -9 ${pid}`]);
+      const { error } = await following;
+      assert.ok(error, 'the stream ended without an exit event');
+      assert.equal(error.code, 'unavailable', error.message);
+      assert.match(error.message, /agent/);
+      assert.ok(!seen.some((e) => e.type === 'exit'), 'no exit status is made up');
+      // The next command works (through the exec path, then the restarted agent).
+      assert.equal((await s.exec(['echo', 'after'])).stdout, 'after\n');
+      await until('the agent is back', async () => (await agentPid(s).catch(() => 0)) !== pid);
+      const events = await s.events_();
+      assert.ok(events.some((e) => e.type === 'agent'), JSON.stringify(events.map((e) => e.message)));
+      assert.equal((await s.process('victim')).running, false);
+    });
+
+    test('files: write, chmod, chown and xattrs through the agent', async () => {
+      const f = await s.files.write('/tmp/agent-file.txt', 'hello', { mode: 0o640 });
+      assert.equal(f.permissions, '-rw-r-----');
+      assert.equal(await s.files.readText('/tmp/agent-file.txt'), 'hello');
+      const listed = await s.files.list('/tmp', { depth: 1 });
+      assert.ok(listed.some((e) => e.path === '/tmp/agent-file.txt' && e.size === 5));
+      assert.equal((await s.files.chmod('/tmp/agent-file.txt', 0o4755)).permissions, '-rwsr-xr-x');
+      const owned = await s.files.chown('/tmp/agent-file.txt', { uid: 1000, gid: 1000 });
+      assert.equal(owned.owner, 'user');
+      assert.equal(owned.group, 'user');
+      // The user may change their own file, not root's.
+      await s.files.chmod('/tmp/agent-file.txt', 0o600, { user: 'user' });
+      await assert.rejects(s.files.chmod('/etc/hostname', 0o600, { user: 'user' }), (e: Error & { code?: string }) => e.code === 'permission_denied');
+      // tmpfs keeps user.* attributes on both runtimes (gVisor's gofer refuses them on rootfs files).
+      await s.files.setXattr('/tmp/agent-file.txt', 'user.note', 'kept');
+      assert.deepEqual(await s.files.listXattrs('/tmp/agent-file.txt'), ['user.note']);
+      assert.equal((await s.files.getXattr('/tmp/agent-file.txt', 'user.note')).toString(), 'kept');
+      await s.files.removeXattr('/tmp/agent-file.txt', 'user.note');
+      await assert.rejects(s.files.getXattr('/tmp/agent-file.txt', 'user.note'), (e: Error & { code?: string }) => e.code === 'not_found');
+    });
+  });
+}
+
+describe('daemon restart with processes started through the agent', { skip: AGENT_MISSING }, () => {
+  for (const runtime of RUNTIMES) {
+    test(`${runtime}: output from before and after the restart is delivered, and the exit`, async () => {
+      const s = await d.client.create({ runtime, labels: { suite: 'agent' } });
+      try {
+        const p = await s.startProcess(['sh', '-c', 'for i in $(seq 12); do echo $i; sleep 0.5; done'], { tag: 'counter' });
+        const before: ProcessEvent[] = [];
+        const first = drain(s.events(p.pid), before);
+        await until('a few lines before the restart', () => text(before).split('\n').length > 3);
+        await d.stop('SIGKILL');
+        await first;
+        await d.restart();
+        // The restarted daemon found the process again (the agent reconnected and reported it).
+        const info = await s.process('counter');
+        assert.equal(info.pid, p.pid);
+        const { seen, error } = await drain(s.events('counter'));
+        assert.equal(error, undefined, error?.message);
+        const lines = text(seen).trim().split('\n').map(Number);
+        assert.deepEqual(lines, Array.from({ length: 12 }, (_, i) => i + 1), 'every line, once, in order');
+        assert.equal(seen.find((e) => e.type === 'exit')?.type, 'exit');
+        // New processes do not reuse the id of the adopted one.
+        const next = await s.startProcess(['true']);
+        assert.notEqual(next.id, p.id);
+      } finally {
+        await s.remove().catch(() => {});
+      }
+    });
+  }
+});
