@@ -4,6 +4,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { SandboxManager } from '../../engine/sandbox-manager.js';
 import type { LiveSandbox } from '../../engine/live-sandbox.js';
 import { CordonError } from '../../errors/registry.js';
+import { apiKeyMatches } from '../auth.js';
 import { serveRpc, type MethodDef } from './connect.js';
 import { ENVD_PORT, FileMetadata, userFromAuthorization } from './envd-context.js';
 import { filesystemService, WatcherRegistry } from './filesystem-service.js';
@@ -74,6 +75,12 @@ export class EnvdRouter {
         if (auth.error) return this.reject(req, res, 401, auth.error);
         signedOnly = auth.by === 'signature';
       } else {
+        // A sandbox made through the native API has no E2B traffic rules: its ports belong to whoever
+        // holds the daemon's key (E2B's public-by-default applies once it is connected through E2B).
+        const key = this.mgr.cfg.apiKey;
+        if (!e2b && key && !apiKeyMatches(req, key)) {
+          return this.reject(req, res, 401, `port ${target.port} of sandbox ${rec.id} needs the daemon's API key (Authorization: Bearer KEY) until the sandbox is connected through the E2B API`);
+        }
         const problem = this.trafficAuthError(req, e2b?.trafficToken);
         if (problem) return this.sendTrafficError(req, res, rec.id, problem);
       }
