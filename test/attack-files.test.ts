@@ -7,14 +7,14 @@ import http from 'node:http';
 import { after, before, describe, test } from 'node:test';
 import { Sandbox as E2bSandbox } from 'e2b';
 import type { Sandbox } from '../src/sdk/index.js';
-import { until } from './helpers/assert.js';
+import { rejectsWith, until } from './helpers/assert.js';
 import { RUNTIMES, startDaemon, type TestDaemon } from './helpers/daemon.js';
 
 const KEY = 'attack-files-key-5b1f';
 let d: TestDaemon;
 
 before(async () => {
-  d = await startDaemon('attack-files', { apiKey: KEY, args: ['--runtime', RUNTIMES[0]] });
+  d = await startDaemon('attack-files', { apiKey: KEY, args: ['--runtime', RUNTIMES[0], '--max-processes', '8'] });
 });
 after(async () => {
   for (const s of await d.client.list().catch(() => [])) await d.client.remove(s.id, { force: true }).catch(() => {});
@@ -109,6 +109,24 @@ for (const runtime of RUNTIMES) {
     });
   });
 }
+
+describe('processes through the API', () => {
+  test('processes and file operations running through the API are capped per sandbox (each is a host process)', async () => {
+    const sb = await d.client.create({ runtime: 'crun' });
+    try {
+      const procs = [];
+      for (let i = 0; i < 8; i++) procs.push(await sb.startProcess(['sleep', '600']));
+      const refused = await rejectsWith(sb.startProcess(['sleep', '600']), 'rate_limited', /--max-processes/);
+      assert.equal(refused.status, 429);
+      await rejectsWith(sb.files.read('/etc/hostname'), 'rate_limited');
+      await sb.kill(procs[0].id);
+      await until('a slot to come back once a process ends', async () => (await sb.files.read('/etc/hostname').then(() => true, () => false)), 30_000);
+      procs.push(await sb.startProcess(['sleep', '600']));
+    } finally {
+      await sb.remove({ force: true }).catch(() => {});
+    }
+  });
+});
 
 describe('listings and watchers of huge trees', () => {
   // /tmp/deep: a tree whose listing is over 64 MiB (deep directories with long names, many files at
