@@ -128,6 +128,43 @@ describe('processes through the API', () => {
   });
 });
 
+describe('clients that send without end', () => {
+  test('stdin for a process that does not read it is held only up to the stream bound', async () => {
+    const sb = await d.client.create({ runtime: 'crun' });
+    try {
+      const p = await sb.startProcess(['sleep', '600'], { stdin: true });
+      const chunk = Buffer.alloc(4 * 1024 * 1024, 'i').toString('base64');
+      const sends = Array.from({ length: 10 }, () =>
+        fetch(`${d.url}/v1/sandboxes/${sb.id}/processes/${p.id}/stdin`, {
+          method: 'POST',
+          headers: { ...auth(), 'content-type': 'application/json' },
+          body: JSON.stringify({ data: chunk, encoding: 'base64' }),
+          signal: AbortSignal.timeout(10_000),
+        }).then((r) => r.status, () => 'pending'),
+      );
+      const statuses = await Promise.all(sends);
+      assert.ok(statuses.filter((s) => s === 429).length >= 7, `most writers are refused at once: ${statuses.join(',')}`);
+    } finally {
+      await sb.remove({ force: true }).catch(() => {});
+    }
+  });
+
+  test('an E2B multipart upload past the part limit is refused, not cut short', async () => {
+    const o = { apiKey: KEY, apiUrl: d.url, sandboxUrl: d.url, domain: 'attack.invalid' };
+    const sb = await E2bSandbox.create('base', { ...o, timeoutMs: 300_000 });
+    try {
+      const form = new FormData();
+      for (let i = 0; i < 1001; i++) form.append('file', new Blob([`${i}`]), `/tmp/parts/p${i}.txt`);
+      const r = await fetch(await sb.uploadUrl(), { method: 'POST', body: form });
+      const text = await r.text();
+      assert.equal(r.status, 413, text.slice(0, 300));
+      assert.match(text, /more than 1000/);
+    } finally {
+      await sb.kill();
+    }
+  });
+});
+
 describe('listings and watchers of huge trees', () => {
   // /tmp/deep: a tree whose listing is over 64 MiB (deep directories with long names, many files at
   // the bottom: cheap to make, expensive to print); /tmp/wide: 150 000 files. crun only: it is the

@@ -181,6 +181,11 @@ function multipart(req: IncomingMessage, limit: number, onFile: (filename: strin
       }).catch(fail);
     });
     bb.on('field', () => {});
+    // Past a framing limit busboy silently drops the rest: refuse instead of writing only part of the upload.
+    const tooMany = (what: string, n: number) => () => fail(new CordonError('payload_too_large', `multipart body has more than ${n} ${what}; split the upload into several requests`));
+    bb.on('partsLimit', tooMany('parts', MULTIPART_LIMITS.parts));
+    bb.on('filesLimit', tooMany('files', MULTIPART_LIMITS.files));
+    bb.on('fieldsLimit', tooMany('fields', MULTIPART_LIMITS.fields));
     bb.on('error', fail);
     bb.on('finish', () => void writes.then(() => !failed && resolve(), fail));
     pipeline(uploadBody(req, limit), bb, (e) => e && fail(e));
