@@ -9,12 +9,13 @@ import { Sandbox as E2bSandbox } from 'e2b';
 import type { Sandbox } from '../src/sdk/index.js';
 import { rejectsWith, until } from './helpers/assert.js';
 import { RUNTIMES, startDaemon, type TestDaemon } from './helpers/daemon.js';
+import { stallHttp } from './helpers/stalled-client.js';
 
 const KEY = 'attack-files-key-5b1f';
 let d: TestDaemon;
 
 before(async () => {
-  d = await startDaemon('attack-files', { apiKey: KEY, args: ['--runtime', RUNTIMES[0], '--max-processes', '8'] });
+  d = await startDaemon('attack-files', { apiKey: KEY, args: ['--runtime', RUNTIMES[0], '--max-processes', '8', '--stream-write-deadline', '3s'] });
 });
 after(async () => {
   for (const s of await d.client.list().catch(() => [])) await d.client.remove(s.id, { force: true }).catch(() => {});
@@ -88,6 +89,37 @@ for (const runtime of RUNTIMES) {
         req.on('error', (e) => (e.message.includes('socket hang up') ? resolve() : reject(e)));
       });
       await until('the cat helper to be gone', async () => (await helpers(sb, 'cat -- /tmp/big.bin')).length === 0, 30_000);
+    });
+
+    test('a download whose client stalls is cut off at the write deadline, and its helper with it', async () => {
+      await sh(sb, '[ -f /tmp/big.bin ] || head -c 67108864 /dev/zero > /tmp/big.bin');
+      const stalled = await stallHttp(`${d.url}/v1/sandboxes/${sb.id}/files/content?path=/tmp/big.bin`, { method: 'GET', headers: auth(), ready: (t) => t.length > 0 });
+      try {
+        await until('the cat helper of the stalled download to be gone', async () => (await helpers(sb, 'cat -- /tmp/big.bin')).length === 0, 60_000);
+      } finally {
+        stalled.stop();
+      }
+    });
+
+    test('an E2B download (gzip) whose client walks away leaves no helper behind', async () => {
+      await sh(sb, '[ -f /tmp/big.bin ] || head -c 67108864 /dev/zero > /tmp/big.bin; head -c 67108864 /dev/urandom > /tmp/rand.bin');
+      const e2b = await E2bSandbox.connect(sb.id, { apiKey: KEY, apiUrl: d.url, sandboxUrl: d.url });
+      const token = (e2b as unknown as { envdAccessToken: string }).envdAccessToken;
+      const u = new URL(d.url);
+      await new Promise<void>((resolve, reject) => {
+        const req = http.get(
+          { host: u.hostname, port: u.port, path: '/files?path=/tmp/rand.bin&username=root', headers: { 'e2b-sandbox-id': sb.id, 'e2b-sandbox-port': '49983', 'x-access-token': token, 'accept-encoding': 'gzip' } },
+          (res) => {
+            assert.equal(res.statusCode, 200);
+            res.once('data', () => {
+              req.destroy();
+              resolve();
+            });
+          },
+        );
+        req.on('error', (e) => (e.message.includes('socket hang up') ? resolve() : reject(e)));
+      });
+      await until('the cat helper to be gone', async () => (await helpers(sb, 'cat -- /tmp/rand.bin')).length === 0, 30_000);
     });
 
     test('a FIFO is refused as a download and as an upload target instead of blocking', async () => {

@@ -179,7 +179,8 @@ export class EnvdRouter {
     if (path === '/files') {
       // A signature names its user (the username parameter, or the default one): a header cannot change it.
       const headerUser = signedOnly ? undefined : userFromAuthorization(req.headers);
-      return handleFiles(req, res, { sandboxId, live, url, headerUser, maxUploadBytes: this.mgr.cfg.maxUploadBytes }, this.meta, this.watchers);
+      const { maxUploadBytes, streamWriteDeadlineMs: writeDeadlineMs } = this.mgr.cfg;
+      return handleFiles(req, res, { sandboxId, live, url, headerUser, maxUploadBytes, writeDeadlineMs }, this.meta, this.watchers);
     }
     const m = /^\/(process\.Process|filesystem\.Filesystem)\/([A-Za-z]+)$/.exec(path);
     if (m) {
