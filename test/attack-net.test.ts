@@ -1,7 +1,8 @@
 // Attacks on the network layer (network slot 25), from hostile sandboxes and clients: a DNS flood
 // for names nobody answers (each upstream lookup holds a daemon socket), DNS queries sent with
 // another sandbox's source address, ports of a sandbox made through the native API reached through
-// E2B's routing headers without any credential, and a secret bound to host:443 sent over port 80.
+// E2B's routing headers without any credential, a secret bound to host:443 sent over port 80, and
+// open egress to shared address space (100.64.0.0/10).
 // Egress goes only to the test's fake internet.
 import assert from 'node:assert/strict';
 import { readdirSync } from 'node:fs';
@@ -87,7 +88,7 @@ print("sent")`);
     const a = await d.client.create({ runtime: 'crun', network: { allow_hosts: ['api.test'] } });
     const b = await d.client.create({ runtime: 'crun', network: { allow_hosts: ['api.test'] } });
     try {
-      const bIp = (await py(b, 'import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.connect(("192.0.2.1",53))\nprint(s.getsockname()[0])')).out;
+      const bIp = (await py(b, 'import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.connect(("198.51.100.1",53))\nprint(s.getsockname()[0])')).out;
       assert.match(bIp, /^100\.\d+\.\d+\.\d+$/);
       // Root in a crun sandbox has CAP_NET_RAW: a raw UDP packet from B's address, then a plain one.
       const r = await py(a, `${PY_QUERY}
@@ -127,6 +128,21 @@ function toPort(id: string, port: number, headers: Record<string, string> = {}):
     req.end();
   });
 }
+
+describe('open egress', () => {
+  test('shared address space (100.64.0.0/10: carrier NAT, VPC secondary ranges) is blocked like private ranges', async () => {
+    const sb = await d.client.create({ runtime, network: { mode: 'open' } });
+    try {
+      const pub = await sh(sb, 'curl -sS --max-time 8 http://api.test/');
+      assert.match(pub.out, /"method":"GET"/, `a public address is reachable: ${pub.out} ${pub.err}`);
+      const r = await sh(sb, 'curl -sS --max-time 8 -w " %{http_code}" http://cgnat.test/');
+      assert.match(r.out, /ErrBlocked.* 403$/, `${r.out} ${r.err}`);
+      assert.match(r.out, /range/);
+    } finally {
+      await sb.remove().catch(() => {});
+    }
+  });
+});
 
 describe('ports and secrets', () => {
   test('ports of a sandbox made through the native API are not open to anyone through E2B routing', async () => {
