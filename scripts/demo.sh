@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup-host.sh
-npm ci --no-audit --no-fund
+npm ci --prefer-offline --no-audit --no-fund
 npm run build
 log=$(mktemp)
 # The CLI's own entry point rather than npx, so the trap below stops the daemon itself, not a wrapper.

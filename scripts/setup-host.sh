@@ -37,9 +37,11 @@ SRC
 fi
 
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq -t bookworm-backports runsc >/dev/null
-apt-get install -y -qq --no-install-recommends \
+# Bounded: an unreachable mirror costs seconds, and packages already in apt's cache still install.
+apt_net=(-o Acquire::http::Timeout=20 -o Acquire::https::Timeout=20 -o Acquire::Retries=2)
+apt-get "${apt_net[@]}" update -qq || echo "apt-get update failed; installing from what apt already has" >&2
+apt-get "${apt_net[@]}" install -y -qq -t bookworm-backports runsc >/dev/null
+apt-get "${apt_net[@]}" install -y -qq --no-install-recommends \
   crun runc mmdebstrap busybox-static tini nftables iproute2 e2fsprogs util-linux attr \
   docker-registry skopeo zstd apache2-utils openssl ca-certificates curl nginx-light >/dev/null
 echo "host ready: $(runsc --version | head -n1), crun $(crun --version | head -n1 | awk '{print $3}'), runc $(runc --version | head -n1 | awk '{print $3}')"

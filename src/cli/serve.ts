@@ -86,7 +86,7 @@ export function registerServe(program: Command): void {
     .option('--default-timeout <duration>', 'timeout for sandboxes that do not set one (0 = none)', '0')
     .option('--runsc-platform <name>', 'gVisor platform: systrap or ptrace', 'systrap')
     .option('--templates-dir <dir>', 'where built templates are kept (default DATA/templates); daemons may share one')
-    .option('--debian-mirror <url>', 'Debian mirror for the base template (default: the host apt sources)')
+    .option('--debian-mirror <url>', 'Debian mirror for the base template (default: the host apt sources; "host" builds it from this Debian host\'s installed packages, also the fallback when the mirror cannot be reached)')
     .option('--max-layer-size <size>', 'largest an image layer (or import archive) may be once decompressed (413 past it)', '16g')
     .option('--max-layer-entries <n>', 'most files an image layer may hold (413 past it)', '1000000')
     .option('--insecure-registry <host:port>', 'allow pulling from this registry over plain HTTP (repeatable)', (v: string, p: string[] = []) => [...p, v], [])

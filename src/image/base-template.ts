@@ -5,10 +5,35 @@ import { mkdir, rename, rm, writeFile, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { deadlineError, killGroup } from '../util/proc.js';
 import { debianMirror } from './apt-mirror.js';
+import { hostCodename, installedPackages, resolveClosure } from './host-packages.js';
+import { buildHostRepository } from './host-repack.js';
 import type { ImageConfig, RootfsSource } from '../engine/types.js';
 
 /** A slow mirror takes minutes; one that stalls must not leave the daemon building forever. */
 const MMDEBSTRAP_DEADLINE_MS = 20 * 60_000;
+
+/** `--debian-mirror host`: build from this host's installed packages, no mirror. */
+export const HOST_PACKAGES = 'host';
+/** How long the mirror gets to answer before the build goes offline. */
+const MIRROR_PROBE_MS = 15_000;
+
+const hostFallbackPossible = () => hostCodename() === BASE_RECIPE.suite;
+
+/** Why an http(s) mirror cannot be used right now, or undefined when it answers (any HTTP status). */
+async function mirrorUnreachable(mirror: string): Promise<string | undefined> {
+  if (!/^https?:\/\//.test(mirror)) return undefined;
+  try {
+    const res = await fetch(`${mirror.replace(/\/+$/, '')}/dists/${BASE_RECIPE.suite}/InRelease`, {
+      method: 'HEAD',
+      signal: AbortSignal.timeout(MIRROR_PROBE_MS),
+    });
+    await res.body?.cancel();
+    return undefined;
+  } catch (e) {
+    const cause = (e as { cause?: { code?: string } }).cause?.code;
+    return cause ?? (e as Error).name;
+  }
+}
 
 /** What the `base` template is made of; any change here changes its hash and causes a rebuild. */
 export const BASE_RECIPE = {
@@ -59,28 +84,71 @@ export class BaseTemplate {
 
   private async build(progress: Progress): Promise<RootfsSource> {
     const mirror = this.mirrorOverride || debianMirror(BASE_RECIPE.suite);
-    if (!mirror) {
-      throw new Error(`no apt source for Debian ${BASE_RECIPE.suite} main found in /etc/apt; pass --debian-mirror URL`);
-    }
     const staging = `${this.dir}.partial-${process.pid}`;
+    let recipe: Record<string, unknown> = { ...BASE_RECIPE, source: 'mirror' };
+    if (mirror && mirror !== HOST_PACKAGES) {
+      const unreachable = await mirrorUnreachable(mirror);
+      if (!unreachable) {
+        try {
+          await this.mmdebstrap(staging, mirror, BASE_RECIPE.packages, progress);
+        } catch (e) {
+          if (!hostFallbackPossible()) throw e;
+          progress(`building from ${mirror} failed (${(e as Error).message}); trying this host's installed packages`);
+          recipe = await this.buildFromHost(staging, progress);
+        }
+      } else {
+        if (!hostFallbackPossible()) throw new Error(`the Debian mirror ${mirror} cannot be reached (${unreachable}); pass --debian-mirror URL`);
+        progress(`the Debian mirror ${mirror} cannot be reached (${unreachable}); building from this host's installed packages`);
+        recipe = await this.buildFromHost(staging, progress);
+      }
+    } else {
+      if (!mirror && !hostFallbackPossible()) {
+        throw new Error(`no apt source for Debian ${BASE_RECIPE.suite} main found in /etc/apt; pass --debian-mirror URL`);
+      }
+      recipe = await this.buildFromHost(staging, progress);
+    }
+    await writeFile(join(staging, 'recipe.json'), JSON.stringify(recipe, null, 2));
+    await writeFile(join(staging, 'complete'), new Date().toISOString());
+    await rm(this.dir, { recursive: true, force: true });
+    await rename(staging, this.dir);
+    progress('template base ready');
+    return this.source();
+  }
+
+  /** The offline way: the host's own packages, repacked into a local repository (host-repack.ts). */
+  private async buildFromHost(staging: string, progress: Progress): Promise<Record<string, unknown>> {
+    if (!hostFallbackPossible()) throw new Error(`this host is not Debian ${BASE_RECIPE.suite}, so it cannot build base from its own packages; pass --debian-mirror URL`);
+    const closure = resolveClosure(await installedPackages(), BASE_RECIPE.packages);
+    const missing = BASE_RECIPE.packages.filter((p) => closure.missing.includes(p));
+    progress(`building base from ${closure.packages.length} installed host packages${missing.length ? ` (not installed here, left out: ${missing.join(', ')})` : ''}`);
+    const source = await buildHostRepository(closure.packages, join(this.templatesDir, 'host-packages'), BASE_RECIPE.suite, progress);
+    const include = BASE_RECIPE.packages.filter((p) => !missing.includes(p));
+    // The mirror's way to merged /usr is the usrmerge package, which hosts rarely keep installed;
+    // usr-is-merged (which they do) needs the links made first, as debootstrap does.
+    await this.mmdebstrap(staging, source, include, progress, ['--hook-dir=/usr/share/mmdebstrap/hooks/merged-usr']);
+    return { ...BASE_RECIPE, source: 'host-packages', missing };
+  }
+
+  private async mmdebstrap(staging: string, mirror: string, packages: string[], progress: Progress, extra: string[] = []): Promise<void> {
     await rm(staging, { recursive: true, force: true });
     await mkdir(staging, { recursive: true });
     const u = BASE_RECIPE.user;
     const hooks = [
       `chroot "$1" useradd --create-home --home-dir ${u.home} --shell /bin/bash --uid ${u.uid} --user-group ${u.name}`,
-      `echo '${u.name} ALL=(ALL) NOPASSWD:ALL' > "$1/etc/sudoers.d/${u.name}"`,
-      `chmod 0440 "$1/etc/sudoers.d/${u.name}"`,
+      // sudo is absent from a base built offline on a host that lacks it.
+      `if [ -d "$1/etc/sudoers.d" ]; then echo '${u.name} ALL=(ALL) NOPASSWD:ALL' > "$1/etc/sudoers.d/${u.name}"; chmod 0440 "$1/etc/sudoers.d/${u.name}"; fi`,
       'rm -rf "$1"/var/cache/apt/archives/*.deb "$1"/var/lib/apt/lists/*',
     ];
     const args = [
       `--variant=${BASE_RECIPE.variant}`,
-      `--include=${BASE_RECIPE.packages.join(',')}`,
+      `--include=${packages.join(',')}`,
+      ...extra,
       ...hooks.map((h) => `--customize-hook=${h}`),
       BASE_RECIPE.suite,
       join(staging, 'rootfs'),
       mirror,
     ];
-    progress(`building template base (${BASE_RECIPE.suite}, ${BASE_RECIPE.packages.length} packages) from ${mirror}`);
+    progress(`building template base (${BASE_RECIPE.suite}, ${packages.length} packages) from ${mirror}`);
     await new Promise<void>((resolve, reject) => {
       // Its own process group, killed whole at the deadline (apt, dpkg and hooks run under it).
       const child = spawn('mmdebstrap', args, { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
@@ -109,12 +177,6 @@ export class BaseTemplate {
       await rm(staging, { recursive: true, force: true });
       throw e;
     });
-    await writeFile(join(staging, 'recipe.json'), JSON.stringify(BASE_RECIPE, null, 2));
-    await writeFile(join(staging, 'complete'), new Date().toISOString());
-    await rm(this.dir, { recursive: true, force: true });
-    await rename(staging, this.dir);
-    progress('template base ready');
-    return this.source();
   }
 
   async recipe(): Promise<unknown> {
