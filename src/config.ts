@@ -41,6 +41,8 @@ export interface DaemonConfig {
   bodyLimitBytes: number;
   /** Output kept per process for reconnects (oldest dropped first). */
   processOutputBufferBytes: number;
+  /** Processes and file helpers one sandbox may run through the API at once (each is a host process too). */
+  maxProcesses: number;
   /** Output returned by a synchronous exec (413-like truncation flag past it). */
   execOutputLimitBytes: number;
   /** Bytes a stream to a client (SSE, WebSocket, Connect) may hold unread before its source is paused. */
@@ -111,6 +113,7 @@ export function defaultConfig(overrides: Partial<DaemonConfig> = {}): DaemonConf
     defaultPids: 1024,
     bodyLimitBytes: 8 * 1024 * 1024,
     processOutputBufferBytes: 1024 * 1024,
+    maxProcesses: 256,
     execOutputLimitBytes: 16 * 1024 * 1024,
     streamHighWaterBytes: 8 * 1024 * 1024,
     streamWriteDeadlineMs: 60_000,

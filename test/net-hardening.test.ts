@@ -198,8 +198,10 @@ describe(`network hardening on ${runtime}`, () => {
       assert.equal(got['x-keep'], 'kept');
       for (const h of ['e2b-sandbox-id', 'e2b-sandbox-port', 'x-access-token', 'e2b-traffic-access-token', 'authorization', 'x-api-key', 'x-cordon-trace']) assert.equal(got[h], undefined, `${h} reached the sandbox`);
       assert.doesNotMatch(r.body, new RegExp(KEY));
-      const own = JSON.parse((await send({ 'E2b-Sandbox-Id': sb.id, 'E2b-Sandbox-Port': '8000', Authorization: 'Bearer app-token' })).body) as Record<string, string>;
+      // A sandbox made through the native API needs the daemon key on its ports; the app's own Authorization still passes.
+      const own = JSON.parse((await send({ 'E2b-Sandbox-Id': sb.id, 'E2b-Sandbox-Port': '8000', 'X-API-Key': KEY, Authorization: 'Bearer app-token' })).body) as Record<string, string>;
       assert.equal(own.authorization, 'Bearer app-token', "the app's own credentials still pass");
+      assert.equal(own['x-api-key'], undefined);
     } finally {
       await sb.remove({ force: true });
     }

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { randomBytes, X509Certificate } from 'node:crypto';
-import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,7 +15,8 @@ import { CertAuthority } from '../src/net/ca.js';
 import { buildAnswer, buildQuery, parseQuery, parseReply, type Question } from '../src/net/dns-wire.js';
 import { Policy } from '../src/net/policy.js';
 import { headersForSandbox } from '../src/net/port-proxy.js';
-import { MAX_PINS, PIN_MIN_TTL_S, resolveFor, type Pin, type ResolveContext } from '../src/net/resolver.js';
+import { MAX_LOOKUPS_PER_SANDBOX, MAX_PINS, PIN_MIN_TTL_S, resolveFor, type Pin, type ResolveContext } from '../src/net/resolver.js';
+import { SavedPins } from '../src/net/saved-pins.js';
 import { parseSecret, secretEnvFrom } from '../src/net/secrets.js';
 import { emptyNetwork, type NetworkSpec } from '../src/net/types.js';
 import { UpstreamDns, type UpstreamAnswer } from '../src/net/upstream-dns.js';
@@ -323,5 +324,39 @@ describe('daemon defaults and the port proxy', () => {
     assert.deepEqual(h, { host: '8000-abc.cordon', 'x-keep': 'yes' });
     assert.equal(headersForSandbox({ authorization: 'Bearer app-token' }, 'daemon-key').authorization, 'Bearer app-token', "the app's own credentials pass");
     assert.equal(headersForSandbox({ authorization: 'Bearer app-token' }, undefined).authorization, 'Bearer app-token');
+  });
+});
+
+describe('pins on disk and lookups in flight: what a sandbox resolving endless names costs', () => {
+  test('pins are written at most once a second, not once per answer; flush writes at once', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'cordon-pins-'));
+    try {
+      const file = join(dir, 'sb.json');
+      const pins = SavedPins.load(file);
+      for (let i = 0; i < 1000; i++) pins.set(`n${i}.test`, { ips: ['198.51.100.1'], expires: Date.now() + 60_000 });
+      assert.equal(existsSync(file), false, 'nothing written synchronously per answer');
+      pins.flush();
+      assert.equal(Object.keys(JSON.parse(readFileSync(file, 'utf8'))).length, 1000);
+      pins.discard();
+      pins.set('late.test', { ips: ['198.51.100.2'], expires: 0 });
+      pins.flush();
+      assert.equal(Object.keys(JSON.parse(readFileSync(file, 'utf8'))).length, 1000, 'a discarded set writes nothing more');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('distinct names in flight upstream are capped per sandbox; a pinned name still answers', async () => {
+    const spec: NetworkSpec = { ...emptyNetwork('open') };
+    const ctx: ResolveContext = { policy: new Policy(spec), pins: new Map<string, Pin>([['old.test', { ips: ['198.51.100.9'], expires: 0 }]]), upstream: ['192.0.2.53'] };
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const slow = { query: async () => (await gate, { ips: ['198.51.100.1'], ttl: 60 }) } as unknown as UpstreamDns;
+    const first = Array.from({ length: MAX_LOOKUPS_PER_SANDBOX }, (_, i) => resolveFor(ctx, slow, `n${i}.test`));
+    await assert.rejects(resolveFor(ctx, slow, 'one-more.test'), /too many DNS lookups in flight/);
+    assert.deepEqual((await resolveFor(ctx, slow, 'old.test')).ips, ['198.51.100.9'], 'an expired pin answers while upstream is busy');
+    release();
+    await Promise.all(first);
+    assert.deepEqual((await resolveFor(ctx, slow, 'one-more.test')).ips, ['198.51.100.1']);
   });
 });

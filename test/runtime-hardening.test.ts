@@ -106,6 +106,12 @@ for (const runtime of RUNTIMES) {
       }
     });
 
+    test('masked paths: Docker\'s list, e.g. /proc/acpi (present on this host) has something mounted over it', { skip: !shared && 'gVisor has its own /proc' }, async () => {
+      const r = await plain.exec(['sh', '-c', "ls -d /proc/acpi >/dev/null && awk '$5 == \"/proc/acpi\"' /proc/self/mountinfo"]);
+      assert.equal(r.exit_code, 0, r.stderr);
+      assert.notEqual(r.stdout.trim(), '', '/proc/acpi is masked');
+    });
+
     test('capabilities: Docker\'s default set for root, nothing effective for a user', async () => {
       const rootSet = shared ? DOCKER_CAPS : DOCKER_CAPS_NO_NET_RAW;
       assert.equal(await status(plain, 'CapEff'), rootSet);

@@ -35,6 +35,22 @@ export function responseFlow(res: ServerResponse): TransportFlow {
 }
 
 /**
+ * Cut off a response (a download) whose client takes nothing for `ms` while bytes wait for it. Its
+ * source is already paused by backpressure, so memory is bounded; this bounds the time a stalled
+ * client holds what feeds it (a helper process inside the sandbox).
+ */
+export function stallDeadline(res: ServerResponse, ms: number): void {
+  let sent = -1;
+  const timer = setInterval(() => {
+    const now = res.socket?.bytesWritten ?? 0;
+    if (res.writableLength > 0 && now === sent) res.destroy();
+    sent = now;
+  }, ms);
+  timer.unref();
+  res.once('close', () => clearInterval(timer));
+}
+
+/**
  * A WebSocket. ws calls a send's callback once that frame is written to the socket; frames go out in
  * order, so when the callback of the latest send has run, everything sent before it is out too.
  */

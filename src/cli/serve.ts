@@ -98,6 +98,7 @@ export function registerServe(program: Command): void {
     .option('--default-network <mode>', 'network mode of sandboxes that choose none: none|allowlist|open', 'none')
     .option('--domain <domain>', 'E2B: serve "PORT-SANDBOXID.DOMAIN" hosts (point wildcard DNS for *.DOMAIN at the daemon)')
     .option('--max-upload <size>', 'E2B: largest file one /files upload may write, after gzip is undone', '10g')
+    .option('--max-processes <n>', 'processes and file operations one sandbox may run through the API at once (each is a host process too); more get 429', '256')
     .option('--stream-buffer <size>', 'unread output one client stream may hold before the process is paused', '8m')
     .option('--stream-write-deadline <duration>', 'cut off a client stream that stays above --stream-buffer this long', '60s')
     .option('--agent <on|off>', 'run the cordon agent in every sandbox (processes, files, watches); off: the runtime exec path only', 'on')
@@ -149,6 +150,7 @@ export function registerServe(program: Command): void {
         maxUploadBytes: maxUpload,
         agent: o.agent,
         agentBinary: o.agentBinary,
+        maxProcesses: count('--max-processes', o.maxProcesses, 1),
         streamHighWaterBytes: sizeFlag('--stream-buffer', o.streamBuffer, 64 * 1024),
         streamWriteDeadlineMs: durationFlag('--stream-write-deadline', o.streamWriteDeadline, 1000),
         egressIdleTimeoutMs: durationFlag('--egress-idle-timeout', o.egressIdleTimeout, 1000),

@@ -21,6 +21,8 @@ export interface DirWatch {
   sync(): Promise<void>;
   /** Resolves when the watch ended (stopped, the directory or the sandbox gone). */
   readonly exited: Promise<unknown>;
+  /** Why the watch ended, when it ended by failing (a bound it passed). */
+  readonly failure?: CordonError;
   stop(): void;
 }
 
@@ -35,6 +37,12 @@ interface Snap {
 const SYNC = '@@cordon-sync ';
 /** How long a write through the API waits for watchers to have looked (they are polls, not inotify). */
 const SYNC_TIMEOUT_MS = 3000;
+/**
+ * Bounds of one snapshot (the sandbox decides what is in the tree): past either the watcher ends with
+ * an error instead of holding and diffing an unbounded listing every interval.
+ */
+export const MAX_SNAPSHOT_ENTRIES = 100_000;
+export const MAX_SNAPSHOT_BYTES = 16 * 1024 * 1024;
 
 /**
  * Watches a directory inside a sandbox by polling. Busybox has no inotifyd and the sandbox's writes
@@ -49,6 +57,8 @@ const SYNC_TIMEOUT_MS = 3000;
 export class DirWatcher implements DirWatch {
   private prev?: Map<string, Snap>;
   private stopped = false;
+  /** Why the watcher ended on its own (its tree grew past the bounds), if it did. */
+  failure?: CordonError;
   private seq = 0;
   /** The kick written to the shell and not yet acknowledged, with the syncs that rode on it. */
   private inFlight?: { n: number; waiters: (() => void)[] };
@@ -86,10 +96,12 @@ export class DirWatcher implements DirWatch {
     return new Promise((resolve, reject) => {
       let pending = '';
       let lines: string[] = [];
+      let bytes = 0;
       let ready = false;
       let stderr = '';
       this.handle.stderr?.on('data', (d: Buffer) => (stderr = (stderr + d).slice(-2000)));
       this.handle.stdout.on('data', (d: Buffer) => {
+        if (this.failure) return;
         pending += d.toString('utf8');
         let i: number;
         while ((i = pending.indexOf('\n')) >= 0) {
@@ -101,19 +113,31 @@ export class DirWatcher implements DirWatch {
           }
           if (line !== END) {
             lines.push(line);
+            bytes += line.length + 1;
             continue;
           }
           this.snapshot(lines);
           lines = [];
+          bytes = 0;
           for (const done of this.started.splice(0)) done();
           if (!ready) (ready = true), resolve();
+        }
+        if (lines.length > MAX_SNAPSHOT_ENTRIES || bytes + pending.length > MAX_SNAPSHOT_BYTES) {
+          this.failure = new CordonError(
+            'payload_too_large',
+            `the watched directory has too many entries to watch (more than ${MAX_SNAPSHOT_ENTRIES} or ${MAX_SNAPSHOT_BYTES / 1024 / 1024} MiB of names); watch a narrower directory, or not recursively`,
+          );
+          lines = [];
+          pending = '';
+          this.stop();
         }
       });
       this.handle.exited.then((st) => {
         for (const done of [...this.started.splice(0), ...this.queued.splice(0), ...(this.inFlight?.waiters ?? [])]) done();
         this.inFlight = undefined;
         if (ready) return;
-        if (st.exitCode === 3) reject(errors.fileNotFound('watched directory'));
+        if (this.failure) reject(this.failure);
+        else if (st.exitCode === 3) reject(errors.fileNotFound('watched directory'));
         else reject(new CordonError('internal', `the directory watcher exited (${st.exitCode}): ${stderr.trim()}`));
       });
     });

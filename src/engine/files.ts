@@ -40,16 +40,38 @@ export function cleanPath(p: unknown, base = '/', field = 'path'): string {
   return posix.resolve(base, p);
 }
 
-async function collect(h: ExecHandle, input?: Buffer): Promise<{ code: number; out: Buffer; err: string }> {
+/** stderr kept from a helper: enough for its message, never what a hostile tree could make it print. */
+const MAX_HELPER_STDERR = 64 * 1024;
+/** Most output a listing helper may print; past it the helper is killed and the listing refused. */
+export const MAX_LISTING_BYTES = 64 * 1024 * 1024;
+
+class OutputTooLarge extends Error {}
+
+/** A helper's output; past `maxOut` bytes of stdout it is killed and OutputTooLarge is thrown. */
+async function collect(h: ExecHandle, input?: Buffer, maxOut = Infinity): Promise<{ code: number; out: Buffer; err: string }> {
   const out: Buffer[] = [];
+  let outLen = 0;
   let err = '';
-  h.stdout.on('data', (d: Buffer) => out.push(d));
-  h.stderr?.on('data', (d: Buffer) => (err += d.toString()));
+  let tooLarge = false;
+  h.stdout.on('data', (d: Buffer) => {
+    if (tooLarge) return;
+    outLen += d.length;
+    if (outLen <= maxOut) return void out.push(d);
+    tooLarge = true;
+    out.length = 0;
+    h.signal('SIGKILL').catch(() => {});
+  });
+  h.stderr?.on('data', (d: Buffer) => err.length < MAX_HELPER_STDERR && (err += d.toString()));
   h.stdin.end(input ?? undefined);
   const st = await h.exited;
   await new Promise((r) => setImmediate(r));
+  if (tooLarge) throw new OutputTooLarge();
   return { code: st.exitCode, out: Buffer.concat(out), err };
 }
+
+/** A FIFO, socket or device: reading or writing one through the API would block or touch a device. */
+const notRegular = (path: string) =>
+  new CordonError('invalid_argument', `${path} is not a regular file (a FIFO, socket or device); only regular files can be read or written through the API`, { path });
 
 /** Map busybox's stderr to the error a caller can act on. */
 function fsError(path: string, stderr: string): CordonError {
@@ -58,6 +80,7 @@ function fsError(path: string, stderr: string): CordonError {
   if (/Permission denied|Operation not permitted/i.test(msg)) return new CordonError('permission_denied', `${path}: permission denied for this user; run as another user (e.g. root)`, { path });
   if (/No space left|quota/i.test(msg)) return new CordonError('no_space', `${path}: the sandbox's disk is full; remove files or create it with a larger --disk`, { path });
   if (/Read-only file system/i.test(msg)) return new CordonError('permission_denied', `${path}: the file system is read-only; write under a tmpfs mount instead`, { path });
+  if (/not a regular file/i.test(msg)) return notRegular(path);
   if (/Is a directory/i.test(msg)) return new CordonError('invalid_argument', `${path} is a directory`, { path });
   if (/Not a directory/i.test(msg)) return new CordonError('invalid_argument', `${path}: a parent is not a directory`, { path });
   if (/File exists/i.test(msg)) return new CordonError('already_exists', `${path} already exists`, { path });
@@ -158,7 +181,10 @@ export class FileService {
     if (dir.type !== 'dir') throw new CordonError('invalid_argument', `${path} is not a directory`, { path });
     const script = `cd -- "$1" || exit 1; ${BB} find . -mindepth 1 -maxdepth "$2" -print0; printf '\\0\\0'; ${BB} find . -mindepth 1 -maxdepth "$2" -exec ${BB} stat -c '${STAT_FMT}' -- {} +`;
     for (let attempt = 0; attempt < 3; attempt++) {
-      const r = await collect(await this.exec([BB, 'sh', '-c', script, 'ls', path, String(depth)], user));
+      const r = await collect(await this.exec([BB, 'sh', '-c', script, 'ls', path, String(depth)], user), undefined, MAX_LISTING_BYTES).catch((e: unknown) => {
+        if (!(e instanceof OutputTooLarge)) throw e;
+        throw new CordonError('payload_too_large', `listing ${path} to depth ${depth} is larger than ${MAX_LISTING_BYTES / 1024 / 1024} MiB; list a narrower directory or use a smaller depth`, { path });
+      });
       if (r.code !== 0 && !r.out.length) throw fsError(path, r.err);
       const text = r.out.toString('utf8');
       const split = text.indexOf('\0\0');
@@ -178,12 +204,20 @@ export class FileService {
     // Follow symlinks here (cat does): a dangling one is a 404 before the first byte, not an empty 200.
     const info = await this.stat(path, user, true);
     if (info.type === 'dir') throw new CordonError('invalid_argument', `${path} is a directory; list it instead`, { path });
+    if (info.type !== 'file') throw notRegular(path);
     const h = await this.exec([BB, 'cat', '--', path], user);
     h.stdin.end();
     let err = '';
-    h.stderr?.on('data', (d: Buffer) => (err += d));
+    let exited = false;
+    h.stderr?.on('data', (d: Buffer) => err.length < MAX_HELPER_STDERR && (err += d));
     h.exited.then((st) => {
+      exited = true;
       if (st.exitCode !== 0) h.stdout.destroy(fsError(path, err));
+    });
+    // A reader that leaves early (client gone, cut off for stalling) takes the helper with it; else it
+    // would block for ever on the full pipe, or on a FIFO swapped in after the check above.
+    h.stdout.once('close', () => {
+      if (!exited && !h.stdout.readableEnded) h.signal('SIGKILL').catch(() => {});
     });
     return { stream: h.stdout, size: info.size };
   }
@@ -206,6 +240,8 @@ export class FileService {
     const script = [
       `d=$(${BB} dirname -- "$1")`,
       `if [ "$3" = 1 ] && [ ! -d "$d" ] && ! ${BB} mkdir -p -- "$d"; then [ "$5" = 1 ] && echo P && exit 0; exit 1; fi`,
+      // Opening a FIFO would block the helper (and the upload) until something inside reads it.
+      'if [ -e "$1" ] && [ ! -f "$1" ] && [ ! -d "$1" ]; then echo "$1: not a regular file" >&2; exit 1; fi',
       'echo R',
       `if [ "$4" = 1 ]; then ${BB} cat >> "$1"; else ${BB} cat > "$1"; fi || exit 1`,
       `if [ -n "$2" ]; then ${BB} chmod "$2" -- "$1"; fi`,
@@ -222,7 +258,7 @@ export class FileService {
     }
     const h = await this.exec(args, opts.user);
     let err = '';
-    h.stderr?.on('data', (d: Buffer) => (err += d));
+    h.stderr?.on('data', (d: Buffer) => err.length < MAX_HELPER_STDERR && (err += d));
     const ready = await firstLine(h.stdout);
     h.stdout.resume();
     if (ready === 'P') {

@@ -70,6 +70,8 @@ export class LiveSandbox {
   private readonly agentProcs?: AgentProcesses;
   private lastCpu?: { at: number; ns: number };
   private oomBaseline = 0;
+  /** Runtime execs in flight (processes and file helpers): each is a process on the host as well. */
+  private execs = 0;
 
   constructor(
     private readonly rec: SandboxRecord,
@@ -141,10 +143,38 @@ export class LiveSandbox {
     return { spec, user };
   }
 
+  /**
+   * Count one more runtime exec, or refuse (429) past --max-processes: a client must not be able to
+   * make the host run thousands of `runsc exec` / `crun exec` processes for one sandbox.
+   */
+  private reserveExec(): () => void {
+    const max = this.cfg.maxProcesses;
+    if (this.execs >= max) {
+      throw new CordonError(
+        'rate_limited',
+        `sandbox ${this.rec.id} already runs ${this.execs} processes and file operations through the API (limit ${max}, cordon serve --max-processes); wait for some to finish or kill some`,
+        { sandbox_id: this.rec.id, limit: max, retry_after_s: 1 },
+      );
+    }
+    this.execs++;
+    let released = false;
+    return () => {
+      if (!released) (released = true), this.execs--;
+    };
+  }
+
   /** A helper process that is not in the process list (file operations, the E2B directory watcher). */
   readonly helperExec = async (args: string[], user?: string) => {
     const { spec } = await this.execSpec({ cmd: args, user, cwd: '/' });
-    return this.runtime.exec(this.rec.id, spec);
+    const release = this.reserveExec();
+    try {
+      const h = this.runtime.exec(this.rec.id, spec);
+      void h.exited.finally(release);
+      return h;
+    } catch (e) {
+      release();
+      throw e;
+    }
   };
 
   /** Start a process through the agent when it is connected, else with the runtime's exec. */
@@ -178,17 +208,25 @@ export class LiveSandbox {
 
   async start(req: CommandRequest): Promise<ManagedProcess> {
     const { spec, user } = await this.execSpec(req);
-    return this.processes.start({
-      spec,
-      user: user.name,
-      env: req.env ?? {},
-      tag: req.tag,
-      stdin: req.stdin,
-      stdinData: req.stdinData,
-      timeoutMs: req.timeoutMs,
-      oomCheck: () => this.oomHappened(),
-      sandboxAlive: this.containerAlive,
-    });
+    const release = this.reserveExec();
+    try {
+      const proc = await this.processes.start({
+        spec,
+        user: user.name,
+        env: req.env ?? {},
+        tag: req.tag,
+        stdin: req.stdin,
+        stdinData: req.stdinData,
+        timeoutMs: req.timeoutMs,
+        oomCheck: () => this.oomHappened(),
+        sandboxAlive: this.containerAlive,
+      });
+      void proc.handle.exited.finally(release);
+      return proc;
+    } catch (e) {
+      release();
+      throw e;
+    }
   }
 
   startMain(args: string[]): Promise<ManagedProcess> {

@@ -392,6 +392,11 @@ export class ProcessManager {
   async sendStdin(ref: string | number, data: Buffer): Promise<void> {
     const p = this.get(ref);
     if (!p.info.stdinOpen) throw new CordonError('invalid_state', `stdin of process ${p.info.pid} is closed; start it with stdin enabled`);
+    // Input the process has not read yet is held in memory: bounded, whatever the number of writers.
+    const queued = p.handle.stdin.writableLength;
+    if (queued > 0 && queued + data.length > this.flow.highWaterBytes) {
+      throw new CordonError('rate_limited', `stdin of process ${p.info.pid} already holds ${queued} bytes the process has not read; wait until it reads them`, { retry_after_s: 1 });
+    }
     await new Promise<void>((resolve, reject) => p.handle.stdin.write(data, (e) => (e ? reject(e) : resolve())));
   }
 

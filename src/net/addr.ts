@@ -31,9 +31,12 @@ export function cidrContains(c: Cidr, ip: string): boolean {
   return isIPv4(ip) && maskOf(ipToInt(ip), c.bits) === c.base;
 }
 
-/** Ranges open egress never reaches unless an allow entry names them: private, loopback, link-local, metadata. */
+/**
+ * Ranges open egress never reaches unless an allow entry names them: private, loopback, link-local,
+ * metadata, and shared address space (100.64.0.0/10: carrier NAT, and a common VPC secondary range).
+ */
 export const BLOCKED_RANGES = [
-  '0.0.0.0/8', '10.0.0.0/8', '127.0.0.0/8', '169.254.0.0/16', '172.16.0.0/12', '192.168.0.0/16',
+  '0.0.0.0/8', '10.0.0.0/8', '100.64.0.0/10', '127.0.0.0/8', '169.254.0.0/16', '172.16.0.0/12', '192.168.0.0/16',
   '100.100.100.200/32', '192.0.0.0/24', '224.0.0.0/4', '240.0.0.0/4', '255.255.255.255/32',
 ].map((c) => parseCidr(c)!);
 

@@ -164,8 +164,8 @@ export async function forward(req: IncomingMessage, res: ServerResponse, ctx: Sa
   let target = shape.path + (shape.query.size ? `?${shape.query.toString()}` : '');
   const headerText = JSON.stringify(shape.headers);
   const found = [...new Set([...placeholdersIn(target, ctx.secrets), ...placeholdersIn(headerText, ctx.secrets), ...(body ? placeholdersIn(body.toString('latin1'), ctx.secrets) : [])])];
-  const leak = found.find((s) => !secretHostMatches(s, host));
-  if (leak) return block(`secret ${leak.name} may not be sent to ${host}`, 403, leak.name);
+  const leak = found.find((s) => !secretHostMatches(s, host, port));
+  if (leak) return block(`secret ${leak.name} may not be sent to ${host}:${port}`, 403, leak.name);
   if (found.length) {
     target = substitute(target, found);
     for (const [k, val] of Object.entries(shape.headers)) {

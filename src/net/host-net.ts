@@ -2,8 +2,10 @@ import { run, runOk } from '../util/proc.js';
 import { intToIp, ipToInt, parseCidr, type Cidr } from './addr.js';
 
 // Host side of sandbox networking, owned by one daemon ("slot"): an nftables table that rejects any
-// forwarding from or to sandbox links and steers their DNS/TCP to the daemon, a dummy link holding
-// the daemon's proxy address, and a routing table that pins upstream traffic to the egress link.
+// forwarding from or to sandbox links, drops what a sandbox sends from an address not its own (the
+// daemon tells sandboxes apart by source address) and steers their DNS/TCP to the daemon, a dummy
+// link holding the daemon's proxy address, and a routing table that pins upstream traffic to the
+// egress link.
 
 export interface HostNetOptions {
   slot: number;
@@ -75,6 +77,9 @@ export class HostNet {
     const p = this.ifPrefix;
     const rules = `table inet ${this.table} {
   map ports { type inet_service : inet_service; ${map ? `elements = { ${map} }` : ''} }
+  chain antispoof { type filter hook prerouting priority raw; policy accept;
+    iifname "${p}*" fib saddr . iif oif missing drop
+  }
   chain pre { type nat hook prerouting priority dstnat - 5; policy accept;
     iifname "${p}*" meta nfproto ipv4 udp dport 53 dnat ip to ${this.proxyIp}:${dnsPort}
     iifname "${p}*" meta nfproto ipv4 tcp dport @ports dnat ip to ${this.proxyIp} : tcp dport map @ports

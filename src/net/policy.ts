@@ -85,7 +85,7 @@ export class Policy {
     const byAddHost = !literal && this.spec.addHosts.some((h) => h.host.toLowerCase() === host.toLowerCase() && h.ip === ip);
     const hit = this.allow.find((e) => (e.cidr ? cidrContains(e.cidr, ip) : !literal && Policy.hostMatch(e, host)) && (e.ports ? e.ports.includes(port) : DEFAULT_PORTS.includes(port)));
     const ipExplicit = this.allow.some((e) => e.cidr && cidrContains(e.cidr, ip));
-    if (isBlockedRange(ip) && !ipExplicit && !(byAddHost && hit)) return { allowed: false, reason: `address ${ip} is in a private, loopback, link-local or metadata range` };
+    if (isBlockedRange(ip) && !ipExplicit && !(byAddHost && hit)) return { allowed: false, reason: `address ${ip} is in a private, shared (carrier NAT), loopback, link-local or metadata range` };
     if (hit) return { allowed: true, reason: `allowed by ${hit.raw}` };
     if (this.spec.mode === 'open') {
       if (literal) return { allowed: false, reason: `raw address ${ip} without a host name` };

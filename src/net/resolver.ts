@@ -30,6 +30,17 @@ export const PIN_MIN_TTL_S = 5;
 export const PIN_MAX_TTL_S = 3600;
 /** Pinned names per sandbox; past it the oldest pin goes (it is asked for again when used). */
 export const MAX_PINS = 1024;
+/**
+ * Upstream lookups in flight for one sandbox, and for all of them together. Each holds a socket of
+ * the daemon until it is answered or times out, so a sandbox asking for endless names nobody answers
+ * would otherwise take every file descriptor the daemon has.
+ */
+export const MAX_LOOKUPS_PER_SANDBOX = 64;
+export const MAX_LOOKUPS = 512;
+let lookupsInFlight = 0;
+
+/** A lookup refused because too many are in flight (answered SERVFAIL, so the client retries). */
+export class LookupsBusy extends Error {}
 
 const NAME_RE = /^[a-z0-9_]([a-z0-9_-]{0,62})(\.[a-z0-9_]([a-z0-9_-]{0,62}))*$/;
 
@@ -50,7 +61,16 @@ export async function resolveFor(ctx: ResolveContext, upstream: UpstreamDns, nam
   if (!mine) inflight.set(ctx, (mine = new Map()));
   let p = mine.get(n);
   if (!p) {
-    p = lookup(ctx, upstream, n, pinned).finally(() => mine.delete(n));
+    if (mine.size >= MAX_LOOKUPS_PER_SANDBOX || lookupsInFlight >= MAX_LOOKUPS) {
+      const kept = pinned ? usableFor(ctx.policy, n, pinned.ips) : [];
+      if (kept.length) return { ips: kept };
+      throw new LookupsBusy(`too many DNS lookups in flight (at most ${MAX_LOOKUPS_PER_SANDBOX} per sandbox); retry in a moment`);
+    }
+    lookupsInFlight++;
+    p = lookup(ctx, upstream, n, pinned).finally(() => {
+      mine.delete(n);
+      lookupsInFlight--;
+    });
     mine.set(n, p);
   }
   return p;
@@ -97,9 +117,22 @@ export interface DnsLookup {
 
 export type DnsReport = (sourceIp: string, name: string, allowed: boolean, reason: string) => void;
 
+/** At most one report a second per key. */
+class ReportGate {
+  private readonly last = new Map<string, number>();
+  due(key: string): boolean {
+    const now = Date.now();
+    if (now - (this.last.get(key) ?? 0) < 1000) return false;
+    if (this.last.size > 4096) this.last.clear();
+    this.last.set(key, now);
+    return true;
+  }
+}
+
 /** The UDP server sandboxes' port-53 traffic is steered to. */
 export function startDnsServer(bind: string, lookup: DnsLookup, upstream: UpstreamDns, report: DnsReport): Promise<{ port: number; close(): void }> {
   const sock = createSocket('udp4');
+  const busyReport = new ReportGate();
   sock.on('message', async (msg, rinfo) => {
     const q = parseQuery(msg);
     if (!q) return;
@@ -115,7 +148,8 @@ export function startDnsServer(bind: string, lookup: DnsLookup, upstream: Upstre
       // AAAA and other types get an empty answer: sandboxes have IPv4 only.
       reply(buildAnswer(q, 0, q.type === TYPE_A ? r.ips : []));
     } catch (e) {
-      report(rinfo.address, q.name, false, `lookup failed: ${(e as Error).message}`);
+      // A flood is reported once a second per sandbox, not once per refused query.
+      if (!(e instanceof LookupsBusy) || busyReport.due(rinfo.address)) report(rinfo.address, q.name, false, `lookup failed: ${(e as Error).message}`);
       reply(buildAnswer(q, 2));
     }
   });

@@ -55,8 +55,12 @@ export function placeholderFor(name: string): string {
   return `CORDON_SECRET_${name}_${randomBytes(12).toString('hex')}`;
 }
 
-export function secretHostMatches(s: SecretSpec, host: string): boolean {
-  return s.hosts.some((h) => globToRegex(h.replace(/:\d+$/, '')).test(host));
+/** Whether the secret may go to host (and port: an entry `host:443` binds the port too). */
+export function secretHostMatches(s: SecretSpec, host: string, port?: number): boolean {
+  return s.hosts.some((h) => {
+    const m = /^(.*?)(?::(\d+))?$/.exec(h)!;
+    return globToRegex(m[1]).test(host) && (m[2] === undefined || port === undefined || Number(m[2]) === port);
+  });
 }
 
 /** Secrets whose placeholder occurs in the text. */

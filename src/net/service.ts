@@ -8,7 +8,8 @@ import type { NetEvent, SandboxNetContext, Upstream } from './forward.js';
 import { HostNet } from './host-net.js';
 import { ConnectionCap, TransparentListener } from './listener.js';
 import { Policy } from './policy.js';
-import { startDnsServer, UpstreamDns, type Pin } from './resolver.js';
+import { startDnsServer, UpstreamDns } from './resolver.js';
+import { SavedPins } from './saved-pins.js';
 import { PortForwards } from './port-forward.js';
 import { CallbackHub } from './callbacks.js';
 import { SandboxLinks, type SandboxLink } from './sandbox-net.js';
@@ -41,38 +42,6 @@ export interface RunningNetSandbox {
   network?: NetworkSpec;
   /** Whether the sandbox would see a link rebuilt now (a kernel namespace; not gVisor's netstack). */
   relink: boolean;
-}
-
-/** Pinned DNS answers of one sandbox, kept on disk so a restart does not reopen DNS rebinding. */
-class SavedPins extends Map<string, Pin> {
-  private file?: string;
-  static load(file: string): SavedPins {
-    const p = new SavedPins();
-    try {
-      for (const [k, v] of Object.entries(JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>)) {
-        // Older daemons saved bare address lists: they count as expired, so the next use refreshes them.
-        const pin = Array.isArray(v) ? { ips: v, expires: 0 } : (v as Pin);
-        if (Array.isArray(pin?.ips) && pin.ips.every((ip) => typeof ip === 'string') && typeof pin.expires === 'number') p.set(k, { ips: pin.ips, expires: pin.expires });
-      }
-    } catch {
-      /* none yet */
-    }
-    p.file = file;
-    return p;
-  }
-  override set(k: string, v: Pin): this {
-    super.set(k, v);
-    this.save();
-    return this;
-  }
-  override delete(k: string): boolean {
-    const had = super.delete(k);
-    if (had) this.save();
-    return had;
-  }
-  private save(): void {
-    if (this.file) writeFileSync(this.file, JSON.stringify(Object.fromEntries(this)));
-  }
 }
 
 export class NetworkService {
@@ -250,6 +219,8 @@ export class NetworkService {
   }
 
   async detach(id: string): Promise<void> {
+    const pins = this.contexts.get(id)?.pins;
+    if (pins instanceof SavedPins) pins.discard();
     this.contexts.delete(id);
     this.forwards.remove(id);
     rmSync(join(this.pinsDir, `${id}.json`), { force: true });
@@ -262,6 +233,7 @@ export class NetworkService {
   }
 
   async close(): Promise<void> {
+    for (const c of this.contexts.values()) if (c.pins instanceof SavedPins) c.pins.flush();
     for (const l of this.listeners.values()) l.close();
     this.listeners.clear();
     this.dns?.close();

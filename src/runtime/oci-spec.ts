@@ -91,7 +91,11 @@ export function containerSpec(c: ContainerSpec, opts: SpecOptions) {
       cgroupsPath: cgroupsPathFor(c.id),
       resources,
       namespaces: [{ type: 'pid' }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' }, c.netnsPath ? { type: 'network', path: c.netnsPath } : { type: 'network' }],
-      maskedPaths: ['/proc/kcore', '/proc/keys', '/proc/latency_stats', '/proc/timer_list', '/proc/sched_debug', '/sys/firmware'],
+      // Docker's (containerd's) list: host hardware details and power counters (a side channel) stay hidden.
+      maskedPaths: [
+        '/proc/acpi', '/proc/asound', '/proc/kcore', '/proc/keys', '/proc/latency_stats', '/proc/timer_list', '/proc/timer_stats',
+        '/proc/sched_debug', '/proc/scsi', '/sys/firmware', '/sys/devices/virtual/powercap',
+      ],
       readonlyPaths: ['/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/proc/sysrq-trigger'],
       ...(opts.seccomp ? { seccomp: defaultSeccomp(CAPS) } : {}),
     },

@@ -27,7 +27,8 @@ export interface FakeInternet {
 export async function startFakeInternet(n: number): Promise<FakeInternet> {
   const ns = `cfi-${n}-${process.pid}`;
   const iface = `cfi${n}h`;
-  const api = `100.80.${n}.2`, other = `100.80.${n}.3`, priv = `10.80.${n}.5`;
+  // Public addresses from 198.18.0.0/15 (set aside for tests); 100.64.0.0/10 is a blocked range.
+  const api = `198.18.${n}.2`, other = `198.18.${n}.3`, priv = `10.80.${n}.5`;
   const dir = mkdtempSync(join(tmpdir(), 'cordon-fi-'));
   const guard = `cordontest_guard${n}`;
   let server: ChildProcess | undefined;
@@ -51,11 +52,11 @@ export async function startFakeInternet(n: number): Promise<FakeInternet> {
     await runOk('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '2', '-subj', '/CN=api.test', '-CA', join(dir, 'ca.crt'), '-CAkey', join(dir, 'ca.key'), '-keyout', join(dir, 'leaf.key'), '-out', join(dir, 'leaf.crt'), '-addext', `subjectAltName=${names.map((x) => `DNS:${x}`).join(',')}`]);
     await runOk('ip', ['netns', 'add', ns]);
     await runOk('ip', ['link', 'add', iface, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns]);
-    await runOk('ip', ['addr', 'add', `100.80.${n}.1/24`, 'dev', iface]);
+    await runOk('ip', ['addr', 'add', `198.18.${n}.1/24`, 'dev', iface]);
     await runOk('ip', ['link', 'set', iface, 'up']);
     await runOk('ip', ['-n', ns, '-batch', '-'], { input: `addr add ${api}/24 dev eth0\naddr add ${other}/24 dev eth0\naddr add ${priv}/32 dev eth0\nlink set eth0 up\nlink set lo up\n` });
     await runOk('ip', ['route', 'add', `${priv}/32`, 'via', api, 'dev', iface]);
-    const records = { 'api.test': [api], 'other.test': [other], 'private.test': [priv], 'rebind-runsc.test': [api, priv], 'rebind-crun.test': [api, priv], 'outside.test': ['203.0.113.9'], 'ttl.test': [api, api, api, other] };
+    const records = { 'api.test': [api], 'other.test': [other], 'private.test': [priv], 'rebind-runsc.test': [api, priv], 'rebind-crun.test': [api, priv], 'outside.test': ['203.0.113.9'], 'cgnat.test': ['100.64.0.9'], 'ttl.test': [api, api, api, other] };
     writeFileSync(join(dir, 'cfg.json'), '');
     const cfg = JSON.stringify({ addrs: [api, other, priv], dnsAddr: api, records, key: join(dir, 'leaf.key'), cert: join(dir, 'leaf.crt') });
     server = spawn('ip', ['netns', 'exec', ns, process.execPath, join(REPO, 'dist', 'test', 'helpers', 'net-fake-server.js'), cfg], { stdio: ['ignore', 'pipe', 'inherit'] });

@@ -4,6 +4,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { SandboxManager } from '../../engine/sandbox-manager.js';
 import type { LiveSandbox } from '../../engine/live-sandbox.js';
 import { CordonError } from '../../errors/registry.js';
+import { apiKeyMatches } from '../auth.js';
 import { serveRpc, type MethodDef } from './connect.js';
 import { ENVD_PORT, FileMetadata, userFromAuthorization } from './envd-context.js';
 import { filesystemService, WatcherRegistry } from './filesystem-service.js';
@@ -68,10 +69,18 @@ export class EnvdRouter {
       // E2B's proxy answers 502 for a sandbox that is not there; the SDK reads that as "gone".
       if (!rec || !e2bState(rec)) return this.reject(req, res, 502, `sandbox ${target.sandboxId} is not running (it does not exist or expired)`);
       const e2b = this.tokens.sandbox(rec.id);
+      let signedOnly = false;
       if (target.port === ENVD_PORT) {
-        const problem = this.envdAuthError(req, url, rec.id);
-        if (problem) return this.reject(req, res, 401, problem);
+        const auth = this.envdAuth(req, url, rec.id);
+        if (auth.error) return this.reject(req, res, 401, auth.error);
+        signedOnly = auth.by === 'signature';
       } else {
+        // A sandbox made through the native API has no E2B traffic rules: its ports belong to whoever
+        // holds the daemon's key (E2B's public-by-default applies once it is connected through E2B).
+        const key = this.mgr.cfg.apiKey;
+        if (!e2b && key && !apiKeyMatches(req, key)) {
+          return this.reject(req, res, 401, `port ${target.port} of sandbox ${rec.id} needs the daemon's API key (Authorization: Bearer KEY) until the sandbox is connected through the E2B API`);
+        }
         const problem = this.trafficAuthError(req, e2b?.trafficToken);
         if (problem) return this.sendTrafficError(req, res, rec.id, problem);
       }
@@ -85,7 +94,7 @@ export class EnvdRouter {
         if (mask) req.headers.host = mask.replaceAll('${PORT}', String(target.port));
         return void (await this.proxy.handle(req, res, target.sandboxId, target.port));
       }
-      await this.dispatch(req, res, url, target.sandboxId, live);
+      await this.dispatch(req, res, url, target.sandboxId, live, signedOnly);
     } catch (e) {
       this.reject(req, res, 500, `internal error: ${(e as Error).message}`);
     }
@@ -123,18 +132,23 @@ export class EnvdRouter {
     return INVALID_SIGNATURE;
   }
 
-  /** envd's WithAuthorization and validateSigning: undefined when allowed, else envd's 401 message. */
-  private envdAuthError(req: IncomingMessage, url: URL, sandboxId: string): string | undefined {
+  /**
+   * envd's WithAuthorization and validateSigning: how the request is allowed (its access token, or a
+   * URL signature, which binds path, operation and user), else envd's 401 message.
+   */
+  private envdAuth(req: IncomingMessage, url: URL, sandboxId: string): { error?: string; by?: 'token' | 'signature' | 'open' } {
     const token = this.tokens.get(sandboxId);
-    if (!token) return `${UNAUTHORIZED} (connect to sandbox ${sandboxId} through the E2B API first to get its envdAccessToken)`;
+    if (!token) return { error: `${UNAUTHORIZED} (connect to sandbox ${sandboxId} through the E2B API first to get its envdAccessToken)` };
     const files = url.pathname === '/files' && (req.method === 'GET' || req.method === 'POST');
     const given = req.headers['x-access-token'];
     if (typeof given === 'string' && given !== '') {
-      if (sameSecret(given, token)) return undefined;
-      return files ? 'access token present in header but does not match' : UNAUTHORIZED;
+      if (sameSecret(given, token)) return { by: 'token' };
+      return { error: files ? 'access token present in header but does not match' : UNAUTHORIZED };
     }
-    if (req.method === 'GET' && url.pathname === '/health') return undefined;
-    return files ? signingError(url, fileOp(req), token) : UNAUTHORIZED;
+    if (req.method === 'GET' && url.pathname === '/health') return { by: 'open' };
+    if (!files) return { error: UNAUTHORIZED };
+    const error = signingError(url, fileOp(req), token);
+    return error ? { error } : { by: 'signature' };
   }
 
   /** E2B's proxy: with a traffic token set, every port but envd's needs it in e2b-traffic-access-token. */
@@ -155,7 +169,7 @@ export class EnvdRouter {
     res.end(JSON.stringify({ sandboxId, message, code: 403 }));
   }
 
-  private async dispatch(req: IncomingMessage, res: ServerResponse, url: URL, sandboxId: string, live: LiveSandbox): Promise<void> {
+  private async dispatch(req: IncomingMessage, res: ServerResponse, url: URL, sandboxId: string, live: LiveSandbox, signedOnly: boolean): Promise<void> {
     const path = url.pathname;
     if (path === '/health') {
       req.resume();
@@ -163,8 +177,10 @@ export class EnvdRouter {
       return void res.end();
     }
     if (path === '/files') {
-      const headerUser = userFromAuthorization(req.headers);
-      return handleFiles(req, res, { sandboxId, live, url, headerUser, maxUploadBytes: this.mgr.cfg.maxUploadBytes }, this.meta, this.watchers);
+      // A signature names its user (the username parameter, or the default one): a header cannot change it.
+      const headerUser = signedOnly ? undefined : userFromAuthorization(req.headers);
+      const { maxUploadBytes, streamWriteDeadlineMs: writeDeadlineMs } = this.mgr.cfg;
+      return handleFiles(req, res, { sandboxId, live, url, headerUser, maxUploadBytes, writeDeadlineMs }, this.meta, this.watchers);
     }
     const m = /^\/(process\.Process|filesystem\.Filesystem)\/([A-Za-z]+)$/.exec(path);
     if (m) {

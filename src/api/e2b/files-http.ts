@@ -8,6 +8,7 @@ import { pipeline as pipelineAsync } from 'node:stream/promises';
 import { createGunzip, createGzip } from 'node:zlib';
 import { Busboy, type BusboyInstance } from '@fastify/busboy';
 import type { LiveSandbox } from '../../engine/live-sandbox.js';
+import { stallDeadline } from '../stream-flow.js';
 import { CordonError } from '../../errors/registry.js';
 import { E2B_USER, envdPath, resolveEnvdUser, type EnvdUser, type FileMetadata } from './envd-context.js';
 import type { WatcherRegistry } from './filesystem-service.js';
@@ -23,6 +24,8 @@ export interface FilesCall {
   /** User from the Authorization header, when the caller sent one. */
   headerUser?: string;
   maxUploadBytes: number;
+  /** A download whose client takes nothing for this long is cut off. */
+  writeDeadlineMs: number;
 }
 
 export function sendJsonError(res: ServerResponse, status: number, message: string): void {
@@ -111,7 +114,9 @@ async function download(req: IncomingMessage, res: ServerResponse, call: FilesCa
   if (gzip) headers['content-encoding'] = 'gzip';
   else headers['content-length'] = String(info.size);
   res.writeHead(200, headers);
-  await pipelineAsync(gzip ? stream.pipe(createGzip()) : stream, res).catch(() => res.destroy());
+  stallDeadline(res, call.writeDeadlineMs);
+  // One pipeline from the helper's output: a client that leaves destroys it, which ends the helper.
+  await (gzip ? pipelineAsync(stream, createGzip(), res) : pipelineAsync(stream, res)).catch(() => res.destroy());
 }
 
 /** The written-file entries envd answers with. */
@@ -181,6 +186,11 @@ function multipart(req: IncomingMessage, limit: number, onFile: (filename: strin
       }).catch(fail);
     });
     bb.on('field', () => {});
+    // Past a framing limit busboy silently drops the rest: refuse instead of writing only part of the upload.
+    const tooMany = (what: string, n: number) => () => fail(new CordonError('payload_too_large', `multipart body has more than ${n} ${what}; split the upload into several requests`));
+    bb.on('partsLimit', tooMany('parts', MULTIPART_LIMITS.parts));
+    bb.on('filesLimit', tooMany('files', MULTIPART_LIMITS.files));
+    bb.on('fieldsLimit', tooMany('fields', MULTIPART_LIMITS.fields));
     bb.on('error', fail);
     bb.on('finish', () => void writes.then(() => !failed && resolve(), fail));
     pipeline(uploadBody(req, limit), bb, (e) => e && fail(e));

@@ -168,7 +168,7 @@ export function filesystemService(sandboxId: string, live: () => LiveSandbox, me
           send({ start: {} });
           await new Promise<void>((resolve, reject) => {
             ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason), { once: true });
-            void watcher.exited.then(() => reject(new CordonError('unavailable', 'the sandbox stopped while the directory was watched')));
+            void watcher.exited.then(() => reject(watcher.failure ?? new CordonError('unavailable', 'the sandbox stopped while the directory was watched')));
           });
         } finally {
           watcher.stop();

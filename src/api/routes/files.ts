@@ -4,14 +4,16 @@ import { chmodBody, chownBody, idParams, listFilesQuery, mkdirBody, moveBody, pa
 import type { ApiDeps, TypedApp } from '../server.js';
 import { fileView } from '../views.js';
 import { CordonError } from '../../errors/registry.js';
+import { stallDeadline } from '../stream-flow.js';
 
-export function registerFileRoutes(app: TypedApp, { mgr }: ApiDeps): void {
+export function registerFileRoutes(app: TypedApp, { mgr, cfg }: ApiDeps): void {
   const files = (id: string) => mgr.running(id, 'files').files;
 
   app.get('/v1/sandboxes/:id/files/content', { schema: { summary: 'Download a file (streamed)', params: idParams, querystring: pathQuery } }, async (req, reply) => {
     const path = cleanPath(req.query.path);
     const { stream, size } = await files(req.params.id).read(path, req.query.user);
     reply.header('content-type', 'application/octet-stream').header('x-file-size', String(size));
+    stallDeadline(reply.raw, cfg.streamWriteDeadlineMs);
     return reply.send(stream);
   });
 
