@@ -15,11 +15,13 @@ import (
 )
 
 const (
-	listBatch       = 1000
-	defaultMaxList  = 100_000
-	maxXattrValue   = 64 << 10
-	busyboxPath     = "/.cordon/busybox"
-	helperDeadline  = 60 * time.Second
+	listBatch      = 1000
+	entryOverhead  = 512      // JSON of one entry besides its path (names, mode, times), generously
+	maxListBytes   = 64 << 20 // as the exec path's listing bound (src/engine/files.ts)
+	defaultMaxList = 100_000
+	maxXattrValue  = 64 << 10
+	busyboxPath    = "/.cordon/busybox"
+	helperDeadline = 60 * time.Second
 )
 
 type entry struct {
@@ -200,6 +202,8 @@ func list(c *conn, req *request, n *names) (map[string]any, error) {
 		limit = defaultMaxList
 	}
 	batch := make([]*entry, 0, 64)
+	// Long names make big entries: a batch goes out well before it could outgrow a frame.
+	batchBytes, totalBytes := 0, 0
 	total := 0
 	var walk func(dir string, level int) error
 	walk = func(dir string, level int) error {
@@ -221,11 +225,17 @@ func list(c *conn, req *request, n *names) (map[string]any, error) {
 				return &opError{"E2BIG", "more entries than the daemon accepts in one listing"}
 			}
 			batch = append(batch, entryOf(p, &est, n))
-			if len(batch) >= listBatch {
+			batchBytes += len(p) + entryOverhead
+			totalBytes += len(p) + entryOverhead
+			if totalBytes > maxListBytes {
+				return &opError{"E2BIG", "a listing larger than the daemon accepts"}
+			}
+			if len(batch) >= listBatch || batchBytes >= maxPayload/4 {
 				if err := c.sendJSON(map[string]any{"id": req.ID, "more": true, "entries": batch}); err != nil {
 					return err
 				}
 				batch = batch[:0]
+				batchBytes = 0
 			}
 			if level < depth && est.Mode&syscall.S_IFMT == syscall.S_IFDIR {
 				if err := walk(p, level+1); err != nil {
@@ -388,6 +398,9 @@ func xattr(req *request) (map[string]any, error) {
 }
 
 // readFile opens a file (following symlinks, never blocking on a FIFO) and streams it on req.Ch.
+// errNotRegular refuses reads and writes of anything but a regular file.
+var errNotRegular = &opError{"ENOTREG", "not a regular file"}
+
 func readFile(c *conn, req *request) (map[string]any, error) {
 	if req.Path == "" || req.Path[0] != '/' {
 		return nil, &opError{"EINVAL", "path must be absolute"}
@@ -407,6 +420,11 @@ func readFile(c *conn, req *request) (map[string]any, error) {
 		if st.Mode&syscall.S_IFMT == syscall.S_IFDIR {
 			syscall.Close(fd)
 			return &os.PathError{Op: "read", Path: req.Path, Err: syscall.EISDIR}
+		}
+		if st.Mode&syscall.S_IFMT != syscall.S_IFREG {
+			// A FIFO or device would block the stream or touch hardware; the exec path refuses them too.
+			syscall.Close(fd)
+			return errNotRegular
 		}
 		f = os.NewFile(uintptr(fd), req.Path)
 		e = entryOf(req.Path, &st, currentNames())
@@ -521,8 +539,19 @@ func writeFile(c *conn, req *request, in *inChan) (map[string]any, error) {
 			flags |= syscall.O_TRUNC
 		}
 		fd, err := syscall.Open(req.Path, flags, 0o666)
+		if err == syscall.ENXIO { // a FIFO nobody reads (O_NONBLOCK)
+			return errNotRegular
+		}
 		if err != nil {
 			return &os.PathError{Op: "open", Path: req.Path, Err: err}
+		}
+		var st syscall.Stat_t
+		if err := syscall.Fstat(fd, &st); err != nil || st.Mode&syscall.S_IFMT != syscall.S_IFREG {
+			syscall.Close(fd)
+			if err != nil {
+				return err
+			}
+			return errNotRegular
 		}
 		f = os.NewFile(uintptr(fd), req.Path)
 		return nil

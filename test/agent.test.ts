@@ -55,6 +55,35 @@ for (const runtime of RUNTIMES) {
       assert.match(u.stdout, /^1000\n/);
     });
 
+    test('a FIFO is refused for reads and writes through the agent, and a listing past the byte bound is 413', async () => {
+      assert.equal((await s.exec(['sh', '-c', 'rm -f /tmp/fifo && mkfifo /tmp/fifo'])).exit_code, 0);
+      for (const [method, body] of [['GET', undefined], ['PUT', 'data']] as const) {
+        const r = await fetch(`${d.url}/v1/sandboxes/${s.id}/files/content?path=/tmp/fifo`, {
+          method,
+          body,
+          headers: { 'content-type': 'application/octet-stream' },
+          signal: AbortSignal.timeout(30_000),
+        });
+        const text = await r.text();
+        assert.equal(r.status, 400, `${method}: ${text}`);
+        assert.match(text, /not a regular file/);
+      }
+      if (runtime !== 'crun') return; // the bound is the daemon's and the agent's, not the runtime's
+      // 70 000 files below a ~1 KiB directory path: ~100 MiB of listing, past the 64 MiB bound.
+      const mk = await s.exec(
+        ['python3', '-c', "import os; d='/tmp/long/' + '/'.join(['x' * 250] * 4); os.makedirs(d); [open(f'{d}/f{i:06d}', 'w').close() for i in range(70000)]; print('ok')"],
+        { timeout: '300s' },
+      );
+      assert.equal(mk.stdout.trim(), 'ok', mk.stderr);
+      const big = await fetch(`${d.url}/v1/sandboxes/${s.id}/files/list?path=/tmp/long&depth=10`, { signal: AbortSignal.timeout(300_000) });
+      const text = await big.text();
+      assert.equal(big.status, 413, text.slice(0, 300));
+      assert.match(text, /narrower directory|smaller depth/);
+      const small = await fetch(`${d.url}/v1/sandboxes/${s.id}/files/list?path=/tmp/long&depth=2`);
+      assert.equal(small.status, 200);
+      await s.exec(['rm', '-rf', '/tmp/long']);
+    });
+
     test('an agent killed mid-command: the stream ends with an error, an event says so, the next command works', async () => {
       const pid = await agentPid(s);
       const victim = await s.startProcess(['sh', '-c', 'echo started; sleep 30; echo never'], { tag: 'victim' });

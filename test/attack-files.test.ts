@@ -15,7 +15,9 @@ const KEY = 'attack-files-key-5b1f';
 let d: TestDaemon;
 
 before(async () => {
-  d = await startDaemon('attack-files', { apiKey: KEY, args: ['--runtime', RUNTIMES[0], '--max-processes', '8', '--stream-write-deadline', '3s'] });
+  // These attacks target the exec path's helpers (busybox file helpers, the polling watcher, runtime
+  // execs on the host), so the agent is off here; the agent's own bounds are tested in agent.test.ts.
+  d = await startDaemon('attack-files', { apiKey: KEY, args: ['--agent', 'off', '--runtime', RUNTIMES[0], '--max-processes', '8', '--stream-write-deadline', '3s'] });
 });
 after(async () => {
   for (const s of await d.client.list().catch(() => [])) await d.client.remove(s.id, { force: true }).catch(() => {});

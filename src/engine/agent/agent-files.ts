@@ -5,7 +5,7 @@ import { posix } from 'node:path';
 import { Readable } from 'node:stream';
 import type { z } from 'zod';
 import { CordonError, errors } from '../../errors/registry.js';
-import type { FileEntry } from '../files.js';
+import { MAX_LISTING_BYTES, type FileEntry } from '../files.js';
 import { ProtocolError } from './frame-codec.js';
 import { AgentOpError, unavailable, type AgentConnection, type InboundChannel } from './agent-connection.js';
 import { replies, type AgentEntry } from './messages.js';
@@ -22,6 +22,8 @@ const READ_WINDOW = 512 * 1024;
 const WRITE_WINDOW = 512 * 1024;
 /** Entries one listing may return. */
 export const MAX_LIST_ENTRIES = 100_000;
+/** What one entry costs besides its path, as the agent counts it against the listing's byte bound. */
+const LIST_ENTRY_OVERHEAD = 512;
 
 const TYPE_OF_FMT: Record<number, FileEntry['type']> = { 0o040000: 'dir', 0o100000: 'file', 0o120000: 'symlink' };
 const typeOf = (rawMode: number): FileEntry['type'] => TYPE_OF_FMT[rawMode & 0o170000] ?? 'other';
@@ -83,8 +85,10 @@ export function fileError(path: string, e: unknown): Error {
       return new CordonError('already_exists', `${path} already exists`, { path });
     case 'ENOTEMPTY':
       return new CordonError('invalid_argument', `${path}: the directory is not empty`, { path });
+    case 'ENOTREG':
+      return new CordonError('invalid_argument', `${path} is not a regular file (a FIFO, socket or device); only regular files can be read or written through the API`, { path });
     case 'E2BIG':
-      return new CordonError('invalid_argument', `${path}: more than ${MAX_LIST_ENTRIES} entries; list with a smaller depth`, { path });
+      return new CordonError('payload_too_large', `${path}: more than ${MAX_LIST_ENTRIES} entries; list a narrower directory or use a smaller depth`, { path });
     case 'ENODATA':
       return new CordonError('not_found', `${path}: no such extended attribute`, { path });
     case 'EOPNOTSUPP':
@@ -157,6 +161,7 @@ export class AgentFiles {
   async list(path: string, depth: number, user: AgentUser): Promise<FileEntry[]> {
     const conn = this.conn();
     const out: FileEntry[] = [];
+    let bytes = 0;
     const prefix = path === '/' ? '/' : `${path}/`;
     const take = (m: unknown) => {
       const r = replies.entries.safeParse(m);
@@ -165,8 +170,11 @@ export class AgentFiles {
         const rel = e.path.slice(prefix.length);
         if (!e.path.startsWith(prefix) || !rel || rel.split('/').length > depth) return conn.fail(new ProtocolError(`listing of ${path} named ${e.path}`));
         out.push(toFileEntry(e));
+        bytes += e.path.length + LIST_ENTRY_OVERHEAD;
       }
       if (out.length > MAX_LIST_ENTRIES) conn.fail(new ProtocolError('a listing longer than asked for'));
+      // The agent stops at the same byte bound (agent/files.go); past it, it is lying.
+      if (bytes > MAX_LISTING_BYTES) conn.fail(new ProtocolError('a listing larger than the bound'));
     };
     try {
       const last = await conn.request({ op: 'list', path, depth, user, maxEntries: MAX_LIST_ENTRIES }, replies.entries, { timeoutMs: TIMEOUT_MS, onPartial: take });
