@@ -161,16 +161,6 @@ export class FileService {
     }
   }
 
-  async exists(path: string, user?: string): Promise<boolean> {
-    try {
-      await this.stat(path, user);
-      return true;
-    } catch (e) {
-      if (e instanceof CordonError && e.code === 'not_found') return false;
-      throw e;
-    }
-  }
-
   /**
    * Entries below `path` down to `depth` levels, in WalkDir order. A symlink to a directory is listed
    * as that directory. Names go NUL-separated so no name can confuse parsing.
