@@ -146,8 +146,14 @@ export class FilesInRoot {
     create?: { uid?: number; gid?: number; mode?: number },
   ): Promise<FileHandle> {
     let dir = await openAt(this.root, O_PATH | constants.O_DIRECTORY);
-    for (const name of parts) {
+    for (const [i, name] of parts.entries()) {
       const next = await openAt(at(dir, name), O_PATH | constants.O_NOFOLLOW | constants.O_DIRECTORY).catch(async (e: NodeJS.ErrnoException) => {
+        if (e.code === 'ENOTDIR' || e.code === 'ELOOP') {
+          // Say which: a link (never followed from the host) or a file where a directory should be.
+          const st = await lstat(at(dir, name)).catch(() => undefined);
+          const where = `/${parts.slice(0, i + 1).join('/')}`;
+          if (st) throw new CordonError('invalid_argument', `${where} is ${kindOf(st)}, not a directory`, { path: where });
+        }
         if (e.code !== 'ENOENT' || !create) throw e;
         await mkdir(at(dir, name), { mode: create.mode ?? 0o755 }).catch((me: NodeJS.ErrnoException) => {
           if (me.code !== 'EEXIST') throw me;
