@@ -197,7 +197,7 @@ export class FilesInRoot {
     return this.scoped(path, async (openAt) => {
       if (!parts.length) {
         const root = await openAt(this.root, O_PATH | constants.O_DIRECTORY);
-        return this.entry(await lstat(at(root)), []);
+        return this.entry(await root.stat(), []);
       }
       const dir = await this.dirOf(openAt, parts.slice(0, -1));
       return this.describe(dir, parts.at(-1)!, parts);
@@ -254,7 +254,7 @@ export class FilesInRoot {
         if (opts.mode !== undefined) await chmod(at(made), opts.mode);
         if (opts.uid !== undefined || opts.gid !== undefined) await chown(at(made), opts.uid ?? -1, opts.gid ?? -1);
       }
-      return this.entry(await lstat(at(made)), parts);
+      return this.entry(await made.stat(), parts);
     });
   }
 
