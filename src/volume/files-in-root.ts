@@ -104,7 +104,8 @@ async function* idleBounded<T>(data: AsyncIterable<T> | Iterable<T>, idleMs: num
       if (r.done) return;
       yield r.value;
     } catch (e) {
-      await Promise.resolve(it.return?.()).catch(() => {});
+      // Not awaited: a stream's iterator finishes returning only once its pending read settles.
+      void Promise.resolve(it.return?.()).catch(() => {});
       throw e;
     } finally {
       clearTimeout(timer);
@@ -192,7 +193,7 @@ export class FilesInRoot {
   }
 
   /** lstat: a symlink is reported as one, never followed. */
-  stat(path: string): Promise<RootEntry> {
+  async stat(path: string): Promise<RootEntry> {
     const parts = components(path);
     return this.scoped(path, async (openAt) => {
       if (!parts.length) {
@@ -205,7 +206,7 @@ export class FilesInRoot {
   }
 
   /** Entries below a directory to `depth` levels (symlinked directories are not entered). */
-  list(path: string, depth: number, maxEntries = MAX_LIST_ENTRIES): Promise<RootEntry[]> {
+  async list(path: string, depth: number, maxEntries = MAX_LIST_ENTRIES): Promise<RootEntry[]> {
     const parts = components(path);
     return this.scoped(path, async (openAt) => {
       const top = await this.dirOf(openAt, parts);
@@ -235,7 +236,7 @@ export class FilesInRoot {
   }
 
   /** mkdir; with parents, like mkdir -p (an existing directory is fine). */
-  mkdir(path: string, opts: { parents?: boolean; uid?: number; gid?: number; mode?: number } = {}): Promise<RootEntry> {
+  async mkdir(path: string, opts: { parents?: boolean; uid?: number; gid?: number; mode?: number } = {}): Promise<RootEntry> {
     const parts = components(path);
     if (!parts.length) return this.stat('/');
     return this.scoped(path, async (openAt) => {
@@ -294,7 +295,7 @@ export class FilesInRoot {
    * volume had there (a FIFO, a device node, a symlink) is ever opened, and a write that fails
    * (volume full, more than maxBytes, client gone) leaves the old file as it was.
    */
-  write(
+  async write(
     path: string,
     data: AsyncIterable<Buffer | Uint8Array | string> | Iterable<Buffer>,
     opts: { maxBytes: number; idleMs?: number; mode?: number; uid?: number; gid?: number; parents?: boolean },
@@ -332,7 +333,7 @@ export class FilesInRoot {
   }
 
   /** Remove a file, a link (not what it points to) or a whole directory tree (never across a mount). */
-  remove(path: string): Promise<void> {
+  async remove(path: string): Promise<void> {
     const parts = components(path);
     if (!parts.length) throw new CordonError('invalid_argument', 'path: the volume root cannot be removed; remove the volume instead');
     return this.scoped(path, async (openAt) => {
@@ -351,7 +352,7 @@ export class FilesInRoot {
   }
 
   /** chmod / chown of a file or directory (a symlink is refused: its target is not the host's to change). */
-  setMetadata(path: string, meta: { mode?: number; uid?: number; gid?: number }): Promise<RootEntry> {
+  async setMetadata(path: string, meta: { mode?: number; uid?: number; gid?: number }): Promise<RootEntry> {
     const parts = components(path);
     return this.scoped(path, async (openAt) => {
       const dir = await this.dirOf(openAt, parts.slice(0, -1));
