@@ -3,14 +3,14 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { Sandbox, Volume, VolumeFileType, VolumePathNotFoundError } from 'e2b';
-import { startDaemon, type TestDaemon } from './helpers/daemon.js';
+import { RUNTIMES, startDaemon, type TestDaemon } from './helpers/daemon.js';
 
 const API_KEY = 'e2b-volume-suite-key';
 let d: TestDaemon;
 let opts: { apiKey: string; apiUrl: string; domain: string };
 
 before(async () => {
-  d = await startDaemon('e2b-volumes', { apiKey: API_KEY });
+  d = await startDaemon('e2b-volumes', { apiKey: API_KEY, args: ['--runtime', RUNTIMES[0]] });
   process.env.E2B_VOLUME_API_URL = d.url;
   opts = { apiKey: API_KEY, apiUrl: d.url, domain: 'cordon.invalid' };
 });
@@ -72,26 +72,35 @@ test('the content API: write, read, list with depth, makeDir, getInfo, updateMet
   assert.equal(apiKeyOnly.status, 401, "the daemon's API key is not a volume token");
 });
 
-test('volumeMounts: a sandbox sees the volume, writes to it, and get/list echo the mounts', async () => {
-  const vol = await Volume.create('e2b-mounted', opts);
-  await vol.writeFile('/seed.txt', 'seeded from outside');
-  const sbx = await Sandbox.create({ ...opts, sandboxUrl: d.url, timeoutMs: 300_000, volumeMounts: { '/mnt/vol': vol } });
-  try {
-    const r = await sbx.commands.run('cat /mnt/vol/seed.txt && echo written-inside > /mnt/vol/inside.txt');
-    assert.equal(r.stdout, 'seeded from outside');
-    assert.equal(await vol.readFile('/inside.txt'), 'written-inside\n');
-    const info = await sbx.getInfo();
-    assert.deepEqual(info.volumeMounts, [{ name: 'e2b-mounted', path: '/mnt/vol' }], 'getInfo echoes the mounts');
-    assert.deepEqual(await listedMounts(sbx.sandboxId), [{ name: 'e2b-mounted', path: '/mnt/vol' }]);
-    await assert.rejects(Volume.destroy(vol.volumeId, opts), /mounted by/, 'a mounted volume is not destroyed');
-  } finally {
-    await sbx.kill();
-  }
-  assert.equal(await Volume.destroy(vol.volumeId, opts), true);
-});
+// E2B's create names no runtime: one daemon per runtime, its default.
+for (const runtime of RUNTIMES) {
+  test(`volumeMounts on ${runtime}: a sandbox sees the volume, writes to it, and get/list echo the mounts`, async () => {
+    const t = runtime === RUNTIMES[0] ? d : await startDaemon(`e2b-volumes-${runtime}`, { apiKey: API_KEY, args: ['--runtime', runtime] });
+    const o = { ...opts, apiUrl: t.url };
+    const vol = await Volume.create('e2b-mounted', o);
+    try {
+      await vol.writeFile('/seed.txt', 'seeded from outside', { apiUrl: t.url });
+      const sbx = await Sandbox.create({ ...o, sandboxUrl: t.url, timeoutMs: 300_000, volumeMounts: { '/mnt/vol': vol } });
+      try {
+        const r = await sbx.commands.run('cat /mnt/vol/seed.txt && echo written-inside > /mnt/vol/inside.txt');
+        assert.equal(r.stdout, 'seeded from outside');
+        assert.equal(await vol.readFile('/inside.txt', { apiUrl: t.url }), 'written-inside\n');
+        const info = await sbx.getInfo();
+        assert.deepEqual(info.volumeMounts, [{ name: 'e2b-mounted', path: '/mnt/vol' }], 'getInfo echoes the mounts');
+        assert.deepEqual(await listedMounts(t, sbx.sandboxId), [{ name: 'e2b-mounted', path: '/mnt/vol' }]);
+        await assert.rejects(Volume.destroy(vol.volumeId, o), /mounted by/, 'a mounted volume is not destroyed');
+      } finally {
+        await sbx.kill();
+      }
+      assert.equal(await Volume.destroy(vol.volumeId, o), true);
+    } finally {
+      if (t !== d) await t.cleanup();
+    }
+  });
+}
 
-async function listedMounts(id: string): Promise<unknown> {
-  const res = await fetch(`${d.url}/v2/sandboxes`, { headers: { 'x-api-key': API_KEY } });
+async function listedMounts(t: TestDaemon, id: string): Promise<unknown> {
+  const res = await fetch(`${t.url}/v2/sandboxes`, { headers: { 'x-api-key': API_KEY } });
   const list = (await res.json()) as { sandboxID: string; volumeMounts: unknown }[];
   return list.find((s) => s.sandboxID === id)?.volumeMounts;
 }
