@@ -87,7 +87,7 @@ export async function createDaemon(cfg: DaemonConfig, log: (msg: string) => void
   const net = createNetworkService(cfg, store);
   const volumes = new VolumeManager(new VolumeStore(db), new VolumeDisks(paths.volumes), store);
   await volumes.init(log);
-  const storage = new SandboxStorage(volumes, await HostMounts.create(paths.mounts, cfg.allowMountRoots));
+  const storage = new SandboxStorage(volumes, await HostMounts.create(paths.mounts, cfg.allowMountRoots, [cfg.dataDir, paths.templates]));
   const drivers = { rootfs: new SandboxRootfs(paths.sandboxes), net: new NamespaceNetworkDriver(net), storage };
   const mgr = new SandboxManager(cfg, store, usable, drivers, new TemplateResolver(base, imageResolver ?? images), { ...HELPERS, agent: agentBinary(cfg, log) });
   const supervisor = new Supervisor(mgr, log);

@@ -30,7 +30,8 @@ before(async () => {
   symlinkSync('/etc', join(root, 'proj', 'etc-link'));
   symlinkSync(join(outside, 'secret.txt'), join(root, 'proj', 'secret-link'));
   symlinkSync(outside, join(root, 'escape'));
-  d = await startDaemon('mounts', { args: ['--allow-mount-root', root] });
+  // The daemon's own data directory is under an allowed root too: mounting it must still be refused.
+  d = await startDaemon('mounts', { args: ['--allow-mount-root', root, '--allow-mount-root', `/var/lib/cordon-test/mounts-${process.pid}`] });
   bare = await startDaemon('mounts-bare');
 });
 after(async () => {
@@ -59,6 +60,7 @@ describe('mount refusals', () => {
     await rejectsWith(d.client.create({ mounts: [{ type: 'bind', source: join(root, 'escape'), target: '/w' }] }), 'permission_denied', /not under an allowed mount root/);
     await rejectsWith(d.client.create({ mounts: [{ type: 'overlay', source: `${root}/../outside`, target: '/w' }] }), 'permission_denied');
     await rejectsWith(d.client.create({ mounts: [{ type: 'bind', source: join(root, 'missing'), target: '/w' }] }), 'invalid_argument', /does not exist/);
+    await rejectsWith(d.client.create({ mounts: [{ type: 'bind', source: d.dataDir, target: '/w', read_only: true }] }), 'permission_denied', /daemon's own data/);
     await rejectsWith(d.client.create({ mounts: [{ type: 'bind', source: join(root, 'proj', 'hello.txt'), target: '/w' }] }), 'invalid_argument', /not a directory/);
     await rejectsWith(d.client.create({ mounts: [{ type: 'bind', source: join(root, 'proj'), target: '/dev/x' }] }), 'invalid_argument', /\/dev/);
     await rejectsWith(d.client.create({ mounts: [{ type: 'bind', target: '/w' }] }), 'invalid_argument', /source/);

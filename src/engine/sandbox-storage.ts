@@ -51,6 +51,11 @@ export class SandboxStorage {
     return this.hostMounts.release(id);
   }
 
+  /** Sandboxes with host-mount state on disk (the supervisor removes those without a record). */
+  ids(): Promise<string[]> {
+    return this.hostMounts.ids();
+  }
+
   /** Unmount and delete what the sandbox's host mounts kept (removal). */
   destroy(id: string): Promise<void> {
     return this.hostMounts.destroy(id);

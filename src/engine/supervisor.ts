@@ -157,6 +157,9 @@ export class Supervisor {
         this.log(`removed orphan sandbox files ${id}`);
       }
     }
+    for (const id of (await this.mgr.storage?.ids()) ?? []) {
+      if (!known.has(id)) await this.mgr.storage!.destroy(id).catch((e: Error) => this.log(`removing orphan host mounts of ${id} failed: ${e.message}`));
+    }
     for (const id of await listCgroupIds()) if (!known.has(id)) await removeCgroups(id);
   }
 

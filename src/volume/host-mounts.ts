@@ -45,10 +45,12 @@ export class HostMounts {
     private readonly dir: string,
     /** Canonical --allow-mount-root directories. */
     private readonly roots: string[],
+    /** Canonical directories no mount may be, lie in or contain (the daemon's data: its database, keys, sandboxes). */
+    private readonly protect: string[] = [],
   ) {}
 
   /** Canonicalise the roots once at start (they are the operator's, but may be symlinks themselves). */
-  static async create(dir: string, roots: string[]): Promise<HostMounts> {
+  static async create(dir: string, roots: string[], protect: string[] = []): Promise<HostMounts> {
     const canon: string[] = [];
     for (const r of roots) {
       const c = await realpath(r).catch(() => {
@@ -57,7 +59,13 @@ export class HostMounts {
       if (!(await lstat(c)).isDirectory()) throw new Error(`--allow-mount-root ${r} is not a directory`);
       canon.push(c);
     }
-    return new HostMounts(dir, canon);
+    const prot = await Promise.all(protect.map((p) => realpath(p).catch(() => p)));
+    return new HostMounts(dir, canon, prot);
+  }
+
+  /** Sandboxes that have staging directories (to find those of removed sandboxes after a crash). */
+  async ids(): Promise<string[]> {
+    return readdir(this.dir).catch(() => [] as string[]);
   }
 
   /** The canonical source, or a 400/403 naming what to fix. */
@@ -72,6 +80,8 @@ export class HostMounts {
     if (!this.roots.some((r) => under(canon, r))) {
       throw new CordonError('permission_denied', `mount: source ${m.source} (${canon}) is not under an allowed mount root (${this.roots.join(', ')}); the operator adds roots with cordon serve --allow-mount-root DIR`, { field: 'mounts' });
     }
+    const clash = this.protect.find((p) => under(canon, p) || under(p, canon));
+    if (clash) throw new CordonError('permission_denied', `mount: source ${m.source} is or holds the daemon's own data (${clash}); mount another directory`, { field: 'mounts' });
     const st = await lstat(canon);
     if (!st.isDirectory()) throw new CordonError('invalid_argument', `mount: source ${m.source} is not a directory`, { field: 'mounts' });
     return canon;
@@ -90,7 +100,8 @@ export class HostMounts {
     for (const [n, m] of mounts.entries()) {
       const p = this.base(id, n);
       await mkdir(p.src, { recursive: true, mode: 0o700 });
-      if (!mounted.has(p.src)) await this.bindChecked(m, p.src, m.type === 'bind' && m.readOnly);
+      // An overlay only reads its lower directory: that bind is read-only too.
+      if (!mounted.has(p.src)) await this.bindChecked(m, p.src, m.type === 'bind' ? m.readOnly : true);
       if (m.type === 'bind') {
         binds.push({ source: p.src, destination: m.target, readOnly: m.readOnly });
         continue;
