@@ -121,6 +121,10 @@ for (const runtime of RUNTIMES) {
       const write = await sh(s, 'echo pwned > /work/etc-link/cordon-test-escape 2>&1; echo done');
       assert.match(write.stdout, /done/);
       assert.equal(existsSync('/etc/cordon-test-escape'), false, "nothing was written to the host's /etc");
+      // A link the sandbox plants in a bound directory cannot become the source of a later mount.
+      assert.equal((await sh(s, `ln -s / /work/evil-${runtime} && ln -s ${outside} /work/evil2-${runtime} && echo ok`)).stdout, 'ok\n');
+      await rejectsWith(d.client.create({ runtime, mounts: [{ type: 'bind', source: join(root, 'proj', `evil-${runtime}`), target: '/w' }] }), 'permission_denied');
+      await rejectsWith(d.client.create({ runtime, mounts: [{ type: 'overlay', source: join(root, 'proj', `evil2-${runtime}`), target: '/w' }] }), 'permission_denied');
     });
 
     test('stop and start keep the mounts and the overlay writes; removal leaves the host directories intact', async () => {
