@@ -71,6 +71,8 @@ describe('FilesInRoot on a hostile tree', () => {
     for (const p of ['/secret', '/out/secret', '/rel/ok.txt', '/fifo', '/dir']) assert.equal(await codeOf(read(p)), 'invalid_argument', p);
     assert.equal(await codeOf(read('/missing')), 'not_found');
     assert.equal(await codeOf(f.read('/dir/ok.txt', 2)), 'payload_too_large');
+    writeFileSync(join(root, 'empty'), '');
+    assert.equal(await read('/empty'), '', 'an empty file reads as nothing');
   });
 
   test('writes replace links and FIFOs, never write through them; bounded', async () => {

@@ -1,7 +1,7 @@
 import { constants, createReadStream, type Stats } from 'node:fs';
 import { chmod, chown, lstat, mkdir, open, readdir, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { CordonError } from '../errors/registry.js';
 import { run } from '../util/proc.js';
 
@@ -283,8 +283,12 @@ export class FilesInRoot {
       reader = fh;
       return st.size;
     });
-    // A file that grows while it is read is cut at the bound.
-    const stream = createReadStream('', { fd: reader!.fd, autoClose: false, end: Math.max(0, maxBytes - 1), highWaterMark: 256 * 1024 });
+    // Exactly the size that was checked (and announced as Content-Length): a file that grows meanwhile is cut there.
+    if (size === 0) {
+      await reader!.close().catch(() => {});
+      return { stream: Readable.from([]), size };
+    }
+    const stream = createReadStream('', { fd: reader!.fd, autoClose: false, start: 0, end: size - 1, highWaterMark: 256 * 1024 });
     const close = () => void reader!.close().catch(() => {});
     stream.once('close', close);
     return { stream, size };
