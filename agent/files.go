@@ -496,6 +496,7 @@ func (s *readStream) pump() {
 		s.mu.Unlock()
 		n, err := s.f.Read(buf[:room])
 		if n > 0 {
+			noteWork(uint64(n))
 			s.mu.Lock()
 			s.sent += uint64(n)
 			s.mu.Unlock()
@@ -591,6 +592,7 @@ func writeFile(c *conn, req *request, in *inChan) (map[string]any, error) {
 		if werr == nil {
 			_, werr = f.Write(b)
 		}
+		noteWork(uint64(len(b)))
 		in.done(b)
 		if werr != nil {
 			return nil, werr

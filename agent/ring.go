@@ -53,6 +53,7 @@ func (r *ring) fill(src io.ReadCloser) {
 		n, err := src.Read(buf[:min(room, len(buf))])
 		r.mu.Lock()
 		if n > 0 {
+			noteWork(uint64(n))
 			r.data = append(r.data, buf[:n]...)
 			r.written += uint64(n)
 			if over := len(r.data) - r.capacity; over > 0 {
