@@ -120,6 +120,8 @@ export async function registerControlPlane(app: FastifyInstance, { mgr, cfg, net
         timeoutMs: (body.timeout ?? DEFAULT_TIMEOUT_S) * 1000,
         labels: body.metadata ?? {},
         network: e2bNetworkSpec(body.allow_internet_access, body.network, !!net?.cfg.egressInterface),
+        // lifecycle.onTimeout 'pause' (autoPause); keepMemory false (autoPauseMemory) keeps the files only.
+        onTimeout: body.autoPause ? (body.autoPauseMemory === false ? 'stop' : 'pause') : 'kill',
       });
       try {
         tokens.issue(rec.id, { trafficToken: options.allowPublicTraffic === false ? newToken() : undefined, options });
