@@ -1,8 +1,8 @@
 // E2B pause semantics through the official `e2b` SDK against cordon (runsc: pause to disk).
 // pause() true then false (409 {code:409}), 404 {code:404} for an unknown sandbox, isRunning() false
 // and envd 502 while paused, state 'paused' in getInfo and list, connect 201 when it resumed and 200
-// when it was running, a background command keeping its pid, lifecycle onTimeout 'pause' (autoPause)
-// and autoResume through port routing.
+// when it was running, a background command keeping its pid, lifecycle onTimeout 'pause' (autoPause),
+// autoResume through envd, and connect with onResume 'reboot'.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { Sandbox } from 'e2b';
@@ -91,18 +91,29 @@ describe('e2b pause and connect', () => {
     await c.kill();
   });
 
-  test('autoResume: traffic to a port of a paused sandbox resumes it and is served', async () => {
+  test('autoResume: an envd request for a paused sandbox resumes it (ports: pause-net.test.ts)', async () => {
     const sb = await Sandbox.create({ ...o, timeoutMs: 300_000, lifecycle: { onTimeout: 'pause', autoResume: true } });
     try {
-      await sb.commands.run('mkdir -p /tmp/www && echo served > /tmp/www/index.html && /.cordon/busybox httpd -f -p 8000 -h /tmp/www', { background: true });
-      const get = () => fetch(`${d.url}/index.html`, { headers: { 'e2b-sandbox-id': sb.sandboxId, 'e2b-sandbox-port': '8000' } });
-      await until('the server answers', async () => (await get()).status === 200);
+      assert.equal((await sb.getInfo()).lifecycle?.autoResume, true);
       assert.equal(await sb.pause(), true);
       assert.equal((await Sandbox.getInfo(sb.sandboxId, o)).state, 'paused');
-      const res = await get();
-      assert.equal(res.status, 200);
-      assert.equal(await res.text(), 'served\n');
+      assert.equal((await sb.commands.run('echo awake')).stdout, 'awake\n');
       assert.equal((await Sandbox.getInfo(sb.sandboxId, o)).state, 'running');
+    } finally {
+      await sb.kill();
+    }
+  });
+
+  test("connect with onResume 'reboot' (memory: false) starts it afresh from its files", async () => {
+    const sb = await Sandbox.create({ ...o, timeoutMs: 300_000 });
+    try {
+      await sb.files.write('/home/user/kept.txt', 'kept');
+      await sb.commands.run('sleep 100000', { background: true });
+      assert.equal(await sb.pause(), true);
+      const c = await Sandbox.connect(sb.sandboxId, { ...o, onResume: 'reboot' } as Parameters<typeof Sandbox.connect>[1]);
+      assert.equal(await c.files.read('/home/user/kept.txt'), 'kept');
+      const procs = await c.commands.list();
+      assert.ok(!procs.some((p) => p.cmd.includes('sleep') || p.args.includes('100000')), `a reboot runs none of the old processes: ${JSON.stringify(procs)}`);
     } finally {
       await sb.kill();
     }

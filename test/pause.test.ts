@@ -2,9 +2,10 @@
 // its container and host processes are gone, its overlay unmounted; a resume brings back the same
 // processes (same pids, counting on in memory), files and timeout clock. The same holds across a
 // daemon killed while the sandbox is paused. Under crun a pause freezes the cgroup in memory.
-// A sandbox holding a TCP connection cannot be checkpointed: the pause is refused (409) and it runs on.
+// A sandbox whose memory would not fit on the data directory's disk is refused (507) and runs on.
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import type { Sandbox } from '../src/sdk/index.js';
 import { mountsMentioning, rejectsWith, sleep, until } from './helpers/assert.js';
@@ -145,24 +146,6 @@ describe('pause to disk under runsc', () => {
     await until('its timeout pauses it again', async () => (await t.refresh()).state === 'paused', 60_000);
     await d.client.remove(t.id, { force: true });
   });
-
-  test('hostile: a sandbox holding a TCP connection cannot be paused (409) and runs on unchanged', async () => {
-    const h = await d.client.create({ runtime: 'runsc', labels: { suite }, tmpfs: [{ path: '/tmp', size: '16m' }] });
-    await h.startProcess(['/.cordon/busybox', 'nc', '-l', '-p', '9000'], { tag: 'server' });
-    await sleep(300);
-    await h.startProcess(['sh', '-c', 'while :; do sleep 1; done | /.cordon/busybox nc 127.0.0.1 9000'], { tag: 'client' });
-    await h.startProcess(['sh', '-c', COUNTER], { tag: 'counter' });
-    await until('the counter counts', async () => (await counts(h)).length >= 3);
-    await rejectsWith(h.pause(), 'invalid_state', /TCP connections/);
-    assert.equal((await h.refresh()).state, 'running');
-    const before = (await counts(h)).length;
-    await until('the count goes on', async () => (await counts(h)).length >= before + 3);
-    assertUnbroken(await counts(h), 'after the refused pause');
-    assert.equal((await h.process('server')).running, true);
-    const errs = await eventsOf(h, 'error');
-    assert.ok(errs.some((e) => e.data?.op === 'pause'), 'the failed pause is an event');
-    await d.client.remove(h.id, { force: true });
-  });
 });
 
 describe('pause under crun: frozen in memory', () => {
@@ -184,5 +167,36 @@ describe('pause under crun: frozen in memory', () => {
     assertUnbroken(await counts(sb), 'after thaw');
     assert.equal((await sb.process('counter')).pid, p.pid);
     await d.client.remove(sb.id, { force: true });
+  });
+});
+
+describe('hostile: a sandbox that fills its memory cannot fill the disk with its checkpoint', () => {
+  // A daemon whose data directory is a small file system: a checkpoint holds the sandbox's memory,
+  // so a pause is refused before it would fill it, and the sandbox runs on.
+  let small: TestDaemon;
+  const dir = `/var/lib/cordon-test/pause-smallfs-${process.pid}`;
+  before(async () => {
+    mkdirSync(dir, { recursive: true });
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=400m,mode=0700', 'cordon-pause-small', dir]);
+    small = await startDaemon('pause-small', { args: ['--data-dir', dir] });
+  });
+  after(async () => {
+    for (const s of await small?.client.list().catch(() => []) ?? []) await small.client.remove(s.id, { force: true }).catch(() => {});
+    await small?.cleanup();
+    execFileSync('umount', [dir]);
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('pause is refused with no_space (507) naming the sizes; the sandbox runs on', async () => {
+    const h = await small.client.create({ runtime: 'runsc', memory: '512m', tmpfs: [{ path: '/tmp', size: '300m' }] });
+    await h.startProcess(['sh', '-c', COUNTER], { tag: 'counter' });
+    const fill = await h.exec(['sh', '-c', 'head -c 250000000 /dev/urandom > /tmp/blob && echo filled']);
+    assert.equal(fill.stdout, 'filled\n', fill.stderr);
+    const err = await rejectsWith(h.pause(), 'no_space', /checkpoint needs up to that plus .* free; the data directory's file system has .* free/);
+    assert.equal(err.status, 507);
+    assert.equal((await h.refresh()).state, 'running');
+    const before = (await counts(h)).length;
+    await until('the count goes on', async () => (await counts(h)).length >= before + 3);
+    assertUnbroken(await counts(h), 'after the refused pause');
   });
 });
