@@ -3,6 +3,8 @@ import { lstat, readdir, readFile, rename, rm, statfs, writeFile } from 'node:fs
 import { join } from 'node:path';
 import { z } from 'zod';
 import { CordonError } from '../errors/registry.js';
+import { AgentProcess } from './agent/agent-process.js';
+import type { LiveSandbox } from './live-sandbox.js';
 import type { SandboxManager } from './sandbox-manager.js';
 import { assertAllowed } from './state-machine.js';
 import type { SandboxRecord } from './types.js';
@@ -12,6 +14,8 @@ const RECORD = 'pause.json';
 const IMAGE = 'checkpoint';
 /** Free space a checkpoint must leave on the data directory's file system, beyond the image itself. */
 const DISK_MARGIN_BYTES = 256 * 1024 * 1024;
+/** How long a pause waits for exec-path processes to end before the checkpoint. */
+const EXEC_END_WAIT_MS = 5_000;
 /** How long a resume waits for the agent before the exec path serves the sandbox. */
 const AGENT_WAIT_MS = 10_000;
 
@@ -86,6 +90,7 @@ export class SandboxPauses {
     await this.checkSpace(id, rec);
     this.mgr.store.update(id, { state: 'pausing' });
     const live = this.mgr.live.get(id);
+    const execPath = live ? await endExecPathProcesses(live) : 0;
     const image = this.imageDir(id);
     try {
       // The agent's host socket cannot be saved: it hangs up first and comes back after the restore.
@@ -111,7 +116,8 @@ export class SandboxPauses {
     await this.save(id, { kind: 'disk', pausedAt: started, remainingMs, imageBytes });
     this.mgr.store.update(id, { state: 'paused', runtimeState: undefined, expiresAt: undefined });
     const ms = Date.now() - started;
-    this.event(id, 'paused', `sandbox paused to disk in ${ms} ms (checkpoint ${checkpointMs} ms, image ${imageBytes} bytes); its memory is freed`, { ms, checkpointMs, imageBytes, kind: 'disk' });
+    const lost = execPath ? `; ${execPath} process(es) started through the runtime's exec path (no agent) were ended first (gVisor restores only the init's tree)` : '';
+    this.event(id, 'paused', `sandbox paused to disk in ${ms} ms (checkpoint ${checkpointMs} ms, image ${imageBytes} bytes); its memory is freed${lost}`, { ms, checkpointMs, imageBytes, kind: 'disk', execPathProcesses: execPath });
     return this.mgr.get(id);
   }
 
@@ -204,6 +210,24 @@ export class SandboxPauses {
   private event(id: string, type: string, message: string, data: Record<string, unknown>): void {
     this.mgr.store.addEvent(id, type, message, data);
   }
+}
+
+/**
+ * gVisor cannot restore a process `runsc exec` started while it runs (its stdio are the host's pipes:
+ * the restore fails with "bad file number"), and would end it at restore anyway: only the agent's
+ * processes, in the init's tree, come back. Such processes (the exec path: no agent, or no process
+ * slot left inside for it) are ended before the checkpoint; returns how many.
+ */
+async function endExecPathProcesses(live: LiveSandbox): Promise<number> {
+  const procs = live.processes
+    .list()
+    .filter((p) => p.running)
+    .map((p) => live.processes.get(p.id))
+    .filter((mp) => !(mp.handle instanceof AgentProcess));
+  await Promise.all(procs.map((mp) => mp.handle.signal('SIGKILL').catch(() => {})));
+  const ended = Promise.all(procs.map((mp) => mp.handle.exited.catch(() => undefined)));
+  await Promise.race([ended, new Promise((r) => setTimeout(r, EXEC_END_WAIT_MS).unref())]);
+  return procs.length;
 }
 
 const mib = (n: number) => `${Math.ceil(n / (1024 * 1024))} MiB`;
