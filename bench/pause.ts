@@ -4,9 +4,9 @@
 //  - bare `runsc checkpoint` / `runsc restore` of a plain runsc container on the same rootfs, the
 //    floor, small and with the same ~100 MiB;
 //  - cordon pause/resume under crun: an in-memory cgroup freeze, the peer without checkpoint.
-// Client-side milliseconds per call; BENCH_RUNS (default 15) rounds each.
+// Client-side milliseconds per call; BENCH_RUNS (default 10) rounds each.
 import { execFile, spawn } from 'node:child_process';
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { BaseTemplate } from '../src/image/base-template.js';
@@ -14,7 +14,7 @@ import type { Sandbox } from '../src/sdk/index.js';
 import { startDaemon, TEMPLATES_DIR, type TestDaemon } from '../test/helpers/daemon.js';
 import { pct, ratio, row } from './lib/stats.js';
 
-const RUNS = Number(process.env.BENCH_RUNS ?? 15);
+const RUNS = Number(process.env.BENCH_RUNS ?? 10);
 const MIB = 100;
 const run = promisify(execFile);
 const FLOOR_DIR = '/var/lib/cordon-bench/pause-floor';
@@ -64,12 +64,13 @@ async function floorRounds(rootfs: string, fillMib: number): Promise<[number[], 
   const flags = [`--root=${root}`, '--platform=systrap', '--network=none'];
   const runsc = (args: string[]) => run('runsc', [...flags, ...args], { timeout: 120_000 });
   // --detach with stdio to a file, or the caller waits on the sandbox's stdio (HOST-NOTES).
+  const log = join(FLOOR_DIR, `runsc-${fillMib}.log`);
   const detached = (args: string[]) =>
     new Promise<void>((resolve, reject) => {
-      const p = spawn('runsc', [...flags, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
-      let err = '';
-      p.stderr.on('data', (d) => (err += d));
-      p.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`runsc ${args[0]}: ${err}`))));
+      const fd = openSync(log, 'w');
+      const p = spawn('runsc', [...flags, ...args], { stdio: ['ignore', fd, fd] });
+      closeSync(fd);
+      p.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`runsc ${args[0]}: ${readFileSync(log, 'utf8').split('\n')[0]}`))));
     });
   await runsc(['delete', '--force', id]).catch(() => {});
   await detached(['run', '--detach', '--bundle', bundle, id]);
@@ -110,6 +111,7 @@ async function main(): Promise<void> {
     const [bp, br] = await cordonRounds(big);
     const [fp, fr] = await cordonRounds(frozen);
     const imageBytes = (await big.events_()).filter((e) => e.type === 'paused').map((e) => Number(e.data?.imageBytes ?? 0));
+    const inDaemon = async (sb: Sandbox, field: string) => (await sb.events_()).filter((e) => e.type === 'paused').map((e) => Number(e.data?.[field] ?? 0));
 
     const rootfs = (await new BaseTemplate(TEMPLATES_DIR).ensure()).lowerDirs[0];
     const [fc0, fr0] = await floorRounds(rootfs, 0);
@@ -137,6 +139,12 @@ async function main(): Promise<void> {
     console.log('ratios (pause to disk / crun freeze, same run)');
     console.log(`  pause small:   ${ratio(sp, fp)}`);
     console.log(`  resume small:  ${ratio(sr, fr)}`);
+    print('inside the daemon (event data)', [
+      ['pause total, small', await inDaemon(small, 'ms')],
+      ['of which runsc checkpoint, small', await inDaemon(small, 'checkpointMs')],
+      [`pause total, ${MIB} MiB`, await inDaemon(big, 'ms')],
+      [`of which runsc checkpoint, ${MIB} MiB`, await inDaemon(big, 'checkpointMs')],
+    ]);
     console.log(`\ncheckpoint image of the ${MIB} MiB sandbox: p50 ${(pct(imageBytes, 50) / 1024 / 1024).toFixed(1)} MiB on disk`);
     console.log(`host memory: ${readFileSync('/proc/meminfo', 'utf8').split('\n')[2]}`);
   } finally {

@@ -92,7 +92,7 @@ export async function registerControlPlane(app: FastifyInstance, { mgr, cfg, net
     const json = scope.getDefaultJsonParser('error', 'error');
     scope.removeContentTypeParser('application/json');
     scope.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) => {
-      if (body === '' && /\/connect$/.test(req.url.split('?')[0])) return done(null, undefined);
+      if (body === '' && /\/(connect|resume)$/.test(req.url.split('?')[0])) return done(null, undefined);
       return json(req, body as string, done);
     });
     const r = scope.withTypeProvider() as unknown as TypedApp;
@@ -164,9 +164,9 @@ export async function registerControlPlane(app: FastifyInstance, { mgr, cfg, net
         reply.status(out.status).send(out.body);
       });
     }
-    r.post('/sandboxes/:sandboxID/resume', { schema: { params: idParams, body: connectBody.optional(), hide: true } }, async (req, reply) => {
+    r.post('/sandboxes/:sandboxID/resume', { schema: { params: idParams, body: connectBody.nullish(), hide: true } }, async (req, reply) => {
       if (visible(req.params.sandboxID).state === 'running') throw new CordonError('already_exists', `sandbox ${req.params.sandboxID} is already running`);
-      const out = await connect(req.params.sandboxID, req.body?.timeout);
+      const out = await connect(req.params.sandboxID, req.body?.timeout ?? undefined);
       reply.status(201).send(out.body);
     });
 
