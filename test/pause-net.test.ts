@@ -53,12 +53,17 @@ describe('pause to disk with a network', () => {
     const serverPid = (await sb.process('web')).pid;
 
     assert.equal((await sb.pause()).state, 'paused');
+    // A rule added while it is paused to disk (no namespace) is stored and applied at the resume.
+    const add = await fetch(`${d!.url}/v1/sandboxes/${sb.id}/network/allow-list`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ add: ['ttl.test'] }) });
+    assert.equal(add.status, 200, await add.text());
     assert.equal((await sb.resume()).state, 'running');
 
     assert.equal((await sb.process('web')).pid, serverPid, 'the same server process');
     const ok = await curl(sb, 'https://api.test/after-resume');
     assert.equal(ok.code, 0, ok.err);
     assert.notEqual((await curl(sb, 'https://other.test/')).code, 0, 'other.test is still not allowed');
+    const added = await curl(sb, 'http://ttl.test/');
+    assert.equal(added.code, 0, `the rule added while paused holds: ${added.err}`);
     assert.match(await fetchText(`http://127.0.0.1:${local}/`), /served-after-resume/);
   });
 
