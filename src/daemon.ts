@@ -19,6 +19,11 @@ import { VERSION } from './version.js';
 import { createNetworkService } from './net/wire.js';
 import { NamespaceNetworkDriver } from './net/driver.js';
 import { hostCpuPressure } from './engine/admission.js';
+import { VolumeManager } from './engine/volumes.js';
+import { SandboxStorage } from './engine/sandbox-storage.js';
+import { VolumeStore } from './store/volumes.js';
+import { VolumeDisks } from './volume/volume-disk.js';
+import { HostMounts } from './volume/host-mounts.js';
 
 const EVENT_PRUNE_EVERY_MS = 60_000;
 
@@ -80,7 +85,10 @@ export async function createDaemon(cfg: DaemonConfig, log: (msg: string) => void
   });
   await images.init();
   const net = createNetworkService(cfg, store);
-  const drivers = { rootfs: new SandboxRootfs(paths.sandboxes), net: new NamespaceNetworkDriver(net) };
+  const volumes = new VolumeManager(new VolumeStore(db), new VolumeDisks(paths.volumes), store);
+  await volumes.init(log);
+  const storage = new SandboxStorage(volumes, await HostMounts.create(paths.mounts, cfg.allowMountRoots, [cfg.dataDir, paths.templates]));
+  const drivers = { rootfs: new SandboxRootfs(paths.sandboxes), net: new NamespaceNetworkDriver(net), storage };
   const mgr = new SandboxManager(cfg, store, usable, drivers, new TemplateResolver(base, imageResolver ?? images), { ...HELPERS, agent: agentBinary(cfg, log) });
   const supervisor = new Supervisor(mgr, log);
   await supervisor.reconcile();
@@ -107,6 +115,7 @@ export async function createDaemon(cfg: DaemonConfig, log: (msg: string) => void
     version: VERSION,
     images,
     net,
+    volumes,
     readiness: () => {
       if (base.isBuilt()) return { ready: true, runtimes: runtimeStatus };
       return { ready: false, reason: baseError ? `template base failed to build: ${baseError}` : 'building template base', runtimes: runtimeStatus };

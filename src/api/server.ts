@@ -16,6 +16,8 @@ import { SandboxPortProxy } from '../net/port-proxy.js';
 import { registerImageRoutes } from './routes/images.js';
 import type { ImageStore } from '../image/oci/image-store.js';
 import type { NetworkService } from '../net/service.js';
+import type { VolumeManager } from '../engine/volumes.js';
+import { registerVolumeRoutes } from './routes/volumes.js';
 
 export interface ApiDeps {
   cfg: DaemonConfig;
@@ -27,6 +29,8 @@ export interface ApiDeps {
   images?: ImageStore;
   /** The network capability's own surface (defaults, SDK callbacks, port proxying); absent without it. */
   net?: NetworkService;
+  /** Named volumes; absent in daemons built without them. */
+  volumes?: VolumeManager;
 }
 
 export type TypedApp = FastifyInstance<RawServerDefault, RawRequestDefaultExpression, RawReplyDefaultExpression, FastifyBaseLogger, ZodTypeProvider>;
@@ -86,6 +90,8 @@ export async function buildServer(deps: ApiDeps): Promise<FastifyInstance> {
     const key = deps.cfg.apiKey;
     app.addHook('onRequest', async (req, reply) => {
       if (req.url === '/v1/health' || req.url.startsWith('/v1/openapi')) return;
+      // E2B's volume content API authenticates with the volume's own token (checked by its routes).
+      if (req.url.startsWith('/volumecontent/')) return;
       if (!apiKeyMatches(req, key)) {
         reply.status(401).send(new CordonError('unauthenticated', 'missing or wrong API key; set CORDON_API_KEY (sent as Authorization: Bearer KEY)').toJSON());
       }
@@ -105,5 +111,6 @@ export async function buildServer(deps: ApiDeps): Promise<FastifyInstance> {
   registerProcessRoutes(typed, deps);
   registerFileRoutes(typed, deps);
   registerImageRoutes(typed, deps);
+  registerVolumeRoutes(typed, deps);
   return app;
 }

@@ -34,6 +34,8 @@ export function sandboxView(r: SandboxRecord) {
       on_timeout: s.onTimeout ?? 'kill',
       read_only_rootfs: s.readOnlyRootfs,
       tmpfs: s.tmpfs.map((t) => ({ path: t.path, size: t.sizeBytes, options: t.options ?? [] })),
+      volumes: (s.volumes ?? []).map((v) => ({ name: v.name, id: v.volumeId, path: v.path, read_only: v.readOnly })),
+      mounts: (s.mounts ?? []).map((m) => ({ type: m.type, source: m.source, target: m.target, read_only: m.readOnly })),
       hostname: s.hostname ?? null,
       no_new_privileges: !!s.noNewPrivileges,
     },

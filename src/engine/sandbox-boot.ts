@@ -6,7 +6,7 @@ import { errors } from '../errors/registry.js';
 import { needsNamespace } from '../net/types.js';
 import { HELPER_DIR } from '../runtime/oci-spec.js';
 import type { ContainerSpec, Runtime, RuntimeState } from '../runtime/types.js';
-import type { NetworkAttachment, RootfsDirs } from './drivers.js';
+import type { BindMount, NetworkAttachment, RootfsDirs } from './drivers.js';
 import { AGENT_INIT, AGENT_PATH, AGENT_PIDS_HEADROOM, AGENT_RUN_DIR } from './agent/agent-setup.js';
 import { LiveSandbox } from './live-sandbox.js';
 import { runcAccountFilesProblem } from './users.js';
@@ -56,14 +56,15 @@ export class ContainerBoot {
   async boot(rec: SandboxRecord, image: ImageConfig): Promise<void> {
     const { id, spec } = rec;
     const { net, store } = this.mgr;
-    const { dirs, network } = await this.prepare(rec);
+    const { dirs, network, storageBinds } = await this.prepare(rec);
     const rt = this.mgr.runtimeFor(spec.runtime);
     await rt.delete(id, dirs.bundle).catch(() => {});
     const marker = join(dirs.bundle, AGENT_MARKER);
     if (this.mgr.helpers.agent) await writeFile(marker, '1\n');
     else await rm(marker, { force: true });
-    const runtimeState = await rt.create(this.containerSpec(rec, dirs, network)).catch(async (e: Error) => {
+    const runtimeState = await rt.create(this.containerSpec(rec, dirs, network, storageBinds)).catch(async (e: Error) => {
       await net?.detach(id);
+      await this.mgr.storage?.release(id).catch(() => {});
       throw e;
     });
     const now = Date.now();
@@ -83,7 +84,7 @@ export class ContainerBoot {
    * and hostname files, and the network namespace with the sandbox's policy (a new one each time: a
    * namespace does not outlive a reboot, and gVisor takes the link's addresses when it restores).
    */
-  private async prepare(rec: SandboxRecord): Promise<{ dirs: RootfsDirs; network?: NetworkAttachment }> {
+  private async prepare(rec: SandboxRecord): Promise<{ dirs: RootfsDirs; network?: NetworkAttachment; storageBinds: BindMount[] }> {
     const { id, spec } = rec;
     const { rootfs, net } = this.mgr;
     const dirs = rootfs.dirs(id);
@@ -100,7 +101,12 @@ export class ContainerBoot {
       network = await net.attach(id, spec.network, dirs);
     }
     await writeFile(join(dirs.bundle, 'hostname'), `${spec.hostname}\n`);
-    return { dirs, network };
+    // Volumes and host mounts (made again at a restore: the same paths the checkpoint was taken with).
+    const storageBinds = (await this.mgr.storage?.binds(id, spec).catch(async (e: Error) => {
+      await net?.detach(id);
+      throw e;
+    })) ?? [];
+    return { dirs, network, storageBinds };
   }
 
   /**
@@ -115,13 +121,14 @@ export class ContainerBoot {
     const { id, spec } = rec;
     const { net, store } = this.mgr;
     const rt = this.mgr.runtimeFor(spec.runtime);
-    const { dirs, network } = await this.prepare(rec);
+    const { dirs, network, storageBinds } = await this.prepare(rec);
     await rt.delete(id, dirs.bundle).catch(() => {});
     // The init of the checkpoint decides: it ran the agent or it did not (the bind mounts must match).
     const withAgent = !!this.mgr.helpers.agent && (opts.withAgent ?? this.startedWithAgent(id));
     if (withAgent) await writeFile(join(dirs.bundle, AGENT_MARKER), '1\n');
-    const runtimeState = await rt.restore(this.containerSpec(rec, dirs, network, withAgent), checkpointDir).catch(async (e: Error) => {
+    const runtimeState = await rt.restore(this.containerSpec(rec, dirs, network, storageBinds, withAgent), checkpointDir).catch(async (e: Error) => {
       await net?.detach(id);
+      await this.mgr.storage?.release(id).catch(() => {});
       throw e;
     });
     const now = Date.now();
@@ -154,7 +161,7 @@ export class ContainerBoot {
   }
 
   /** What the runtime is given for a sandbox (a restore from a checkpoint must give the same again). */
-  containerSpec(rec: SandboxRecord, dirs: RootfsDirs, network?: NetworkAttachment, withAgent = !!this.mgr.helpers.agent): ContainerSpec {
+  containerSpec(rec: SandboxRecord, dirs: RootfsDirs, network?: NetworkAttachment, storageBinds: BindMount[] = [], withAgent = !!this.mgr.helpers.agent): ContainerSpec {
     const { id, spec } = rec;
     const { helpers } = this.mgr;
     const agentBinds = [];
@@ -181,6 +188,7 @@ export class ContainerBoot {
         { source: join(dirs.bundle, 'hostname'), destination: '/etc/hostname', readOnly: true },
         ...agentBinds,
         ...(network?.binds ?? []),
+        ...storageBinds,
       ],
       netnsPath: network?.netnsPath,
       noNewPrivileges: !!spec.noNewPrivileges,
@@ -262,6 +270,7 @@ export class ContainerBoot {
     this.mgr.forget(id);
     await this.mgr.runtimeFor(runtime).delete(id, this.mgr.rootfs.dirs(id).bundle);
     await this.mgr.net?.detach(id);
+    await this.mgr.storage?.release(id);
     await this.mgr.rootfs.unmount(id);
   }
 }

@@ -35,8 +35,8 @@ export type PauseRecord = z.infer<typeof pauseRecord>;
 
 /**
  * Pause and resume. Where the runtime checkpoints memory (runsc) a pause writes the sandbox's
- * processes and memory to its own directory and ends the container, its network namespace and its
- * overlay mount: it then costs disk only. A resume re-mounts the overlay, attaches a new namespace
+ * processes and memory to its own directory and ends the container, its network namespace, its host
+ * mounts and its overlay mount: it then costs disk only. A resume re-mounts the overlay, attaches a new namespace
  * under the same policy and restores the container under the same id. Elsewhere (crun, runc) a pause
  * freezes the cgroup in memory. Either way the timeout clock stops and starts again at resume.
  * Callers hold the sandbox's lock.
@@ -111,6 +111,7 @@ export class SandboxPauses {
     // The container is gone: give back its namespace and mount (a resume makes them again).
     this.mgr.unschedule(id);
     await this.mgr.net?.detach(id).catch(() => {});
+    await this.mgr.storage?.release(id).catch(() => {});
     await this.mgr.rootfs.unmount(id).catch(() => {});
     const imageBytes = await dirBytes(image).catch(() => 0);
     await this.save(id, { kind: 'disk', pausedAt: started, remainingMs, imageBytes });
@@ -152,6 +153,7 @@ export class SandboxPauses {
       this.mgr.boot.unwatch(id);
       await this.mgr.runtimeFor(rec.runtime).delete(id, this.mgr.rootfs.dirs(id).bundle).catch(() => {});
       await this.mgr.net?.detach(id).catch(() => {});
+      await this.mgr.storage?.release(id).catch(() => {});
       await this.mgr.rootfs.unmount(id).catch(() => {});
       this.mgr.store.update(id, { state: 'paused', runtimeState: undefined, expiresAt: undefined });
       const why = (e as Error).message;
@@ -178,6 +180,7 @@ export class SandboxPauses {
     this.mgr.forget(id);
     await this.mgr.runtimeFor(this.mgr.get(id).runtime).delete(id, this.mgr.rootfs.dirs(id).bundle).catch(() => {});
     await this.mgr.net?.detach(id).catch(() => {});
+    await this.mgr.storage?.release(id).catch(() => {});
     await this.mgr.rootfs.unmount(id);
     await this.drop(id);
   }
