@@ -43,6 +43,8 @@ export interface SandboxSpec {
   noNewPrivileges?: boolean;
   /** Egress policy, secrets, interception rules and forwarded ports; absent means no network. */
   network?: NetworkSpec;
+  /** What the timeout does: remove the sandbox (kill, the default), pause it, or stop it (files kept). */
+  onTimeout?: 'kill' | 'pause' | 'stop';
 }
 
 export interface SandboxRecord {
