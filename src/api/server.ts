@@ -14,6 +14,7 @@ import { registerSystemRoutes } from './routes/system.js';
 import { registerE2b } from './e2b/index.js';
 import { SandboxPortProxy } from '../net/port-proxy.js';
 import { registerImageRoutes } from './routes/images.js';
+import { registerSnapshotRoutes } from './routes/snapshots.js';
 import type { ImageStore } from '../image/oci/image-store.js';
 import type { NetworkService } from '../net/service.js';
 
@@ -105,5 +106,6 @@ export async function buildServer(deps: ApiDeps): Promise<FastifyInstance> {
   registerProcessRoutes(typed, deps);
   registerFileRoutes(typed, deps);
   registerImageRoutes(typed, deps);
+  registerSnapshotRoutes(typed, deps);
   return app;
 }

@@ -103,6 +103,8 @@ export function registerServe(program: Command): void {
     .option('--stream-write-deadline <duration>', 'cut off a client stream that stays above --stream-buffer this long', '60s')
     .option('--agent <on|off>', 'run the cordon agent in every sandbox (processes, files, watches); off: the runtime exec path only', 'on')
     .option('--agent-binary <path>', 'the agent binary to inject into sandboxes (default: dist/agent/cordon-agent of this build)')
+    .option('--snapshot-reserve <size>', 'disk that must stay free where snapshots are kept after a snapshot is copied (507 otherwise)', '1g')
+    .option('--max-forks <n>', 'sandboxes one fork request may create', '16')
     .option('--egress-idle-timeout <duration>', 'egress proxy: fail a connection idle (no bytes either way) this long', '60s')
     .option('--egress-max-connections <n>', 'egress proxy: concurrent connections per sandbox; more are refused', '256')
     .action(async (o) => {
@@ -151,6 +153,8 @@ export function registerServe(program: Command): void {
         agent: o.agent,
         agentBinary: o.agentBinary,
         maxProcesses: count('--max-processes', o.maxProcesses, 1),
+        snapshotReserveBytes: sizeFlag('--snapshot-reserve', o.snapshotReserve, 0),
+        maxForks: count('--max-forks', o.maxForks, 1, 1000),
         streamHighWaterBytes: sizeFlag('--stream-buffer', o.streamBuffer, 64 * 1024),
         streamWriteDeadlineMs: durationFlag('--stream-write-deadline', o.streamWriteDeadline, 1000),
         egressIdleTimeoutMs: durationFlag('--egress-idle-timeout', o.egressIdleTimeout, 1000),

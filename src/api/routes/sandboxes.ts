@@ -32,7 +32,9 @@ export function registerSandboxRoutes(app: TypedApp, { mgr, cfg, net }: ApiDeps)
       tmpfs: b.tmpfs?.map((t) => ({ path: t.path, sizeBytes: t.size, options: t.options })),
       hostname: b.hostname,
       noNewPrivileges: b.no_new_privileges,
-      network: toNetworkSpec(b.network, net?.cfg ?? { defaultMode: 'none' }),
+      // From a snapshot, no network given means the snapshot's own policy.
+      network: b.snapshot && b.network === undefined ? undefined : toNetworkSpec(b.network, net?.cfg ?? { defaultMode: 'none' }),
+      snapshot: b.snapshot,
     });
     reply.status(201).send(sandboxView(rec));
   });
