@@ -11,6 +11,11 @@ const FROM_SNAPSHOT: (keyof CreateInput)[] = [
   'readOnlyRootfs', 'tmpfs', 'hostname', 'noNewPrivileges',
 ];
 
+/** The API's names for the fields whose engine names differ. */
+const FIELD_NAMES: Partial<Record<keyof CreateInput, string>> = {
+  memoryBytes: 'memory', diskBytes: 'disk', readOnlyRootfs: 'read_only_rootfs', noNewPrivileges: 'no_new_privileges', pullPolicy: 'pull_policy',
+};
+
 /**
  * The spec of a sandbox made from a snapshot: the source's, with the request's timeout, environment
  * (for new processes) and network policy. The hostname stays the source's: under a memory restore it
@@ -20,7 +25,8 @@ export function specFromSnapshot(snap: SnapshotRecord, input: CreateInput, timeo
   for (const k of FROM_SNAPSHOT) {
     const v = input[k];
     if (v !== undefined && !(Array.isArray(v) && v.length === 0 && k === 'tmpfs') && !(k === 'runtime' && v === snap.runtime)) {
-      throw errors.invalid(k, `a sandbox made from snapshot ${snap.id} has its source's ${k}; leave it out (only timeout, env, labels and network may be given)`);
+      const field = FIELD_NAMES[k] ?? k;
+      throw errors.invalid(field, `a sandbox made from snapshot ${snap.id} has its source's ${field}; leave it out (only timeout, env, labels and network may be given)`);
     }
   }
   const network = input.network ?? snap.spec.network;

@@ -10,6 +10,8 @@ export interface SandboxInfo {
   runtime: RuntimeName;
   template: string | null;
   image: string | null;
+  /** The snapshot it was made (or forked) from. */
+  snapshot: string | null;
   labels: Record<string, string>;
   created_at: string;
   started_at: string | null;
