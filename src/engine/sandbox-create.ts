@@ -112,9 +112,12 @@ export class SandboxCreation {
       const id = newId();
       const now = Date.now();
       const rec: SandboxRecord = { id, state: 'creating', runtime: snap.runtime, spec, labels: input.labels ?? {}, createdAt: now, updatedAt: now };
-      this.mgr.admission.admitCount(this.mgr.countActive());
-      // Recorded under the snapshot's hold: from here on the sandbox counts as its user.
-      await this.mgr.snapshots.hold(snap.id, async () => this.mgr.store.insert(rec));
+      // Recorded under the snapshot's hold: from here on the sandbox counts as its user. Counted and
+      // recorded in one step, so forks created side by side cannot all pass the cap.
+      await this.mgr.snapshots.hold(snap.id, async () => {
+        this.mgr.admission.admitCount(this.mgr.countActive());
+        this.mgr.store.insert(rec);
+      });
       return await this.mgr.exclusive(id, async () => {
         try {
           const { rootfs, store } = this.mgr;
