@@ -44,9 +44,13 @@ export async function copyLayer(from: string, to: string): Promise<void> {
     // -a: -d (no dereference, links as links) -R (special files recreated, not read) --preserve=all.
     const r = await run('cp', ['-a', '--one-file-system', '--no-target-directory', '--', from, partial], { timeoutMs: LAYER_COPY_DEADLINE_MS, label: 'copying a sandbox layer' });
     if (r.code !== 0) {
-      const msg = r.stderr.trim().split('\n').slice(0, 3).join('; ');
-      if (/No space left on device|Disk quota exceeded/.test(msg)) {
+      const msg = sandboxView(r.stderr, from, partial);
+      if (/No space left on device|Disk quota exceeded/.test(r.stderr)) {
         throw new CordonError('no_space', `snapshot: the disk filled up while copying the sandbox's writable layer (${msg}); free disk space or delete snapshots`);
+      }
+      // GNU cp (and tar) name files by their full path, which the kernel refuses past PATH_MAX.
+      if (/File name too long/.test(r.stderr)) {
+        throw new CordonError('invalid_state', `snapshot: the sandbox holds a directory tree deeper than the host can copy (a path longer than 4096 bytes, ${msg}); remove or flatten it and retry. The sandbox runs on unchanged`);
       }
       throw new Error(`copying the sandbox's writable layer failed: ${msg}`);
     }
@@ -60,4 +64,11 @@ export async function copyLayer(from: string, to: string): Promise<void> {
 /** Delete a layer copy (deeper than PATH_MAX perhaps): rm walks it without following links. */
 export async function removeLayer(dir: string): Promise<void> {
   await runOk('rm', ['-rf', '--one-file-system', '--', dir], { timeoutMs: LAYER_COPY_DEADLINE_MS });
+}
+
+/** cp's first complaint, with host paths turned into the sandbox's own and long paths shortened. */
+function sandboxView(stderr: string, from: string, to: string): string {
+  const first = stderr.trim().split('\n')[0] ?? '';
+  const inSandbox = first.split(from).join('').split(to).join('');
+  return inSandbox.replace(/'([^']{120,})'/g, (_m, p: string) => `'${p.slice(0, 60)}…${p.slice(-40)}'`).slice(0, 400);
 }
