@@ -32,6 +32,7 @@ export function sandboxView(r: SandboxRecord) {
       pids: s.pids,
       disk: s.diskBytes ?? null,
       timeout_ms: s.timeoutMs,
+      on_timeout: s.onTimeout ?? 'kill',
       read_only_rootfs: s.readOnlyRootfs,
       tmpfs: s.tmpfs.map((t) => ({ path: t.path, size: t.sizeBytes, options: t.options ?? [] })),
       hostname: s.hostname ?? null,

@@ -69,6 +69,7 @@ export class SandboxCreation {
       hostname: input.hostname ?? id.slice(0, 12),
       noNewPrivileges: input.noNewPrivileges ?? false,
       network: input.network,
+      ...(input.onTimeout && input.onTimeout !== 'kill' ? { onTimeout: input.onTimeout } : {}),
     };
     const now = Date.now();
     const rec: SandboxRecord = { id, state: 'creating', runtime, spec, labels: input.labels ?? {}, createdAt: now, updatedAt: now };

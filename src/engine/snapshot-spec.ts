@@ -35,8 +35,11 @@ export function specFromSnapshot(snap: SnapshotRecord, input: CreateInput, timeo
   if (snap.kind === 'memory' && needsNamespace(network) !== needsNamespace(snap.spec.network)) {
     throw errors.invalid('network', `snapshot ${snap.id} was taken ${needsNamespace(snap.spec.network) ? 'with' : 'without'} a network and holds its memory; a sandbox made from it must have ${needsNamespace(snap.spec.network) ? 'a network (any mode but none)' : 'none'} too`);
   }
+  const { onTimeout: _sourceOnTimeout, ...sourceSpec } = snap.spec;
   return {
-    ...snap.spec,
+    ...sourceSpec,
+    // What the timeout does is the request's, as for any create.
+    ...(input.onTimeout && input.onTimeout !== 'kill' ? { onTimeout: input.onTimeout } : {}),
     env: { ...snap.spec.env, ...(input.env ?? {}), ...networkEnv(network) },
     timeoutMs,
     network,

@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { dataPaths } from '../config.js';
 import { listCgroupIds, removeCgroups } from '../runtime/cgroup/index.js';
@@ -84,6 +85,7 @@ export class Supervisor {
       this.log(`removed half-created sandbox ${rec.id}`);
       return 'removed';
     }
+    if (await this.settlePausedToDisk(rec)) return 'kept';
     if (hasContainer(rec.state)) {
       const status = await rt.adopt(rec.id, rec.runtimeState);
       if (status === 'running' || status === 'paused') {
@@ -107,6 +109,28 @@ export class Supervisor {
     // A removal that failed for an expired sandbox is tried again.
     if (rec.state === 'error' && rec.expiresAt) this.mgr.schedule(rec.id, rec.expiresAt);
     return 'kept';
+  }
+
+  /**
+   * A sandbox paused to disk has no container to adopt: it stays paused (nothing of it runs, its
+   * overlay is mounted again at resume). A pause or a resume the daemon stopped in the middle of is
+   * settled by what is on disk: with no container left and a complete image, the sandbox is paused.
+   */
+  private async settlePausedToDisk(rec: SandboxRecord): Promise<boolean> {
+    const { store, rootfs, pauses } = this.mgr;
+    const paused = rec.state === 'paused' && (await pauses.onDisk(rec.id));
+    const midway = (rec.state === 'pausing' || rec.state === 'restoring') && existsSync(pauses.imageDir(rec.id));
+    if (!paused && !midway) return false;
+    const rt = this.mgr.runtimeFor(rec.runtime);
+    if (midway && (await rt.adopt(rec.id, rec.runtimeState)) !== 'missing') return false;
+    await rt.delete(rec.id, rootfs.dirs(rec.id).bundle).catch(() => {});
+    await rootfs.unmount(rec.id).catch(() => {});
+    if (midway) {
+      if (!(await pauses.record(rec.id))) await pauses.keep(rec.id, rec.expiresAt);
+      store.update(rec.id, { state: 'paused', runtimeState: undefined, expiresAt: undefined });
+      store.addEvent(rec.id, 'error', `the daemon stopped while the sandbox was ${rec.state}; its checkpoint image is complete, so it is paused (resume it)`);
+    }
+    return true;
   }
 
   /**

@@ -26,6 +26,7 @@ export interface SandboxInfo {
     pids: number;
     disk: number | null;
     timeout_ms: number;
+    on_timeout: 'kill' | 'pause' | 'stop';
     read_only_rootfs: boolean;
     tmpfs: { path: string; size: number; options: string[] }[];
     hostname: string | null;
@@ -53,6 +54,8 @@ export interface CreateOptions {
   pids?: number;
   disk?: string | number;
   timeout?: string | number;
+  /** What the timeout does: kill (remove, default), pause, or stop (files kept). */
+  on_timeout?: 'kill' | 'pause' | 'stop';
   labels?: Record<string, string>;
   read_only_rootfs?: boolean;
   tmpfs?: { path: string; size?: string | number; options?: string[] }[];

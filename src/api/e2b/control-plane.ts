@@ -91,6 +91,13 @@ export async function registerControlPlane(app: FastifyInstance, deps: ApiDeps, 
       if (retryAfter) reply.header('retry-after', String(retryAfter));
       reply.status(status).send({ code: status, message });
     });
+    // connect's body is optional: an empty JSON body is no body (create and the rest still need theirs).
+    const json = scope.getDefaultJsonParser('error', 'error');
+    scope.removeContentTypeParser('application/json');
+    scope.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) => {
+      if (body === '' && /\/connect$/.test(req.url.split('?')[0])) return done(null, undefined);
+      return json(req, body as string, done);
+    });
     const r = scope.withTypeProvider() as unknown as TypedApp;
 
     /** A sandbox E2B may see (error-state ones are gone as far as E2B is concerned). */
@@ -125,6 +132,8 @@ export async function registerControlPlane(app: FastifyInstance, deps: ApiDeps, 
         labels: body.metadata ?? {},
         // From a snapshot, no network options means the snapshot's own policy.
         network: snapshot && body.allow_internet_access == null && !body.network ? undefined : e2bNetworkSpec(body.allow_internet_access, body.network, !!net?.cfg.egressInterface),
+        // lifecycle.onTimeout 'pause' (autoPause); keepMemory false (autoPauseMemory) keeps the files only.
+        onTimeout: body.autoPause ? (body.autoPauseMemory === false ? 'stop' : 'pause') : 'kill',
       });
       try {
         tokens.issue(rec.id, { trafficToken: options.allowPublicTraffic === false ? newToken() : undefined, options });
@@ -138,9 +147,11 @@ export async function registerControlPlane(app: FastifyInstance, deps: ApiDeps, 
       r.post(path, { schema: { body: newSandbox, hide: true } }, async (req, reply) => reply.status(201).send(await create(req.body)));
     }
 
-    const connect = async (id: string, timeout: number | undefined) => {
+    const connect = async (id: string, timeout: number | undefined, memory?: boolean) => {
       let rec = visible(id);
       let resumed = false;
+      // onResume 'reboot' (memory: false): the files are kept, the processes and memory are not.
+      if (memory === false && (rec.state === 'paused' || rec.state === 'pausing')) rec = await mgr.stop(id);
       // A pause in progress holds the sandbox's lock: the resume runs once it is paused.
       if (rec.state === 'paused' || rec.state === 'pausing') (rec = await mgr.resume(id)), (resumed = true);
       else if (rec.state === 'stopped') (rec = await mgr.start(id)), (resumed = true);
@@ -153,8 +164,8 @@ export async function registerControlPlane(app: FastifyInstance, deps: ApiDeps, 
       return { status: resumed ? 201 : 200, body: sandboxCreated(rec, e2bOf(id), cfg.domain) };
     };
     for (const path of ['/sandboxes/:sandboxID/connect', '/v2/sandboxes/:sandboxID/connect']) {
-      r.post(path, { schema: { params: idParams, body: connectBody.optional(), hide: true } }, async (req, reply) => {
-        const out = await connect(req.params.sandboxID, req.body?.timeout);
+      r.post(path, { schema: { params: idParams, body: connectBody.nullish(), hide: true } }, async (req, reply) => {
+        const out = await connect(req.params.sandboxID, req.body?.timeout ?? undefined, req.body?.memory ?? undefined);
         reply.status(out.status).send(out.body);
       });
     }

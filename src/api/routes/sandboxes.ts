@@ -27,6 +27,7 @@ export function registerSandboxRoutes(app: TypedApp, { mgr, cfg, net }: ApiDeps)
       pids: b.pids,
       diskBytes: b.disk,
       timeoutMs: b.timeout,
+      onTimeout: b.on_timeout,
       labels: { ...(b.metadata ?? {}), ...(b.labels ?? {}) },
       readOnlyRootfs: b.read_only_rootfs,
       tmpfs: b.tmpfs?.map((t) => ({ path: t.path, sizeBytes: t.size, options: t.options })),
@@ -62,8 +63,8 @@ export function registerSandboxRoutes(app: TypedApp, { mgr, cfg, net }: ApiDeps)
   app.post('/v1/sandboxes/:id/stop', { schema: { summary: 'Stop: TERM, wait up to timeout (default 10s), then KILL', params: idParams, body: stopBody } }, async (req) =>
     sandboxView(await mgr.stop(req.params.id, req.body?.timeout ?? 10_000)),
   );
-  app.post('/v1/sandboxes/:id/pause', { schema: { summary: 'Freeze every process', params: idParams } }, async (req) => sandboxView(await mgr.pause(req.params.id)));
-  app.post('/v1/sandboxes/:id/resume', { schema: { summary: 'Thaw a paused sandbox', params: idParams } }, async (req) => sandboxView(await mgr.resume(req.params.id)));
+  app.post('/v1/sandboxes/:id/pause', { schema: { summary: 'Pause: to disk where the runtime checkpoints memory (runsc; memory freed), else frozen in memory', params: idParams } }, async (req) => sandboxView(await mgr.pause(req.params.id)));
+  app.post('/v1/sandboxes/:id/resume', { schema: { summary: 'Resume a paused sandbox (restored from disk, or thawed)', params: idParams } }, async (req) => sandboxView(await mgr.resume(req.params.id)));
   app.post('/v1/sandboxes/:id/timeout', { schema: { summary: 'Set the time left before removal (0 = none)', params: idParams, body: timeoutBody } }, async (req) =>
     sandboxView(await mgr.setTimeout(req.params.id, req.body.timeout)),
   );
