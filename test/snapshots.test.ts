@@ -5,7 +5,7 @@
 // sandbox stands on it; events carry durations.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { lstatSync, readdirSync } from 'node:fs';
+import { lstatSync, mkdirSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { after, before, describe, test } from 'node:test';
@@ -191,3 +191,38 @@ for (const runtime of RUNTIMES) {
     });
   });
 }
+
+describe('snapshots across a daemon restart, and pause to disk of a sandbox made from one', () => {
+  test('the snapshot survives kill -9 and restart, leftovers are swept, its sandbox pauses and resumes', async () => {
+    const runtime = RUNTIMES.includes('runsc') ? 'runsc' : RUNTIMES[0];
+    const src = await d.client.create({ runtime });
+    await src.files.write('/root/file', 'restart\n');
+    await src.startProcess(COUNTER, { tag: 'counter' });
+    await until('the counter counts', async () => (await counts(src)).length >= 3);
+    const snap = await src.snapshot({ name: `restart-${process.pid}` });
+    // What a crash in the middle of a snapshot leaves: a directory no record names.
+    mkdirSync(join(d.dataDir, 'snapshots', 'interrupted', 'layer'), { recursive: true });
+    await d.stop('SIGKILL');
+    await d.restart();
+    assert.equal(readdirSync(join(d.dataDir, 'snapshots')).includes('interrupted'), false, 'swept at start-up');
+    assert.equal((await d.client.snapshot(snap.id)).name, `restart-${process.pid}`);
+
+    const child = await d.client.create({ snapshot: `restart-${process.pid}` });
+    assert.equal(await child.files.readText('/root/file'), 'restart\n');
+    const before = (await counts(child)).length;
+    if (runtime === 'runsc') await until('it counts on', async () => (await counts(child)).length > before + 2);
+    await child.pause();
+    assert.equal((await child.refresh()).state, 'paused');
+    await child.resume();
+    assert.equal(await child.files.readText('/root/file'), 'restart\n');
+    if (runtime === 'runsc') {
+      const n = (await counts(child)).length;
+      await until('it counts on after the resume', async () => (await counts(child)).length > n + 2);
+      assertUnbroken(await counts(child), 'made from a snapshot, paused and resumed');
+    }
+    await rejectsWith(d.client.removeSnapshot(snap.id), 'invalid_state');
+    await child.remove();
+    await src.remove();
+    await d.client.removeSnapshot(snap.id);
+  });
+});

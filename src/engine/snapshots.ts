@@ -1,4 +1,4 @@
-import { mkdir, rm } from 'node:fs/promises';
+import { mkdir, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { dataPaths } from '../config.js';
 import { CordonError, errors } from '../errors/registry.js';
@@ -200,6 +200,23 @@ export class Snapshots {
       if (sandboxes.length || snapshots.length) continue;
       await this.removeRecord(s).catch(() => {});
     }
+  }
+
+  /**
+   * At start-up, before anything else runs: directories a snapshot interrupted by a crash left
+   * behind (no record), and fork snapshots whose forks are all gone.
+   */
+  async sweep(log: (msg: string) => void): Promise<void> {
+    const root = dataPaths(this.mgr.cfg.dataDir).snapshots;
+    const entries = await readdir(root).catch(() => [] as string[]);
+    for (const name of entries) {
+      if (this.store.get(name)) continue;
+      await removeLayer(join(root, name)).then(
+        () => log(`removed ${name} from the snapshots directory: no snapshot has it (one interrupted by a crash)`),
+        (e: Error) => log(`removing ${join(root, name)} failed: ${e.message}`),
+      );
+    }
+    await this.collect().catch(() => {});
   }
 
   /** Drop a snapshot's checkpoint image, keeping its layer (a fork's, once every fork is restored). */
