@@ -85,6 +85,10 @@ export interface DaemonConfig {
   agentBinary?: string;
   /** Host directories below which --mount type=bind|overlay sources may be; none: every host mount is refused. */
   allowMountRoots: string[];
+  /** Disk that must stay free where snapshots are kept once a snapshot's layer is copied (507 otherwise). */
+  snapshotReserveBytes: number;
+  /** Sandboxes one fork request may create. */
+  maxForks: number;
 }
 
 /** Sandboxes this host can keep without idle overhead starving it, as the runtime declares per core. */
@@ -126,6 +130,8 @@ export function defaultConfig(overrides: Partial<DaemonConfig> = {}): DaemonConf
     maxUploadBytes: 10 * 1024 * 1024 * 1024,
     agent: 'on',
     allowMountRoots: [],
+    snapshotReserveBytes: 1024 * 1024 * 1024,
+    maxForks: 16,
     // An override given as undefined (a flag not passed) keeps the default.
     ...(Object.fromEntries(Object.entries(overrides).filter(([, v]) => v !== undefined)) as Partial<DaemonConfig>),
   };
@@ -140,6 +146,7 @@ export function dataPaths(dataDir: string, templatesDir?: string) {
     tmp: join(dataDir, 'tmp'),
     volumes: join(dataDir, 'volumes'),
     mounts: join(dataDir, 'mounts'),
+    snapshots: join(dataDir, 'snapshots'),
   };
 }
 

@@ -14,6 +14,7 @@ import { registerSystemRoutes } from './routes/system.js';
 import { registerE2b } from './e2b/index.js';
 import { SandboxPortProxy } from '../net/port-proxy.js';
 import { registerImageRoutes } from './routes/images.js';
+import { registerSnapshotRoutes } from './routes/snapshots.js';
 import type { ImageStore } from '../image/oci/image-store.js';
 import type { NetworkService } from '../net/service.js';
 import type { VolumeManager } from '../engine/volumes.js';
@@ -112,5 +113,6 @@ export async function buildServer(deps: ApiDeps): Promise<FastifyInstance> {
   registerFileRoutes(typed, deps);
   registerImageRoutes(typed, deps);
   registerVolumeRoutes(typed, deps);
+  registerSnapshotRoutes(typed, deps);
   return app;
 }

@@ -17,6 +17,7 @@ export function sandboxView(r: SandboxRecord) {
     runtime: r.runtime,
     template: s.template ?? null,
     image: s.image ?? null,
+    snapshot: s.snapshot ?? null,
     labels: r.labels,
     created_at: iso(r.createdAt),
     started_at: iso(r.startedAt),

@@ -10,6 +10,8 @@ import type { SandboxRecord, SandboxSpec, TmpfsMount } from './types.js';
 import type { HostMount } from '../volume/host-mounts.js';
 import { checkDistinctTargets, checkTarget } from './sandbox-storage.js';
 import type { VolumeMount } from './volumes.js';
+import { specFromSnapshot } from './snapshot-spec.js';
+import type { SnapshotRecord } from '../store/snapshots.js';
 
 export interface CreateInput extends Omit<SandboxSpec, 'runtime' | 'memoryBytes' | 'pids' | 'timeoutMs' | 'env' | 'tmpfs' | 'readOnlyRootfs' | 'volumes'> {
   /** Named volumes by name or id. */
@@ -23,6 +25,8 @@ export interface CreateInput extends Omit<SandboxSpec, 'runtime' | 'memoryBytes'
   readOnlyRootfs?: boolean;
   labels?: Record<string, string>;
   entrypoint?: string[];
+  /** Make it from this snapshot (a reference: id or name, in E2B's forms too) instead of a template or image. */
+  snapshot?: string;
 }
 
 /** Creating a sandbox: validate, pass admission, prepare its rootfs, boot it; undo it all on failure. */
@@ -31,6 +35,7 @@ export class SandboxCreation {
 
   async create(input: CreateInput, progress?: (line: string) => void): Promise<SandboxRecord> {
     const { cfg } = this.mgr;
+    if (input.snapshot !== undefined) return this.fromSnapshot(this.mgr.snapshots.resolve(input.snapshot), input);
     const runtime = input.runtime ?? cfg.defaultRuntime;
     this.mgr.runtimeFor(runtime);
     const timeoutMs = input.timeoutMs ?? cfg.defaultTimeoutMs;
@@ -108,6 +113,64 @@ export class SandboxCreation {
         throw await this.rollBack(id, e);
       }
     });
+  }
+
+  /**
+   * A new sandbox from a snapshot: the snapshot's layers below a fresh writable layer; with a memory
+   * snapshot its processes and memory restored from the checkpoint image, else a fresh boot of its files.
+   */
+  async fromSnapshot(snap: SnapshotRecord, input: CreateInput): Promise<SandboxRecord> {
+    const { cfg } = this.mgr;
+    const timeoutMs = input.timeoutMs ?? cfg.defaultTimeoutMs;
+    if (timeoutMs > cfg.maxTimeoutMs) throw errors.invalid('timeout', `at most ${cfg.maxTimeoutMs / 1000}s`);
+    const spec = specFromSnapshot(snap, input, timeoutMs);
+    const rt = this.mgr.runtimeFor(snap.runtime);
+    if (spec.network && spec.network.mode !== 'none') {
+      if (!this.mgr.net) throw errors.invalid('network', 'this daemon has no network capability');
+      this.mgr.net.validate(spec.network);
+    }
+    const release = await this.mgr.admission.enter();
+    try {
+      const id = newId();
+      const now = Date.now();
+      const rec: SandboxRecord = { id, state: 'creating', runtime: snap.runtime, spec, labels: input.labels ?? {}, createdAt: now, updatedAt: now };
+      // Recorded under the snapshot's hold: from here on the sandbox counts as its user. Counted and
+      // recorded in one step, so forks created side by side cannot all pass the cap.
+      await this.mgr.snapshots.hold(snap.id, async () => {
+        this.mgr.admission.admitCount(this.mgr.countActive());
+        this.mgr.store.insert(rec);
+      });
+      return await this.mgr.exclusive(id, async () => {
+        try {
+          const { rootfs, store } = this.mgr;
+          await rootfs.prepare(id, this.mgr.snapshots.source(snap), spec.diskBytes);
+          await writeFile(join(rootfs.dirs(id).root, 'image-config.json'), JSON.stringify(snap.imageConfig));
+          const checkpoint = this.mgr.snapshots.checkpointDir(snap);
+          if (checkpoint && rt.capabilities.checkpoint === 'memory') {
+            const t0 = performance.now();
+            store.update(id, { state: 'restoring' });
+            await this.mgr.boot.restore(rec, snap.imageConfig, checkpoint, {
+              startedAt: Date.now(),
+              expiresAt: timeoutMs > 0 ? Date.now() + timeoutMs : undefined,
+              withAgent: snap.agent,
+            });
+            const ms = Math.round(performance.now() - t0);
+            store.addEvent(id, 'restore', `memory and processes restored from snapshot ${snap.id} in ${ms} ms`, { snapshot_id: snap.id, duration_ms: ms });
+          } else {
+            // Files only: a fresh boot, and the main command starts again as it did in the source.
+            await this.mgr.boot.boot(rec, snap.imageConfig);
+            const main = composeCommand(snap.imageConfig, undefined, spec.cmd);
+            if (main.length) await this.mgr.live.get(id)!.startMain(main);
+          }
+          store.addEvent(id, 'created', `sandbox created from snapshot ${snap.id} (${snap.kind}) on ${snap.runtime}`);
+          return this.mgr.get(id);
+        } catch (e) {
+          throw await this.rollBack(id, e);
+        }
+      });
+    } finally {
+      release();
+    }
   }
 
   /**

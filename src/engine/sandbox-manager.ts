@@ -18,6 +18,9 @@ import { SandboxPauses } from './sandbox-pause.js';
 import { SandboxTeardown } from './sandbox-teardown.js';
 import type { SandboxStorage } from './sandbox-storage.js';
 import type { RootfsResolver } from './sources.js';
+import { SnapshotStore } from '../store/snapshots.js';
+import { Forks } from './fork.js';
+import { Snapshots, type SnapshotRecord } from './snapshots.js';
 import { ACTIVE_STATES, assertAllowed, hasContainer } from './state-machine.js';
 import type { ImageConfig, SandboxRecord, SandboxState } from './types.js';
 
@@ -67,6 +70,9 @@ export class SandboxManager {
   /** Pause to disk (runsc) or in memory (crun, runc), and resume. */
   readonly pauses = new SandboxPauses(this);
   private readonly creation = new SandboxCreation(this);
+  /** Snapshots of running sandboxes, and sandboxes made from them. */
+  readonly snapshots: Snapshots;
+  readonly forks = new Forks(this);
   /** Called when a running sandbox's container ends without the engine asking (set by the supervisor). */
   onExit?: (id: string, exit: ContainerExit, live: LiveSandbox) => void;
 
@@ -82,6 +88,7 @@ export class SandboxManager {
     this.net = drivers.net;
     this.storage = drivers.storage;
     this.admission = new Admission(cfg);
+    this.snapshots = new Snapshots(this, new SnapshotStore(store.db));
     this.expiry = new ExpiryTimers(store, (id) => this.expire(id));
   }
 
@@ -134,6 +141,11 @@ export class SandboxManager {
 
   create(input: CreateInput, progress?: (line: string) => void): Promise<SandboxRecord> {
     return this.creation.create(input, progress);
+  }
+
+  /** A new sandbox from a snapshot already resolved (forks pass theirs). */
+  createFromSnapshot(snap: SnapshotRecord, input: CreateInput): Promise<SandboxRecord> {
+    return this.creation.fromSnapshot(snap, input);
   }
 
   /** Give a running sandbox its in-memory handles (also used after a daemon restart). */

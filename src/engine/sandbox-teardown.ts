@@ -27,6 +27,8 @@ export class SandboxTeardown {
         throw this.mgr.fail(id, reason, e, `removing sandbox ${id} failed; it stays in state error until a retry succeeds: ${reason}`, true);
       }
       this.mgr.store.delete(id);
+      // A fork's snapshot goes with its last fork.
+      if (rec.spec.snapshot) void this.mgr.snapshots.collect().catch(() => {});
     });
   }
 

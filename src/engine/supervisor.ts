@@ -61,6 +61,7 @@ export class Supervisor {
     });
     await this.restoreNetwork();
     await this.removeOrphans(known);
+    await this.mgr.snapshots.sweep(this.log);
   }
 
   /** An expiry that passed while the daemon was down; a failed removal is retried like any expiry. */

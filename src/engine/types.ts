@@ -43,6 +43,8 @@ export interface SandboxSpec {
   noNewPrivileges?: boolean;
   /** Egress policy, secrets, interception rules and forwarded ports; absent means no network. */
   network?: NetworkSpec;
+  /** The snapshot this sandbox was created (or forked) from; its layers lie below the sandbox's own. */
+  snapshot?: string;
   /** What the timeout does: remove the sandbox (kill, the default), pause it, or stop it (files kept). */
   onTimeout?: 'kill' | 'pause' | 'stop';
 }

@@ -10,6 +10,8 @@ export interface SandboxInfo {
   runtime: RuntimeName;
   template: string | null;
   image: string | null;
+  /** The snapshot it was made (or forked) from. */
+  snapshot: string | null;
   labels: Record<string, string>;
   created_at: string;
   started_at: string | null;
@@ -38,6 +40,8 @@ export interface SandboxInfo {
 
 export interface CreateOptions {
   template?: string;
+  /** Make the sandbox from this snapshot (id or name); its files, and under runsc its memory and processes. */
+  snapshot?: string;
   image?: string;
   /** For images: pull when missing (default), always, or never. */
   pull_policy?: 'missing' | 'always' | 'never';
@@ -155,4 +159,25 @@ export interface NetworkOptions {
   /** [LOCAL:]REMOTE */
   ports?: string[];
   rules?: Record<string, unknown>[];
+}
+
+export interface SnapshotInfo {
+  id: string;
+  name: string | null;
+  /** The id the E2B SDK uses. */
+  snapshot_id: string;
+  source_sandbox: string;
+  runtime: RuntimeName;
+  /** memory: files, memory and processes (runsc); filesystem: files only (crun, runc). */
+  kind: 'memory' | 'filesystem';
+  size_bytes: number;
+  layers: number;
+  created_at: string;
+  users?: { sandboxes: string[]; snapshots: string[] };
+}
+
+/** One fork's outcome: the new sandbox, or the error that kept it from starting. */
+export interface ForkResult {
+  sandbox?: SandboxInfo;
+  error?: { code: string; message: string };
 }

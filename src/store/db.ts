@@ -77,6 +77,25 @@ export const MIGRATIONS: readonly string[] = [
      labels TEXT NOT NULL DEFAULT '{}',
      created_at INTEGER NOT NULL
    );`,
+  // Snapshots (src/engine/snapshots.ts): a layer copied from a sandbox's upper over its lower layers,
+  // and, where the runtime has memory checkpoints, its checkpoint image. `chain` lists the snapshots
+  // whose layers lie below this one's (they must stay while it does).
+  `CREATE TABLE snapshots (
+     id TEXT PRIMARY KEY,
+     name TEXT UNIQUE,
+     source_sandbox TEXT NOT NULL,
+     runtime TEXT NOT NULL,
+     kind TEXT NOT NULL,
+     spec TEXT NOT NULL,
+     lower_dirs TEXT NOT NULL,
+     chain TEXT NOT NULL,
+     image_config TEXT NOT NULL,
+     size_bytes INTEGER NOT NULL,
+     auto_remove INTEGER NOT NULL DEFAULT 0,
+     agent INTEGER NOT NULL DEFAULT 0,
+     created_at INTEGER NOT NULL
+   );
+   CREATE INDEX snapshots_source ON snapshots(source_sandbox, created_at);`,
 ];
 
 /** Open (and migrate) the daemon's SQLite database. WAL keeps readers off the writer's back. */

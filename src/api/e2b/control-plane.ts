@@ -7,6 +7,7 @@ import type { ApiDeps, TypedApp } from '../server.js';
 import { newToken, type E2bOptions, type EnvdTokens } from './tokens.js';
 import { e2bNetworkBody, e2bNetworkSpec, fromE2b } from './network.js';
 import { sandboxPage } from './list-order.js';
+import { registerE2bSnapshots, snapshotForTemplateId } from './snapshots.js';
 import { e2bState, metricView, sandboxCreated, sandboxDetail, sandboxListed } from './views.js';
 
 const envVars = z
@@ -19,7 +20,8 @@ const seconds = z.number().int().min(0).max(86_400 * 30);
 
 const newSandbox = z
   .object({
-    templateID: z.string().regex(/^[a-z0-9][a-z0-9._-]{0,62}$/, 'template names are lowercase letters, digits, . _ -'),
+    // A template name, or a snapshot id in E2B's "namespace/name:tag" form.
+    templateID: z.string().max(256).regex(/^[A-Za-z0-9][A-Za-z0-9._:/-]*$/, 'template names are lowercase letters, digits, . _ - (snapshot ids may have / and :)'),
     timeout: seconds.optional(),
     metadata: metadata.nullish(),
     envVars: envVars.nullish(),
@@ -78,7 +80,8 @@ function parseStates(s: string | string[] | undefined): ('running' | 'paused')[]
   return list.length ? (list as ('running' | 'paused')[]) : ['running', 'paused'];
 }
 
-export async function registerControlPlane(app: FastifyInstance, { mgr, cfg, net }: ApiDeps, tokens: EnvdTokens): Promise<void> {
+export async function registerControlPlane(app: FastifyInstance, deps: ApiDeps, tokens: EnvdTokens): Promise<void> {
+  const { mgr, cfg, net } = deps;
   await app.register(async (scope) => {
     // E2B clients read errors as {code: <HTTP status>, message}.
     scope.setErrorHandler((err: FastifyError, _req, reply) => {
@@ -120,13 +123,15 @@ export async function registerControlPlane(app: FastifyInstance, { mgr, cfg, net
         autoResume: body.autoResume?.enabled,
       };
       tokens.prune();
+      const snapshot = snapshotForTemplateId(deps, body.templateID);
       const rec = await mgr.create({
-        template: body.templateID,
+        ...(snapshot ? { snapshot: snapshot.id } : { template: body.templateID }),
         env: body.envVars ?? {},
         timeoutMs: (body.timeout ?? DEFAULT_TIMEOUT_S) * 1000,
         labels: body.metadata ?? {},
         volumes: (body.volumeMounts ?? []).map((m) => ({ name: m.name, path: m.path })),
-        network: e2bNetworkSpec(body.allow_internet_access, body.network, !!net?.cfg.egressInterface),
+        // From a snapshot, no network options means the snapshot's own policy.
+        network: snapshot && body.allow_internet_access == null && !body.network ? undefined : e2bNetworkSpec(body.allow_internet_access, body.network, !!net?.cfg.egressInterface),
         // lifecycle.onTimeout 'pause' (autoPause); keepMemory false (autoPauseMemory) keeps the files only.
         onTimeout: body.autoPause ? (body.autoPauseMemory === false ? 'stop' : 'pause') : 'kill',
       });
@@ -223,6 +228,15 @@ export async function registerControlPlane(app: FastifyInstance, { mgr, cfg, net
       if (e2bState(rec) === 'paused') throw new CordonError('invalid_state', `sandbox ${rec.id} is already paused`);
       await mgr.pause(rec.id);
       reply.status(204).send();
+    });
+
+    registerE2bSnapshots(r, deps, {
+      visible,
+      created: async (rec, like) => {
+        const opts = like ? tokens.sandbox(like)?.options : undefined;
+        tokens.issue(rec.id, { trafficToken: opts?.allowPublicTraffic === false ? newToken() : undefined, options: opts ?? {} });
+        return sandboxCreated(rec, e2bOf(rec.id), cfg.domain);
+      },
     });
 
     // History sampled every 5 s (E2B's rate); start/end are unix seconds, both inclusive.

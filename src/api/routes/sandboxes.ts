@@ -38,7 +38,9 @@ export function registerSandboxRoutes(app: TypedApp, { mgr, cfg, net }: ApiDeps)
       mounts: (b.mounts ?? []).flatMap((m) => (m.type === 'tmpfs' ? [] : [{ type: m.type, source: m.source!, target: m.target, readOnly: !!m.read_only }])),
       hostname: b.hostname,
       noNewPrivileges: b.no_new_privileges,
-      network: toNetworkSpec(b.network, net?.cfg ?? { defaultMode: 'none' }),
+      // From a snapshot, no network given means the snapshot's own policy.
+      network: b.snapshot && b.network === undefined ? undefined : toNetworkSpec(b.network, net?.cfg ?? { defaultMode: 'none' }),
+      snapshot: b.snapshot,
     });
     reply.status(201).send(sandboxView(rec));
   });

@@ -10,6 +10,7 @@ import { parseMountFlag, parseVolumeFlag } from './volume.js';
 export function addCreateOptions(cmd: Command): Command {
   return cmd
     .option('--template <name>', 'template to start from', undefined)
+    .option('--snapshot <name|id>', 'start from this snapshot (runsc: its memory and processes too; crun/runc: its files)')
     .option('--image <ref>', 'OCI image to start from')
     .option('--pull <policy>', 'image pull policy: missing (default), always, never')
     .option('--entrypoint <cmd>', "override the image's Entrypoint ('' clears it)")
@@ -55,6 +56,7 @@ export function createOptionsFrom(o: Record<string, unknown>): CreateOptions {
     return n;
   };
   return {
+    snapshot: o.snapshot as string | undefined,
     template: o.template as string | undefined,
     image: o.image as string | undefined,
     pull_policy: o.pull as CreateOptions['pull_policy'],
