@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { readFileSync } from 'node:fs';
-import { defaultConfig, resolvConfServers, RUNTIME_NAMES, type RuntimeName } from '../config.js';
+import { defaultConfig, LOG_LEVELS, resolvConfServers, RUNTIME_NAMES, type LogLevel, type RuntimeName } from '../config.js';
 import { createDaemon } from '../daemon.js';
 import { parseDuration, parseSize } from '../util/units.js';
 
@@ -105,8 +105,16 @@ export function registerServe(program: Command): void {
     .option('--agent-binary <path>', 'the agent binary to inject into sandboxes (default: dist/agent/cordon-agent of this build)')
     .option('--egress-idle-timeout <duration>', 'egress proxy: fail a connection idle (no bytes either way) this long', '60s')
     .option('--egress-max-connections <n>', 'egress proxy: concurrent connections per sandbox; more are refused', '256')
+    .option('--metrics <on|off>', 'serve Prometheus metrics on GET /metrics (behind the API key)', 'on')
+    .option('--metrics-per-sandbox', 'also export CPU and memory gauges per sandbox (one series each: mind the cardinality)')
+    .option('--request-log <on|off>', 'one structured line per API request on stdout (JSON, or pretty on a terminal)', 'on')
+    .option('--log-level <level>', `least severe log lines written: ${LOG_LEVELS.join('|')}`, 'info')
     .action(async (o) => {
       const { host, port } = hostPort(o.listen);
+      for (const f of ['metrics', 'requestLog'] as const) {
+        if (o[f] !== 'on' && o[f] !== 'off') throw new Error(`--${f === 'metrics' ? 'metrics' : 'request-log'} must be on or off, got ${o[f]}`);
+      }
+      if (!LOG_LEVELS.includes(o.logLevel)) throw new Error(`--log-level must be one of ${LOG_LEVELS.join(', ')}, got ${o.logLevel}`);
       if (!RUNTIME_NAMES.includes(o.runtime)) throw new Error(`--runtime must be one of ${RUNTIME_NAMES.join(', ')}`);
       const maxLayerBytes = parseSize(o.maxLayerSize);
       if (!maxLayerBytes) throw new Error(`--max-layer-size must be a size above zero such as 16g or 512m, got ${o.maxLayerSize}`);
@@ -150,6 +158,10 @@ export function registerServe(program: Command): void {
         maxUploadBytes: maxUpload,
         agent: o.agent,
         agentBinary: o.agentBinary,
+        metrics: o.metrics,
+        metricsPerSandbox: !!o.metricsPerSandbox,
+        requestLog: o.requestLog,
+        logLevel: o.logLevel as LogLevel,
         maxProcesses: count('--max-processes', o.maxProcesses, 1),
         streamHighWaterBytes: sizeFlag('--stream-buffer', o.streamBuffer, 64 * 1024),
         streamWriteDeadlineMs: durationFlag('--stream-write-deadline', o.streamWriteDeadline, 1000),

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import type { DaemonConfig, RuntimeName } from '../config.js';
 import { CordonError, errors } from '../errors/registry.js';
 import type { SandboxStore } from '../store/sandboxes.js';
+import { NO_TELEMETRY, timed, type Operation, type Telemetry } from '../telemetry/telemetry.js';
 import type { ContainerExit, Runtime, RuntimeState } from '../runtime/types.js';
 import { Admission } from './admission.js';
 import { agentSocketDir } from './agent/agent-setup.js';
@@ -70,10 +71,12 @@ export class SandboxManager {
     drivers: Drivers,
     readonly sources: RootfsResolver,
     readonly helpers: Helpers,
+    /** Where operation latencies and admission refusals are counted (the daemon's metrics). */
+    readonly telemetry: Telemetry = NO_TELEMETRY,
   ) {
     this.rootfs = drivers.rootfs;
     this.net = drivers.net;
-    this.admission = new Admission(cfg);
+    this.admission = new Admission(cfg, {}, telemetry);
     this.expiry = new ExpiryTimers(store, (id) => this.remove(id, true));
   }
 
@@ -122,7 +125,29 @@ export class SandboxManager {
   }
 
   create(input: CreateInput, progress?: (line: string) => void): Promise<SandboxRecord> {
-    return this.creation.create(input, progress);
+    const runtime = input.runtime ?? this.cfg.defaultRuntime;
+    // An unknown runtime name is refused inside; it must not become a label value.
+    return timed(this.telemetry, 'create', this.runtimes.has(runtime) ? runtime : 'unknown', () => this.creation.create(input, progress));
+  }
+
+  /** Time an operation on an existing sandbox, labelled with its runtime. */
+  private timed<T>(op: Operation, id: string, fn: () => Promise<T>): Promise<T> {
+    return timed(this.telemetry, op, this.store.get(id)?.runtime ?? 'unknown', fn);
+  }
+
+  /** Sandboxes per state and runtime (read by the metrics at scrape time); zeros for this daemon's runtimes. */
+  countByStateAndRuntime(): { state: string; runtime: string; count: number }[] {
+    const counts = new Map<string, { state: string; runtime: string; count: number }>();
+    for (const runtime of this.runtimes.keys()) {
+      for (const state of ['running', 'paused', 'stopped', 'error'] as const) counts.set(`${state}\0${runtime}`, { state, runtime, count: 0 });
+    }
+    for (const r of this.store.list()) {
+      const key = `${r.state}\0${r.runtime}`;
+      const c = counts.get(key);
+      if (c) c.count++;
+      else counts.set(key, { state: r.state, runtime: r.runtime, count: 1 });
+    }
+    return [...counts.values()];
   }
 
   /** Give a running sandbox its in-memory handles (also used after a daemon restart). */
@@ -131,6 +156,10 @@ export class SandboxManager {
   }
 
   async start(id: string): Promise<SandboxRecord> {
+    return this.timed('start', id, () => this.startLocked(id));
+  }
+
+  private startLocked(id: string): Promise<SandboxRecord> {
     return this.lock.run(id, async () => {
       const rec = this.get(id);
       assertAllowed(id, rec.state, 'start');
@@ -152,6 +181,10 @@ export class SandboxManager {
   }
 
   async stop(id: string, graceMs = 10_000): Promise<SandboxRecord> {
+    return this.timed('stop', id, () => this.stopLocked(id, graceMs));
+  }
+
+  private stopLocked(id: string, graceMs: number): Promise<SandboxRecord> {
     return this.lock.run(id, async () => {
       const rec = this.get(id);
       assertAllowed(id, rec.state, 'stop');
@@ -169,29 +202,29 @@ export class SandboxManager {
   }
 
   async pause(id: string): Promise<SandboxRecord> {
-    return this.lock.run(id, async () => {
+    return this.timed('pause', id, () => this.lock.run(id, async () => {
       const rec = this.get(id);
       assertAllowed(id, rec.state, 'pause');
       await this.runtimeFor(rec.runtime).pause(id);
       this.store.update(id, { state: 'paused' });
       this.store.addEvent(id, 'paused', 'sandbox paused');
       return this.get(id);
-    });
+    }));
   }
 
   async resume(id: string): Promise<SandboxRecord> {
-    return this.lock.run(id, async () => {
+    return this.timed('resume', id, () => this.lock.run(id, async () => {
       const rec = this.get(id);
       assertAllowed(id, rec.state, 'resume');
       await this.runtimeFor(rec.runtime).resume(id);
       this.store.update(id, { state: 'running' });
       this.store.addEvent(id, 'resumed', 'sandbox resumed');
       return this.get(id);
-    });
+    }));
   }
 
   remove(id: string, force = false): Promise<void> {
-    return this.teardown.remove(id, force);
+    return this.timed('remove', id, () => this.teardown.remove(id, force));
   }
 
   /** Drop the sandbox's timer, exit watch and in-memory handles. */
