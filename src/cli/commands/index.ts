@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { registerCp } from './cp.js';
+import { registerDoctor } from './doctor.js';
 import { registerImage } from './image.js';
 import { registerLifecycle } from './lifecycle.js';
 import { registerNetwork, registerPort } from './network.js';
@@ -13,4 +14,5 @@ export function registerCommands(program: Command): void {
   registerImage(program);
   registerNetwork(program);
   registerPort(program);
+  registerDoctor(program);
 }
