@@ -64,6 +64,19 @@ function upstreamDns(given: string[], egress: string | undefined): string[] {
   }
   return usable;
 }
+/** The key in --api-key-file: its first line, trimmed; an empty or unreadable file is an error. */
+function apiKeyFromFile(file: string | undefined): string | undefined {
+  if (file === undefined) return undefined;
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new Error(`--api-key-file ${file} cannot be read (${(e as Error).message}); create it with: umask 077; openssl rand -hex 32 > ${file}`);
+  }
+  const key = text.split('\n')[0].trim();
+  if (key.length < 16) throw new Error(`--api-key-file ${file} must hold a key of at least 16 characters on its first line`);
+  return key;
+}
 const DOMAIN = /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)+$/;
 
 export function registerServe(program: Command): void {
@@ -73,6 +86,7 @@ export function registerServe(program: Command): void {
     .option('--listen <host:port>', 'address to serve the API on', '127.0.0.1:7070')
     .option('--data-dir <dir>', 'where state, templates and sandboxes live', '/var/lib/cordon')
     .option('--api-key <key>', 'require this API key (default: $CORDON_API_KEY; required off loopback)')
+    .option('--api-key-file <file>', 'read the API key from this file (what cordon service install uses; keep it mode 0600)')
     .option('--runtime <name>', `default runtime (${RUNTIME_NAMES.join('|')})`, 'runsc')
     .option('--max-sandboxes <n>', 'refuse new sandboxes past this many (429; default from cores and runtime: 25/core runsc systrap, 150/core ptrace, 100/core crun/runc)')
     .option('--max-concurrent-creates <n>', 'creates that run at once (default: cores, at least 2); more wait in the create queue')
@@ -130,7 +144,7 @@ export function registerServe(program: Command): void {
         listenHost: host,
         listenPort: port,
         dataDir: o.dataDir,
-        apiKey: o.apiKey ?? process.env.CORDON_API_KEY ?? undefined,
+        apiKey: o.apiKey ?? apiKeyFromFile(o.apiKeyFile) ?? process.env.CORDON_API_KEY ?? undefined,
         defaultRuntime: o.runtime as RuntimeName,
         maxSandboxes: count('--max-sandboxes', o.maxSandboxes, 1),
         maxConcurrentCreates: count('--max-concurrent-creates', o.maxConcurrentCreates, 1),
