@@ -152,3 +152,14 @@ test('--log-level warn drops request lines below it; --request-log off writes no
   assert.equal(lines(off).length, 0);
   assert.ok(!off.log().includes(oid));
 });
+
+test('on a terminal the line is short and readable, not JSON', async () => {
+  const { createLogger } = await import('../src/api/request-log.js');
+  let out = '';
+  const tty = { isTTY: true, write: (s: string) => ((out += s), true) } as unknown as NodeJS.WriteStream;
+  const log = createLogger('info', tty);
+  log.info({ request_id: 'r1', method: 'GET', url: '/v1/info', route: '/v1/info', status: 200, duration_ms: 1.5 }, 'request');
+  log.debug({ request_id: 'r2' }, 'hidden below info');
+  await new Promise((r) => setImmediate(r));
+  assert.match(out, /^\d\d:\d\d:\d\d\.\d{3} INFO  GET \/v1\/info 200 1\.5ms {2}request_id=r1 route=\/v1\/info\n$/);
+});
