@@ -88,7 +88,8 @@ export function registerRequestLog(app: FastifyInstance, opts: { log?: Logger; o
     done();
   });
   app.addHook('onSend', (req, reply, payload, done) => {
-    if (reply.statusCode < 400 || typeof payload !== 'string' || !String(reply.getHeader('content-type') ?? '').startsWith('application/json')) {
+    // Error bodies are small; anything else (or a large body) is sent untouched rather than parsed.
+    if (reply.statusCode < 400 || typeof payload !== 'string' || payload.length > 65_536 || !String(reply.getHeader('content-type') ?? '').startsWith('application/json')) {
       return done(null, payload);
     }
     try {
