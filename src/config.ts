@@ -90,6 +90,8 @@ export interface DaemonConfig {
   /** One structured log line per API request. */
   requestLog: 'on' | 'off';
   logLevel: LogLevel;
+  /** Host directories below which --mount type=bind|overlay sources may be; none: every host mount is refused. */
+  allowMountRoots: string[];
 }
 
 export type LogLevel = 'error' | 'warn' | 'info' | 'debug';
@@ -137,6 +139,7 @@ export function defaultConfig(overrides: Partial<DaemonConfig> = {}): DaemonConf
     metricsPerSandbox: false,
     requestLog: 'on',
     logLevel: 'info',
+    allowMountRoots: [],
     // An override given as undefined (a flag not passed) keeps the default.
     ...(Object.fromEntries(Object.entries(overrides).filter(([, v]) => v !== undefined)) as Partial<DaemonConfig>),
   };
@@ -149,6 +152,8 @@ export function dataPaths(dataDir: string, templatesDir?: string) {
     sandboxes: join(dataDir, 'sandboxes'),
     runtimeRoot: (rt: RuntimeName) => join(dataDir, 'run', rt),
     tmp: join(dataDir, 'tmp'),
+    volumes: join(dataDir, 'volumes'),
+    mounts: join(dataDir, 'mounts'),
   };
 }
 

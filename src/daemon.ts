@@ -22,6 +22,11 @@ import { hostCpuPressure } from './engine/admission.js';
 import { PrometheusTelemetry } from './telemetry/prometheus.js';
 import { engineSources } from './telemetry/engine-sources.js';
 import { createLogger } from './api/request-log.js';
+import { VolumeManager } from './engine/volumes.js';
+import { SandboxStorage } from './engine/sandbox-storage.js';
+import { VolumeStore } from './store/volumes.js';
+import { VolumeDisks } from './volume/volume-disk.js';
+import { HostMounts } from './volume/host-mounts.js';
 
 const EVENT_PRUNE_EVERY_MS = 60_000;
 
@@ -87,7 +92,10 @@ export async function createDaemon(cfg: DaemonConfig, log: (msg: string) => void
   });
   await images.init();
   const net = createNetworkService(cfg, store, telemetry);
-  const drivers = { rootfs: new SandboxRootfs(paths.sandboxes), net: new NamespaceNetworkDriver(net) };
+  const volumes = new VolumeManager(new VolumeStore(db), new VolumeDisks(paths.volumes), store);
+  await volumes.init(log);
+  const storage = new SandboxStorage(volumes, await HostMounts.create(paths.mounts, cfg.allowMountRoots, [cfg.dataDir, paths.templates]));
+  const drivers = { rootfs: new SandboxRootfs(paths.sandboxes), net: new NamespaceNetworkDriver(net), storage };
   const mgr = new SandboxManager(cfg, store, usable, drivers, new TemplateResolver(base, imageResolver ?? images), { ...HELPERS, agent: agentBinary(cfg, log) }, telemetry);
   mgrRef = mgr;
   const supervisor = new Supervisor(mgr, log);
@@ -117,6 +125,7 @@ export async function createDaemon(cfg: DaemonConfig, log: (msg: string) => void
     net,
     metrics: telemetry,
     logger: cfg.requestLog === 'on' ? createLogger(cfg.logLevel) : undefined,
+    volumes,
     readiness: () => {
       if (base.isBuilt()) return { ready: true, runtimes: runtimeStatus };
       return { ready: false, reason: baseError ? `template base failed to build: ${baseError}` : 'building template base', runtimes: runtimeStatus };

@@ -62,6 +62,25 @@ export const createSandboxBody = z
     metadata: labelMap.optional(),
     read_only_rootfs: z.boolean().optional(),
     tmpfs: z.array(z.object({ path: absPath, size: size('tmpfs.size', 4096).default(64 * 1024 * 1024), options: z.array(z.enum(['noexec', 'exec', 'nosuid', 'nodev', 'ro', 'rw'])).optional() }).strict()).max(16).optional(),
+    volumes: z
+      .array(z.object({ name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/, 'a volume name or id'), path: absPath, read_only: z.boolean().optional(), readOnly: z.boolean().optional() }).strict())
+      .max(32)
+      .optional(),
+    mounts: z
+      .array(
+        z
+          .object({
+            type: z.enum(['bind', 'overlay', 'tmpfs']),
+            source: z.string().min(1).max(4096).refine((p) => !p.includes('\0'), 'must not contain NUL').optional(),
+            target: absPath,
+            read_only: z.boolean().optional(),
+            tmpfs_size: size('mounts.tmpfs_size', 4096).optional(),
+          })
+          .strict()
+          .refine((m) => (m.type === 'tmpfs') === (m.source === undefined), { message: 'bind and overlay mounts need a source; tmpfs takes none', path: ['source'] }),
+      )
+      .max(32)
+      .optional(),
     hostname: z.string().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/i, 'a hostname of letters, digits and -').optional(),
     no_new_privileges: z.boolean().optional(),
     network: networkBody.optional(),

@@ -19,6 +19,8 @@ import type { NetworkService } from '../net/service.js';
 import type { Logger } from 'pino';
 import { registerRequestLog, requestId, type RequestObserver } from './request-log.js';
 import { registerMetricsRoute } from './routes/metrics.js';
+import type { VolumeManager } from '../engine/volumes.js';
+import { registerVolumeRoutes } from './routes/volumes.js';
 
 export interface ApiDeps {
   cfg: DaemonConfig;
@@ -34,6 +36,8 @@ export interface ApiDeps {
   metrics?: RequestObserver & { contentType(): string; text(): Promise<string> };
   /** Where the one line per request goes; absent with --request-log off. */
   logger?: Logger;
+  /** Named volumes; absent in daemons built without them. */
+  volumes?: VolumeManager;
 }
 
 export type TypedApp = FastifyInstance<RawServerDefault, RawRequestDefaultExpression, RawReplyDefaultExpression, FastifyBaseLogger, ZodTypeProvider>;
@@ -101,6 +105,8 @@ export async function buildServer(deps: ApiDeps): Promise<FastifyInstance> {
     const key = deps.cfg.apiKey;
     app.addHook('onRequest', async (req, reply) => {
       if (req.url === '/v1/health' || req.url.startsWith('/v1/openapi')) return;
+      // E2B's volume content API authenticates with the volume's own token (checked by its routes).
+      if (req.url.startsWith('/volumecontent/')) return;
       if (!apiKeyMatches(req, key)) {
         reply.status(401).send(new CordonError('unauthenticated', 'missing or wrong API key; set CORDON_API_KEY (sent as Authorization: Bearer KEY)').toJSON());
       }
@@ -121,5 +127,6 @@ export async function buildServer(deps: ApiDeps): Promise<FastifyInstance> {
   registerFileRoutes(typed, deps);
   registerImageRoutes(typed, deps);
   registerMetricsRoute(typed, deps);
+  registerVolumeRoutes(typed, deps);
   return app;
 }

@@ -33,6 +33,8 @@ export function sandboxView(r: SandboxRecord) {
       timeout_ms: s.timeoutMs,
       read_only_rootfs: s.readOnlyRootfs,
       tmpfs: s.tmpfs.map((t) => ({ path: t.path, size: t.sizeBytes, options: t.options ?? [] })),
+      volumes: (s.volumes ?? []).map((v) => ({ name: v.name, id: v.volumeId, path: v.path, read_only: v.readOnly })),
+      mounts: (s.mounts ?? []).map((m) => ({ type: m.type, source: m.source, target: m.target, read_only: m.readOnly })),
       hostname: s.hostname ?? null,
       no_new_privileges: !!s.noNewPrivileges,
     },

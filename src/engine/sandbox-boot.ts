@@ -6,7 +6,7 @@ import { errors } from '../errors/registry.js';
 import { needsNamespace } from '../net/types.js';
 import { HELPER_DIR } from '../runtime/oci-spec.js';
 import type { ContainerSpec, Runtime, RuntimeState } from '../runtime/types.js';
-import type { NetworkAttachment, RootfsDirs } from './drivers.js';
+import type { BindMount, NetworkAttachment, RootfsDirs } from './drivers.js';
 import { AGENT_INIT, AGENT_PATH, AGENT_PIDS_HEADROOM, AGENT_RUN_DIR } from './agent/agent-setup.js';
 import { LiveSandbox } from './live-sandbox.js';
 import { runcAccountFilesProblem } from './users.js';
@@ -47,13 +47,18 @@ export class ContainerBoot {
       network = await net.attach(id, spec.network, dirs);
     }
     await writeFile(join(dirs.bundle, 'hostname'), `${spec.hostname}\n`);
+    const storageBinds = (await this.mgr.storage?.binds(id, spec).catch(async (e: Error) => {
+      await net?.detach(id);
+      throw e;
+    })) ?? [];
     const rt = this.mgr.runtimeFor(spec.runtime);
     await rt.delete(id, dirs.bundle).catch(() => {});
     const marker = join(dirs.bundle, AGENT_MARKER);
     if (this.mgr.helpers.agent) await writeFile(marker, '1\n');
     else await rm(marker, { force: true });
-    const runtimeState = await rt.create(this.containerSpec(rec, dirs, network)).catch(async (e: Error) => {
+    const runtimeState = await rt.create(this.containerSpec(rec, dirs, network, storageBinds)).catch(async (e: Error) => {
       await net?.detach(id);
+      await this.mgr.storage?.release(id).catch(() => {});
       throw e;
     });
     const now = Date.now();
@@ -69,7 +74,7 @@ export class ContainerBoot {
   }
 
   /** What the runtime is given for a sandbox (a restore from a checkpoint must give the same again). */
-  containerSpec(rec: SandboxRecord, dirs: RootfsDirs, network?: NetworkAttachment): ContainerSpec {
+  containerSpec(rec: SandboxRecord, dirs: RootfsDirs, network?: NetworkAttachment, storageBinds: BindMount[] = []): ContainerSpec {
     const { id, spec } = rec;
     const { helpers } = this.mgr;
     const agentBinds = [];
@@ -96,6 +101,7 @@ export class ContainerBoot {
         { source: join(dirs.bundle, 'hostname'), destination: '/etc/hostname', readOnly: true },
         ...agentBinds,
         ...(network?.binds ?? []),
+        ...storageBinds,
       ],
       netnsPath: network?.netnsPath,
       noNewPrivileges: !!spec.noNewPrivileges,
@@ -174,6 +180,7 @@ export class ContainerBoot {
     this.mgr.forget(id);
     await this.mgr.runtimeFor(runtime).delete(id, this.mgr.rootfs.dirs(id).bundle);
     await this.mgr.net?.detach(id);
+    await this.mgr.storage?.release(id);
     await this.mgr.rootfs.unmount(id);
   }
 }

@@ -6,9 +6,14 @@ import { networkEnv } from '../net/sandbox-files.js';
 import { newId } from '../util/ids.js';
 import { composeCommand } from './exec-env.js';
 import type { SandboxManager } from './sandbox-manager.js';
-import type { SandboxRecord, SandboxSpec } from './types.js';
+import type { SandboxRecord, SandboxSpec, TmpfsMount } from './types.js';
+import type { HostMount } from '../volume/host-mounts.js';
+import { checkDistinctTargets, checkTarget } from './sandbox-storage.js';
+import type { VolumeMount } from './volumes.js';
 
-export interface CreateInput extends Omit<SandboxSpec, 'runtime' | 'memoryBytes' | 'pids' | 'timeoutMs' | 'env' | 'tmpfs' | 'readOnlyRootfs'> {
+export interface CreateInput extends Omit<SandboxSpec, 'runtime' | 'memoryBytes' | 'pids' | 'timeoutMs' | 'env' | 'tmpfs' | 'readOnlyRootfs' | 'volumes'> {
+  /** Named volumes by name or id. */
+  volumes?: { name: string; path: string; readOnly?: boolean }[];
   runtime?: RuntimeName;
   memoryBytes?: number;
   pids?: number;
@@ -34,15 +39,29 @@ export class SandboxCreation {
       if (!this.mgr.net) throw errors.invalid('network', 'this daemon has no network capability');
       this.mgr.net.validate(input.network);
     }
+    const storage = await this.storage(input);
     const release = await this.mgr.admission.enter();
     try {
-      return await this.createAdmitted(input, runtime, timeoutMs, progress);
+      return await this.createAdmitted({ ...input, ...storage }, runtime, timeoutMs, progress);
     } finally {
       release();
     }
   }
 
-  private async createAdmitted(input: CreateInput, runtime: RuntimeName, timeoutMs: number, progress?: (line: string) => void): Promise<SandboxRecord> {
+  /** Volumes and host mounts checked before anything is made: 4xx naming the field, nothing created. */
+  private async storage(input: CreateInput): Promise<{ volumeMounts: VolumeMount[]; mounts: HostMount[]; tmpfs: TmpfsMount[] }> {
+    const tmpfs = (input.tmpfs ?? []).map((t) => ({ ...t, path: checkTarget(t.path, 'tmpfs') }));
+    const wanted = (input.volumes ?? []).map((v) => ({ ...v, path: checkTarget(v.path, 'volumes') }));
+    const mounts = (input.mounts ?? []).map((m) => ({ ...m, target: checkTarget(m.target, 'mounts') }));
+    const { storage } = this.mgr;
+    if ((wanted.length || mounts.length) && !storage) throw errors.invalid('volumes', 'this daemon has no storage capability');
+    const volumeMounts = wanted.length ? storage!.volumes.resolveMounts(wanted) : [];
+    for (const m of mounts) await storage!.hostMounts.check(m);
+    checkDistinctTargets(volumeMounts, mounts, tmpfs);
+    return { volumeMounts, mounts, tmpfs };
+  }
+
+  private async createAdmitted(input: CreateInput & { volumeMounts: VolumeMount[] }, runtime: RuntimeName, timeoutMs: number, progress?: (line: string) => void): Promise<SandboxRecord> {
     const { cfg, store, rootfs } = this.mgr;
     const id = newId();
     const spec: SandboxSpec = {
@@ -61,6 +80,8 @@ export class SandboxCreation {
       timeoutMs,
       readOnlyRootfs: input.readOnlyRootfs ?? false,
       tmpfs: input.tmpfs ?? [],
+      ...(input.volumeMounts.length ? { volumes: input.volumeMounts } : {}),
+      ...(input.mounts?.length ? { mounts: input.mounts } : {}),
       hostname: input.hostname ?? id.slice(0, 12),
       noNewPrivileges: input.noNewPrivileges ?? false,
       network: input.network,

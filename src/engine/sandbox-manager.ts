@@ -16,6 +16,7 @@ import { MetricsHistory } from './metrics-history.js';
 import { ContainerBoot } from './sandbox-boot.js';
 import { SandboxCreation, type CreateInput } from './sandbox-create.js';
 import { SandboxTeardown } from './sandbox-teardown.js';
+import type { SandboxStorage } from './sandbox-storage.js';
 import type { RootfsResolver } from './sources.js';
 import { ACTIVE_STATES, assertAllowed, hasContainer } from './state-machine.js';
 import type { ImageConfig, SandboxRecord, SandboxState } from './types.js';
@@ -39,6 +40,8 @@ export interface Drivers {
   rootfs: RootfsDriver;
   /** Absent when the daemon has no network capability. */
   net?: NetworkDriver;
+  /** Named volumes and host mounts; absent in daemons built without them. */
+  storage?: SandboxStorage;
 }
 
 /**
@@ -54,6 +57,7 @@ export class SandboxManager {
   readonly admission: Admission;
   readonly rootfs: RootfsDriver;
   readonly net?: NetworkDriver;
+  readonly storage?: SandboxStorage;
   /** Network rules and port forwards of existing sandboxes. */
   readonly network = new SandboxNetwork(this);
   /** Resource samples of running sandboxes over time (started by the daemon). */
@@ -76,6 +80,7 @@ export class SandboxManager {
   ) {
     this.rootfs = drivers.rootfs;
     this.net = drivers.net;
+    this.storage = drivers.storage;
     this.admission = new Admission(cfg, {}, telemetry);
     this.expiry = new ExpiryTimers(store, (id) => this.remove(id, true));
   }

@@ -79,6 +79,7 @@ export class Supervisor {
     if (rec.state === 'creating') {
       // A create that never finished: nothing of it may stay behind (its shim included).
       await rt.delete(rec.id, rootfs.dirs(rec.id).bundle).catch(() => {});
+      await this.mgr.storage?.destroy(rec.id).catch(() => {});
       await rootfs.destroy(rec.id).catch(() => {});
       store.delete(rec.id);
       this.log(`removed half-created sandbox ${rec.id}`);
@@ -103,6 +104,7 @@ export class Supervisor {
     }
     // stopped / error: the container must not exist and the overlay must not stay mounted.
     await rt.delete(rec.id, rootfs.dirs(rec.id).bundle).catch(() => {});
+    await this.mgr.storage?.release(rec.id).catch(() => {});
     await rootfs.unmount(rec.id).catch(() => {});
     // A removal that failed for an expired sandbox is tried again.
     if (rec.state === 'error' && rec.expiresAt) this.mgr.schedule(rec.id, rec.expiresAt);
@@ -150,9 +152,13 @@ export class Supervisor {
     const dirs = await readdir(sandboxesDir).catch(() => [] as string[]);
     for (const id of dirs) {
       if (!known.has(id)) {
+        await this.mgr.storage?.destroy(id).catch(() => {});
         await this.mgr.rootfs.destroy(id).catch(() => {});
         this.log(`removed orphan sandbox files ${id}`);
       }
+    }
+    for (const id of (await this.mgr.storage?.ids()) ?? []) {
+      if (!known.has(id)) await this.mgr.storage!.destroy(id).catch((e: Error) => this.log(`removing orphan host mounts of ${id} failed: ${e.message}`));
     }
     for (const id of await listCgroupIds()) if (!known.has(id)) await removeCgroups(id);
   }

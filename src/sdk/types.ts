@@ -26,6 +26,8 @@ export interface SandboxInfo {
     timeout_ms: number;
     read_only_rootfs: boolean;
     tmpfs: { path: string; size: number; options: string[] }[];
+    volumes: { name: string; id: string; path: string; read_only: boolean }[];
+    mounts: { type: 'bind' | 'overlay'; source: string; target: string; read_only: boolean }[];
     hostname: string | null;
     no_new_privileges: boolean;
   };
@@ -52,6 +54,10 @@ export interface CreateOptions {
   labels?: Record<string, string>;
   read_only_rootfs?: boolean;
   tmpfs?: { path: string; size?: string | number; options?: string[] }[];
+  /** Named volumes (by name or id) mounted at `path`, read-write unless read_only. */
+  volumes?: { name: string; path: string; read_only?: boolean }[];
+  /** Docker's --mount: host directories under the daemon's --allow-mount-root (bind, overlay) and tmpfs. */
+  mounts?: { type: 'bind' | 'overlay' | 'tmpfs'; source?: string; target: string; read_only?: boolean; tmpfs_size?: string | number }[];
   hostname?: string;
   /** Set no_new_privs on every process: setuid binaries such as sudo grant nothing (default false). */
   no_new_privileges?: boolean;

@@ -67,6 +67,16 @@ export const MIGRATIONS: readonly string[] = [
   `ALTER TABLE sandboxes ADD COLUMN runtime_state TEXT;
    UPDATE sandboxes SET runtime_state = json_object('pid', init_pid) WHERE init_pid IS NOT NULL;
    ALTER TABLE sandboxes DROP COLUMN init_pid;`,
+  // Named volumes (src/engine/volumes.ts): each one a loop-mounted ext4 image under DATA/volumes/<id>;
+  // `token` is the E2B volume token that authorises the content API.
+  `CREATE TABLE volumes (
+     id TEXT PRIMARY KEY,
+     name TEXT NOT NULL UNIQUE,
+     size_bytes INTEGER NOT NULL,
+     token TEXT NOT NULL,
+     labels TEXT NOT NULL DEFAULT '{}',
+     created_at INTEGER NOT NULL
+   );`,
 ];
 
 /** Open (and migrate) the daemon's SQLite database. WAL keeps readers off the writer's back. */

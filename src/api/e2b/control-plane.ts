@@ -35,7 +35,7 @@ const newSandbox = z
       .nullish()
       .refine((m) => !m || JSON.stringify(m).length <= 64 * 1024, 'at most 64 KiB of MCP configuration'),
     iam: z.unknown().optional(),
-    volumeMounts: z.array(z.unknown()).optional(),
+    volumeMounts: z.array(z.object({ name: z.string().min(1).max(128), path: z.string().min(1).max(4096) }).passthrough()).max(32).nullish(),
   })
   .passthrough();
 const idParams = z.object({ sandboxID: z.string().min(1).max(128) });
@@ -104,7 +104,6 @@ export async function registerControlPlane(app: FastifyInstance, { mgr, cfg, net
       return e2b;
     };
     const create = async (body: z.infer<typeof newSandbox>) => {
-      if (body.volumeMounts?.length) throw new CordonError('invalid_argument', 'volumeMounts: E2B volumes are not available in cordon; use the native API (POST /v1/sandboxes) for mounts');
       const options: E2bOptions = {
         mcp: body.mcp ?? undefined,
         allowPublicTraffic: body.network?.allowPublicTraffic,
@@ -119,6 +118,7 @@ export async function registerControlPlane(app: FastifyInstance, { mgr, cfg, net
         env: body.envVars ?? {},
         timeoutMs: (body.timeout ?? DEFAULT_TIMEOUT_S) * 1000,
         labels: body.metadata ?? {},
+        volumes: (body.volumeMounts ?? []).map((m) => ({ name: m.name, path: m.path })),
         network: e2bNetworkSpec(body.allow_internet_access, body.network, !!net?.cfg.egressInterface),
       });
       try {

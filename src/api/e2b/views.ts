@@ -56,7 +56,7 @@ export function sandboxListed(rec: SandboxRecord) {
     envdVersion: ENVD_VERSION,
     metadata: rec.labels,
     state: e2bState(rec)!,
-    volumeMounts: [],
+    volumeMounts: (rec.spec.volumes ?? []).map((v) => ({ name: v.name, path: v.path })),
   };
 }
 

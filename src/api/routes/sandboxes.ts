@@ -29,7 +29,12 @@ export function registerSandboxRoutes(app: TypedApp, { mgr, cfg, net }: ApiDeps)
       timeoutMs: b.timeout,
       labels: { ...(b.metadata ?? {}), ...(b.labels ?? {}) },
       readOnlyRootfs: b.read_only_rootfs,
-      tmpfs: b.tmpfs?.map((t) => ({ path: t.path, sizeBytes: t.size, options: t.options })),
+      tmpfs: [
+        ...(b.tmpfs ?? []).map((t) => ({ path: t.path, sizeBytes: t.size, options: t.options })),
+        ...(b.mounts ?? []).filter((m) => m.type === 'tmpfs').map((m) => ({ path: m.target, sizeBytes: m.tmpfs_size ?? 64 * 1024 * 1024, options: m.read_only ? ['ro'] : [] })),
+      ],
+      volumes: b.volumes?.map((v) => ({ name: v.name, path: v.path, readOnly: v.read_only ?? v.readOnly ?? false })),
+      mounts: (b.mounts ?? []).flatMap((m) => (m.type === 'tmpfs' ? [] : [{ type: m.type, source: m.source!, target: m.target, readOnly: !!m.read_only }])),
       hostname: b.hostname,
       noNewPrivileges: b.no_new_privileges,
       network: toNetworkSpec(b.network, net?.cfg ?? { defaultMode: 'none' }),

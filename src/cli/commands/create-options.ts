@@ -4,6 +4,7 @@ import { CordonError } from '../../errors/registry.js';
 import type { CreateOptions } from '../../sdk/types.js';
 import { collect, envFrom } from '../output.js';
 import { networkOptionsFrom } from './network-options.js';
+import { parseMountFlag, parseVolumeFlag } from './volume.js';
 
 /** Flags shared by `run` and `create`, docker-style. */
 export function addCreateOptions(cmd: Command): Command {
@@ -25,6 +26,8 @@ export function addCreateOptions(cmd: Command): Command {
     .option('-l, --label <k=v>', 'label (repeatable)', collect, [])
     .option('--read-only', 'mount the root filesystem read-only')
     .option('--tmpfs <path[:size]>', 'mount a tmpfs (repeatable)', collect, [])
+    .option('-v, --volume <NAME:/path[:ro]>', 'mount a named volume (repeatable; cordon volume create NAME first)', collect, [])
+    .option('--mount <spec>', 'type=bind|overlay|tmpfs,source=HOSTDIR,target=/path[,readonly][,tmpfs-size=64m] (repeatable; host dirs only under cordon serve --allow-mount-root)', collect, [])
     .option('--hostname <name>', 'hostname inside the sandbox')
     .option('--no-new-privileges', 'setuid binaries (sudo) and file capabilities grant nothing inside')
     .option('--network <mode>', 'none (default), allowlist or open')
@@ -70,6 +73,8 @@ export function createOptionsFrom(o: Record<string, unknown>): CreateOptions {
       const [path, size] = t.split(':');
       return { path, size };
     }),
+    volumes: ((o.volume as string[]) ?? []).map(parseVolumeFlag),
+    mounts: ((o.mount as string[]) ?? []).map(parseMountFlag),
     hostname: o.hostname as string | undefined,
     no_new_privileges: o.newPrivileges === false ? true : undefined,
     network: networkOptionsFrom(o),

@@ -6,6 +6,7 @@ import { registerImage } from './image.js';
 import { registerLifecycle } from './lifecycle.js';
 import { registerNetwork, registerPort } from './network.js';
 import { registerRunExec } from './run-exec.js';
+import { registerVolume } from './volume.js';
 
 export function registerCommands(program: Command): void {
   program.enablePositionalOptions();
@@ -17,4 +18,5 @@ export function registerCommands(program: Command): void {
   registerPort(program);
   registerDoctor(program);
   registerService(program);
+  registerVolume(program);
 }
