@@ -83,6 +83,13 @@ export interface DaemonConfig {
   agent: 'on' | 'off';
   /** The agent binary to inject (default: dist/agent/cordon-agent of this build). */
   agentBinary?: string;
+  /** Serve Prometheus metrics on GET /metrics (behind the API key like the rest). */
+  metrics: 'on' | 'off';
+  /** Also export per-sandbox CPU and memory gauges (one series per sandbox). */
+  metricsPerSandbox: boolean;
+  /** One structured log line per API request. */
+  requestLog: 'on' | 'off';
+  logLevel: LogLevel;
   /** Host directories below which --mount type=bind|overlay sources may be; none: every host mount is refused. */
   allowMountRoots: string[];
   /** Disk that must stay free where snapshots are kept once a snapshot's layer is copied (507 otherwise). */
@@ -90,6 +97,9 @@ export interface DaemonConfig {
   /** Sandboxes one fork request may create. */
   maxForks: number;
 }
+
+export type LogLevel = 'error' | 'warn' | 'info' | 'debug';
+export const LOG_LEVELS: readonly LogLevel[] = ['error', 'warn', 'info', 'debug'];
 
 /** Sandboxes this host can keep without idle overhead starving it, as the runtime declares per core. */
 export function hostSandboxCap(runtime: RuntimeName, platform: DaemonConfig['runscPlatform'], cores = availableParallelism()): number {
@@ -129,6 +139,10 @@ export function defaultConfig(overrides: Partial<DaemonConfig> = {}): DaemonConf
     maxLayerEntries: DEFAULT_LAYER_LIMITS.maxEntries,
     maxUploadBytes: 10 * 1024 * 1024 * 1024,
     agent: 'on',
+    metrics: 'on',
+    metricsPerSandbox: false,
+    requestLog: 'on',
+    logLevel: 'info',
     allowMountRoots: [],
     snapshotReserveBytes: 1024 * 1024 * 1024,
     maxForks: 16,

@@ -19,6 +19,9 @@ import { VERSION } from './version.js';
 import { createNetworkService } from './net/wire.js';
 import { NamespaceNetworkDriver } from './net/driver.js';
 import { hostCpuPressure } from './engine/admission.js';
+import { PrometheusTelemetry } from './telemetry/prometheus.js';
+import { engineSources } from './telemetry/engine-sources.js';
+import { createLogger } from './api/request-log.js';
 import { VolumeManager } from './engine/volumes.js';
 import { SandboxStorage } from './engine/sandbox-storage.js';
 import { VolumeStore } from './store/volumes.js';
@@ -76,20 +79,25 @@ export async function createDaemon(cfg: DaemonConfig, log: (msg: string) => void
   const usable = new Map([...runtimes].filter(([n]) => runtimeStatus[n] === 'ok')) as Map<RuntimeName, (typeof runtimes extends Map<RuntimeName, infer R> ? R : never)>;
   if (!usable.has(cfg.defaultRuntime)) throw new Error(`default runtime ${cfg.defaultRuntime} is not usable: ${runtimeStatus[cfg.defaultRuntime]}`);
 
+  // The metrics read the engine at scrape time; the manager exists by the time anyone can scrape.
+  let mgrRef: SandboxManager | undefined;
+  const telemetry = cfg.metrics === 'on' ? new PrometheusTelemetry(engineSources(() => mgrRef!), { perSandbox: cfg.metricsPerSandbox }) : undefined;
   const base = new BaseTemplate(paths.templates, cfg.debianMirror);
   const images = new ImageStore(join(cfg.dataDir, 'images'), db, {
     sandboxesDir: paths.sandboxes,
     insecureRegistries: cfg.insecureRegistries,
     layerLimits: { maxBytes: cfg.maxLayerBytes, maxEntries: cfg.maxLayerEntries },
     imagesInUse: () => store.list().flatMap((r) => (r.spec.image ? [r.spec.image] : [])),
+    telemetry,
   });
   await images.init();
-  const net = createNetworkService(cfg, store);
+  const net = createNetworkService(cfg, store, telemetry);
   const volumes = new VolumeManager(new VolumeStore(db), new VolumeDisks(paths.volumes), store);
   await volumes.init(log);
   const storage = new SandboxStorage(volumes, await HostMounts.create(paths.mounts, cfg.allowMountRoots, [cfg.dataDir, paths.templates]));
   const drivers = { rootfs: new SandboxRootfs(paths.sandboxes), net: new NamespaceNetworkDriver(net), storage };
-  const mgr = new SandboxManager(cfg, store, usable, drivers, new TemplateResolver(base, imageResolver ?? images), { ...HELPERS, agent: agentBinary(cfg, log) });
+  const mgr = new SandboxManager(cfg, store, usable, drivers, new TemplateResolver(base, imageResolver ?? images), { ...HELPERS, agent: agentBinary(cfg, log) }, telemetry);
+  mgrRef = mgr;
   const supervisor = new Supervisor(mgr, log);
   await supervisor.reconcile();
   // Processes started through the agents keep running across a restart; let the agents re-attach them first.
@@ -115,6 +123,8 @@ export async function createDaemon(cfg: DaemonConfig, log: (msg: string) => void
     version: VERSION,
     images,
     net,
+    metrics: telemetry,
+    logger: cfg.requestLog === 'on' ? createLogger(cfg.logLevel) : undefined,
     volumes,
     readiness: () => {
       if (base.isBuilt()) return { ready: true, runtimes: runtimeStatus };

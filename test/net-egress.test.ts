@@ -174,3 +174,13 @@ for (const runtime of RUNTIMES) {
     });
   });
 }
+
+test('the traffic above is counted in /metrics: egress requests by verdict, bytes, DNS answers', async () => {
+  const { parseProm, value } = await import('./helpers/prom-text.js');
+  const s = parseProm(await (await fetch(`${d.url}/metrics`)).text());
+  assert.ok(value(s, 'cordon_egress_requests_total', { verdict: 'allowed' }) > 0, 'allowed requests are counted');
+  assert.ok(value(s, 'cordon_egress_requests_total', { verdict: 'blocked' }) > 0, 'blocked requests are counted');
+  assert.ok(value(s, 'cordon_egress_bytes_total', { direction: 'response' }) > 0);
+  assert.ok(value(s, 'cordon_dns_answers_total', { outcome: 'answered' }) > 0, 'answered lookups are counted');
+  assert.ok(value(s, 'cordon_dns_answers_total', { outcome: 'refused' }) > 0, 'lookups refused by policy are counted');
+});

@@ -17,6 +17,9 @@ import { registerImageRoutes } from './routes/images.js';
 import { registerSnapshotRoutes } from './routes/snapshots.js';
 import type { ImageStore } from '../image/oci/image-store.js';
 import type { NetworkService } from '../net/service.js';
+import type { Logger } from 'pino';
+import { registerRequestLog, requestId, type RequestObserver } from './request-log.js';
+import { registerMetricsRoute } from './routes/metrics.js';
 import type { VolumeManager } from '../engine/volumes.js';
 import { registerVolumeRoutes } from './routes/volumes.js';
 
@@ -30,6 +33,10 @@ export interface ApiDeps {
   images?: ImageStore;
   /** The network capability's own surface (defaults, SDK callbacks, port proxying); absent without it. */
   net?: NetworkService;
+  /** Prometheus metrics for GET /metrics; absent with --metrics off. */
+  metrics?: RequestObserver & { contentType(): string; text(): Promise<string> };
+  /** Where the one line per request goes; absent with --request-log off. */
+  logger?: Logger;
   /** Named volumes; absent in daemons built without them. */
   volumes?: VolumeManager;
 }
@@ -52,7 +59,15 @@ function validationMessage(err: FastifyError): string {
 }
 
 export async function buildServer(deps: ApiDeps): Promise<FastifyInstance> {
-  const app = Fastify({ bodyLimit: deps.cfg.bodyLimitBytes, logger: false, forceCloseConnections: true });
+  const app = Fastify({
+    bodyLimit: deps.cfg.bodyLimitBytes,
+    ...(deps.logger ? { loggerInstance: deps.logger } : { logger: false }),
+    disableRequestLogging: true,
+    genReqId: requestId,
+    requestIdHeader: false,
+    forceCloseConnections: true,
+  }) as unknown as FastifyInstance;
+  registerRequestLog(app, { log: deps.logger, observer: deps.metrics });
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
 
@@ -112,6 +127,7 @@ export async function buildServer(deps: ApiDeps): Promise<FastifyInstance> {
   registerProcessRoutes(typed, deps);
   registerFileRoutes(typed, deps);
   registerImageRoutes(typed, deps);
+  registerMetricsRoute(typed, deps);
   registerVolumeRoutes(typed, deps);
   registerSnapshotRoutes(typed, deps);
   return app;

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { readFileSync } from 'node:fs';
-import { defaultConfig, resolvConfServers, RUNTIME_NAMES, type RuntimeName } from '../config.js';
+import { defaultConfig, LOG_LEVELS, resolvConfServers, RUNTIME_NAMES, type LogLevel, type RuntimeName } from '../config.js';
 import { createDaemon } from '../daemon.js';
 import { parseDuration, parseSize } from '../util/units.js';
 
@@ -64,6 +64,19 @@ function upstreamDns(given: string[], egress: string | undefined): string[] {
   }
   return usable;
 }
+/** The key in --api-key-file: its first line, trimmed; an empty or unreadable file is an error. */
+function apiKeyFromFile(file: string | undefined): string | undefined {
+  if (file === undefined) return undefined;
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new Error(`--api-key-file ${file} cannot be read (${(e as Error).message}); create it with: umask 077; openssl rand -hex 32 > ${file}`);
+  }
+  const key = text.split('\n')[0].trim();
+  if (key.length < 16) throw new Error(`--api-key-file ${file} must hold a key of at least 16 characters on its first line`);
+  return key;
+}
 const DOMAIN = /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)+$/;
 
 export function registerServe(program: Command): void {
@@ -73,6 +86,7 @@ export function registerServe(program: Command): void {
     .option('--listen <host:port>', 'address to serve the API on', '127.0.0.1:7070')
     .option('--data-dir <dir>', 'where state, templates and sandboxes live', '/var/lib/cordon')
     .option('--api-key <key>', 'require this API key (default: $CORDON_API_KEY; required off loopback)')
+    .option('--api-key-file <file>', 'read the API key from this file (what cordon service install uses; keep it mode 0600)')
     .option('--runtime <name>', `default runtime (${RUNTIME_NAMES.join('|')})`, 'runsc')
     .option('--max-sandboxes <n>', 'refuse new sandboxes past this many (429; default from cores and runtime: 25/core runsc systrap, 150/core ptrace, 100/core crun/runc)')
     .option('--max-concurrent-creates <n>', 'creates that run at once (default: cores, at least 2); more wait in the create queue')
@@ -108,8 +122,16 @@ export function registerServe(program: Command): void {
     .option('--max-forks <n>', 'sandboxes one fork request may create', '16')
     .option('--egress-idle-timeout <duration>', 'egress proxy: fail a connection idle (no bytes either way) this long', '60s')
     .option('--egress-max-connections <n>', 'egress proxy: concurrent connections per sandbox; more are refused', '256')
+    .option('--metrics <on|off>', 'serve Prometheus metrics on GET /metrics (behind the API key)', 'on')
+    .option('--metrics-per-sandbox', 'also export CPU and memory gauges per sandbox (one series each: mind the cardinality)')
+    .option('--request-log <on|off>', 'one structured line per API request on stdout (JSON, or pretty on a terminal)', 'on')
+    .option('--log-level <level>', `least severe log lines written: ${LOG_LEVELS.join('|')}`, 'info')
     .action(async (o) => {
       const { host, port } = hostPort(o.listen);
+      for (const f of ['metrics', 'requestLog'] as const) {
+        if (o[f] !== 'on' && o[f] !== 'off') throw new Error(`--${f === 'metrics' ? 'metrics' : 'request-log'} must be on or off, got ${o[f]}`);
+      }
+      if (!LOG_LEVELS.includes(o.logLevel)) throw new Error(`--log-level must be one of ${LOG_LEVELS.join(', ')}, got ${o.logLevel}`);
       if (!RUNTIME_NAMES.includes(o.runtime)) throw new Error(`--runtime must be one of ${RUNTIME_NAMES.join(', ')}`);
       const maxLayerBytes = parseSize(o.maxLayerSize);
       if (!maxLayerBytes) throw new Error(`--max-layer-size must be a size above zero such as 16g or 512m, got ${o.maxLayerSize}`);
@@ -125,7 +147,7 @@ export function registerServe(program: Command): void {
         listenHost: host,
         listenPort: port,
         dataDir: o.dataDir,
-        apiKey: o.apiKey ?? process.env.CORDON_API_KEY ?? undefined,
+        apiKey: o.apiKey ?? apiKeyFromFile(o.apiKeyFile) ?? process.env.CORDON_API_KEY ?? undefined,
         defaultRuntime: o.runtime as RuntimeName,
         maxSandboxes: count('--max-sandboxes', o.maxSandboxes, 1),
         maxConcurrentCreates: count('--max-concurrent-creates', o.maxConcurrentCreates, 1),
@@ -153,6 +175,10 @@ export function registerServe(program: Command): void {
         maxUploadBytes: maxUpload,
         agent: o.agent,
         agentBinary: o.agentBinary,
+        metrics: o.metrics,
+        metricsPerSandbox: !!o.metricsPerSandbox,
+        requestLog: o.requestLog,
+        logLevel: o.logLevel as LogLevel,
         allowMountRoots: (o.allowMountRoot as string[]).map((d) => {
           if (!d.startsWith('/')) throw new Error(`--allow-mount-root must be an absolute path, got ${d}`);
           return d;

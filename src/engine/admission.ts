@@ -1,6 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import type { DaemonConfig } from '../config.js';
 import { CordonError } from '../errors/registry.js';
+import { NO_TELEMETRY, type RefusalReason, type Telemetry } from '../telemetry/telemetry.js';
 import { formatBytes } from '../util/units.js';
 
 // Retry-After values (seconds). The E2B SDK retries a 429 that carries one (three times, within its
@@ -110,20 +111,31 @@ export class Admission {
   constructor(
     private readonly cfg: Pick<DaemonConfig, 'maxSandboxes' | 'maxConcurrentCreates' | 'createQueue' | 'maxCpuPressure' | 'minHostMemoryBytes'>,
     private readonly probes: { memory?: () => Promise<number>; cpu?: () => Promise<number | undefined> } = {},
+    private readonly telemetry: Telemetry = NO_TELEMETRY,
   ) {
     this.slots = new CreateSlots(cfg.maxConcurrentCreates, cfg.createQueue);
   }
 
+  /** Count a refusal by its reason, then pass it on. */
+  private async counted<T>(reason: RefusalReason, fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (e) {
+      this.telemetry.admissionRefused(reason);
+      throw e;
+    }
+  }
+
   /** Host checks, quick to refuse before a create waits for a slot. */
   async checkHost(): Promise<void> {
-    await admitCpu(this.cfg.maxCpuPressure, this.probes.cpu);
-    await admitMemory(this.cfg.minHostMemoryBytes, this.probes.memory);
+    await this.counted('cpu_pressure', () => admitCpu(this.cfg.maxCpuPressure, this.probes.cpu));
+    await this.counted('host_memory', () => admitMemory(this.cfg.minHostMemoryBytes, this.probes.memory));
   }
 
   /** Take a create slot and re-check the host after any wait; call `countAndInsert` without yielding. */
   async enter(): Promise<() => void> {
     await this.checkHost();
-    const release = await this.slots.acquire();
+    const release = await this.counted('create_queue_full', () => this.slots.acquire());
     try {
       await this.checkHost();
     } catch (e) {
@@ -134,6 +146,11 @@ export class Admission {
   }
 
   admitCount(live: number): void {
-    admitCount(live, this.cfg.maxSandboxes);
+    try {
+      admitCount(live, this.cfg.maxSandboxes);
+    } catch (e) {
+      this.telemetry.admissionRefused('max_sandboxes');
+      throw e;
+    }
   }
 }

@@ -13,6 +13,7 @@ import { FileService } from './files.js';
 import type { ProcessHandle, ProcessMeta } from './process-handle.js';
 import { ProcessManager, type ManagedProcess, type ProcessEvent } from './process-manager.js';
 import { SandboxFiles } from './sandbox-files.js';
+import { NO_TELEMETRY, timed, type Telemetry } from '../telemetry/telemetry.js';
 import type { ImageConfig, SandboxRecord } from './types.js';
 import { resolveUser, runcAccountFilesProblem, type ResolvedUser } from './users.js';
 
@@ -72,6 +73,8 @@ export class LiveSandbox {
   private oomBaseline = 0;
   /** Runtime execs in flight (processes and file helpers): each is a process on the host as well. */
   private execs = 0;
+  /** Where exec and process-start latencies are counted (set by the engine when it attaches the sandbox). */
+  telemetry: Telemetry = NO_TELEMETRY;
 
   constructor(
     private readonly rec: SandboxRecord,
@@ -206,7 +209,11 @@ export class LiveSandbox {
     return DirWatcher.start(this.helperExec, dir, opts, onEvent);
   }
 
-  async start(req: CommandRequest): Promise<ManagedProcess> {
+  start(req: CommandRequest): Promise<ManagedProcess> {
+    return timed(this.telemetry, 'process_start', this.runtime.name, () => this.startProcess(req));
+  }
+
+  private async startProcess(req: CommandRequest): Promise<ManagedProcess> {
     const { spec, user } = await this.execSpec(req);
     const release = this.reserveExec();
     try {
@@ -234,7 +241,11 @@ export class LiveSandbox {
   }
 
   /** Run to completion and collect output (capped; `truncated` says when the cap was hit). */
-  async exec(req: CommandRequest): Promise<ExecResult> {
+  exec(req: CommandRequest): Promise<ExecResult> {
+    return timed(this.telemetry, 'exec', this.runtime.name, () => this.execToEnd(req));
+  }
+
+  private async execToEnd(req: CommandRequest): Promise<ExecResult> {
     const started = Date.now();
     const proc = await this.start(req);
     const limit = this.cfg.execOutputLimitBytes;

@@ -51,6 +51,11 @@ export class MetricsHistory {
     return (this.rings.get(id) ?? []).filter((s) => s.at >= from && s.at <= to);
   }
 
+  /** The newest sample of each sandbox that has one. */
+  latest(): { id: string; sample: MetricSample }[] {
+    return [...this.rings].flatMap(([id, ring]) => (ring.length ? [{ id, sample: ring[ring.length - 1] }] : []));
+  }
+
   /** Take a sample of a running sandbox now and keep it (a fresh sandbox has none yet). */
   async sampleNow(id: string): Promise<MetricSample | undefined> {
     const live = this.mgr.live.get(id);

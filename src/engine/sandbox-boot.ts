@@ -207,6 +207,7 @@ export class ContainerBoot {
     const withAgent = !!this.mgr.helpers.agent || existsSync(join(this.mgr.rootfs.dirs(id).bundle, AGENT_MARKER));
     const agent = withAgent ? { socketDir: this.mgr.agentSocketDir(id), isRunning: () => store.get(id)?.state === 'running' } : undefined;
     const live = new LiveSandbox(this.mgr.get(id), rt, image, this.mgr.rootfs.dirs(id).rootfs, counters, alive, cfg, (type, message) => store.addEvent(id, type, message), agent);
+    live.telemetry = this.mgr.telemetry;
     this.mgr.live.set(id, live);
     this.watch(id, rt, state, live);
     return live;

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import type { DaemonConfig, RuntimeName } from '../config.js';
 import { CordonError, errors } from '../errors/registry.js';
 import type { SandboxStore } from '../store/sandboxes.js';
+import { NO_TELEMETRY, timed, type Operation, type Telemetry } from '../telemetry/telemetry.js';
 import type { ContainerExit, Runtime, RuntimeState } from '../runtime/types.js';
 import { Admission } from './admission.js';
 import { agentSocketDir } from './agent/agent-setup.js';
@@ -83,11 +84,13 @@ export class SandboxManager {
     drivers: Drivers,
     readonly sources: RootfsResolver,
     readonly helpers: Helpers,
+    /** Where operation latencies and admission refusals are counted (the daemon's metrics). */
+    readonly telemetry: Telemetry = NO_TELEMETRY,
   ) {
     this.rootfs = drivers.rootfs;
     this.net = drivers.net;
     this.storage = drivers.storage;
-    this.admission = new Admission(cfg);
+    this.admission = new Admission(cfg, {}, telemetry);
     this.snapshots = new Snapshots(this, new SnapshotStore(store.db));
     this.expiry = new ExpiryTimers(store, (id) => this.expire(id));
   }
@@ -140,7 +143,29 @@ export class SandboxManager {
   }
 
   create(input: CreateInput, progress?: (line: string) => void): Promise<SandboxRecord> {
-    return this.creation.create(input, progress);
+    const runtime = input.runtime ?? this.cfg.defaultRuntime;
+    // An unknown runtime name is refused inside; it must not become a label value.
+    return timed(this.telemetry, 'create', this.runtimes.has(runtime) ? runtime : 'unknown', () => this.creation.create(input, progress));
+  }
+
+  /** Time an operation on an existing sandbox, labelled with its runtime. */
+  private timed<T>(op: Operation, id: string, fn: () => Promise<T>): Promise<T> {
+    return timed(this.telemetry, op, this.store.get(id)?.runtime ?? 'unknown', fn);
+  }
+
+  /** Sandboxes per state and runtime (read by the metrics at scrape time); zeros for this daemon's runtimes. */
+  countByStateAndRuntime(): { state: string; runtime: string; count: number }[] {
+    const counts = new Map<string, { state: string; runtime: string; count: number }>();
+    for (const runtime of this.runtimes.keys()) {
+      for (const state of ['running', 'paused', 'stopped', 'error'] as const) counts.set(`${state}\0${runtime}`, { state, runtime, count: 0 });
+    }
+    for (const r of this.store.list()) {
+      const key = `${r.state}\0${r.runtime}`;
+      const c = counts.get(key);
+      if (c) c.count++;
+      else counts.set(key, { state: r.state, runtime: r.runtime, count: 1 });
+    }
+    return [...counts.values()];
   }
 
   /** A new sandbox from a snapshot already resolved (forks pass theirs). */
@@ -154,6 +179,10 @@ export class SandboxManager {
   }
 
   async start(id: string): Promise<SandboxRecord> {
+    return this.timed('start', id, () => this.startLocked(id));
+  }
+
+  private startLocked(id: string): Promise<SandboxRecord> {
     return this.lock.run(id, async () => {
       const rec = this.get(id);
       assertAllowed(id, rec.state, 'start');
@@ -175,6 +204,10 @@ export class SandboxManager {
   }
 
   async stop(id: string, graceMs = 10_000): Promise<SandboxRecord> {
+    return this.timed('stop', id, () => this.stopLocked(id, graceMs));
+  }
+
+  private stopLocked(id: string, graceMs: number): Promise<SandboxRecord> {
     return this.lock.run(id, async () => {
       const rec = this.get(id);
       assertAllowed(id, rec.state, 'stop');
@@ -194,11 +227,11 @@ export class SandboxManager {
   }
 
   pause(id: string): Promise<SandboxRecord> {
-    return this.lock.run(id, () => this.pauses.pause(id));
+    return this.timed('pause', id, () => this.lock.run(id, () => this.pauses.pause(id)));
   }
 
   resume(id: string): Promise<SandboxRecord> {
-    return this.lock.run(id, () => this.pauses.resume(id));
+    return this.timed('resume', id, () => this.lock.run(id, () => this.pauses.resume(id)));
   }
 
   /**
@@ -223,7 +256,7 @@ export class SandboxManager {
   }
 
   remove(id: string, force = false): Promise<void> {
-    return this.teardown.remove(id, force);
+    return this.timed('remove', id, () => this.teardown.remove(id, force));
   }
 
   /** Drop the sandbox's timer, exit watch and in-memory handles. */

@@ -130,7 +130,13 @@ class ReportGate {
 }
 
 /** The UDP server sandboxes' port-53 traffic is steered to. */
-export function startDnsServer(bind: string, lookup: DnsLookup, upstream: UpstreamDns, report: DnsReport): Promise<{ port: number; close(): void }> {
+export function startDnsServer(
+  bind: string,
+  lookup: DnsLookup,
+  upstream: UpstreamDns,
+  report: DnsReport,
+  counted: (outcome: 'answered' | 'refused' | 'failed') => void = () => {},
+): Promise<{ port: number; close(): void }> {
   const sock = createSocket('udp4');
   const busyReport = new ReportGate();
   sock.on('message', async (msg, rinfo) => {
@@ -142,12 +148,15 @@ export function startDnsServer(bind: string, lookup: DnsLookup, upstream: Upstre
     try {
       const r = await resolveFor(ctx, upstream, q.name);
       if (r.reason) {
+        counted('refused');
         report(rinfo.address, q.name, false, r.reason);
         return reply(buildAnswer(q, 3));
       }
+      counted('answered');
       // AAAA and other types get an empty answer: sandboxes have IPv4 only.
       reply(buildAnswer(q, 0, q.type === TYPE_A ? r.ips : []));
     } catch (e) {
+      counted('failed');
       // A flood is reported once a second per sandbox, not once per refused query.
       if (!(e instanceof LookupsBusy) || busyReport.due(rinfo.address)) report(rinfo.address, q.name, false, `lookup failed: ${(e as Error).message}`);
       reply(buildAnswer(q, 2));

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { CordonError } from '../errors/registry.js';
 import { CertAuthority, upstreamCas } from './ca.js';
 import type { NetEvent, SandboxNetContext, Upstream } from './forward.js';
+import { NO_TELEMETRY, type Telemetry } from '../telemetry/telemetry.js';
 import { HostNet } from './host-net.js';
 import { ConnectionCap, TransparentListener } from './listener.js';
 import { Policy } from './policy.js';
@@ -59,7 +60,11 @@ export class NetworkService {
   private upstream?: Upstream;
   private readonly pinsDir: string;
 
-  constructor(readonly cfg: NetConfig, private readonly reporter: NetReporter) {
+  constructor(
+    readonly cfg: NetConfig,
+    private readonly reporter: NetReporter,
+    private readonly telemetry: Telemetry = NO_TELEMETRY,
+  ) {
     this.host = new HostNet({ slot: cfg.slot, egressInterface: cfg.egressInterface });
     this.links = new SandboxLinks(this.host, join(cfg.dataDir, 'net', 'links'));
     this.pinsDir = join(cfg.dataDir, 'net', 'pins');
@@ -117,7 +122,7 @@ export class NetworkService {
     this.dns = await startDnsServer(this.host.proxyIp, (ip) => this.ctxFor(ip), this.upstream.dns, (ip, name, _ok, reason) => {
       const l = this.links.bySource(ip);
       if (l) this.reporter(l.id, { method: 'DNS', url: `dns:${name}`, host: name, status: 0, request_bytes: 0, response_bytes: 0, duration_ms: 0, blocked: true, block_reason: reason });
-    });
+    }, (outcome) => this.telemetry.dnsAnswer(outcome));
     for (const p of [80, 443]) await this.listen(p, false);
     await this.host.setupTable(new Map([...this.listeners].map(([o, l]) => [o, l.port])), this.dns.port);
   }

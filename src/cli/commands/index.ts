@@ -1,5 +1,7 @@
 import type { Command } from 'commander';
 import { registerCp } from './cp.js';
+import { registerDoctor } from './doctor.js';
+import { registerService } from './service.js';
 import { registerImage } from './image.js';
 import { registerLifecycle } from './lifecycle.js';
 import { registerNetwork, registerPort } from './network.js';
@@ -15,6 +17,8 @@ export function registerCommands(program: Command): void {
   registerImage(program);
   registerNetwork(program);
   registerPort(program);
+  registerDoctor(program);
+  registerService(program);
   registerVolume(program);
   registerSnapshot(program);
 }

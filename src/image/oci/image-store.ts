@@ -15,10 +15,13 @@ import { Progress, type PullListener } from './progress.js';
 import { pullImage } from './puller.js';
 import { formatReference, isDigest, parseReference } from './reference.js';
 import { RwLock } from './rw-lock.js';
+import type { Telemetry } from '../../telemetry/telemetry.js';
 
 export type PullPolicy = 'missing' | 'always' | 'never';
 
 export interface ImageStoreOptions {
+  /** Counts pulls by outcome (the daemon's metrics). */
+  telemetry?: Telemetry;
   /** Registries allowed over plain HTTP besides loopback ones. */
   insecureRegistries?: string[];
   /** Where sandboxes keep their layers.json, to see which layers they still use. */
@@ -98,6 +101,13 @@ export class ImageStore implements RootfsResolver {
           this.db.put(img);
           return img;
         })
+        .then(
+          (img) => (this.opts.telemetry?.imagePull(true), img),
+          (e) => {
+            this.opts.telemetry?.imagePull(false);
+            throw e;
+          },
+        )
         .finally(() => this.pulls.delete(name));
       p = { done, listeners };
       this.pulls.set(name, p);
