@@ -19,6 +19,10 @@ import { VERSION } from './version.js';
 import { createNetworkService } from './net/wire.js';
 import { NamespaceNetworkDriver } from './net/driver.js';
 import { hostCpuPressure } from './engine/admission.js';
+import { TemplateBuilder } from './engine/templates/template-builder.js';
+import { TemplateService } from './engine/templates/template-service.js';
+import { TemplateLayerDirs } from './image/template-build/layer-dirs.js';
+import { TemplateStore } from './store/templates.js';
 
 const EVENT_PRUNE_EVERY_MS = 60_000;
 
@@ -72,16 +76,23 @@ export async function createDaemon(cfg: DaemonConfig, log: (msg: string) => void
   if (!usable.has(cfg.defaultRuntime)) throw new Error(`default runtime ${cfg.defaultRuntime} is not usable: ${runtimeStatus[cfg.defaultRuntime]}`);
 
   const base = new BaseTemplate(paths.templates, cfg.debianMirror);
+  let templates: TemplateService | undefined;
   const images = new ImageStore(join(cfg.dataDir, 'images'), db, {
     sandboxesDir: paths.sandboxes,
     insecureRegistries: cfg.insecureRegistries,
     layerLimits: { maxBytes: cfg.maxLayerBytes, maxEntries: cfg.maxLayerEntries },
-    imagesInUse: () => store.list().flatMap((r) => (r.spec.image ? [r.spec.image] : [])),
+    imagesInUse: () => [...store.list().flatMap((r) => (r.spec.image ? [r.spec.image] : [])), ...(templates?.imagesInUse() ?? [])],
+    layersInUse: () => templates?.imageLayersInUse() ?? [],
   });
   await images.init();
   const net = createNetworkService(cfg, store);
-  const drivers = { rootfs: new SandboxRootfs(paths.sandboxes), net: new NamespaceNetworkDriver(net) };
-  const mgr = new SandboxManager(cfg, store, usable, drivers, new TemplateResolver(base, imageResolver ?? images), { ...HELPERS, agent: agentBinary(cfg, log) });
+  const rootfs = new SandboxRootfs(paths.sandboxes);
+  const drivers = { rootfs, net: new NamespaceNetworkDriver(net) };
+  const templateLayers = new TemplateLayerDirs(join(cfg.dataDir, 'template-layers'));
+  await templateLayers.init();
+  templates = new TemplateService(new TemplateStore(db), templateLayers, base, images, () => rootfs.lowerDirsInUse());
+  const mgr = new SandboxManager(cfg, store, usable, drivers, new TemplateResolver(base, imageResolver ?? images, templates), { ...HELPERS, agent: agentBinary(cfg, log) });
+  templates.mgr = mgr;
   const supervisor = new Supervisor(mgr, log);
   await supervisor.reconcile();
   // Processes started through the agents keep running across a restart; let the agents re-attach them first.
@@ -107,6 +118,7 @@ export async function createDaemon(cfg: DaemonConfig, log: (msg: string) => void
     version: VERSION,
     images,
     net,
+    templates: { service: templates, builder: new TemplateBuilder(templates) },
     readiness: () => {
       if (base.isBuilt()) return { ready: true, runtimes: runtimeStatus };
       return { ready: false, reason: baseError ? `template base failed to build: ${baseError}` : 'building template base', runtimes: runtimeStatus };

@@ -16,6 +16,7 @@ import { SandboxPortProxy } from '../net/port-proxy.js';
 import { registerImageRoutes } from './routes/images.js';
 import type { ImageStore } from '../image/oci/image-store.js';
 import type { NetworkService } from '../net/service.js';
+import { registerTemplateRoutes, type TemplateDeps } from './routes/templates.js';
 
 export interface ApiDeps {
   cfg: DaemonConfig;
@@ -27,6 +28,8 @@ export interface ApiDeps {
   images?: ImageStore;
   /** The network capability's own surface (defaults, SDK callbacks, port proxying); absent without it. */
   net?: NetworkService;
+  /** Templates built from Dockerfiles; absent in daemons built without them. */
+  templates?: TemplateDeps;
 }
 
 export type TypedApp = FastifyInstance<RawServerDefault, RawRequestDefaultExpression, RawReplyDefaultExpression, FastifyBaseLogger, ZodTypeProvider>;
@@ -105,5 +108,6 @@ export async function buildServer(deps: ApiDeps): Promise<FastifyInstance> {
   registerProcessRoutes(typed, deps);
   registerFileRoutes(typed, deps);
   registerImageRoutes(typed, deps);
+  registerTemplateRoutes(typed, deps);
   return app;
 }

@@ -2,6 +2,7 @@ import type { Readable } from 'node:stream';
 import { Http, type ClientOptions } from './http.js';
 import { ProcessSocket, readSse } from './process-stream.js';
 import { Images } from './images.js';
+import { Templates } from './templates.js';
 import { openInterceptor, type InterceptHandler, type Interceptor } from './callbacks.js';
 import type { CreateOptions, ExecOptions, ExecResult, FileInfo, ProcessEvent, ProcessInfo, SandboxEvent, SandboxInfo, SandboxState, SandboxStats } from './types.js';
 
@@ -237,9 +238,11 @@ export class Sandbox {
 export class Cordon {
   readonly http: Http;
   readonly images: Images;
+  readonly templates: Templates;
   constructor(opts: ClientOptions = {}) {
     this.http = new Http(opts);
     this.images = new Images(this.http);
+    this.templates = new Templates(this.http);
   }
   health() {
     return this.http.json<{ status: string; reason: string | null; runtimes: Record<string, string>; version: string }>('GET', '/v1/health');

@@ -4,6 +4,7 @@ import { registerImage } from './image.js';
 import { registerLifecycle } from './lifecycle.js';
 import { registerNetwork, registerPort } from './network.js';
 import { registerRunExec } from './run-exec.js';
+import { registerTemplate } from './template.js';
 
 export function registerCommands(program: Command): void {
   program.enablePositionalOptions();
@@ -13,4 +14,5 @@ export function registerCommands(program: Command): void {
   registerImage(program);
   registerNetwork(program);
   registerPort(program);
+  registerTemplate(program);
 }
