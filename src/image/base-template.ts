@@ -87,6 +87,13 @@ export class BaseTemplate {
     const recipe = await this.buildInto(staging, this.mirrorOverride || debianMirror(BASE_RECIPE.suite), progress);
     await writeFile(join(staging, 'recipe.json'), JSON.stringify(recipe, null, 2));
     await writeFile(join(staging, 'complete'), new Date().toISOString());
+    // Another daemon sharing this templates directory may have finished first; its tree may already be
+    // the lower layer of running sandboxes, so it is kept and this build is dropped.
+    if (this.isBuilt()) {
+      await rm(staging, { recursive: true, force: true });
+      progress('template base ready (built meanwhile by another process)');
+      return this.source();
+    }
     await rm(this.dir, { recursive: true, force: true });
     await rename(staging, this.dir);
     progress('template base ready');
