@@ -5,21 +5,30 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import tar from 'tar-stream';
 import { cli, startDaemon, type TestDaemon } from './helpers/daemon.js';
+import { APP_CONFIG, appEntries, baseEntries, layerTar, push, writeLayout } from './helpers/oci-image.js';
+import { startRegistry, type TestRegistry } from './helpers/registry.js';
 
 // Templates built from a Dockerfile: every instruction, the step cache, failures that leave nothing,
 // COPY ownership and modes, a hostile context, removal while in use, and a daemon restart.
 
 let d: TestDaemon;
+let reg: TestRegistry;
 let work: string;
+let imageRef: string;
 
 before(async () => {
   work = mkdtempSync('/var/lib/cordon-test/tmpl-work-');
+  reg = await startRegistry('tmpl');
   d = await startDaemon('template-build');
+  writeLayout(join(work, 'img'), { layers: [{ tar: await layerTar(baseEntries()), compression: 'gzip' }, { tar: await layerTar(appEntries()), compression: 'gzip' }], config: APP_CONFIG }, { refName: 'latest' });
+  imageRef = `${reg.host}/test/app:1`;
+  push(join(work, 'img'), imageRef);
 });
 
 after(async () => {
   for (const s of await d.client.list().catch(() => [])) await d.client.remove(s.id, { force: true }).catch(() => {});
   await d?.cleanup();
+  await reg?.cleanup();
   rmSync(work, { recursive: true, force: true });
 });
 
@@ -207,6 +216,62 @@ describe('template build from a Dockerfile', () => {
     assert.equal((await cli(d, ['template', 'rm', 'child'])).code, 0);
     assert.equal((await cli(d, ['template', 'rm', 'esc'])).code, 0);
     assert.ok(layerDirs().length < before, 'their layers were freed');
+  });
+
+  it('builds FROM a registry image: its config is inherited, deletions are kept as whiteouts, and the image stays pinned', async () => {
+    const c = context('fromimage', { Dockerfile: `FROM ${imageRef}\nUSER root\nRUN rm /data/b.txt && echo made > /etc/made.txt\nCOPY f.txt /app/f.txt\nUSER app\n`, 'f.txt': 'f\n' });
+    const r = await cli(d, ['template', 'build', 'fromimage', '--context', c]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /Step 3\/5 : RUN rm/);
+    const run = await cli(d, ['run', '--template', 'fromimage']);
+    assert.equal(run.code, 0, run.stderr);
+    assert.match(run.stdout, /^args:default-arg$/m, "the image's ENTRYPOINT and CMD");
+    assert.match(run.stdout, /^uid:1000$/m);
+    const sbx = await d.client.create({ template: 'fromimage', entrypoint: [] });
+    try {
+      const x = await sbx.exec(['sh', '-c', 'ls /data; cat /etc/made.txt /app/f.txt']);
+      assert.equal(x.stdout, 'made\nf\n', 'b.txt deleted by the RUN step stays deleted');
+    } finally {
+      await sbx.remove({ force: true });
+    }
+    const rm = await cli(d, ['image', 'rm', imageRef]);
+    assert.equal(rm.code, 65, 'the image is in use by a template');
+    assert.equal((await cli(d, ['image', 'rm', '--force', imageRef])).code, 0);
+    await d.client.images.prune();
+    const again = await d.client.create({ template: 'fromimage', entrypoint: [] });
+    try {
+      assert.equal((await again.exec(['cat', '/app/f.txt'])).stdout, 'f\n', 'prune kept the layers the template sits on');
+    } finally {
+      await again.remove({ force: true });
+    }
+    assert.equal((await cli(d, ['template', 'rm', 'fromimage'])).code, 0);
+  });
+
+  it('a hostile RUN step cannot make the host follow what it leaves in its layer', async () => {
+    const c = context('hostile', {
+      Dockerfile: [
+        'FROM base',
+        // Plant links and files where the engine keeps its helpers, and links to host-looking paths.
+        'RUN ln -s /etc /.cordon/evil-etc; ln -s / /.cordon/run/evil-root; touch /.cordon/planted; ln -sfn /etc /evil; mkfifo /fifo; rm -f /etc/debian_version; true',
+        'RUN ls /.cordon > /cordon-listing.txt; test ! -e /etc/debian_version',
+      ].join('\n'),
+    });
+    const r = await cli(d, ['template', 'build', 'hostile', '--context', c]);
+    assert.equal(r.code, 0, r.stderr);
+    const layers = (await d.client.templates.get('hostile')).layers;
+    for (const l of layers) assert.deepEqual(readdirSync(join(d.dataDir, 'template-layers', l)).filter((n) => n === '.cordon'), [], 'the helper directory never becomes part of a layer');
+    assert.ok(readdirSync('/etc').includes('passwd'), "the host's /etc is untouched");
+    const sbx = await d.client.create({ template: 'hostile' });
+    try {
+      const x = await sbx.exec(['sh', '-c', 'cat /cordon-listing.txt; ls /.cordon; readlink /evil; test -p /fifo && echo fifo; test -e /etc/debian_version || echo gone']);
+      assert.doesNotMatch(x.stdout, /planted|evil-etc/);
+      assert.match(x.stdout, /^\/etc$/m);
+      assert.match(x.stdout, /^fifo$/m);
+      assert.match(x.stdout, /^gone$/m, 'the deletion is a whiteout in the layer');
+    } finally {
+      await sbx.remove({ force: true });
+    }
+    assert.equal((await cli(d, ['template', 'rm', 'hostile'])).code, 0);
   });
 
   it('keeps templates and their layers across a daemon restart', async () => {

@@ -70,7 +70,8 @@ export async function inStepSandbox(svc: TemplateService, out: BuildOutput, o: S
       if (r.exitCode !== 0) throw new CordonError('invalid_argument', `step ${o.step}: WORKDIR ${o.mkdir} cannot be created: ${r.stderr.trim().slice(-500)}`);
     }
     await fn(live);
-    await mgr.stop(id, 2_000);
+    // Nothing of the step runs any more; its files are what counts, so no grace period.
+    await mgr.stop(id, 0);
     await mgr.rootfs.takeUpper!(id, staging);
     const layer = TemplateLayerDirs.newId();
     await svc.layers.commit(staging, layer);
