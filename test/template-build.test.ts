@@ -83,7 +83,7 @@ describe('template build from a Dockerfile', () => {
   it('builds a Dockerfile with every instruction, and a sandbox from it has the files, env, workdir and user', async () => {
     ctx = context('full', { Dockerfile: FULL, 'data.txt': 'data\n', 'numeric.txt': 'n\n', 'dir/a.txt': 'a\n', 'dir/deeper/b.txt': 'b\n', 'ignored.log': 'no\n', '.dockerignore': '*.log\n', 'inner/inner.txt': 'from the tar\n' });
     execFileSync('tar', ['-cf', join(ctx, 'bundle.tar'), '-C', join(ctx, 'inner'), 'inner.txt']);
-    const r = await cli(d, ['template', 'build', 'full', '--context', ctx, '--build-arg', 'GREETING=hey', '--start-cmd', 'sleep 1', '--json']);
+    const r = await cli(d, ['template', 'build', 'full', '--context', ctx, '--build-arg', 'GREETING=hey', '--json']);
     assert.equal(r.code, 0, r.stderr + r.stdout);
     const evs = ndjson(r.stdout);
     const result = evs.find((e) => e.type === 'result')!;
@@ -99,7 +99,7 @@ describe('template build from a Dockerfile', () => {
     assert.ok(info.config.env.includes('GREETING_ENV=hey'), info.config.env.join(' '));
     assert.deepEqual(info.exposed_ports, ['8080/tcp', '9000/tcp']);
     assert.deepEqual(info.labels, { team: 'a' });
-    assert.equal(info.start_cmd, 'sleep 1');
+    assert.equal(info.start_cmd, null);
 
     const sbx = await d.client.create({ template: 'full', entrypoint: [] });
     try {
@@ -271,6 +271,34 @@ describe('template build from a Dockerfile', () => {
       await sbx.remove({ force: true });
     }
     assert.equal((await cli(d, ['template', 'rm', 'hostile'])).code, 0);
+  });
+
+  it('a template with start and ready commands has its service answering when create returns', async () => {
+    const c = context('service', { Dockerfile: 'FROM base\nRUN mkdir -p /srv && echo served > /srv/index.html\nWORKDIR /srv\n' });
+    const r = await cli(d, ['template', 'build', 'service', '--context', c, '--start-cmd', 'python3 -m http.server 8000 --bind 127.0.0.1', '--ready-cmd', 'curl -sf http://127.0.0.1:8000/ > /dev/null']);
+    assert.equal(r.code, 0, r.stderr);
+    const sbx = await d.client.create({ template: 'service' });
+    try {
+      const x = await sbx.exec(['curl', '-s', 'http://127.0.0.1:8000/index.html']);
+      assert.equal(x.stdout, 'served\n', 'the first request right after create is answered');
+      assert.ok((await sbx.processes()).some((p) => p.tag === 'start' && p.running));
+    } finally {
+      await sbx.remove({ force: true });
+    }
+    assert.equal((await cli(d, ['template', 'rm', 'service'])).code, 0);
+  });
+
+  it('a ready command that never passes fails the build with the output of both, and keeps nothing', async () => {
+    const before = layerDirs();
+    const c = context('neverready', { Dockerfile: 'FROM base\nRUN echo x > /x\n' });
+    const r = await cli(d, ['template', 'build', 'neverready', '--context', c, '--start-cmd', 'echo starting-up; sleep 1000', '--ready-cmd', 'echo not-yet; false', '--ready-timeout', '3']);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /ready command did not pass within 3s/);
+    assert.match(r.stderr, /starting-up/);
+    assert.match(r.stderr, /not-yet/);
+    assert.equal((await cli(d, ['template', 'inspect', 'neverready'])).code, 66);
+    assert.deepEqual(layerDirs().sort(), before.sort());
+    assert.deepEqual((await d.client.list()).filter((s) => s.labels['cordon.build']), []);
   });
 
   it('keeps templates and their layers across a daemon restart', async () => {

@@ -12,6 +12,7 @@ export interface TemplateInfo {
   labels: Record<string, string>;
   start_cmd: string | null;
   ready_cmd: string | null;
+  ready_timeout_s: number | null;
   cpus: number | null;
   memory: number | null;
   dockerfile: string;
@@ -37,6 +38,8 @@ export interface BuildOptions {
   buildArgs?: Record<string, string>;
   startCmd?: string;
   readyCmd?: string;
+  /** How long the ready command may take to pass, in seconds (default 120). */
+  readyTimeout?: number;
   /** Deadline of one RUN step, in seconds. */
   stepTimeout?: number;
   onEvent?: (ev: BuildEvent) => void;
@@ -68,6 +71,7 @@ export class Templates {
     if (opts.startCmd) qs.set('start_cmd', opts.startCmd);
     if (opts.readyCmd) qs.set('ready_cmd', opts.readyCmd);
     if (opts.stepTimeout) qs.set('step_timeout', String(opts.stepTimeout));
+    if (opts.readyTimeout) qs.set('ready_timeout', String(opts.readyTimeout));
     const res = await this.http.raw('POST', `/v1/templates?${qs}`, { body: context, contentType: 'application/x-tar' });
     let buf = '';
     let result: TemplateInfo | undefined;

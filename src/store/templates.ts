@@ -19,9 +19,10 @@ export interface TemplateRecord {
   /** EXPOSE, recorded as written ("8080/tcp"). */
   exposed: string[];
   labels: Record<string, string>;
-  /** Recorded for the snapshot step; not run yet. */
+  /** Run in the background in every sandbox of the template; create waits until readyCmd exits 0. */
   startCmd?: string;
   readyCmd?: string;
+  readyTimeoutMs?: number;
   cpus?: number;
   memoryBytes?: number;
   dockerfile: string;

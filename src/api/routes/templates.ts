@@ -33,6 +33,7 @@ const buildQuery = z
     start_cmd: z.string().max(65536).optional(),
     ready_cmd: z.string().max(65536).optional(),
     step_timeout: z.coerce.number().int().positive().max(24 * 3600).optional(),
+    ready_timeout: z.coerce.number().int().positive().max(3600).optional(),
   })
   .strict();
 const nameParams = z.object({ name });
@@ -48,6 +49,7 @@ export function templateView(t: TemplateRecord) {
     labels: t.labels,
     start_cmd: t.startCmd ?? null,
     ready_cmd: t.readyCmd ?? null,
+    ready_timeout_s: t.readyTimeoutMs === undefined ? null : t.readyTimeoutMs / 1000,
     cpus: t.cpus ?? null,
     memory: t.memoryBytes ?? null,
     dockerfile: t.dockerfile,
@@ -118,7 +120,7 @@ export function registerTemplateRoutes(app: TypedApp, deps: ApiDeps): void {
         const line = (v: unknown) => out.writable && out.write(`${JSON.stringify(v)}\n`);
         try {
           const rec = await t.builder.build(
-            { name: q.name, contextDir, dockerfile: q.dockerfile, buildArgs, cpus: q.cpus, memoryBytes, noCache: q.no_cache === 'true' || q.no_cache === '1', network, startCmd: q.start_cmd, readyCmd: q.ready_cmd, stepTimeoutMs: q.step_timeout && q.step_timeout * 1000, signal: ac.signal },
+            { name: q.name, contextDir, dockerfile: q.dockerfile, buildArgs, cpus: q.cpus, memoryBytes, noCache: q.no_cache === 'true' || q.no_cache === '1', network, startCmd: q.start_cmd, readyCmd: q.ready_cmd, readyTimeoutMs: q.ready_timeout && q.ready_timeout * 1000, stepTimeoutMs: q.step_timeout && q.step_timeout * 1000, signal: ac.signal },
             { event: (ev: BuildEvent) => line(ev), backlog: () => out.writableLength, onDrain: (cb) => (out.writableLength ? out.once('drain', cb) : cb()) },
           );
           line({ type: 'result', template: templateView(rec) });

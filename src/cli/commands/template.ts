@@ -83,8 +83,9 @@ export function registerTemplate(program: Command): void {
     .option('--memory <size>', 'memory limit of each step sandbox, e.g. 1g')
     .option('--no-cache', 'run every step again, reusing no cached layer')
     .option('--build-arg <K=V>', 'value for an ARG (repeatable)', collect, [])
-    .option('--start-cmd <cmd>', 'recorded in the template (not run yet)')
-    .option('--ready-cmd <cmd>', 'recorded in the template (not run yet)')
+    .option('--start-cmd <cmd>', 'run in the background in every sandbox of the template (checked once by the build)')
+    .option('--ready-cmd <cmd>', 'create returns once this exits 0 (polled); the build fails if it never does')
+    .option('--ready-timeout <seconds>', 'how long the ready command may take to pass (default 120)')
     .option('--step-timeout <seconds>', 'deadline of one RUN step (default 1800)')
     .option('--network <mode>', 'network of RUN steps: none (default), allowlist or open')
     .option('--allow-host <pattern>', 'allow egress to this host (repeatable; implies allowlist)', collect, [])
@@ -116,6 +117,7 @@ export function registerTemplate(program: Command): void {
         startCmd: o.startCmd as string | undefined,
         readyCmd: o.readyCmd as string | undefined,
         stepTimeout: o.stepTimeout === undefined ? undefined : Number(o.stepTimeout),
+        readyTimeout: o.readyTimeout === undefined ? undefined : Number(o.readyTimeout),
         onEvent: json ? (ev) => process.stdout.write(`${JSON.stringify(ev)}\n`) : printer(),
       });
       if (json) process.stdout.write(`${JSON.stringify({ type: 'result', template: tpl })}\n`);

@@ -47,7 +47,10 @@ export interface StepSandboxOptions {
  * Run one build step in a sandbox of the daemon's default runtime on the layers so far, then turn the
  * sandbox's writable layer into a new read-only layer directory. The sandbox is removed whatever happens.
  */
-export async function inStepSandbox(svc: TemplateService, out: BuildOutput, o: StepSandboxOptions, fn: (live: LiveSandbox) => Promise<void>): Promise<string> {
+export async function inStepSandbox(svc: TemplateService, out: BuildOutput, o: StepSandboxOptions, fn: (live: LiveSandbox) => Promise<void>): Promise<string>;
+/** With takeLayer false: the sandbox only checks something (the start and ready commands); nothing is kept. */
+export async function inStepSandbox(svc: TemplateService, out: BuildOutput, o: StepSandboxOptions, fn: (live: LiveSandbox) => Promise<void>, takeLayer: false): Promise<undefined>;
+export async function inStepSandbox(svc: TemplateService, out: BuildOutput, o: StepSandboxOptions, fn: (live: LiveSandbox) => Promise<void>, takeLayer = true): Promise<string | undefined> {
   const mgr = svc.mgr!;
   const source = `${TRANSIENT_PREFIX}${randomBytes(6).toString('hex')}`;
   svc.addTransient(source, { lowerDirs: o.lowerDirs, config: o.config, ref: `build of template ${o.templateName}, step ${o.step}` });
@@ -56,6 +59,8 @@ export async function inStepSandbox(svc: TemplateService, out: BuildOutput, o: S
   try {
     const rec = await mgr.create({
       template: source,
+      // The image's ENTRYPOINT/CMD is for the template's sandboxes, not for its build steps.
+      entrypoint: [],
       cpus: o.cpus,
       memoryBytes: o.memoryBytes,
       network: o.network,
@@ -70,6 +75,7 @@ export async function inStepSandbox(svc: TemplateService, out: BuildOutput, o: S
       if (r.exitCode !== 0) throw new CordonError('invalid_argument', `step ${o.step}: WORKDIR ${o.mkdir} cannot be created: ${r.stderr.trim().slice(-500)}`);
     }
     await fn(live);
+    if (!takeLayer) return undefined;
     // Nothing of the step runs any more; its files are what counts, so no grace period.
     await mgr.stop(id, 0);
     await mgr.rootfs.takeUpper!(id, staging);

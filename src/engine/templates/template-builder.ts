@@ -11,6 +11,7 @@ import { DockerfileSyntaxError, word, words } from '../../image/template-build/s
 import type { NetworkSpec } from '../../net/types.js';
 import type { TemplateRecord } from '../../store/templates.js';
 import { applyConfig, argEnv, bad, command, DEFAULT_SHELL, varsOf, type BuildState } from './build-state.js';
+import { DEFAULT_READY_TIMEOUT_MS, startAndWaitReady } from './start-ready.js';
 import { BUSYBOX, inStepSandbox, runStepCommand, type BuildOutput } from './step-sandbox.js';
 import type { TemplateService } from './template-service.js';
 
@@ -30,6 +31,7 @@ export interface BuildRequest {
   network?: NetworkSpec;
   startCmd?: string;
   readyCmd?: string;
+  readyTimeoutMs?: number;
   stepTimeoutMs?: number;
   signal?: AbortSignal;
 }
@@ -43,6 +45,7 @@ export class TemplateBuilder {
     if (!TEMPLATE_NAME.test(req.name)) throw new CordonError('invalid_argument', 'name: template names are lowercase letters, digits, . _ - (at most 63)');
     if (req.name === 'base') throw new CordonError('invalid_argument', 'name: "base" is the built-in template; choose another name');
     if (this.building.has(req.name)) throw new CordonError('invalid_state', `template ${req.name} is being built already; wait for that build to end`, { template: req.name });
+    if (req.readyCmd && !req.startCmd) throw new CordonError('invalid_argument', 'ready_cmd: give a start command too; the ready command checks that it is up');
     this.building.add(req.name);
     const made: string[] = [];
     const held: string[] = [];
@@ -162,16 +165,37 @@ class BuildRun {
       labels: s.labels,
       startCmd: this.req.startCmd,
       readyCmd: this.req.readyCmd,
+      readyTimeoutMs: this.req.readyTimeoutMs,
       cpus: this.req.cpus,
       memoryBytes: this.req.memoryBytes,
       dockerfile: this.text,
       createdAt: Date.now(),
     };
     // Its layers must still be there (a concurrent removal frees only unpinned ones).
-    await this.svc.lowerDirs(rec.base, rec.layers, `template ${rec.name}`);
+    const lowerDirs = await this.svc.lowerDirs(rec.base, rec.layers, `template ${rec.name}`);
+    if (rec.startCmd) await this.checkStart(rec, lowerDirs);
     this.svc.store.put(rec);
     this.made.length = 0;
     return rec;
+  }
+
+  /** Run the start command once and wait for the ready command, as every sandbox of the template will. */
+  private async checkStart(rec: TemplateRecord, lowerDirs: string[]): Promise<void> {
+    const step = this.total;
+    this.out.event({ type: 'status', message: `starting ${rec.startCmd}${rec.readyCmd ? ` and waiting until ${rec.readyCmd} passes` : ''}` });
+    await inStepSandbox(
+      this.svc,
+      this.out,
+      { step, lowerDirs, config: rec.config, cpus: this.req.cpus, memoryBytes: this.req.memoryBytes, network: this.req.network, timeoutMs: rec.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS, templateName: this.req.name },
+      async (live) => {
+        try {
+          await startAndWaitReady(live, { cmd: rec.startCmd!, ready: rec.readyCmd, readyTimeoutMs: rec.readyTimeoutMs }, (stream, data) => this.out.event({ type: 'log', step, stream, data }));
+        } catch (e) {
+          throw e instanceof CordonError ? new CordonError('invalid_argument', `the template's ${e.message}`, e.details) : e;
+        }
+      },
+      false,
+    );
   }
 
   private async from(ins: Instruction, preFrom: Map<string, string>): Promise<BuildState> {

@@ -63,7 +63,8 @@ export class TemplateService {
     const tr = this.transient.get(name);
     if (tr) return tr;
     const t = this.get(name);
-    return { lowerDirs: await this.lowerDirs(t.base, t.layers, `template ${name}`, progress), config: t.config, ref: `template:${name}` };
+    const start = t.startCmd ? { cmd: t.startCmd, ready: t.readyCmd, readyTimeoutMs: t.readyTimeoutMs } : undefined;
+    return { lowerDirs: await this.lowerDirs(t.base, t.layers, `template ${name}`, progress), config: t.config, ref: `template:${name}`, start };
   }
 
   /** Overlay lower dirs, top-most first, of `layers` (bottom to top) on `base`. */
