@@ -20,7 +20,7 @@ import { createNetworkService } from './net/wire.js';
 import { NamespaceNetworkDriver } from './net/driver.js';
 import { hostCpuPressure } from './engine/admission.js';
 import { TemplateBuilder } from './engine/templates/template-builder.js';
-import { TemplateService } from './engine/templates/template-service.js';
+import { TemplateService, TRANSIENT_PREFIX } from './engine/templates/template-service.js';
 import { TemplateLayerDirs } from './image/template-build/layer-dirs.js';
 import { TemplateStore } from './store/templates.js';
 
@@ -95,6 +95,10 @@ export async function createDaemon(cfg: DaemonConfig, log: (msg: string) => void
   templates.mgr = mgr;
   const supervisor = new Supervisor(mgr, log);
   await supervisor.reconcile();
+  // Step sandboxes of builds this daemon was running when it stopped: their build is gone.
+  for (const r of mgr.list().filter((x) => x.labels['cordon.build'] && x.spec.template?.startsWith(TRANSIENT_PREFIX))) {
+    await mgr.remove(r.id, true).catch((e: Error) => log(`removing build sandbox ${r.id} left by an interrupted build failed: ${e.message}`));
+  }
   // Processes started through the agents keep running across a restart; let the agents re-attach them first.
   await Promise.all([...mgr.live.entries()].filter(([id]) => mgr.boot.startedWithAgent(id)).map(([, live]) => live.waitForAgent(AGENT_RECONNECT_WAIT_MS)));
   mgr.metrics.start();

@@ -164,6 +164,9 @@ describe('template build from a Dockerfile', () => {
     const bad = await cli(d, ['template', 'build', 'broken2', '--context', context('syntax', { Dockerfile: 'RUN true\n' })]);
     assert.equal(bad.code, 64);
     assert.match(bad.stderr, /line 1: RUN comes before FROM/);
+    const net = await cli(d, ['template', 'build', 'broken3', '--context', c, '--network', 'open']);
+    assert.equal(net.code, 64);
+    assert.match(net.stderr, /needs an egress interface/, 'a build network is checked like a sandbox network, before anything runs');
   });
 
   it('refuses context escapes: COPY ../x, paths through symlinks, and hostile tar names; a symlink is copied as a link', async () => {

@@ -81,6 +81,8 @@ export async function inStepSandbox(svc: TemplateService, out: BuildOutput, o: S
     await mgr.rootfs.takeUpper!(id, staging);
     const layer = TemplateLayerDirs.newId();
     await svc.layers.commit(staging, layer);
+    // Held from the moment it exists: a template removal running meanwhile must not free it.
+    svc.pin(layer);
     return layer;
   } finally {
     svc.dropTransient(source);

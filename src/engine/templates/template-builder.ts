@@ -154,7 +154,7 @@ class BuildRun {
     }
     if (!this.state) throw new CordonError('invalid_argument', 'Dockerfile: no FROM instruction');
     const s = this.state;
-    if (s.workdirPending) await this.layerStep({ kind: 'WORKDIR', dir: s.workdirPending }, async () => {}, 'WORKDIR');
+    if (s.workdirPending) await this.layerStep({ kind: 'WORKDIR', dir: s.workdirPending }, async () => {});
     const rec: TemplateRecord = {
       name: this.req.name,
       base: s.base,
@@ -227,7 +227,7 @@ class BuildRun {
    * A step that makes a layer: reused when a layer with the same cache key exists (no sandbox is made),
    * else made in a step sandbox by `fn`.
    */
-  private async layerStep(keyParts: Record<string, unknown>, fn: Parameters<typeof inStepSandbox>[3], what: string, cacheable = true): Promise<void> {
+  private async layerStep(keyParts: Record<string, unknown>, fn: Parameters<typeof inStepSandbox>[3], cacheable = true): Promise<void> {
     const s = this.state!;
     const key = sha({ parent: s.parentKey, user: s.config.user, workdir: s.config.workdir, env: s.config.env, args: [...s.args], ...keyParts });
     const hit = cacheable && !this.req.noCache ? this.svc.store.layerFor(key) : undefined;
@@ -255,11 +255,10 @@ class BuildRun {
       fn,
     );
     this.made.push(layer);
-    this.hold(layer);
+    this.held.push(layer); // pinned by inStepSandbox
     this.svc.store.putLayer({ id: layer, cacheKey: key, parent: s.layers[s.layers.length - 1], createdAt: Date.now() });
     this.out.event({ type: 'layer', step: this.step, layer });
     this.push(layer);
-    void what;
   }
 
   private push(layer: string): void {
@@ -276,7 +275,7 @@ class BuildRun {
     const what = `RUN ${ins.args.slice(0, 200)}`;
     await this.layerStep({ kind: 'RUN', argv, shell: s.shell }, (live) =>
       runStepCommand(live, this.out, { step: this.step, what, cmd: argv, env: argEnv(s), user: s.config.user, cwd: s.config.workdir ?? '/', timeoutMs: this.req.stepTimeoutMs ?? DEFAULT_STEP_TIMEOUT_MS, signal: this.req.signal }),
-    what);
+    );
   }
 
   private async copy(ins: Instruction): Promise<void> {
@@ -309,7 +308,7 @@ class BuildRun {
       const gid = chown && !chown.includes(':') ? user.uid : user.gid;
       if (archive !== undefined) {
         // ADD of a local archive: unpacked into dest inside the sandbox (it may hold anything).
-        const dir = rawDest.endsWith('/') || !archive ? dest : dest;
+        const dir = dest;
         const flag = { tar: [], gzip: ['-z'], bzip2: ['-j'], xz: ['-J'] }[archive];
         await runStepCommand(live, this.out, { step: this.step, what, cmd: [BUSYBOX, 'mkdir', '-p', '--', dir], user: 'root', cwd: '/' });
         await runStepCommand(live, this.out, { step: this.step, what, cmd: [BUSYBOX, 'tar', '-x', ...flag, '-f', '-', '-C', dir], user: 'root', cwd: '/', input: createReadStream(join(this.req.contextDir, items[0].entry.rel)), signal: this.req.signal });
@@ -317,7 +316,7 @@ class BuildRun {
       }
       const tar = copyTar(this.req.contextDir, items, { uid: user.uid, gid, mode });
       await runStepCommand(live, this.out, { step: this.step, what, cmd: [BUSYBOX, 'tar', '-x', '--numeric-owner', '-f', '-', '-C', '/'], user: 'root', cwd: '/', input: tar, signal: this.req.signal });
-    }, what);
+    });
   }
 }
 
