@@ -7,6 +7,7 @@ import { deadlineError, killGroup } from '../util/proc.js';
 import { debianMirror } from './apt-mirror.js';
 import { hostCodename, installedPackages, resolveClosure } from './host-packages.js';
 import { buildHostRepository } from './host-repack.js';
+import { removeStaging, sweepStaleStaging } from './staging-dir.js';
 import type { ImageConfig, RootfsSource } from '../engine/types.js';
 
 /** A slow mirror takes minutes; one that stalls must not leave the daemon building forever. */
@@ -84,13 +85,14 @@ export class BaseTemplate {
 
   private async build(progress: Progress): Promise<RootfsSource> {
     const staging = `${this.dir}.partial-${process.pid}`;
+    await sweepStaleStaging(this.dir);
     const recipe = await this.buildInto(staging, this.mirrorOverride || debianMirror(BASE_RECIPE.suite), progress);
     await writeFile(join(staging, 'recipe.json'), JSON.stringify(recipe, null, 2));
     await writeFile(join(staging, 'complete'), new Date().toISOString());
     // Another daemon sharing this templates directory may have finished first; its tree may already be
     // the lower layer of running sandboxes, so it is kept and this build is dropped.
     if (this.isBuilt()) {
-      await rm(staging, { recursive: true, force: true });
+      await removeStaging(staging);
       progress('template base ready (built meanwhile by another process)');
       return this.source();
     }
@@ -137,7 +139,7 @@ export class BaseTemplate {
   }
 
   private async mmdebstrap(staging: string, mirror: string, packages: string[], progress: Progress, extra: string[] = []): Promise<void> {
-    await rm(staging, { recursive: true, force: true });
+    await removeStaging(staging);
     await mkdir(staging, { recursive: true });
     const u = BASE_RECIPE.user;
     const hooks = [
@@ -181,7 +183,7 @@ export class BaseTemplate {
         else reject(new Error(`mmdebstrap failed (exit ${code}): ${tail.trim().split('\n').slice(-5).join(' | ')}`));
       });
     }).catch(async (e) => {
-      await rm(staging, { recursive: true, force: true });
+      await removeStaging(staging).catch(() => {});
       throw e;
     });
   }
