@@ -42,6 +42,7 @@ type request struct {
 	Stdin  uint32          `json:"stdin,omitempty"`
 	From   []uint64        `json:"from,omitempty"`
 	Window int             `json:"window,omitempty"`
+	Frame  int             `json:"frame,omitempty"` // largest data payload the daemon takes (default maxData)
 	Signal int             `json:"signal,omitempty"`
 	Tree   bool            `json:"tree,omitempty"`
 	Cols   uint16          `json:"cols,omitempty"`
@@ -96,11 +97,15 @@ func newConn(a *agent, nc net.Conn) *conn {
 	return &conn{a: a, nc: nc, in: map[uint32]*inChan{}, out: map[uint32]creditTarget{}, watches: map[uint32]*watcher{}}
 }
 
+// send writes one frame: header and payload in one writev, without copying the payload. It returns
+// once the frame is written, so the caller may reuse the payload's buffer.
 func (c *conn) send(typ byte, ch uint32, payload []byte) error {
-	buf := encodeFrame(typ, ch, payload)
+	var hdr [headerLen]byte
+	putHeader(hdr[:], typ, ch, len(payload))
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	_, err := c.nc.Write(buf)
+	bufs := net.Buffers{hdr[:], payload}
+	_, err := bufs.WriteTo(c.nc)
 	if err != nil {
 		c.nc.Close()
 	}
@@ -145,7 +150,12 @@ func (c *conn) serve() {
 	c.shutdown()
 }
 
+// handle acts on one frame. A data frame's payload goes to its channel's consumer, which recycles it;
+// every other payload is recycled here (json.Unmarshal copies what it keeps).
 func (c *conn) handle(f frame) error {
+	if f.typ != frameData {
+		defer recycle(f.payload)
+	}
 	switch f.typ {
 	case frameJSON:
 		var req request
@@ -157,6 +167,7 @@ func (c *conn) handle(f frame) error {
 		if ic := c.inChan(f.ch); ic != nil {
 			return ic.push(f.payload)
 		}
+		recycle(f.payload)
 	case frameEOF:
 		if ic := c.inChan(f.ch); ic != nil {
 			ic.pushEOF()

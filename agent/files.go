@@ -433,7 +433,8 @@ func readFile(c *conn, req *request) (map[string]any, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &readStream{c: c, ch: req.Ch, f: f, window: uint64(max(req.Window, maxData))}
+	frame := frameSize(req.Frame)
+	s := &readStream{c: c, ch: req.Ch, f: f, window: uint64(max(req.Window, frame)), frame: frame}
 	s.limit = s.window
 	s.cond.L = &s.mu
 	if !c.registerOut(req.Ch, s) {
@@ -454,6 +455,7 @@ type readStream struct {
 	sent     uint64
 	limit    uint64
 	window   uint64
+	frame    int
 	detached bool
 }
 
@@ -480,7 +482,7 @@ func (s *readStream) detach() {
 
 func (s *readStream) pump() {
 	defer s.f.Close()
-	buf := make([]byte, maxData)
+	buf := make([]byte, s.frame)
 	for {
 		s.mu.Lock()
 		for !s.detached && s.sent >= s.limit {
@@ -494,10 +496,12 @@ func (s *readStream) pump() {
 		s.mu.Unlock()
 		n, err := s.f.Read(buf[:room])
 		if n > 0 {
+			noteWork(uint64(n))
 			s.mu.Lock()
 			s.sent += uint64(n)
 			s.mu.Unlock()
-			if s.c.send(frameData, s.ch, append([]byte(nil), buf[:n]...)) != nil {
+			// send returns once the frame is written: buf is free again for the next read.
+			if s.c.send(frameData, s.ch, buf[:n]) != nil {
 				return
 			}
 		}
@@ -588,7 +592,8 @@ func writeFile(c *conn, req *request, in *inChan) (map[string]any, error) {
 		if werr == nil {
 			_, werr = f.Write(b)
 		}
-		in.done(len(b))
+		noteWork(uint64(len(b)))
+		in.done(b)
 		if werr != nil {
 			return nil, werr
 		}

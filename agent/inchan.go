@@ -12,7 +12,9 @@ import (
 
 const (
 	stdinWindow = 256 << 10
-	writeWindow = 512 << 10
+	// A file being written: the hello tells the daemon (a daemon that does not read it uses 512 KiB).
+	// Large enough that the daemon never waits for an ack while the agent writes.
+	writeWindow = 2 << 20
 )
 
 type inChan struct {
@@ -46,6 +48,7 @@ func (ic *inChan) push(b []byte) error {
 		return fmt.Errorf("channel %d: the daemon sent past its credit", ic.id)
 	}
 	if len(b) == 0 {
+		recycle(b)
 		return nil
 	}
 	ic.q = append(ic.q, b)
@@ -87,8 +90,11 @@ func (ic *inChan) next() (b []byte, eof bool, ok bool) {
 	return nil, false, false
 }
 
-// done acknowledges n consumed bytes; acks go out once a quarter window has gathered or the queue is empty.
-func (ic *inChan) done(n int) {
+// done acknowledges a consumed chunk (and recycles it: the consumer must not keep it); acks go out
+// once a quarter window has gathered or the queue is empty.
+func (ic *inChan) done(b []byte) {
+	n := len(b)
+	recycle(b)
 	ic.mu.Lock()
 	ic.queued -= n
 	ic.consumed += uint64(n)

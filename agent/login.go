@@ -4,8 +4,12 @@ package main
 // user's profile first, which under gVisor costs ~45 ms per command. The agent learns the
 // environment a login shell ends up with, once per user, directory and environment, and then runs
 // `bash -c CMD` with it. The learned environment is used only while the profile files are unchanged
-// (inode, size and mtime of each), only when the profile printed nothing, left the directory and
-// umask as they were and exited 0; otherwise the real login shell runs every time.
+// (checked on every call: a stat of bash, /etc/profile, /etc/bash.bashrc, each file in /etc/profile.d
+// and the user's ~/.bash_profile, ~/.bash_login, ~/.profile and ~/.bashrc: inode, size, mtime and
+// ctime; a file added to or removed from /etc/profile.d counts too), only when the profile printed
+// nothing, left the directory and umask as they were and exited 0; otherwise the real login shell
+// runs. A file changed within the last second is not trusted to show its next change (timestamps
+// move in clock ticks), so the real login shell runs until it has settled.
 // What differs: shell variables and functions the profile set without exporting them, shell options
 // (shopt login_shell), and side effects of running the profile (other than its environment).
 
@@ -25,6 +29,7 @@ import (
 const (
 	dumpMarker   = "\x00CORDON-LOGIN-ENV\x00"
 	learnTimeout = 10 * time.Second
+	settleTime   = time.Second
 	maxLearned   = 64
 	maxDump      = 1 << 20
 )
@@ -60,7 +65,10 @@ func (l *loginCache) rewrite(args, env []string, cwd string, u *userSpec) ([]str
 	}
 	key := cacheKey(args[0], env, cwd, u)
 	home, _ := envValue(env, "HOME")
-	stamps := profileStamps(args[0], home)
+	stamps, newest := profileStamps(args[0], home)
+	if time.Since(newest) < settleTime {
+		return args, env
+	}
 	l.mu.Lock()
 	e := l.entries[key]
 	if e != nil && e.stamps == stamps {
@@ -91,8 +99,9 @@ func cacheKey(shell string, env []string, cwd string, u *userSpec) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// profileStamps identifies the files a bash login shell reads (and bash itself).
-func profileStamps(shell, home string) string {
+// profileStamps identifies the files a bash login shell reads (and bash itself), and says when the
+// most recently changed of them changed.
+func profileStamps(shell, home string) (string, time.Time) {
 	files := []string{shell, "/etc/profile", "/etc/bash.bashrc", "/etc/profile.d"}
 	if home != "" {
 		for _, f := range []string{".bash_profile", ".bash_login", ".profile", ".bashrc"} {
@@ -105,15 +114,21 @@ func profileStamps(shell, home string) string {
 		}
 	}
 	var b strings.Builder
+	var newest time.Time
 	for _, f := range files {
 		var st syscall.Stat_t
 		if syscall.Stat(f, &st) != nil {
 			b.WriteString("-|")
 			continue
 		}
-		fmt.Fprintf(&b, "%d:%d:%d.%d|", st.Ino, st.Size, st.Mtim.Sec, st.Mtim.Nsec)
+		fmt.Fprintf(&b, "%d:%d:%d:%d.%d:%d.%d|", st.Dev, st.Ino, st.Size, st.Mtim.Sec, st.Mtim.Nsec, st.Ctim.Sec, st.Ctim.Nsec)
+		for _, t := range []syscall.Timespec{st.Mtim, st.Ctim} {
+			if u := time.Unix(t.Sec, t.Nsec); u.After(newest) {
+				newest = u
+			}
+		}
 	}
-	return b.String()
+	return b.String(), newest
 }
 
 // learn runs the login shell once to print its environment (the agent's dump-env mode).

@@ -11,7 +11,6 @@ import (
 	"net"
 	"os"
 	"runtime"
-	"runtime/debug"
 	"sync"
 	"syscall"
 	"time"
@@ -36,9 +35,9 @@ func main() {
 	if len(os.Args) > 3 && os.Args[2] == "-socket" {
 		socket = os.Args[3]
 	}
-	// A small heap target: the agent idles in every sandbox. Few threads: they count against a pids
+	// Memory: see memory.go. Few threads: they count against a pids
 	// limit (the sandbox gets a little headroom for them), and the agent waits on I/O anyway.
-	debug.SetGCPercent(50)
+	setupMemory()
 	runtime.GOMAXPROCS(2)
 	startReaper()
 	startCredWorkers()

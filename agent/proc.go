@@ -65,7 +65,7 @@ func (a *agent) setConn(c *conn) {
 	for _, p := range a.procs {
 		list = append(list, p.describe())
 	}
-	c.sendJSON(map[string]any{"op": "hello", "version": protocolVersion, "boot": a.bootID, "pid": os.Getpid(), "processes": list})
+	c.sendJSON(map[string]any{"op": "hello", "version": protocolVersion, "boot": a.bootID, "pid": os.Getpid(), "processes": list, "writeWindow": writeWindow})
 }
 
 func (a *agent) dropConn(c *conn) {
@@ -133,7 +133,7 @@ func (a *agent) start(c *conn, req *request, stdin *inChan) (map[string]any, err
 	go a.feedStdin(p, stdin)
 	chans := []uint32{req.Stdout, req.Stderr}
 	for i, r := range p.out {
-		att, _ := r.attach(c, chans[i], 0, window(req.Window))
+		att, _ := r.attach(c, chans[i], 0, window(req.Window), frameSize(req.Frame))
 		go att.pump()
 	}
 	go a.wait(p)
@@ -238,7 +238,7 @@ func (a *agent) attach(c *conn, req *request) (map[string]any, error) {
 		if i < len(req.From) {
 			from = req.From[i]
 		}
-		atts[i], starts[i] = r.attach(c, chans[i], from, window(req.Window))
+		atts[i], starts[i] = r.attach(c, chans[i], from, window(req.Window), frameSize(req.Frame))
 	}
 	a.mu.Lock()
 	feed := p.stdinOpen && !p.stdinBusy && req.Stdin != 0
@@ -277,10 +277,10 @@ func (a *agent) feedStdin(p *proc, in *inChan) {
 			break
 		}
 		if _, err := p.stdinW.Write(b); err != nil && !errors.Is(err, syscall.EPIPE) && !errors.Is(err, os.ErrClosed) {
-			in.done(len(b))
+			in.done(b)
 			continue
 		}
-		in.done(len(b))
+		in.done(b)
 	}
 	a.mu.Lock()
 	p.stdinBusy = false
@@ -304,7 +304,7 @@ func drainIn(in *inChan) {
 		if !ok || eof {
 			return
 		}
-		in.done(len(b))
+		in.done(b)
 	}
 }
 

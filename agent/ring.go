@@ -53,6 +53,7 @@ func (r *ring) fill(src io.ReadCloser) {
 		n, err := src.Read(buf[:min(room, len(buf))])
 		r.mu.Lock()
 		if n > 0 {
+			noteWork(uint64(n))
 			r.data = append(r.data, buf[:n]...)
 			r.written += uint64(n)
 			if over := len(r.data) - r.capacity; over > 0 {
@@ -96,6 +97,7 @@ type attachment struct {
 	c        *conn
 	ch       uint32
 	window   uint64
+	frame    uint64
 	sent     uint64
 	limit    uint64
 	detached bool
@@ -104,7 +106,7 @@ type attachment struct {
 // attach prepares sending from `from` (or the oldest byte kept) on channel ch and returns the
 // attachment and its first offset; the caller starts it with go att.pump() once the daemon has been
 // told that offset.
-func (r *ring) attach(c *conn, ch uint32, from uint64, window int) (*attachment, uint64) {
+func (r *ring) attach(c *conn, ch uint32, from uint64, window, frame int) (*attachment, uint64) {
 	r.mu.Lock()
 	if r.att != nil {
 		r.att.detached = true
@@ -113,7 +115,7 @@ func (r *ring) attach(c *conn, ch uint32, from uint64, window int) (*attachment,
 	if start > r.written {
 		start = r.written
 	}
-	a := &attachment{r: r, c: c, ch: ch, window: uint64(window), sent: start, limit: start + uint64(window)}
+	a := &attachment{r: r, c: c, ch: ch, window: uint64(window), frame: uint64(frame), sent: start, limit: start + uint64(window)}
 	r.att = a
 	r.cond.Broadcast()
 	r.mu.Unlock()
@@ -150,6 +152,7 @@ func (a *attachment) detach() {
 func (a *attachment) pump() {
 	r := a.r
 	defer a.c.unregisterOut(a.ch, a)
+	var buf []byte // one frame's bytes, copied out of the ring (which moves) and reused: send is synchronous
 	for {
 		r.mu.Lock()
 		for !a.detached && min(r.written, a.limit) <= a.sent && !(r.eof && a.sent >= r.written) {
@@ -161,8 +164,9 @@ func (a *attachment) pump() {
 		}
 		if end := min(r.written, a.limit); end > a.sent {
 			start := max(a.sent, r.base)
-			end = min(end, start+maxData)
-			chunk := append([]byte(nil), r.data[start-r.base:end-r.base]...)
+			end = min(end, start+a.frame)
+			chunk := append(buf[:0], r.data[start-r.base:end-r.base]...)
+			buf = chunk
 			a.sent = end
 			r.mu.Unlock()
 			if a.c.send(frameData, a.ch, chunk) != nil {

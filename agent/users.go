@@ -1,8 +1,10 @@
 package main
 
 // Names of uids and gids as the sandbox's own /etc/passwd and /etc/group give them (for file
-// entries), re-read when a file changes. Opened without blocking and only when regular, so a FIFO
-// there cannot wedge the agent.
+// entries), re-read when a file changes: every file operation stats both files (one call each) and
+// reads them only when their stamp differs, or while they changed less than a second ago (timestamps
+// move in clock ticks, so a second write within one would keep the stamp). Opened without blocking
+// and only when regular, so a FIFO there cannot wedge the agent.
 
 import (
 	"io"
@@ -11,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 )
 
 const maxAccountFile = 4 << 20
@@ -39,19 +42,32 @@ func readSmallRegular(path string, limit int64) ([]byte, string, error) {
 	if !st.Mode().IsRegular() || st.Size() > limit {
 		return nil, "", syscall.EINVAL
 	}
-	sys := st.Sys().(*syscall.Stat_t)
-	stamp := strconv.FormatUint(sys.Ino, 10) + ":" + strconv.FormatInt(st.Size(), 10) + ":" + strconv.FormatInt(st.ModTime().UnixNano(), 10)
+	stamp := fileStamp(st.Sys().(*syscall.Stat_t))
 	b, err := io.ReadAll(io.LimitReader(f, limit))
 	return b, stamp, err
 }
 
+// fileStamp identifies a file's content without reading it; "" for one changed too recently to tell.
+func fileStamp(st *syscall.Stat_t) string {
+	changed := time.Unix(st.Ctim.Sec, st.Ctim.Nsec)
+	if m := time.Unix(st.Mtim.Sec, st.Mtim.Nsec); m.After(changed) {
+		changed = m
+	}
+	if time.Since(changed) < time.Second {
+		return ""
+	}
+	return strconv.FormatUint(st.Dev, 10) + ":" + strconv.FormatUint(st.Ino, 10) + ":" + strconv.FormatInt(st.Size, 10) + ":" +
+		strconv.FormatInt(st.Mtim.Nano(), 10) + ":" + strconv.FormatInt(st.Ctim.Nano(), 10)
+}
+
 func refresh(cache *idNames, path string) {
+	var st syscall.Stat_t
+	if cache.stamp != "" && syscall.Stat(path, &st) == nil && fileStamp(&st) == cache.stamp {
+		return
+	}
 	b, stamp, err := readSmallRegular(path, maxAccountFile)
 	if err != nil {
 		cache.stamp, cache.names = "", nil
-		return
-	}
-	if stamp == cache.stamp {
 		return
 	}
 	cache.stamp, cache.names = stamp, map[uint32]string{}

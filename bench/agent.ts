@@ -1,21 +1,21 @@
 // The in-sandbox agent against the exec path it replaces and bare `runsc exec`, in one run: two
-// daemons on this machine (--agent on, --agent off), the same operations on each, alternating.
-// Exec round trip of `true` (REST, and the daemon's own duration), the official e2b SDK's
-// commands.run('true') (a login shell), 1 KiB read and write, 1,000 small files, 100 MiB each way,
-// watch event latency, and the agent's memory. BENCH_RUNS (default 40) sets the sample count;
-// BENCH_RUNTIMES (default runsc,crun) the runtimes.
-import { execFile } from 'node:child_process';
+// daemons on this machine (--agent on, --agent off), the same operations on each, alternating, and
+// for runsc the same operation as a plain `runsc exec` of the sandbox the exec-path daemon runs (the
+// floor of anything that starts a process from outside). Exec round trip of `true` (REST, and the
+// daemon's own duration), the official e2b SDK's commands.run('true') (a login shell), 1 KiB read and
+// write, 1,000 small files, 100 MiB each way, watch event latency, and the agent's memory; the
+// in-sandbox cost of starting `true` (a loop inside the sandbox) is printed as the floor of any exec.
+// BENCH_RUNS (default 40) sets the sample count; BENCH_RUNTIMES (default runsc,crun) the runtimes.
+import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { promisify } from 'node:util';
 import { Sandbox as E2bSandbox } from 'e2b';
 import type { Sandbox } from '../src/sdk/index.js';
 import { startDaemon, type TestDaemon } from '../test/helpers/daemon.js';
-import { pct, ratio, row } from './lib/stats.js';
+import { ratio, rowTail } from './lib/stats.js';
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 40);
 const RUNTIMES = (process.env.BENCH_RUNTIMES ?? 'runsc,crun').split(',') as ('runsc' | 'crun')[];
-const run = promisify(execFile);
 
 interface Side {
   name: string;
@@ -45,11 +45,45 @@ async function paired(n: number, a: () => Promise<unknown>, b: () => Promise<unk
 
 function print(title: string, rows: [string, number[], string?][], unit = 'ms'): void {
   console.log(`\n${title}`);
-  for (const [name, xs] of rows) console.log(row(name, xs, unit));
-  if (rows.length >= 2) console.log(`  ${rows[1][0]} / ${rows[0][0]}: ${ratio(rows[1][1], rows[0][1])}`);
+  for (const [name, xs] of rows) console.log(rowTail(name, xs, unit));
+  for (const other of rows.slice(1)) if (other[1].length && !other[0].includes('inside the daemon')) console.log(`  ${other[0]} / ${rows[0][0]}: ${ratio(other[1], rows[0][1])}`);
 }
 
-async function execFigures(runtime: string, on: Sandbox, off: Sandbox, offDir: string): Promise<void> {
+/** Bare `runsc exec` of the exec-path daemon's sandbox: stdin in, stdout out, with a deadline. */
+class Bare {
+  constructor(private readonly root: string, private readonly id: string) {}
+
+  run(args: string[], input?: Buffer | (() => AsyncIterable<Buffer>), onOut?: (b: Buffer) => void): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const p = spawn('runsc', [`--root=${this.root}`, '--platform=systrap', '--overlay2=none', '--network=none', 'exec', this.id, ...args], {
+        stdio: ['pipe', 'pipe', 'pipe'],
+        timeout: 300_000,
+      });
+      let err = '';
+      p.stderr.on('data', (d: Buffer) => (err = (err + d.toString()).slice(-2000)));
+      p.stdout.on('data', (d: Buffer) => onOut?.(d));
+      p.on('error', reject);
+      p.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`runsc exec ${args.join(' ')}: exit ${code}: ${err}`))));
+      if (input === undefined) p.stdin.end();
+      else if (Buffer.isBuffer(input)) p.stdin.end(input);
+      else Readable.from(input()).pipe(p.stdin);
+    });
+  }
+}
+
+function bareFor(runtime: string, offDir: string, off: Sandbox): Bare | undefined {
+  return runtime === 'runsc' ? new Bare(join(offDir, 'run', 'runsc'), off.id) : undefined;
+}
+
+/** What starting `true` costs inside the sandbox itself: a shell loop, no daemon, no agent. */
+async function insideFloor(runtime: string, s: Sandbox): Promise<void> {
+  const r = await s.exec(['sh', '-c', 'a=$(date +%s%N); for i in $(seq 200); do /bin/true; done; b=$(date +%s%N); echo $(( (b-a)/200000 ))'], { timeout: '300s' });
+  const l = await s.exec(['bash', '-c', 'a=$(date +%s%N); for i in $(seq 20); do bash -c true; done; b=$(date +%s%N); for i in $(seq 20); do bash -l -c true; done; c=$(date +%s%N); echo $(( (b-a)/20000 )) $(( (c-b)/20000 ))'], { timeout: '300s' });
+  const [bashC, bashL] = l.stdout.trim().split(' ');
+  console.log(`\nfloor inside the sandbox (${runtime}), µs per process started by a shell loop: /bin/true ${r.stdout.trim()}, bash -c true ${bashC}, bash -l -c true ${bashL}`);
+}
+
+async function execFigures(runtime: string, on: Sandbox, off: Sandbox, bare?: Bare): Promise<void> {
   for (let i = 0; i < 5; i++) await Promise.all([on.exec(['true']), off.exec(['true'])]);
   const inside: [number[], number[]] = [[], []];
   const [agent, exec] = await paired(
@@ -63,26 +97,26 @@ async function execFigures(runtime: string, on: Sandbox, off: Sandbox, offDir: s
     [`agent: start→exit inside the daemon`, inside[0]],
     [`exec path: start→exit inside the daemon`, inside[1]],
   ];
-  if (runtime === 'runsc') {
-    const root = join(offDir, 'run', 'runsc');
-    rows.push([
-      'bare runsc exec true (same sandbox)',
-      await times(RUNS, () => run('runsc', [`--root=${root}`, '--platform=systrap', '--overlay2=none', '--network=none', 'exec', off.id, '/bin/true'])),
-    ]);
-  }
+  if (bare) rows.push(['bare runsc exec true (same sandbox)', await times(RUNS, () => bare.run(['/bin/true']))]);
   print(`exec round trip of true, ${runtime}`, rows);
 }
 
-async function fileFigures(runtime: string, on: Sandbox, off: Sandbox): Promise<void> {
+async function fileFigures(runtime: string, on: Sandbox, off: Sandbox, bare?: Bare): Promise<void> {
   const kib = Buffer.alloc(1024, 97);
   await Promise.all([on.files.write('/tmp/1k', kib), off.files.write('/tmp/1k', kib)]);
   const [wa, we] = await paired(RUNS, () => on.files.write('/tmp/1k', kib), () => off.files.write('/tmp/1k', kib));
   const [ra, re] = await paired(RUNS, () => on.files.read('/tmp/1k'), () => off.files.read('/tmp/1k'));
-  print(`1 KiB file, ${runtime}`, [
+  const bw = bare ? await times(RUNS, () => bare.run(['/bin/sh', '-c', 'cat > /tmp/1k-bare'], kib)) : [];
+  const br = bare ? await times(RUNS, () => bare.run(['/bin/cat', '/tmp/1k'])) : [];
+  print(`1 KiB file write, ${runtime}`, [
     ['agent: write 1 KiB', wa],
     ['exec path: write 1 KiB', we],
+    ...(bare ? ([['bare runsc exec sh -c "cat > f"', bw]] as [string, number[]][]) : []),
+  ]);
+  print(`1 KiB file read, ${runtime}`, [
     ['agent: read 1 KiB', ra],
     ['exec path: read 1 KiB', re],
+    ...(bare ? ([['bare runsc exec cat f', br]] as [string, number[]][]) : []),
   ]);
 
   const many = async (s: Sandbox) => {
@@ -91,7 +125,14 @@ async function fileFigures(runtime: string, on: Sandbox, off: Sandbox): Promise<
     return performance.now() - t;
   };
   const [ma, me] = [await many(on), await many(off)];
-  console.log(`1,000 small files written one by one (REST), ${runtime}: agent ${ma.toFixed(0)} ms, exec path ${me.toFixed(0)} ms (${(me / ma).toFixed(1)}x)`);
+  let bareMany = '';
+  if (bare) {
+    // 100 bare execs, scaled to 1,000 (a thousand would take minutes and show nothing more).
+    const t = performance.now();
+    for (let i = 0; i < 100; i++) await bare.run(['/bin/sh', '-c', `mkdir -p /tmp/many-bare && cat > /tmp/many-bare/f${i}.txt`], Buffer.from(`file ${i}\n`));
+    bareMany = `, bare runsc exec ~${((performance.now() - t) * 10).toFixed(0)} ms (100 timed, x10)`;
+  }
+  console.log(`\n1,000 small files written one by one (REST), ${runtime}: agent ${ma.toFixed(0)} ms, exec path ${me.toFixed(0)} ms (${(me / ma).toFixed(1)}x)${bareMany}`);
 
   const mib = 100;
   const stream = async (s: Sandbox) => {
@@ -108,12 +149,38 @@ async function fileFigures(runtime: string, on: Sandbox, off: Sandbox): Promise<
     await s.files.remove('/root/big.bin');
     return { write, read };
   };
-  const sa = await stream(on);
-  const se = await stream(off);
-  console.log(`100 MiB streamed, ${runtime}: agent write ${sa.write.toFixed(0)} MiB/s, read ${sa.read.toFixed(0)} MiB/s; exec path write ${se.write.toFixed(0)} MiB/s, read ${se.read.toFixed(0)} MiB/s`);
+  const bareStream = async (b: Bare) => {
+    const chunk = Buffer.alloc(1024 * 1024, 7);
+    let t = performance.now();
+    await b.run(['/bin/sh', '-c', 'cat > /root/big-bare.bin'], async function* () { for (let i = 0; i < mib; i++) yield chunk; });
+    const write = mib / ((performance.now() - t) / 1000);
+    t = performance.now();
+    let n = 0;
+    await b.run(['/bin/cat', '/root/big-bare.bin'], undefined, (d) => (n += d.length));
+    const read = mib / ((performance.now() - t) / 1000);
+    if (n !== mib * 1024 * 1024) throw new Error(`bare read ${n} bytes of ${mib} MiB`);
+    await b.run(['/bin/rm', '-f', '/root/big-bare.bin']);
+    return { write, read };
+  };
+  // Three rounds, alternating, so that a busy moment of the machine does not decide the figure.
+  const ws: Record<string, number[]> = { agent: [], exec: [], bare: [] };
+  const rs: Record<string, number[]> = { agent: [], exec: [], bare: [] };
+  for (let round = 0; round < 3; round++) {
+    for (const [k, f] of [['agent', () => stream(on)], ['exec', () => stream(off)], ...(bare ? [['bare', () => bareStream(bare)]] : [])] as [string, () => Promise<{ write: number; read: number }>][]) {
+      const r = await f();
+      ws[k].push(r.write);
+      rs[k].push(r.read);
+    }
+  }
+  const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+  const fmt = (k: string) => `write ${med(ws[k]).toFixed(0)} MiB/s, read ${med(rs[k]).toFixed(0)} MiB/s`;
+  console.log(`\n100 MiB streamed (median of 3 rounds), ${runtime}: agent ${fmt('agent')}; exec path ${fmt('exec')}${bare ? `; bare runsc exec (cat) ${fmt('bare')}` : ''}`);
+  console.log(`  agent / exec path: write ${(med(ws.agent) / med(ws.exec)).toFixed(2)}x, read ${(med(rs.agent) / med(rs.exec)).toFixed(2)}x (higher is better)`);
 }
 
 async function e2bFigures(on: Side, off: Side): Promise<void> {
+  const offSandbox = await off.d.client.create({ runtime: 'runsc' });
+  const bare = bareFor('runsc', off.d.dataDir, offSandbox);
   const opts = (d: TestDaemon) => ({ apiKey: 'e2b_bench', apiUrl: d.url, sandboxUrl: d.url, domain: 'cordon.invalid', timeoutMs: 300_000 });
   const a = await E2bSandbox.create('base', opts(on.d));
   const b = await E2bSandbox.create('base', opts(off.d));
@@ -123,6 +190,8 @@ async function e2bFigures(on: Side, off: Side): Promise<void> {
     print("official e2b SDK commands.run('true') (bash -l -c), runsc", [
       ['agent (login environment cached)', ra],
       ['exec path (login shell every time)', rb],
+      ['bare runsc exec bash -l -c true', await times(RUNS, () => bare!.run(['/bin/bash', '-l', '-c', 'true']))],
+      ['bare runsc exec bash -c true', await times(RUNS, () => bare!.run(['/bin/bash', '-c', 'true']))],
     ]);
     const [wa, wb] = await paired(Math.min(RUNS, 20), () => a.files.write('/tmp/e2b-1k', 'x'.repeat(1024)), () => b.files.write('/tmp/e2b-1k', 'x'.repeat(1024)));
     print('official e2b SDK files.write 1 KiB, runsc', [
@@ -147,16 +216,17 @@ async function e2bFigures(on: Side, off: Side): Promise<void> {
       ['exec path (polling)', await latency(b)],
     ]);
   } finally {
-    await Promise.all([a.kill(), b.kill()]);
+    await Promise.all([a.kill(), b.kill(), offSandbox.remove()]);
   }
 }
 
 async function memoryFigures(runtime: string, on: Sandbox, off: Sandbox): Promise<void> {
-  const rss = await on.exec(['sh', '-c', 'grep VmRSS /proc/$PPID/status']);
+  // After the work above has been quiet for a moment (the agent trims its memory after 2 s).
   await new Promise((r) => setTimeout(r, 3000));
+  const rss = await on.exec(['sh', '-c', 'grep -E "^(VmRSS|RssAnon|RssFile)" /proc/$PPID/status']);
   const [sa, sb] = [await on.stats(), await off.stats()];
   console.log(
-    `memory, ${runtime}: agent VmRSS as the sandbox's kernel reports it: ${rss.stdout.trim().replace(/\s+/g, ' ')}; ` +
+    `\nmemory, ${runtime}: the agent as the sandbox's kernel reports it: ${rss.stdout.trim().replace(/\s+/g, ' ')}; ` +
       `sandbox memory (cgroup) idle with the agent ${(sa.memory_usage / 2 ** 20).toFixed(1)} MiB, without ${(sb.memory_usage / 2 ** 20).toFixed(1)} MiB`,
   );
 }
@@ -170,8 +240,10 @@ async function main(): Promise<void> {
       const a = await on.d.client.create({ runtime });
       const b = await off.d.client.create({ runtime });
       try {
-        await execFigures(runtime, a, b, off.d.dataDir);
-        await fileFigures(runtime, a, b);
+        const bare = bareFor(runtime, off.d.dataDir, b);
+        await insideFloor(runtime, a);
+        await execFigures(runtime, a, b, bare);
+        await fileFigures(runtime, a, b, bare);
         await memoryFigures(runtime, a, b);
       } finally {
         await Promise.all([a.remove(), b.remove()]);

@@ -83,6 +83,12 @@ export interface DaemonConfig {
   agent: 'on' | 'off';
   /** The agent binary to inject (default: dist/agent/cordon-agent of this build). */
   agentBinary?: string;
+  /** Host directories below which --mount type=bind|overlay sources may be; none: every host mount is refused. */
+  allowMountRoots: string[];
+  /** Disk that must stay free where snapshots are kept once a snapshot's layer is copied (507 otherwise). */
+  snapshotReserveBytes: number;
+  /** Sandboxes one fork request may create. */
+  maxForks: number;
 }
 
 /** Sandboxes this host can keep without idle overhead starving it, as the runtime declares per core. */
@@ -123,6 +129,9 @@ export function defaultConfig(overrides: Partial<DaemonConfig> = {}): DaemonConf
     maxLayerEntries: DEFAULT_LAYER_LIMITS.maxEntries,
     maxUploadBytes: 10 * 1024 * 1024 * 1024,
     agent: 'on',
+    allowMountRoots: [],
+    snapshotReserveBytes: 1024 * 1024 * 1024,
+    maxForks: 16,
     // An override given as undefined (a flag not passed) keeps the default.
     ...(Object.fromEntries(Object.entries(overrides).filter(([, v]) => v !== undefined)) as Partial<DaemonConfig>),
   };
@@ -135,6 +144,9 @@ export function dataPaths(dataDir: string, templatesDir?: string) {
     sandboxes: join(dataDir, 'sandboxes'),
     runtimeRoot: (rt: RuntimeName) => join(dataDir, 'run', rt),
     tmp: join(dataDir, 'tmp'),
+    volumes: join(dataDir, 'volumes'),
+    mounts: join(dataDir, 'mounts'),
+    snapshots: join(dataDir, 'snapshots'),
   };
 }
 

@@ -23,6 +23,11 @@ import { TemplateBuilder } from './engine/templates/template-builder.js';
 import { TemplateService, TRANSIENT_PREFIX } from './engine/templates/template-service.js';
 import { TemplateLayerDirs } from './image/template-build/layer-dirs.js';
 import { TemplateStore } from './store/templates.js';
+import { VolumeManager } from './engine/volumes.js';
+import { SandboxStorage } from './engine/sandbox-storage.js';
+import { VolumeStore } from './store/volumes.js';
+import { VolumeDisks } from './volume/volume-disk.js';
+import { HostMounts } from './volume/host-mounts.js';
 
 const EVENT_PRUNE_EVERY_MS = 60_000;
 
@@ -86,8 +91,11 @@ export async function createDaemon(cfg: DaemonConfig, log: (msg: string) => void
   });
   await images.init();
   const net = createNetworkService(cfg, store);
+  const volumes = new VolumeManager(new VolumeStore(db), new VolumeDisks(paths.volumes), store);
+  await volumes.init(log);
+  const storage = new SandboxStorage(volumes, await HostMounts.create(paths.mounts, cfg.allowMountRoots, [cfg.dataDir, paths.templates]));
   const rootfs = new SandboxRootfs(paths.sandboxes);
-  const drivers = { rootfs, net: new NamespaceNetworkDriver(net) };
+  const drivers = { rootfs, net: new NamespaceNetworkDriver(net), storage };
   const templateLayers = new TemplateLayerDirs(join(cfg.dataDir, 'template-layers'));
   await templateLayers.init();
   templates = new TemplateService(new TemplateStore(db), templateLayers, base, images, () => rootfs.lowerDirsInUse());
@@ -123,6 +131,7 @@ export async function createDaemon(cfg: DaemonConfig, log: (msg: string) => void
     images,
     net,
     templates: { service: templates, builder: new TemplateBuilder(templates) },
+    volumes,
     readiness: () => {
       if (base.isBuilt()) return { ready: true, runtimes: runtimeStatus };
       return { ready: false, reason: baseError ? `template base failed to build: ${baseError}` : 'building template base', runtimes: runtimeStatus };

@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { CommandExitError, Sandbox, TimeoutError, type CommandHandle } from 'e2b';
-import { startDaemon, type TestDaemon } from './helpers/daemon.js';
+import { AGENT_MISSING, startDaemon, type TestDaemon } from './helpers/daemon.js';
 
 let d: TestDaemon;
 /** Every SDK call goes to the test daemon on loopback; the key is a dummy. */
@@ -110,6 +110,35 @@ describe('e2b commands and pty', () => {
   test('envs, cwd and user options', async () => {
     const r = await sb.commands.run('echo $A_VAR; pwd; id -un', { envs: { A_VAR: 'per-command' }, cwd: '/tmp', user: 'root' });
     assert.equal(r.stdout, 'per-command\n/tmp\nroot\n');
+  });
+
+  test('login shell: variables from /etc/profile.d and ~/.profile are seen, and a change to them by the next call', { timeout: 120_000 }, async () => {
+    // commands.run is `bash -l -c`. The agent learns the login environment once and then runs
+    // `bash -c` with it (shopt login_shell tells the two apart); profile changes must show at once.
+    const show = 'echo "$CORDON_SYS_VAR/$CORDON_HOME_VAR/$CORDON_NEW_VAR"; shopt -q login_shell && echo login || echo cached';
+    await sb.files.write('/etc/profile.d/cordon-test.sh', 'export CORDON_SYS_VAR=sys1\n', { user: 'root' });
+    await sb.commands.run('touch ~/.profile && cp ~/.profile /tmp/profile.orig && echo "export CORDON_HOME_VAR=home1" >> ~/.profile');
+    const run = async () => (await sb.commands.run(show)).stdout.split('\n');
+    try {
+      assert.deepEqual((await run()).slice(0, 1), ['sys1/home1/']);
+      if (!AGENT_MISSING) await until('the learned login environment to be used', async () => (await run())[1] === 'cached');
+      assert.deepEqual(await run(), ['sys1/home1/', AGENT_MISSING ? 'login' : 'cached', '']);
+      // Same sizes: only the contents (and times) change.
+      await sb.files.write('/etc/profile.d/cordon-test.sh', 'export CORDON_SYS_VAR=sys2\n', { user: 'root' });
+      assert.equal((await run())[0], 'sys2/home1/');
+      await sb.commands.run("sed -i 's/CORDON_HOME_VAR=home1/CORDON_HOME_VAR=home2/' ~/.profile");
+      assert.equal((await run())[0], 'sys2/home2/');
+      await sb.files.write('/etc/profile.d/cordon-new.sh', 'export CORDON_NEW_VAR=new\n', { user: 'root' });
+      assert.equal((await run())[0], 'sys2/home2/new');
+      await sb.files.remove('/etc/profile.d/cordon-new.sh', { user: 'root' });
+      assert.equal((await run())[0], 'sys2/home2/');
+      // Once settled, the learned environment is used again, and it holds the new values.
+      if (!AGENT_MISSING) await until('the new login environment to be learned', async () => (await run())[1] === 'cached');
+      assert.deepEqual(await run(), ['sys2/home2/', AGENT_MISSING ? 'login' : 'cached', '']);
+    } finally {
+      await sb.files.remove('/etc/profile.d/cordon-test.sh', { user: 'root' }).catch(() => {});
+      await sb.commands.run('cp /tmp/profile.orig ~/.profile').catch(() => {});
+    }
   });
 
   test('streaming callbacks see output as it comes', async () => {

@@ -3,12 +3,12 @@
 // (resolveUser) on top of it. Real files in a temporary directory; no daemon, no sandbox.
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, renameSync, rmSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { resolveUser } from '../src/engine/users.js';
-import { InRootError, readFileInRoot, type InRootProblem } from '../src/util/read-in-root.js';
+import { InRootError, readFileInRoot, statInRoot, type InRootProblem } from '../src/util/read-in-root.js';
 
 const MiB = 1024 * 1024;
 let tmp: string;
@@ -193,5 +193,55 @@ describe('resolveUser', () => {
     writeFileSync(join(outside, 'passwd'), 'app:x:777:777::/:/bin/sh\n');
     symlinkSync(join(outside, 'passwd'), join(r, 'etc', 'passwd'));
     await assert.rejects(resolveUser(r, 'app'), /the sandbox has no \/etc\/passwd/);
+  });
+
+  test('parsed files are reused only while unchanged: every edit, replacement or retarget is seen at once', async () => {
+    // A file is held once its change time is a second old: wait that long before each lookup that
+    // fills the cache, then change the file and look again.
+    const settled = () => new Promise((res) => setTimeout(res, 1100));
+    const passwd = (uid: string) => `root:x:0:0:root:/root:/bin/sh\napp:x:${uid}:${uid}:app:/home/app:/bin/sh\n`;
+    files(passwd('1000'), 'root:x:0:\n');
+    await settled();
+    assert.deepEqual(await ids('app'), [1000, 1000, '/home/app', []]);
+    // In place, same size and inode.
+    writeFileSync(join(r, 'etc', 'passwd'), passwd('2000'));
+    assert.deepEqual(await ids('app'), [2000, 2000, '/home/app', []]);
+    await settled();
+    assert.deepEqual(await ids('app'), [2000, 2000, '/home/app', []]);
+    // Replaced by rename, as useradd does.
+    writeFileSync(join(r, 'etc', 'passwd+'), passwd('3000'));
+    renameSync(join(r, 'etc', 'passwd+'), join(r, 'etc', 'passwd'));
+    assert.deepEqual(await ids('app'), [3000, 3000, '/home/app', []]);
+    // A symlink inside the root retargeted to another file of the same size.
+    writeFileSync(join(r, 'etc', 'p1'), passwd('6000'));
+    writeFileSync(join(r, 'etc', 'p2'), passwd('7000'));
+    rmSync(join(r, 'etc', 'passwd'));
+    symlinkSync('p1', join(r, 'etc', 'passwd'));
+    await settled();
+    assert.deepEqual(await ids('app'), [6000, 6000, '/home/app', []]);
+    rmSync(join(r, 'etc', 'passwd'));
+    symlinkSync('p2', join(r, 'etc', 'passwd'));
+    assert.deepEqual(await ids('app'), [7000, 7000, '/home/app', []]);
+    // Gone, then back: no stale copy answers in between.
+    rmSync(join(r, 'etc', 'passwd'));
+    await assert.rejects(resolveUser(r, 'app'), /the sandbox has no \/etc\/passwd/);
+    writeFileSync(join(r, 'etc', 'passwd'), passwd('8000'));
+    assert.deepEqual(await ids('app'), [8000, 8000, '/home/app', []]);
+    // A group added to /etc/group after the lookup was cached.
+    writeFileSync(join(r, 'etc', 'group'), 'root:x:0:\ndocker:x:998:app\n');
+    assert.deepEqual(await ids('app'), [8000, 8000, '/home/app', [998]]);
+    rmSync(join(r, 'etc', 'p1'));
+    rmSync(join(r, 'etc', 'p2'));
+  });
+
+  test('statInRoot: a stamp that changes with the content and refuses what readFileInRoot refuses', async () => {
+    const a = statInRoot(root, '/etc/passwd', MiB);
+    assert.equal(a.key, statInRoot(root, 'etc/../etc/passwd', MiB).key);
+    assert.equal(a.key, (await readFileInRoot(root, '/etc/passwd', MiB)).stamp.key);
+    writeFileSync(join(root, 'etc', 'passwd'), 'root:x:0:0:root:/root:/bin/sh\n');
+    assert.notEqual(statInRoot(root, '/etc/passwd', MiB).key, a.key, 'rewritten with the same bytes: a new change time');
+    for (const [p, want] of [['/etc/host-abs', 'missing'], ['/etc/fifo', 'not-regular'], ['/huge', 'too-large'], ['/loop-a', 'too-many-links']] as const) {
+      assert.equal(await problem(Promise.resolve().then(() => statInRoot(root, p, MiB))), want, p);
+    }
   });
 });

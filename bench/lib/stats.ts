@@ -13,3 +13,9 @@ export function row(name: string, xs: number[], unit = 'ms'): string {
 export function ratio(a: number[], b: number[]): string {
   return `p50 ${(pct(a, 50) / pct(b, 50)).toFixed(2)}x   p95 ${(pct(a, 95) / pct(b, 95)).toFixed(2)}x`;
 }
+
+/** A row with p50, p90 and p99 (for figures whose tail matters). */
+export function rowTail(name: string, xs: number[], unit = 'ms'): string {
+  const f = (p: number) => pct(xs, p).toFixed(1).padStart(8);
+  return `${name.padEnd(48)} p50 ${f(50)} ${unit}  p90 ${f(90)} ${unit}  p99 ${f(99)} ${unit}  (n=${xs.length})`;
+}

@@ -42,6 +42,9 @@ const labelMap = z
 const argv = z.array(z.string().max(131072).refine((a) => !a.includes('\0'), 'arguments must not contain NUL')).max(4096);
 const userSpec = z.string().regex(/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,31})?$/, 'a user name, uid, or user:group');
 
+/** A snapshot's id or name, also in E2B's "cordon/NAME:default" form. */
+export const snapshotRef = z.string().min(1).max(256).regex(/^[A-Za-z0-9][A-Za-z0-9._:/-]*$/, 'a snapshot id or name (letters, digits, . _ - and E2B\'s / and :)');
+
 export const createSandboxBody = z
   .object({
     template: z.string().regex(/^[a-z0-9][a-z0-9._-]{0,62}$/, 'template names are lowercase letters, digits, . _ -').optional(),
@@ -58,16 +61,38 @@ export const createSandboxBody = z
     pids: z.number().int().min(8).max(1_000_000).optional(),
     disk: size('disk', 16 * 1024 * 1024).optional(),
     timeout: duration('timeout').optional(),
+    on_timeout: z.enum(['kill', 'pause', 'stop'], { message: 'on_timeout: use kill (remove), pause or stop' }).optional(),
     labels: labelMap.optional(),
     metadata: labelMap.optional(),
     read_only_rootfs: z.boolean().optional(),
     tmpfs: z.array(z.object({ path: absPath, size: size('tmpfs.size', 4096).default(64 * 1024 * 1024), options: z.array(z.enum(['noexec', 'exec', 'nosuid', 'nodev', 'ro', 'rw'])).optional() }).strict()).max(16).optional(),
+    volumes: z
+      .array(z.object({ name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/, 'a volume name or id'), path: absPath, read_only: z.boolean().optional(), readOnly: z.boolean().optional() }).strict())
+      .max(32)
+      .optional(),
+    mounts: z
+      .array(
+        z
+          .object({
+            type: z.enum(['bind', 'overlay', 'tmpfs']),
+            source: z.string().min(1).max(4096).refine((p) => !p.includes('\0'), 'must not contain NUL').optional(),
+            target: absPath,
+            read_only: z.boolean().optional(),
+            tmpfs_size: size('mounts.tmpfs_size', 4096).optional(),
+          })
+          .strict()
+          .refine((m) => (m.type === 'tmpfs') === (m.source === undefined), { message: 'bind and overlay mounts need a source; tmpfs takes none', path: ['source'] }),
+      )
+      .max(32)
+      .optional(),
     hostname: z.string().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/i, 'a hostname of letters, digits and -').optional(),
     no_new_privileges: z.boolean().optional(),
     network: networkBody.optional(),
+    snapshot: snapshotRef.optional(),
   })
   .strict()
-  .refine((b) => !(b.template && b.image), { message: 'give template or image, not both', path: ['image'] });
+  .refine((b) => !(b.template && b.image), { message: 'give template or image, not both', path: ['image'] })
+  .refine((b) => !(b.snapshot && (b.template || b.image)), { message: 'give snapshot, or template or image, not both', path: ['snapshot'] });
 
 export const listQuery = z
   .object({
@@ -143,3 +168,8 @@ export const xattrBody = z
   .strict();
 
 export const truthy = (v: string | undefined) => v === 'true' || v === '1';
+
+export const snapshotBody = z.object({ name: z.string().max(64).optional() }).strict();
+export const snapshotParams = z.object({ ref: snapshotRef });
+export const snapshotListQuery = z.object({ sandbox: z.string().max(128).optional(), name: z.string().max(256).optional() }).strict();
+export const forkBody = z.object({ count: z.number().int().min(1).max(1000).default(1), timeout: duration('timeout').optional() }).strict();

@@ -14,9 +14,12 @@ import { registerSystemRoutes } from './routes/system.js';
 import { registerE2b } from './e2b/index.js';
 import { SandboxPortProxy } from '../net/port-proxy.js';
 import { registerImageRoutes } from './routes/images.js';
+import { registerSnapshotRoutes } from './routes/snapshots.js';
 import type { ImageStore } from '../image/oci/image-store.js';
 import type { NetworkService } from '../net/service.js';
 import { registerTemplateRoutes, type TemplateDeps } from './routes/templates.js';
+import type { VolumeManager } from '../engine/volumes.js';
+import { registerVolumeRoutes } from './routes/volumes.js';
 
 export interface ApiDeps {
   cfg: DaemonConfig;
@@ -30,6 +33,8 @@ export interface ApiDeps {
   net?: NetworkService;
   /** Templates built from Dockerfiles; absent in daemons built without them. */
   templates?: TemplateDeps;
+  /** Named volumes; absent in daemons built without them. */
+  volumes?: VolumeManager;
 }
 
 export type TypedApp = FastifyInstance<RawServerDefault, RawRequestDefaultExpression, RawReplyDefaultExpression, FastifyBaseLogger, ZodTypeProvider>;
@@ -89,6 +94,8 @@ export async function buildServer(deps: ApiDeps): Promise<FastifyInstance> {
     const key = deps.cfg.apiKey;
     app.addHook('onRequest', async (req, reply) => {
       if (req.url === '/v1/health' || req.url.startsWith('/v1/openapi')) return;
+      // E2B's volume content API authenticates with the volume's own token (checked by its routes).
+      if (req.url.startsWith('/volumecontent/')) return;
       if (!apiKeyMatches(req, key)) {
         reply.status(401).send(new CordonError('unauthenticated', 'missing or wrong API key; set CORDON_API_KEY (sent as Authorization: Bearer KEY)').toJSON());
       }
@@ -109,5 +116,7 @@ export async function buildServer(deps: ApiDeps): Promise<FastifyInstance> {
   registerFileRoutes(typed, deps);
   registerImageRoutes(typed, deps);
   registerTemplateRoutes(typed, deps);
+  registerVolumeRoutes(typed, deps);
+  registerSnapshotRoutes(typed, deps);
   return app;
 }

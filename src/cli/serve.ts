@@ -102,7 +102,10 @@ export function registerServe(program: Command): void {
     .option('--stream-buffer <size>', 'unread output one client stream may hold before the process is paused', '8m')
     .option('--stream-write-deadline <duration>', 'cut off a client stream that stays above --stream-buffer this long', '60s')
     .option('--agent <on|off>', 'run the cordon agent in every sandbox (processes, files, watches); off: the runtime exec path only', 'on')
+    .option('--allow-mount-root <dir>', 'host directory below which --mount type=bind|overlay sources may be (repeatable; none: every host mount is refused)', (v: string, p: string[] = []) => [...p, v], [])
     .option('--agent-binary <path>', 'the agent binary to inject into sandboxes (default: dist/agent/cordon-agent of this build)')
+    .option('--snapshot-reserve <size>', 'disk that must stay free where snapshots are kept after a snapshot is copied (507 otherwise)', '1g')
+    .option('--max-forks <n>', 'sandboxes one fork request may create', '16')
     .option('--egress-idle-timeout <duration>', 'egress proxy: fail a connection idle (no bytes either way) this long', '60s')
     .option('--egress-max-connections <n>', 'egress proxy: concurrent connections per sandbox; more are refused', '256')
     .action(async (o) => {
@@ -150,7 +153,13 @@ export function registerServe(program: Command): void {
         maxUploadBytes: maxUpload,
         agent: o.agent,
         agentBinary: o.agentBinary,
+        allowMountRoots: (o.allowMountRoot as string[]).map((d) => {
+          if (!d.startsWith('/')) throw new Error(`--allow-mount-root must be an absolute path, got ${d}`);
+          return d;
+        }),
         maxProcesses: count('--max-processes', o.maxProcesses, 1),
+        snapshotReserveBytes: sizeFlag('--snapshot-reserve', o.snapshotReserve, 0),
+        maxForks: count('--max-forks', o.maxForks, 1, 1000),
         streamHighWaterBytes: sizeFlag('--stream-buffer', o.streamBuffer, 64 * 1024),
         streamWriteDeadlineMs: durationFlag('--stream-write-deadline', o.streamWriteDeadline, 1000),
         egressIdleTimeoutMs: durationFlag('--egress-idle-timeout', o.egressIdleTimeout, 1000),

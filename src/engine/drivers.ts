@@ -25,6 +25,8 @@ export interface RootfsDriver {
   /** Unmount and delete everything of it; safe to call twice. */
   destroy(id: string): Promise<void>;
   dirs(id: string): RootfsDirs;
+  /** The sandbox's read-only layers (top-most first) and the host directory of its writable layer. */
+  layers(id: string): Promise<{ lowerDirs: string[]; upper: string }>;
   /** Bytes used and available on the file system the sandbox writes to. */
   usage(id: string, diskBytes?: number): Promise<{ usedBytes: number; totalBytes: number }>;
   /**

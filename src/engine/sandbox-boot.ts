@@ -6,7 +6,7 @@ import { errors } from '../errors/registry.js';
 import { needsNamespace } from '../net/types.js';
 import { HELPER_DIR } from '../runtime/oci-spec.js';
 import type { ContainerSpec, Runtime, RuntimeState } from '../runtime/types.js';
-import type { NetworkAttachment, RootfsDirs } from './drivers.js';
+import type { BindMount, NetworkAttachment, RootfsDirs } from './drivers.js';
 import { AGENT_INIT, AGENT_PATH, AGENT_PIDS_HEADROOM, AGENT_RUN_DIR } from './agent/agent-setup.js';
 import { LiveSandbox } from './live-sandbox.js';
 import { runcAccountFilesProblem } from './users.js';
@@ -14,6 +14,27 @@ import type { SandboxManager } from './sandbox-manager.js';
 import type { ImageConfig, SandboxRecord } from './types.js';
 
 const NO_TRAFFIC = { rx: 0, tx: 0 };
+
+export interface RestoreOptions {
+  /** When the sandbox expires (undefined: no expiry); the caller carries the time left over a pause. */
+  expiresAt?: number;
+  /** Its startedAt (default: kept, or now for a new sandbox). */
+  startedAt?: number;
+  /** How long to wait for the agent to come back (default 10 s). */
+  agentWaitMs?: number;
+  /**
+   * Whether the checkpointed init ran the agent (default: the sandbox's bundle says so, as boot marked
+   * it); a sandbox made from another's checkpoint (snapshot, fork) passes what its source had.
+   */
+  withAgent?: boolean;
+}
+
+export interface RestoreResult {
+  live: LiveSandbox;
+  runtimeState: RuntimeState;
+  /** Whether the agent is connected again (false also when the sandbox runs without one). */
+  agentReconnected: boolean;
+}
 /** How long a boot waits for the agent to connect before the sandbox is served by the exec path. */
 const AGENT_BOOT_WAIT_MS = 10_000;
 /** Marks (in the bundle) a sandbox whose init runs the agent, so a restarted daemon waits for it. */
@@ -26,34 +47,24 @@ const AGENT_MARKER = 'agent-init';
 export class ContainerBoot {
   /** The exit watch of each running sandbox; aborted when the engine itself ends the container. */
   private readonly watches = new Map<string, AbortController>();
+  /** The runtime state of each attached sandbox's current container. */
+  private readonly states = new Map<string, RuntimeState | undefined>();
 
   constructor(private readonly mgr: SandboxManager) {}
 
   /** Start the container on an already prepared rootfs and mark the sandbox running. */
   async boot(rec: SandboxRecord, image: ImageConfig): Promise<void> {
     const { id, spec } = rec;
-    const { rootfs, net, store } = this.mgr;
-    const dirs = rootfs.dirs(id);
-    await rootfs.mount(id);
-    if (this.mgr.runtimeFor(spec.runtime).capabilities.readsAccountFiles) {
-      const problem = await runcAccountFilesProblem(dirs.rootfs);
-      if (problem) throw errors.invalid('runtime', `${problem}; use --runtime crun or runsc for this image`);
-    }
-    const added = (spec.network?.addHosts ?? []).map((h) => `${h.ip}\t${h.host}\n`).join('');
-    await writeFile(join(dirs.bundle, 'hosts'), `127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t${spec.hostname}\n${added}`);
-    let network: NetworkAttachment | undefined;
-    if (spec.network && needsNamespace(spec.network)) {
-      if (!net) throw errors.invalid('network', 'this daemon has no network capability');
-      network = await net.attach(id, spec.network, dirs);
-    }
-    await writeFile(join(dirs.bundle, 'hostname'), `${spec.hostname}\n`);
+    const { net, store } = this.mgr;
+    const { dirs, network, storageBinds } = await this.prepare(rec);
     const rt = this.mgr.runtimeFor(spec.runtime);
     await rt.delete(id, dirs.bundle).catch(() => {});
     const marker = join(dirs.bundle, AGENT_MARKER);
     if (this.mgr.helpers.agent) await writeFile(marker, '1\n');
     else await rm(marker, { force: true });
-    const runtimeState = await rt.create(this.containerSpec(rec, dirs, network)).catch(async (e: Error) => {
+    const runtimeState = await rt.create(this.containerSpec(rec, dirs, network, storageBinds)).catch(async (e: Error) => {
       await net?.detach(id);
+      await this.mgr.storage?.release(id).catch(() => {});
       throw e;
     });
     const now = Date.now();
@@ -68,12 +79,93 @@ export class ContainerBoot {
     }
   }
 
+  /**
+   * What boot and restore share: the overlay mounted (again, after a host reboot), the bundle's hosts
+   * and hostname files, and the network namespace with the sandbox's policy (a new one each time: a
+   * namespace does not outlive a reboot, and gVisor takes the link's addresses when it restores).
+   */
+  private async prepare(rec: SandboxRecord): Promise<{ dirs: RootfsDirs; network?: NetworkAttachment; storageBinds: BindMount[] }> {
+    const { id, spec } = rec;
+    const { rootfs, net } = this.mgr;
+    const dirs = rootfs.dirs(id);
+    await rootfs.mount(id);
+    if (this.mgr.runtimeFor(spec.runtime).capabilities.readsAccountFiles) {
+      const problem = await runcAccountFilesProblem(dirs.rootfs);
+      if (problem) throw errors.invalid('runtime', `${problem}; use --runtime crun or runsc for this image`);
+    }
+    const added = (spec.network?.addHosts ?? []).map((h) => `${h.ip}\t${h.host}\n`).join('');
+    await writeFile(join(dirs.bundle, 'hosts'), `127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t${spec.hostname}\n${added}`);
+    let network: NetworkAttachment | undefined;
+    if (spec.network && needsNamespace(spec.network)) {
+      if (!net) throw errors.invalid('network', 'this daemon has no network capability');
+      network = await net.attach(id, spec.network, dirs);
+    }
+    await writeFile(join(dirs.bundle, 'hostname'), `${spec.hostname}\n`);
+    // Volumes and host mounts (made again at a restore: the same paths the checkpoint was taken with).
+    const storageBinds = (await this.mgr.storage?.binds(id, spec).catch(async (e: Error) => {
+      await net?.detach(id);
+      throw e;
+    })) ?? [];
+    return { dirs, network, storageBinds };
+  }
+
+  /**
+   * Start the sandbox's container from the checkpoint image in `checkpointDir` instead of afresh
+   * (resume from a pause to disk; a snapshot or a fork). The rootfs at `rec`'s dirs must hold the files
+   * the checkpoint was taken with. Network is attached anew under `rec.spec.network`. When the sandbox
+   * still has its in-memory handles (a pause kept them, with the agent quiesced) they are re-armed and
+   * the agent is expected back; otherwise new handles are made and the agent is awaited. On failure the
+   * network and container are given back (the rootfs stays mounted; the caller decides about it).
+   */
+  async restore(rec: SandboxRecord, image: ImageConfig, checkpointDir: string, opts: RestoreOptions = {}): Promise<RestoreResult> {
+    const { id, spec } = rec;
+    const { net, store } = this.mgr;
+    const rt = this.mgr.runtimeFor(spec.runtime);
+    const { dirs, network, storageBinds } = await this.prepare(rec);
+    await rt.delete(id, dirs.bundle).catch(() => {});
+    // The init of the checkpoint decides: it ran the agent or it did not (the bind mounts must match).
+    const withAgent = !!this.mgr.helpers.agent && (opts.withAgent ?? this.startedWithAgent(id));
+    if (withAgent) await writeFile(join(dirs.bundle, AGENT_MARKER), '1\n');
+    const runtimeState = await rt.restore(this.containerSpec(rec, dirs, network, storageBinds, withAgent), checkpointDir).catch(async (e: Error) => {
+      await net?.detach(id);
+      await this.mgr.storage?.release(id).catch(() => {});
+      throw e;
+    });
+    const now = Date.now();
+    store.update(id, { state: 'running', stateReason: undefined, runtimeState, startedAt: opts.startedAt ?? rec.startedAt ?? now, expiresAt: opts.expiresAt });
+    let live = this.mgr.live.get(id);
+    let agentBack = false;
+    if (live) {
+      this.watch(id, rt, runtimeState, live);
+      if (live.agent) agentBack = await live.agent.expectReconnect(opts.agentWaitMs ?? AGENT_BOOT_WAIT_MS);
+    } else {
+      live = this.attach(id, rt, image, runtimeState);
+      if (withAgent) agentBack = await live.waitForAgent(opts.agentWaitMs ?? AGENT_BOOT_WAIT_MS);
+    }
+    this.mgr.schedule(id, opts.expiresAt);
+    if (withAgent && !agentBack && this.mgr.live.get(id) === live) {
+      store.addEvent(id, 'agent', `the agent did not reconnect within ${(opts.agentWaitMs ?? AGENT_BOOT_WAIT_MS) / 1000}s of the restore; commands and files use the runtime's exec path until it does`);
+    }
+    return { live, runtimeState, agentReconnected: agentBack };
+  }
+
+  /**
+   * Before a checkpoint that ends the container (pause to disk): stop watching its exit, so its end is
+   * not taken for a death; `rewatch` undoes this when the checkpoint failed and it runs on.
+   */
+  rewatch(id: string): void {
+    const live = this.mgr.live.get(id);
+    const rec = this.mgr.store.get(id);
+    if (!live || !rec) return;
+    this.watch(id, this.mgr.runtimeFor(rec.runtime), rec.runtimeState, live);
+  }
+
   /** What the runtime is given for a sandbox (a restore from a checkpoint must give the same again). */
-  containerSpec(rec: SandboxRecord, dirs: RootfsDirs, network?: NetworkAttachment): ContainerSpec {
+  containerSpec(rec: SandboxRecord, dirs: RootfsDirs, network?: NetworkAttachment, storageBinds: BindMount[] = [], withAgent = !!this.mgr.helpers.agent): ContainerSpec {
     const { id, spec } = rec;
     const { helpers } = this.mgr;
     const agentBinds = [];
-    if (helpers.agent) {
+    if (withAgent && helpers.agent) {
       const socketDir = this.mgr.agentSocketDir(id);
       // The bind source must exist before the runtime starts (or restores) the container.
       mkdirSync(socketDir, { recursive: true, mode: 0o700 });
@@ -87,7 +179,7 @@ export class ContainerBoot {
       hostname: spec.hostname!,
       cpus: spec.cpus,
       memoryBytes: spec.memoryBytes,
-      pids: spec.pids + (helpers.agent ? AGENT_PIDS_HEADROOM : 0),
+      pids: spec.pids + (withAgent ? AGENT_PIDS_HEADROOM : 0),
       tmpfs: spec.tmpfs,
       binds: [
         { source: helpers.busybox, destination: `${HELPER_DIR}/busybox`, readOnly: true },
@@ -96,10 +188,11 @@ export class ContainerBoot {
         { source: join(dirs.bundle, 'hostname'), destination: '/etc/hostname', readOnly: true },
         ...agentBinds,
         ...(network?.binds ?? []),
+        ...storageBinds,
       ],
       netnsPath: network?.netnsPath,
       noNewPrivileges: !!spec.noNewPrivileges,
-      ...(helpers.agent ? { init: AGENT_INIT, hostSockets: true } : {}),
+      ...(withAgent && helpers.agent ? { init: AGENT_INIT, hostSockets: true } : {}),
     };
   }
 
@@ -107,7 +200,9 @@ export class ContainerBoot {
   attach(id: string, rt: Runtime, image: ImageConfig, state: RuntimeState | undefined): LiveSandbox {
     const { cfg, store, net } = this.mgr;
     const counters = () => net?.counters(id) ?? Promise.resolve(NO_TRAFFIC);
-    const alive = () => rt.alive(id, state);
+    // Read at each call: a restore gives the same handles a new container.
+    this.states.set(id, state);
+    const alive = () => rt.alive(id, this.states.get(id));
     // The agent is served when this daemon runs one, or the sandbox was started with one (a restart with --agent off).
     const withAgent = !!this.mgr.helpers.agent || existsSync(join(this.mgr.rootfs.dirs(id).bundle, AGENT_MARKER));
     const agent = withAgent ? { socketDir: this.mgr.agentSocketDir(id), isRunning: () => store.get(id)?.state === 'running' } : undefined;
@@ -118,7 +213,8 @@ export class ContainerBoot {
   }
 
   private watch(id: string, rt: Runtime, state: RuntimeState | undefined, live: LiveSandbox): void {
-    this.unwatch(id);
+    this.watches.get(id)?.abort();
+    this.states.set(id, state);
     const ac = new AbortController();
     this.watches.set(id, ac);
     rt.wait(id, state, ac.signal).then(
@@ -140,6 +236,7 @@ export class ContainerBoot {
   unwatch(id: string): void {
     this.watches.get(id)?.abort();
     this.watches.delete(id);
+    this.states.delete(id);
   }
 
   /** Stop watching every sandbox (the daemon is closing; the sandboxes keep running). */
@@ -173,6 +270,7 @@ export class ContainerBoot {
     this.mgr.forget(id);
     await this.mgr.runtimeFor(runtime).delete(id, this.mgr.rootfs.dirs(id).bundle);
     await this.mgr.net?.detach(id);
+    await this.mgr.storage?.release(id);
     await this.mgr.rootfs.unmount(id);
   }
 }

@@ -7,9 +7,16 @@ import { newId } from '../util/ids.js';
 import { composeCommand } from './exec-env.js';
 import { startAndWaitReady } from './templates/start-ready.js';
 import type { SandboxManager } from './sandbox-manager.js';
-import type { SandboxRecord, SandboxSpec } from './types.js';
+import type { SandboxRecord, SandboxSpec, TmpfsMount } from './types.js';
+import type { HostMount } from '../volume/host-mounts.js';
+import { checkDistinctTargets, checkTarget } from './sandbox-storage.js';
+import type { VolumeMount } from './volumes.js';
+import { specFromSnapshot } from './snapshot-spec.js';
+import type { SnapshotRecord } from '../store/snapshots.js';
 
-export interface CreateInput extends Omit<SandboxSpec, 'runtime' | 'memoryBytes' | 'pids' | 'timeoutMs' | 'env' | 'tmpfs' | 'readOnlyRootfs'> {
+export interface CreateInput extends Omit<SandboxSpec, 'runtime' | 'memoryBytes' | 'pids' | 'timeoutMs' | 'env' | 'tmpfs' | 'readOnlyRootfs' | 'volumes'> {
+  /** Named volumes by name or id. */
+  volumes?: { name: string; path: string; readOnly?: boolean }[];
   runtime?: RuntimeName;
   memoryBytes?: number;
   pids?: number;
@@ -19,6 +26,8 @@ export interface CreateInput extends Omit<SandboxSpec, 'runtime' | 'memoryBytes'
   readOnlyRootfs?: boolean;
   labels?: Record<string, string>;
   entrypoint?: string[];
+  /** Make it from this snapshot (a reference: id or name, in E2B's forms too) instead of a template or image. */
+  snapshot?: string;
 }
 
 /** Creating a sandbox: validate, pass admission, prepare its rootfs, boot it; undo it all on failure. */
@@ -27,6 +36,7 @@ export class SandboxCreation {
 
   async create(input: CreateInput, progress?: (line: string) => void): Promise<SandboxRecord> {
     const { cfg } = this.mgr;
+    if (input.snapshot !== undefined) return this.fromSnapshot(this.mgr.snapshots.resolve(input.snapshot), input);
     const runtime = input.runtime ?? cfg.defaultRuntime;
     this.mgr.runtimeFor(runtime);
     const timeoutMs = input.timeoutMs ?? cfg.defaultTimeoutMs;
@@ -35,15 +45,29 @@ export class SandboxCreation {
       if (!this.mgr.net) throw errors.invalid('network', 'this daemon has no network capability');
       this.mgr.net.validate(input.network);
     }
+    const storage = await this.storage(input);
     const release = await this.mgr.admission.enter();
     try {
-      return await this.createAdmitted(input, runtime, timeoutMs, progress);
+      return await this.createAdmitted({ ...input, ...storage }, runtime, timeoutMs, progress);
     } finally {
       release();
     }
   }
 
-  private async createAdmitted(input: CreateInput, runtime: RuntimeName, timeoutMs: number, progress?: (line: string) => void): Promise<SandboxRecord> {
+  /** Volumes and host mounts checked before anything is made: 4xx naming the field, nothing created. */
+  private async storage(input: CreateInput): Promise<{ volumeMounts: VolumeMount[]; mounts: HostMount[]; tmpfs: TmpfsMount[] }> {
+    const tmpfs = (input.tmpfs ?? []).map((t) => ({ ...t, path: checkTarget(t.path, 'tmpfs') }));
+    const wanted = (input.volumes ?? []).map((v) => ({ ...v, path: checkTarget(v.path, 'volumes') }));
+    const mounts = (input.mounts ?? []).map((m) => ({ ...m, target: checkTarget(m.target, 'mounts') }));
+    const { storage } = this.mgr;
+    if ((wanted.length || mounts.length) && !storage) throw errors.invalid('volumes', 'this daemon has no storage capability');
+    const volumeMounts = wanted.length ? storage!.volumes.resolveMounts(wanted) : [];
+    for (const m of mounts) await storage!.hostMounts.check(m);
+    checkDistinctTargets(volumeMounts, mounts, tmpfs);
+    return { volumeMounts, mounts, tmpfs };
+  }
+
+  private async createAdmitted(input: CreateInput & { volumeMounts: VolumeMount[] }, runtime: RuntimeName, timeoutMs: number, progress?: (line: string) => void): Promise<SandboxRecord> {
     const { cfg, store, rootfs } = this.mgr;
     const id = newId();
     const spec: SandboxSpec = {
@@ -62,9 +86,12 @@ export class SandboxCreation {
       timeoutMs,
       readOnlyRootfs: input.readOnlyRootfs ?? false,
       tmpfs: input.tmpfs ?? [],
+      ...(input.volumeMounts.length ? { volumes: input.volumeMounts } : {}),
+      ...(input.mounts?.length ? { mounts: input.mounts } : {}),
       hostname: input.hostname ?? id.slice(0, 12),
       noNewPrivileges: input.noNewPrivileges ?? false,
       network: input.network,
+      ...(input.onTimeout && input.onTimeout !== 'kill' ? { onTimeout: input.onTimeout } : {}),
     };
     const now = Date.now();
     const rec: SandboxRecord = { id, state: 'creating', runtime, spec, labels: input.labels ?? {}, createdAt: now, updatedAt: now };
@@ -89,6 +116,64 @@ export class SandboxCreation {
         throw await this.rollBack(id, e);
       }
     });
+  }
+
+  /**
+   * A new sandbox from a snapshot: the snapshot's layers below a fresh writable layer; with a memory
+   * snapshot its processes and memory restored from the checkpoint image, else a fresh boot of its files.
+   */
+  async fromSnapshot(snap: SnapshotRecord, input: CreateInput): Promise<SandboxRecord> {
+    const { cfg } = this.mgr;
+    const timeoutMs = input.timeoutMs ?? cfg.defaultTimeoutMs;
+    if (timeoutMs > cfg.maxTimeoutMs) throw errors.invalid('timeout', `at most ${cfg.maxTimeoutMs / 1000}s`);
+    const spec = specFromSnapshot(snap, input, timeoutMs);
+    const rt = this.mgr.runtimeFor(snap.runtime);
+    if (spec.network && spec.network.mode !== 'none') {
+      if (!this.mgr.net) throw errors.invalid('network', 'this daemon has no network capability');
+      this.mgr.net.validate(spec.network);
+    }
+    const release = await this.mgr.admission.enter();
+    try {
+      const id = newId();
+      const now = Date.now();
+      const rec: SandboxRecord = { id, state: 'creating', runtime: snap.runtime, spec, labels: input.labels ?? {}, createdAt: now, updatedAt: now };
+      // Recorded under the snapshot's hold: from here on the sandbox counts as its user. Counted and
+      // recorded in one step, so forks created side by side cannot all pass the cap.
+      await this.mgr.snapshots.hold(snap.id, async () => {
+        this.mgr.admission.admitCount(this.mgr.countActive());
+        this.mgr.store.insert(rec);
+      });
+      return await this.mgr.exclusive(id, async () => {
+        try {
+          const { rootfs, store } = this.mgr;
+          await rootfs.prepare(id, this.mgr.snapshots.source(snap), spec.diskBytes);
+          await writeFile(join(rootfs.dirs(id).root, 'image-config.json'), JSON.stringify(snap.imageConfig));
+          const checkpoint = this.mgr.snapshots.checkpointDir(snap);
+          if (checkpoint && rt.capabilities.checkpoint === 'memory') {
+            const t0 = performance.now();
+            store.update(id, { state: 'restoring' });
+            await this.mgr.boot.restore(rec, snap.imageConfig, checkpoint, {
+              startedAt: Date.now(),
+              expiresAt: timeoutMs > 0 ? Date.now() + timeoutMs : undefined,
+              withAgent: snap.agent,
+            });
+            const ms = Math.round(performance.now() - t0);
+            store.addEvent(id, 'restore', `memory and processes restored from snapshot ${snap.id} in ${ms} ms`, { snapshot_id: snap.id, duration_ms: ms });
+          } else {
+            // Files only: a fresh boot, and the main command starts again as it did in the source.
+            await this.mgr.boot.boot(rec, snap.imageConfig);
+            const main = composeCommand(snap.imageConfig, undefined, spec.cmd);
+            if (main.length) await this.mgr.live.get(id)!.startMain(main);
+          }
+          store.addEvent(id, 'created', `sandbox created from snapshot ${snap.id} (${snap.kind}) on ${snap.runtime}`);
+          return this.mgr.get(id);
+        } catch (e) {
+          throw await this.rollBack(id, e);
+        }
+      });
+    } finally {
+      release();
+    }
   }
 
   /**

@@ -14,8 +14,13 @@ import { LiveSandbox } from './live-sandbox.js';
 import { MetricsHistory } from './metrics-history.js';
 import { ContainerBoot } from './sandbox-boot.js';
 import { SandboxCreation, type CreateInput } from './sandbox-create.js';
+import { SandboxPauses } from './sandbox-pause.js';
 import { SandboxTeardown } from './sandbox-teardown.js';
+import type { SandboxStorage } from './sandbox-storage.js';
 import type { RootfsResolver } from './sources.js';
+import { SnapshotStore } from '../store/snapshots.js';
+import { Forks } from './fork.js';
+import { Snapshots, type SnapshotRecord } from './snapshots.js';
 import { ACTIVE_STATES, assertAllowed, hasContainer } from './state-machine.js';
 import type { ImageConfig, SandboxRecord, SandboxState } from './types.js';
 
@@ -38,6 +43,8 @@ export interface Drivers {
   rootfs: RootfsDriver;
   /** Absent when the daemon has no network capability. */
   net?: NetworkDriver;
+  /** Named volumes and host mounts; absent in daemons built without them. */
+  storage?: SandboxStorage;
 }
 
 /**
@@ -53,13 +60,19 @@ export class SandboxManager {
   readonly admission: Admission;
   readonly rootfs: RootfsDriver;
   readonly net?: NetworkDriver;
+  readonly storage?: SandboxStorage;
   /** Network rules and port forwards of existing sandboxes. */
   readonly network = new SandboxNetwork(this);
   /** Resource samples of running sandboxes over time (started by the daemon). */
   readonly metrics = new MetricsHistory(this);
   readonly boot = new ContainerBoot(this);
   readonly teardown = new SandboxTeardown(this);
+  /** Pause to disk (runsc) or in memory (crun, runc), and resume. */
+  readonly pauses = new SandboxPauses(this);
   private readonly creation = new SandboxCreation(this);
+  /** Snapshots of running sandboxes, and sandboxes made from them. */
+  readonly snapshots: Snapshots;
+  readonly forks = new Forks(this);
   /** Called when a running sandbox's container ends without the engine asking (set by the supervisor). */
   onExit?: (id: string, exit: ContainerExit, live: LiveSandbox) => void;
 
@@ -73,8 +86,10 @@ export class SandboxManager {
   ) {
     this.rootfs = drivers.rootfs;
     this.net = drivers.net;
+    this.storage = drivers.storage;
     this.admission = new Admission(cfg);
-    this.expiry = new ExpiryTimers(store, (id) => this.remove(id, true));
+    this.snapshots = new Snapshots(this, new SnapshotStore(store.db));
+    this.expiry = new ExpiryTimers(store, (id) => this.expire(id));
   }
 
   /** Host directory of a sandbox's agent socket (bind-mounted into it). */
@@ -116,6 +131,9 @@ export class SandboxManager {
   running(id: string, action: 'exec' | 'files' | 'stats' | 'update' = 'exec'): LiveSandbox {
     const rec = this.get(id);
     assertAllowed(id, rec.state, action);
+    if (rec.state === 'paused' && this.runtimeFor(rec.runtime).capabilities.checkpoint === 'memory') {
+      throw errors.wrongState(id, rec.state, action, 'It is paused to disk: nothing of it runs and it holds no memory. Resume it first.');
+    }
     const live = this.live.get(id);
     if (!live) throw errors.wrongState(id, rec.state, action, 'The daemon lost track of it; stop and start it again.');
     return live;
@@ -123,6 +141,11 @@ export class SandboxManager {
 
   create(input: CreateInput, progress?: (line: string) => void): Promise<SandboxRecord> {
     return this.creation.create(input, progress);
+  }
+
+  /** A new sandbox from a snapshot already resolved (forks pass theirs). */
+  createFromSnapshot(snap: SnapshotRecord, input: CreateInput): Promise<SandboxRecord> {
+    return this.creation.fromSnapshot(snap, input);
   }
 
   /** Give a running sandbox its in-memory handles (also used after a daemon restart). */
@@ -156,7 +179,9 @@ export class SandboxManager {
       const rec = this.get(id);
       assertAllowed(id, rec.state, 'stop');
       try {
-        await this.boot.halt(rec, graceMs);
+        if (rec.state === 'paused' && (await this.pauses.onDisk(id))) await this.pauses.stopFromDisk(id);
+        else await this.boot.halt(rec, graceMs);
+        await this.pauses.drop(id);
       } catch (e) {
         this.forget(id);
         const reason = `stop failed: ${(e as Error).message}; remove it with cordon rm -f ${id}`;
@@ -168,26 +193,33 @@ export class SandboxManager {
     });
   }
 
-  async pause(id: string): Promise<SandboxRecord> {
-    return this.lock.run(id, async () => {
-      const rec = this.get(id);
-      assertAllowed(id, rec.state, 'pause');
-      await this.runtimeFor(rec.runtime).pause(id);
-      this.store.update(id, { state: 'paused' });
-      this.store.addEvent(id, 'paused', 'sandbox paused');
-      return this.get(id);
-    });
+  pause(id: string): Promise<SandboxRecord> {
+    return this.lock.run(id, () => this.pauses.pause(id));
   }
 
-  async resume(id: string): Promise<SandboxRecord> {
-    return this.lock.run(id, async () => {
-      const rec = this.get(id);
-      assertAllowed(id, rec.state, 'resume');
-      await this.runtimeFor(rec.runtime).resume(id);
-      this.store.update(id, { state: 'running' });
-      this.store.addEvent(id, 'resumed', 'sandbox resumed');
-      return this.get(id);
-    });
+  resume(id: string): Promise<SandboxRecord> {
+    return this.lock.run(id, () => this.pauses.resume(id));
+  }
+
+  /**
+   * The timeout ran out: remove the sandbox, or (spec.onTimeout) pause or stop it. A pause that
+   * fails (a sandbox holding TCP connections) ends in removal, as a timeout must end something.
+   */
+  private async expire(id: string): Promise<void> {
+    const rec = this.store.get(id);
+    const action = rec?.spec.onTimeout ?? 'kill';
+    if (rec && rec.state === 'running' && action !== 'kill') {
+      try {
+        if (action === 'pause') await this.pause(id);
+        else await this.stop(id);
+        this.store.addEvent(id, 'timeout', `the timeout ran out; the sandbox was ${action === 'pause' ? 'paused' : 'stopped'} (on timeout: ${action})`);
+        return;
+      } catch (e) {
+        if (this.store.get(id)?.state !== 'running') throw e;
+        this.store.addEvent(id, 'timeout', `the timeout ran out and ${action} failed (${(e as Error).message}); removing it`);
+      }
+    }
+    await this.remove(id, true);
   }
 
   remove(id: string, force = false): Promise<void> {
@@ -216,6 +248,12 @@ export class SandboxManager {
     return this.lock.run(id, async () => {
       const rec = this.get(id);
       assertAllowed(id, rec.state, 'timeout');
+      // The clock of a paused sandbox stands still: the new time is left for when it resumes.
+      if (rec.state === 'paused') {
+        await this.pauses.setRemaining(id, timeoutMs);
+        this.store.update(id, { spec: { ...rec.spec, timeoutMs } });
+        return this.get(id);
+      }
       const expiresAt = timeoutMs > 0 ? Date.now() + timeoutMs : undefined;
       this.store.update(id, { expiresAt, spec: { ...rec.spec, timeoutMs } });
       if (hasContainer(rec.state)) this.schedule(id, expiresAt);

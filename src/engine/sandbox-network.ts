@@ -20,7 +20,8 @@ export class SandboxNetwork {
       const rec = this.mgr.get(id);
       const cur = rec.spec.network;
       if (!cur || !this.mgr.net) throw errors.invalid('network', 'the sandbox was created without a network; create it with --network allowlist or open to change rules');
-      if (needsNamespace(next) && !this.mgr.net.attached(id) && hasContainer(rec.state)) {
+      // A sandbox paused to disk has no namespace until it resumes, which makes one under the stored spec.
+      if (needsNamespace(next) && !this.mgr.net.attached(id) && hasContainer(rec.state) && !(await this.mgr.pauses.onDisk(id))) {
         throw errors.wrongState(id, rec.state, 'network', 'It runs without a network namespace; stop and start it to apply network rules.');
       }
       if (next.mode !== 'none') this.mgr.net.validate(next);
@@ -46,7 +47,7 @@ export class SandboxNetwork {
       if (other) throw new CordonError('already_exists', `ports: local port ${f.local} is already forwarded to sandbox ${other.id}; pick another local port`, { local: f.local, sandbox_id: other.id });
       const next = { ...cur, ports: [...cur.ports, f] };
       const attached = this.mgr.net.attached(id);
-      if (!attached && hasContainer(rec.state)) {
+      if (!attached && hasContainer(rec.state) && !(await this.mgr.pauses.onDisk(id))) {
         throw errors.wrongState(id, rec.state, 'add a port forward', 'It runs without a network namespace (network none and no ports at start); stop it, add the port, and start it again.');
       }
       if (attached) await this.mgr.net.addForward(id, f);

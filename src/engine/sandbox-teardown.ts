@@ -27,6 +27,8 @@ export class SandboxTeardown {
         throw this.mgr.fail(id, reason, e, `removing sandbox ${id} failed; it stays in state error until a retry succeeds: ${reason}`, true);
       }
       this.mgr.store.delete(id);
+      // A fork's snapshot goes with its last fork.
+      if (rec.spec.snapshot) void this.mgr.snapshots.collect().catch(() => {});
     });
   }
 
@@ -41,6 +43,7 @@ export class SandboxTeardown {
       await rt.delete(id, rootfs.dirs(id).bundle);
     }
     await net?.detach(id);
+    await this.mgr.storage?.destroy(id);
     await rootfs.destroy(id);
     // Only when it lives outside the sandbox's directory (a long data directory path).
     await rm(this.mgr.agentSocketDir(id), { recursive: true, force: true });
@@ -68,6 +71,7 @@ export class SandboxTeardown {
     this.mgr.forget(id);
     await this.mgr.runtimeFor(rec.runtime).delete(id, rootfs.dirs(id).bundle).catch(() => {});
     await net?.detach(id).catch(() => {});
+    await this.mgr.storage?.release(id).catch(() => {});
     await rootfs.unmount(id).catch(() => {});
   }
 }

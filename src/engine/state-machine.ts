@@ -1,12 +1,12 @@
 import { errors } from '../errors/registry.js';
 import type { SandboxState } from './types.js';
 
-export type Action = 'start' | 'stop' | 'pause' | 'resume' | 'exec' | 'files' | 'update' | 'stats' | 'timeout';
+export type Action = 'start' | 'stop' | 'pause' | 'resume' | 'exec' | 'files' | 'update' | 'stats' | 'timeout' | 'snapshot';
 
 // Which actions each state allows; everything else is a 409 that says what would work.
 const ALLOWED: Record<SandboxState, Action[]> = {
   creating: [],
-  running: ['stop', 'pause', 'exec', 'files', 'update', 'stats', 'timeout'],
+  running: ['stop', 'pause', 'exec', 'files', 'update', 'stats', 'timeout', 'snapshot'],
   // Writing the checkpoint: its processes are frozen and their memory is going to disk.
   pausing: ['timeout'],
   paused: ['stop', 'resume', 'stats', 'timeout', 'update'],

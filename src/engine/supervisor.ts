@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { dataPaths } from '../config.js';
 import { listCgroupIds, removeCgroups } from '../runtime/cgroup/index.js';
@@ -60,6 +61,7 @@ export class Supervisor {
     });
     await this.restoreNetwork();
     await this.removeOrphans(known);
+    await this.mgr.snapshots.sweep(this.log);
   }
 
   /** An expiry that passed while the daemon was down; a failed removal is retried like any expiry. */
@@ -79,11 +81,13 @@ export class Supervisor {
     if (rec.state === 'creating') {
       // A create that never finished: nothing of it may stay behind (its shim included).
       await rt.delete(rec.id, rootfs.dirs(rec.id).bundle).catch(() => {});
+      await this.mgr.storage?.destroy(rec.id).catch(() => {});
       await rootfs.destroy(rec.id).catch(() => {});
       store.delete(rec.id);
       this.log(`removed half-created sandbox ${rec.id}`);
       return 'removed';
     }
+    if (await this.settlePausedToDisk(rec)) return 'kept';
     if (hasContainer(rec.state)) {
       const status = await rt.adopt(rec.id, rec.runtimeState);
       if (status === 'running' || status === 'paused') {
@@ -103,10 +107,33 @@ export class Supervisor {
     }
     // stopped / error: the container must not exist and the overlay must not stay mounted.
     await rt.delete(rec.id, rootfs.dirs(rec.id).bundle).catch(() => {});
+    await this.mgr.storage?.release(rec.id).catch(() => {});
     await rootfs.unmount(rec.id).catch(() => {});
     // A removal that failed for an expired sandbox is tried again.
     if (rec.state === 'error' && rec.expiresAt) this.mgr.schedule(rec.id, rec.expiresAt);
     return 'kept';
+  }
+
+  /**
+   * A sandbox paused to disk has no container to adopt: it stays paused (nothing of it runs, its
+   * overlay is mounted again at resume). A pause or a resume the daemon stopped in the middle of is
+   * settled by what is on disk: with no container left and a complete image, the sandbox is paused.
+   */
+  private async settlePausedToDisk(rec: SandboxRecord): Promise<boolean> {
+    const { store, rootfs, pauses } = this.mgr;
+    const paused = rec.state === 'paused' && (await pauses.onDisk(rec.id));
+    const midway = (rec.state === 'pausing' || rec.state === 'restoring') && existsSync(pauses.imageDir(rec.id));
+    if (!paused && !midway) return false;
+    const rt = this.mgr.runtimeFor(rec.runtime);
+    if (midway && (await rt.adopt(rec.id, rec.runtimeState)) !== 'missing') return false;
+    await rt.delete(rec.id, rootfs.dirs(rec.id).bundle).catch(() => {});
+    await rootfs.unmount(rec.id).catch(() => {});
+    if (midway) {
+      if (!(await pauses.record(rec.id))) await pauses.keep(rec.id, rec.expiresAt);
+      store.update(rec.id, { state: 'paused', runtimeState: undefined, expiresAt: undefined });
+      store.addEvent(rec.id, 'error', `the daemon stopped while the sandbox was ${rec.state}; its checkpoint image is complete, so it is paused (resume it)`);
+    }
+    return true;
   }
 
   /**
@@ -150,9 +177,13 @@ export class Supervisor {
     const dirs = await readdir(sandboxesDir).catch(() => [] as string[]);
     for (const id of dirs) {
       if (!known.has(id)) {
+        await this.mgr.storage?.destroy(id).catch(() => {});
         await this.mgr.rootfs.destroy(id).catch(() => {});
         this.log(`removed orphan sandbox files ${id}`);
       }
+    }
+    for (const id of (await this.mgr.storage?.ids()) ?? []) {
+      if (!known.has(id)) await this.mgr.storage!.destroy(id).catch((e: Error) => this.log(`removing orphan host mounts of ${id} failed: ${e.message}`));
     }
     for (const id of await listCgroupIds()) if (!known.has(id)) await removeCgroups(id);
   }

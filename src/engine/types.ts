@@ -1,6 +1,8 @@
 import type { RuntimeName } from '../config.js';
 import type { NetworkSpec } from '../net/types.js';
 import type { RuntimeState } from '../runtime/types.js';
+import type { HostMount } from '../volume/host-mounts.js';
+import type { VolumeMount } from './volumes.js';
 
 /**
  * Lifecycle states. pausing, snapshotting and restoring are transitions that hold the sandbox's lock
@@ -32,11 +34,19 @@ export interface SandboxSpec {
   timeoutMs: number;
   readOnlyRootfs: boolean;
   tmpfs: TmpfsMount[];
+  /** Named volumes mounted at create (rw or ro). */
+  volumes?: VolumeMount[];
+  /** Host directories (bind or overlay) under the daemon's --allow-mount-root. */
+  mounts?: HostMount[];
   hostname?: string;
   /** Set no_new_privs on every process: setuid binaries such as sudo grant nothing. */
   noNewPrivileges?: boolean;
   /** Egress policy, secrets, interception rules and forwarded ports; absent means no network. */
   network?: NetworkSpec;
+  /** The snapshot this sandbox was created (or forked) from; its layers lie below the sandbox's own. */
+  snapshot?: string;
+  /** What the timeout does: remove the sandbox (kill, the default), pause it, or stop it (files kept). */
+  onTimeout?: 'kill' | 'pause' | 'stop';
 }
 
 export interface SandboxRecord {

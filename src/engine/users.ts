@@ -1,5 +1,5 @@
 import { CordonError } from '../errors/registry.js';
-import { InRootError, readFileInRoot } from '../util/read-in-root.js';
+import { InRootError, readFileInRoot, statInRoot } from '../util/read-in-root.js';
 
 export interface ResolvedUser {
   name: string;
@@ -19,12 +19,37 @@ interface AccountFile {
   absent?: string;
 }
 
+/**
+ * Parsed account files by rootfs and path, with the stamp of what was parsed: every command resolves
+ * its user, and re-reading /etc/passwd and /etc/group each time is a dozen thread-pool round trips.
+ * A stamp check (a synchronous walk, no read) decides whether the copy is still the file's content.
+ */
+const accountCache = new Map<string, { stamp: string; rows: string[][] }>();
+const ACCOUNT_CACHE_ENTRIES = 512;
+/** Larger files are parsed again each time rather than held (a normal passwd is a few KiB). */
+const ACCOUNT_CACHE_MAX_FILE = 64 * 1024;
+/**
+ * A file changed this recently is not cached: the kernel's change time is coarse (a clock tick), so a
+ * second write within the same tick with the same size would leave the stamp as it was.
+ */
+const ACCOUNT_SETTLE_MS = 1000;
+
 /** A colon-separated account file of the sandbox, read from the host without leaving its rootfs. */
 async function readAccounts(rootfs: string, path: string): Promise<AccountFile> {
+  const key = `${rootfs}\0${path}`;
   try {
-    const { data } = await readFileInRoot(rootfs, path, MAX_ACCOUNT_FILE);
-    return { rows: data.toString('utf8').split('\n').map((l) => l.split(':')) };
+    const cached = accountCache.get(key);
+    if (cached && statInRoot(rootfs, path, MAX_ACCOUNT_FILE).key === cached.stamp) return { rows: cached.rows };
+    const { data, stamp } = await readFileInRoot(rootfs, path, MAX_ACCOUNT_FILE);
+    const rows = data.toString('utf8').split('\n').map((l) => l.split(':'));
+    accountCache.delete(key);
+    if (data.length <= ACCOUNT_CACHE_MAX_FILE && Date.now() - stamp.changedAtMs >= ACCOUNT_SETTLE_MS) {
+      accountCache.set(key, { stamp: stamp.key, rows });
+      if (accountCache.size > ACCOUNT_CACHE_ENTRIES) accountCache.delete(accountCache.keys().next().value!);
+    }
+    return { rows };
   } catch (e) {
+    accountCache.delete(key);
     if (!(e instanceof InRootError)) throw e;
     return { rows: [], absent: e.problem === 'missing' ? `the sandbox has no ${path}` : e.message };
   }

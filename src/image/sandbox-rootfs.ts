@@ -52,6 +52,12 @@ export class SandboxRootfs implements RootfsDriver {
     return d;
   }
 
+  async layers(id: string): Promise<{ lowerDirs: string[]; upper: string }> {
+    const d = this.dirs(id);
+    const { lowerDirs, diskBytes } = JSON.parse(await readFile(join(d.root, 'layers.json'), 'utf8')) as { lowerDirs: string[]; diskBytes: number | null };
+    return { lowerDirs, upper: join(diskBytes ? d.disk : d.root, 'upper') };
+  }
+
   /** (Re)mount the overlay, e.g. when a stopped sandbox starts again after a host reboot. */
   async mount(id: string): Promise<void> {
     const d = this.dirs(id);

@@ -3,7 +3,9 @@ import { Http, type ClientOptions } from './http.js';
 import { ProcessSocket, readSse } from './process-stream.js';
 import { Images } from './images.js';
 import { Templates } from './templates.js';
+import { Volumes } from './volumes.js';
 import { openInterceptor, type InterceptHandler, type Interceptor } from './callbacks.js';
+import type { ForkResult, SnapshotInfo } from './types.js';
 import type { CreateOptions, ExecOptions, ExecResult, FileInfo, ProcessEvent, ProcessInfo, SandboxEvent, SandboxInfo, SandboxState, SandboxStats } from './types.js';
 
 const enc = encodeURIComponent;
@@ -232,6 +234,14 @@ export class Sandbox {
   remove(opts: { force?: boolean } = { force: true }) {
     return this.http.json<void>('DELETE', this.p(), undefined, { force: opts.force });
   }
+  /** Snapshot it as it is now (it keeps running). */
+  snapshot(opts: { name?: string } = {}) {
+    return this.http.json<SnapshotInfo>('POST', this.p('/snapshots'), opts);
+  }
+  /** `count` new sandboxes from its current state; one entry per fork (a sandbox or an error). */
+  fork(opts: { count?: number; timeout?: string | number } = {}) {
+    return this.http.json<ForkResult[]>('POST', this.p('/fork'), opts);
+  }
 }
 
 /** Client for a cordon daemon. */
@@ -239,10 +249,12 @@ export class Cordon {
   readonly http: Http;
   readonly images: Images;
   readonly templates: Templates;
+  readonly volumes: Volumes;
   constructor(opts: ClientOptions = {}) {
     this.http = new Http(opts);
     this.images = new Images(this.http);
     this.templates = new Templates(this.http);
+    this.volumes = new Volumes(this.http);
   }
   health() {
     return this.http.json<{ status: string; reason: string | null; runtimes: Record<string, string>; version: string }>('GET', '/v1/health');
@@ -264,6 +276,15 @@ export class Cordon {
   }
   remove(id: string, opts: { force?: boolean } = {}) {
     return this.http.json<void>('DELETE', `/v1/sandboxes/${enc(id)}`, undefined, { force: opts.force });
+  }
+  snapshots(filter: { sandbox?: string; name?: string } = {}) {
+    return this.http.json<SnapshotInfo[]>('GET', '/v1/snapshots', undefined, filter);
+  }
+  snapshot(ref: string) {
+    return this.http.json<SnapshotInfo>('GET', `/v1/snapshots/${enc(ref)}`);
+  }
+  removeSnapshot(ref: string) {
+    return this.http.json<void>('DELETE', `/v1/snapshots/${enc(ref)}`);
   }
   sandbox(id: string, info?: SandboxInfo): Sandbox {
     return new Sandbox(this.http, info ?? ({ id } as SandboxInfo));

@@ -10,6 +10,8 @@ export interface SandboxInfo {
   runtime: RuntimeName;
   template: string | null;
   image: string | null;
+  /** The snapshot it was made (or forked) from. */
+  snapshot: string | null;
   labels: Record<string, string>;
   created_at: string;
   started_at: string | null;
@@ -24,8 +26,11 @@ export interface SandboxInfo {
     pids: number;
     disk: number | null;
     timeout_ms: number;
+    on_timeout: 'kill' | 'pause' | 'stop';
     read_only_rootfs: boolean;
     tmpfs: { path: string; size: number; options: string[] }[];
+    volumes: { name: string; id: string; path: string; read_only: boolean }[];
+    mounts: { type: 'bind' | 'overlay'; source: string; target: string; read_only: boolean }[];
     hostname: string | null;
     no_new_privileges: boolean;
   };
@@ -35,6 +40,8 @@ export interface SandboxInfo {
 
 export interface CreateOptions {
   template?: string;
+  /** Make the sandbox from this snapshot (id or name); its files, and under runsc its memory and processes. */
+  snapshot?: string;
   image?: string;
   /** For images: pull when missing (default), always, or never. */
   pull_policy?: 'missing' | 'always' | 'never';
@@ -49,9 +56,15 @@ export interface CreateOptions {
   pids?: number;
   disk?: string | number;
   timeout?: string | number;
+  /** What the timeout does: kill (remove, default), pause, or stop (files kept). */
+  on_timeout?: 'kill' | 'pause' | 'stop';
   labels?: Record<string, string>;
   read_only_rootfs?: boolean;
   tmpfs?: { path: string; size?: string | number; options?: string[] }[];
+  /** Named volumes (by name or id) mounted at `path`, read-write unless read_only. */
+  volumes?: { name: string; path: string; read_only?: boolean }[];
+  /** Docker's --mount: host directories under the daemon's --allow-mount-root (bind, overlay) and tmpfs. */
+  mounts?: { type: 'bind' | 'overlay' | 'tmpfs'; source?: string; target: string; read_only?: boolean; tmpfs_size?: string | number }[];
   hostname?: string;
   /** Set no_new_privs on every process: setuid binaries such as sudo grant nothing (default false). */
   no_new_privileges?: boolean;
@@ -146,4 +159,25 @@ export interface NetworkOptions {
   /** [LOCAL:]REMOTE */
   ports?: string[];
   rules?: Record<string, unknown>[];
+}
+
+export interface SnapshotInfo {
+  id: string;
+  name: string | null;
+  /** The id the E2B SDK uses. */
+  snapshot_id: string;
+  source_sandbox: string;
+  runtime: RuntimeName;
+  /** memory: files, memory and processes (runsc); filesystem: files only (crun, runc). */
+  kind: 'memory' | 'filesystem';
+  size_bytes: number;
+  layers: number;
+  created_at: string;
+  users?: { sandboxes: string[]; snapshots: string[] };
+}
+
+/** One fork's outcome: the new sandbox, or the error that kept it from starting. */
+export interface ForkResult {
+  sandbox?: SandboxInfo;
+  error?: { code: string; message: string };
 }

@@ -67,6 +67,35 @@ export const MIGRATIONS: readonly string[] = [
   `ALTER TABLE sandboxes ADD COLUMN runtime_state TEXT;
    UPDATE sandboxes SET runtime_state = json_object('pid', init_pid) WHERE init_pid IS NOT NULL;
    ALTER TABLE sandboxes DROP COLUMN init_pid;`,
+  // Named volumes (src/engine/volumes.ts): each one a loop-mounted ext4 image under DATA/volumes/<id>;
+  // `token` is the E2B volume token that authorises the content API.
+  `CREATE TABLE volumes (
+     id TEXT PRIMARY KEY,
+     name TEXT NOT NULL UNIQUE,
+     size_bytes INTEGER NOT NULL,
+     token TEXT NOT NULL,
+     labels TEXT NOT NULL DEFAULT '{}',
+     created_at INTEGER NOT NULL
+   );`,
+  // Snapshots (src/engine/snapshots.ts): a layer copied from a sandbox's upper over its lower layers,
+  // and, where the runtime has memory checkpoints, its checkpoint image. `chain` lists the snapshots
+  // whose layers lie below this one's (they must stay while it does).
+  `CREATE TABLE snapshots (
+     id TEXT PRIMARY KEY,
+     name TEXT UNIQUE,
+     source_sandbox TEXT NOT NULL,
+     runtime TEXT NOT NULL,
+     kind TEXT NOT NULL,
+     spec TEXT NOT NULL,
+     lower_dirs TEXT NOT NULL,
+     chain TEXT NOT NULL,
+     image_config TEXT NOT NULL,
+     size_bytes INTEGER NOT NULL,
+     auto_remove INTEGER NOT NULL DEFAULT 0,
+     agent INTEGER NOT NULL DEFAULT 0,
+     created_at INTEGER NOT NULL
+   );
+   CREATE INDEX snapshots_source ON snapshots(source_sandbox, created_at);`,
   // Templates built from a Dockerfile (src/engine/templates): each step's result is a layer directory;
   // cache_key is the content hash of the step, its inputs and its parent layer.
   `CREATE TABLE template_layers (

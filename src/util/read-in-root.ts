@@ -1,5 +1,5 @@
-import { constants, type Stats } from 'node:fs';
-import { open, readlink, type FileHandle } from 'node:fs/promises';
+import { closeSync, constants, fstatSync, openSync, readlinkSync, type Stats } from 'node:fs';
+import { open, type FileHandle } from 'node:fs/promises';
 
 // Reads a file of a sandbox's (or an image's) root filesystem from the host without ever leaving that
 // root and without ever blocking on what is there. The path is walked one component at a time through
@@ -28,6 +28,8 @@ export interface InRootFile {
   /** Where the file really is inside the root: absolute, symlinks resolved, no `.` or `..`. */
   path: string;
   data: Buffer;
+  /** What the file was when it was read (compare with statInRoot to know whether it changed). */
+  stamp: InRootStamp;
 }
 
 function kindOf(st: Stats): string {
@@ -47,74 +49,137 @@ export interface InRootOptions {
   refuseUnder?: string[];
 }
 
+/** The regular file a walk ended at: its O_PATH descriptor (the caller closes it) and what it is. */
+interface InRootLeaf {
+  fd: number;
+  st: Stats;
+  path: string;
+}
+
 /**
- * The content of `path` (read as if `root` were `/`), at most `maxBytes` long. Throws InRootError
- * when the file is missing, is not a regular file, is larger than `maxBytes` or cannot be reached.
+ * Walk `path` inside `root` to a regular file, one O_PATH descriptor at a time (see above). Only
+ * metadata calls (O_PATH opens, fstat, readlink) that never block on what the sandbox put there, so
+ * they run synchronously: a walk is a few microseconds, where one thread-pool hop per call would cost
+ * more than the work. Throws InRootError as readFileInRoot does.
  */
-export async function readFileInRoot(root: string, path: string, maxBytes: number, opts: InRootOptions = {}): Promise<InRootFile> {
-  const opened = new Set<FileHandle>();
-  const openPath = async (p: string, flags: number) => {
-    const fh = await open(p, flags);
-    opened.add(fh);
-    return fh;
+function walkInRoot(root: string, path: string, maxBytes: number, opts: InRootOptions): InRootLeaf {
+  const opened = new Set<number>();
+  const openPath = (p: string, flags: number) => {
+    const fd = openSync(p, flags);
+    opened.add(fd);
+    return fd;
   };
-  const close = async (fh: FileHandle) => {
-    opened.delete(fh);
-    await fh.close().catch(() => {});
+  const close = (fd: number) => {
+    opened.delete(fd);
+    try {
+      closeSync(fd);
+    } catch {
+      /* already closed */
+    }
   };
   const fail = (problem: InRootProblem, why: string) => new InRootError(problem, `${path} in the sandbox ${why}`);
+  let leaf: InRootLeaf | undefined;
   try {
-    const rootFh = await openPath(root, O_PATH | constants.O_DIRECTORY);
-    const dirs: { fh: FileHandle; name: string }[] = [];
+    const rootFd = openPath(root, O_PATH | constants.O_DIRECTORY);
+    const dirs: { fd: number; name: string }[] = [];
     const queue = path.split('/');
     let links = 0;
     let steps = 0;
-    let leaf: { fh: FileHandle; st: Stats; name: string } | undefined;
+    let found: { fd: number; st: Stats; name: string } | undefined;
     while (queue.length) {
       if (++steps > MAX_STEPS) throw fail('unreadable', 'has too many path components');
       const name = queue.shift()!;
       if (name === '' || name === '.') continue;
       if (name === '..') {
         const up = dirs.pop();
-        if (up) await close(up.fh);
+        if (up) close(up.fd);
         continue;
       }
-      const at = `/proc/self/fd/${(dirs.at(-1)?.fh ?? rootFh).fd}/${name}`;
-      const fh = await openPath(at, O_PATH | constants.O_NOFOLLOW).catch((e: NodeJS.ErrnoException) => {
-        if (e.code === 'ENOENT') throw fail('missing', 'does not exist');
-        throw fail('unreadable', `cannot be reached (${e.code ?? e.message})`);
-      });
-      const st = await fh.stat();
+      const at = `/proc/self/fd/${dirs.at(-1)?.fd ?? rootFd}/${name}`;
+      let fd: number;
+      try {
+        fd = openPath(at, O_PATH | constants.O_NOFOLLOW);
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code;
+        if (code === 'ENOENT') throw fail('missing', 'does not exist');
+        throw fail('unreadable', `cannot be reached (${code ?? (e as Error).message})`);
+      }
+      const st = fstatSync(fd);
       if (st.isSymbolicLink()) {
-        await close(fh);
+        close(fd);
         if (++links > MAX_LINKS) throw fail('too-many-links', 'goes through too many symbolic links');
         // Read by name: an O_PATH descriptor of a symlink cannot be read through node:fs. If the name
         // changed in between, look it up again (the link budget bounds the retries).
-        const target = await readlink(at).catch(() => undefined);
+        let target: string | undefined;
+        try {
+          target = readlinkSync(at);
+        } catch {
+          target = undefined;
+        }
         if (target === undefined) {
           queue.unshift(name);
           continue;
         }
-        if (target.startsWith('/')) while (dirs.length) await close(dirs.pop()!.fh);
+        if (target.startsWith('/')) while (dirs.length) close(dirs.pop()!.fd);
         queue.unshift(...target.split('/'));
       } else if (st.isDirectory()) {
         if (dirs.length >= MAX_DEPTH) throw fail('unreadable', 'is nested too deeply');
         if (!dirs.length && opts.refuseUnder?.includes(`/${name}`)) throw fail('runtime-mount', `leads into /${name}, which the runtime mounts over`);
-        dirs.push({ fh, name });
+        dirs.push({ fd, name });
       } else {
         if (queue.length) throw fail('not-directory', `cannot be reached: ${name} is not a directory`);
-        leaf = { fh, st, name };
+        found = { fd, st, name };
       }
     }
-    if (!leaf) throw fail('not-regular', 'is a directory, not a regular file');
-    if (!leaf.st.isFile()) throw fail('not-regular', `is ${kindOf(leaf.st)}, not a regular file`);
-    if (leaf.st.size > maxBytes) throw fail('too-large', `is larger than ${maxBytes} bytes`);
-    const reader = await openPath(`/proc/self/fd/${leaf.fh.fd}`, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
-    const data = await readCapped(reader, maxBytes);
-    if (data === undefined) throw fail('too-large', `is larger than ${maxBytes} bytes`);
-    return { path: `/${[...dirs.map((d) => d.name), leaf.name].join('/')}`, data };
+    if (!found) throw fail('not-regular', 'is a directory, not a regular file');
+    if (!found.st.isFile()) throw fail('not-regular', `is ${kindOf(found.st)}, not a regular file`);
+    if (found.st.size > maxBytes) throw fail('too-large', `is larger than ${maxBytes} bytes`);
+    leaf = { fd: found.fd, st: found.st, path: `/${[...dirs.map((d) => d.name), found.name].join('/')}` };
+    opened.delete(found.fd);
+    return leaf;
   } finally {
-    await Promise.all([...opened].map((fh) => fh.close().catch(() => {})));
+    for (const fd of opened) close(fd);
+  }
+}
+
+/**
+ * What identifies the current content of `path` inside `root` without reading it: where it really
+ * is, its inode, size and change times. Throws InRootError as readFileInRoot does.
+ */
+export function statInRoot(root: string, path: string, maxBytes: number, opts: InRootOptions = {}): InRootStamp {
+  const leaf = walkInRoot(root, path, maxBytes, opts);
+  closeSync(leaf.fd);
+  return stampOf(leaf);
+}
+
+export interface InRootStamp {
+  /** Equal stamps: the same file, unchanged (see changedAtMs for writes too close together to tell). */
+  key: string;
+  /** The file's last change (ctime), in ms since the epoch. */
+  changedAtMs: number;
+}
+
+function stampOf(leaf: InRootLeaf): InRootStamp {
+  const { st } = leaf;
+  return { key: `${leaf.path}\0${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}`, changedAtMs: st.ctimeMs };
+}
+
+/**
+ * The content of `path` (read as if `root` were `/`), at most `maxBytes` long, and the stamp of the
+ * file that was read. Throws InRootError when the file is missing, is not a regular file, is larger
+ * than `maxBytes` or cannot be reached.
+ */
+export async function readFileInRoot(root: string, path: string, maxBytes: number, opts: InRootOptions = {}): Promise<InRootFile> {
+  const leaf = walkInRoot(root, path, maxBytes, opts);
+  let reader: FileHandle | undefined;
+  try {
+    reader = await open(`/proc/self/fd/${leaf.fd}`, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
+    const data = await readCapped(reader, maxBytes);
+    if (data === undefined) throw new InRootError('too-large', `${path} in the sandbox is larger than ${maxBytes} bytes`);
+    return { path: leaf.path, data, stamp: stampOf(leaf) };
+  } finally {
+    closeSync(leaf.fd);
+    await reader?.close().catch(() => {});
   }
 }
 

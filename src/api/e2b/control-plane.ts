@@ -7,6 +7,7 @@ import type { ApiDeps, TypedApp } from '../server.js';
 import { newToken, type E2bOptions, type EnvdTokens } from './tokens.js';
 import { e2bNetworkBody, e2bNetworkSpec, fromE2b } from './network.js';
 import { sandboxPage } from './list-order.js';
+import { registerE2bSnapshots, snapshotForTemplateId } from './snapshots.js';
 import { e2bState, metricView, sandboxCreated, sandboxDetail, sandboxListed } from './views.js';
 
 const envVars = z
@@ -19,7 +20,8 @@ const seconds = z.number().int().min(0).max(86_400 * 30);
 
 const newSandbox = z
   .object({
-    templateID: z.string().regex(/^[a-z0-9][a-z0-9._-]{0,62}$/, 'template names are lowercase letters, digits, . _ -'),
+    // A template name, or a snapshot id in E2B's "namespace/name:tag" form.
+    templateID: z.string().max(256).regex(/^[A-Za-z0-9][A-Za-z0-9._:/-]*$/, 'template names are lowercase letters, digits, . _ - (snapshot ids may have / and :)'),
     timeout: seconds.optional(),
     metadata: metadata.nullish(),
     envVars: envVars.nullish(),
@@ -35,7 +37,7 @@ const newSandbox = z
       .nullish()
       .refine((m) => !m || JSON.stringify(m).length <= 64 * 1024, 'at most 64 KiB of MCP configuration'),
     iam: z.unknown().optional(),
-    volumeMounts: z.array(z.unknown()).optional(),
+    volumeMounts: z.array(z.object({ name: z.string().min(1).max(128), path: z.string().min(1).max(4096) }).passthrough()).max(32).nullish(),
   })
   .passthrough();
 const idParams = z.object({ sandboxID: z.string().min(1).max(128) });
@@ -78,7 +80,8 @@ function parseStates(s: string | string[] | undefined): ('running' | 'paused')[]
   return list.length ? (list as ('running' | 'paused')[]) : ['running', 'paused'];
 }
 
-export async function registerControlPlane(app: FastifyInstance, { mgr, cfg, net }: ApiDeps, tokens: EnvdTokens): Promise<void> {
+export async function registerControlPlane(app: FastifyInstance, deps: ApiDeps, tokens: EnvdTokens): Promise<void> {
+  const { mgr, cfg, net } = deps;
   await app.register(async (scope) => {
     // E2B clients read errors as {code: <HTTP status>, message}.
     scope.setErrorHandler((err: FastifyError, _req, reply) => {
@@ -87,6 +90,13 @@ export async function registerControlPlane(app: FastifyInstance, { mgr, cfg, net
       const retryAfter = retryAfterSeconds(err);
       if (retryAfter) reply.header('retry-after', String(retryAfter));
       reply.status(status).send({ code: status, message });
+    });
+    // connect's body is optional: an empty JSON body is no body (create and the rest still need theirs).
+    const json = scope.getDefaultJsonParser('error', 'error');
+    scope.removeContentTypeParser('application/json');
+    scope.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) => {
+      if (body === '' && /\/(connect|resume)$/.test(req.url.split('?')[0])) return done(null, undefined);
+      return json(req, body as string, done);
     });
     const r = scope.withTypeProvider() as unknown as TypedApp;
 
@@ -104,7 +114,6 @@ export async function registerControlPlane(app: FastifyInstance, { mgr, cfg, net
       return e2b;
     };
     const create = async (body: z.infer<typeof newSandbox>) => {
-      if (body.volumeMounts?.length) throw new CordonError('invalid_argument', 'volumeMounts: E2B volumes are not available in cordon; use the native API (POST /v1/sandboxes) for mounts');
       const options: E2bOptions = {
         mcp: body.mcp ?? undefined,
         allowPublicTraffic: body.network?.allowPublicTraffic,
@@ -114,12 +123,17 @@ export async function registerControlPlane(app: FastifyInstance, { mgr, cfg, net
         autoResume: body.autoResume?.enabled,
       };
       tokens.prune();
+      const snapshot = snapshotForTemplateId(deps, body.templateID);
       const rec = await mgr.create({
-        template: body.templateID,
+        ...(snapshot ? { snapshot: snapshot.id } : { template: body.templateID }),
         env: body.envVars ?? {},
         timeoutMs: (body.timeout ?? DEFAULT_TIMEOUT_S) * 1000,
         labels: body.metadata ?? {},
-        network: e2bNetworkSpec(body.allow_internet_access, body.network, !!net?.cfg.egressInterface),
+        volumes: (body.volumeMounts ?? []).map((m) => ({ name: m.name, path: m.path })),
+        // From a snapshot, no network options means the snapshot's own policy.
+        network: snapshot && body.allow_internet_access == null && !body.network ? undefined : e2bNetworkSpec(body.allow_internet_access, body.network, !!net?.cfg.egressInterface),
+        // lifecycle.onTimeout 'pause' (autoPause); keepMemory false (autoPauseMemory) keeps the files only.
+        onTimeout: body.autoPause ? (body.autoPauseMemory === false ? 'stop' : 'pause') : 'kill',
       });
       try {
         tokens.issue(rec.id, { trafficToken: options.allowPublicTraffic === false ? newToken() : undefined, options });
@@ -133,9 +147,11 @@ export async function registerControlPlane(app: FastifyInstance, { mgr, cfg, net
       r.post(path, { schema: { body: newSandbox, hide: true } }, async (req, reply) => reply.status(201).send(await create(req.body)));
     }
 
-    const connect = async (id: string, timeout: number | undefined) => {
+    const connect = async (id: string, timeout: number | undefined, memory?: boolean) => {
       let rec = visible(id);
       let resumed = false;
+      // onResume 'reboot' (memory: false): the files are kept, the processes and memory are not.
+      if (memory === false && (rec.state === 'paused' || rec.state === 'pausing')) rec = await mgr.stop(id);
       // A pause in progress holds the sandbox's lock: the resume runs once it is paused.
       if (rec.state === 'paused' || rec.state === 'pausing') (rec = await mgr.resume(id)), (resumed = true);
       else if (rec.state === 'stopped') (rec = await mgr.start(id)), (resumed = true);
@@ -148,14 +164,14 @@ export async function registerControlPlane(app: FastifyInstance, { mgr, cfg, net
       return { status: resumed ? 201 : 200, body: sandboxCreated(rec, e2bOf(id), cfg.domain) };
     };
     for (const path of ['/sandboxes/:sandboxID/connect', '/v2/sandboxes/:sandboxID/connect']) {
-      r.post(path, { schema: { params: idParams, body: connectBody.optional(), hide: true } }, async (req, reply) => {
-        const out = await connect(req.params.sandboxID, req.body?.timeout);
+      r.post(path, { schema: { params: idParams, body: connectBody.nullish(), hide: true } }, async (req, reply) => {
+        const out = await connect(req.params.sandboxID, req.body?.timeout ?? undefined, req.body?.memory ?? undefined);
         reply.status(out.status).send(out.body);
       });
     }
-    r.post('/sandboxes/:sandboxID/resume', { schema: { params: idParams, body: connectBody.optional(), hide: true } }, async (req, reply) => {
+    r.post('/sandboxes/:sandboxID/resume', { schema: { params: idParams, body: connectBody.nullish(), hide: true } }, async (req, reply) => {
       if (visible(req.params.sandboxID).state === 'running') throw new CordonError('already_exists', `sandbox ${req.params.sandboxID} is already running`);
-      const out = await connect(req.params.sandboxID, req.body?.timeout);
+      const out = await connect(req.params.sandboxID, req.body?.timeout ?? undefined);
       reply.status(201).send(out.body);
     });
 
@@ -212,6 +228,15 @@ export async function registerControlPlane(app: FastifyInstance, { mgr, cfg, net
       if (e2bState(rec) === 'paused') throw new CordonError('invalid_state', `sandbox ${rec.id} is already paused`);
       await mgr.pause(rec.id);
       reply.status(204).send();
+    });
+
+    registerE2bSnapshots(r, deps, {
+      visible,
+      created: async (rec, like) => {
+        const opts = like ? tokens.sandbox(like)?.options : undefined;
+        tokens.issue(rec.id, { trafficToken: opts?.allowPublicTraffic === false ? newToken() : undefined, options: opts ?? {} });
+        return sandboxCreated(rec, e2bOf(rec.id), cfg.domain);
+      },
     });
 
     // History sampled every 5 s (E2B's rate); start/end are unix seconds, both inclusive.

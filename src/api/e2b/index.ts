@@ -6,6 +6,7 @@ import { registerControlPlane } from './control-plane.js';
 import { EnvdRouter } from './envd-router.js';
 import { noNetworkProxy, type PortProxy } from './port-proxy.js';
 import { EnvdTokens } from './tokens.js';
+import { registerE2bVolumes } from './volumes.js';
 
 /**
  * Register before the API-key hook: sandbox-bound requests authenticate with the sandbox's envd
@@ -21,4 +22,5 @@ export async function registerE2b(app: FastifyInstance, deps: ApiDeps, proxy: Po
     done();
   });
   await registerControlPlane(app, deps, tokens);
+  await registerE2bVolumes(app, deps);
 }

@@ -56,13 +56,13 @@ export function sandboxListed(rec: SandboxRecord) {
     envdVersion: ENVD_VERSION,
     metadata: rec.labels,
     state: e2bState(rec)!,
-    volumeMounts: [],
+    volumeMounts: (rec.spec.volumes ?? []).map((v) => ({ name: v.name, path: v.path })),
   };
 }
 
 /**
- * SandboxDetail. A timed-out sandbox is always removed (autoPause is stored, not acted on), so
- * onTimeout says "kill"; autoResume is honoured for sandboxes paused by hand.
+ * SandboxDetail. lifecycle.onTimeout is what the timeout does (autoPause at create: pause); autoResume
+ * wakes a paused sandbox when traffic for it arrives.
  */
 export function sandboxDetail(rec: SandboxRecord, e2b: E2bSandbox | undefined, domain: string | undefined) {
   const view = e2bNetworkView(rec.spec.network);
@@ -73,7 +73,7 @@ export function sandboxDetail(rec: SandboxRecord, e2b: E2bSandbox | undefined, d
     ...(e2b ? { envdAccessToken: e2b.envdToken } : {}),
     network: { ...view.network, allowPublicTraffic: o.allowPublicTraffic ?? true, ...(o.maskRequestHost ? { maskRequestHost: o.maskRequestHost } : {}) },
     domain: domain ?? null,
-    lifecycle: { onTimeout: 'kill', autoResume: !!o.autoResume },
+    lifecycle: { onTimeout: rec.spec.onTimeout && rec.spec.onTimeout !== 'kill' ? 'pause' : 'kill', autoResume: !!o.autoResume },
   };
 }
 

@@ -27,12 +27,20 @@ export function registerSandboxRoutes(app: TypedApp, { mgr, cfg, net }: ApiDeps)
       pids: b.pids,
       diskBytes: b.disk,
       timeoutMs: b.timeout,
+      onTimeout: b.on_timeout,
       labels: { ...(b.metadata ?? {}), ...(b.labels ?? {}) },
       readOnlyRootfs: b.read_only_rootfs,
-      tmpfs: b.tmpfs?.map((t) => ({ path: t.path, sizeBytes: t.size, options: t.options })),
+      tmpfs: [
+        ...(b.tmpfs ?? []).map((t) => ({ path: t.path, sizeBytes: t.size, options: t.options })),
+        ...(b.mounts ?? []).filter((m) => m.type === 'tmpfs').map((m) => ({ path: m.target, sizeBytes: m.tmpfs_size ?? 64 * 1024 * 1024, options: m.read_only ? ['ro'] : [] })),
+      ],
+      volumes: b.volumes?.map((v) => ({ name: v.name, path: v.path, readOnly: v.read_only ?? v.readOnly ?? false })),
+      mounts: (b.mounts ?? []).flatMap((m) => (m.type === 'tmpfs' ? [] : [{ type: m.type, source: m.source!, target: m.target, readOnly: !!m.read_only }])),
       hostname: b.hostname,
       noNewPrivileges: b.no_new_privileges,
-      network: toNetworkSpec(b.network, net?.cfg ?? { defaultMode: 'none' }),
+      // From a snapshot, no network given means the snapshot's own policy.
+      network: b.snapshot && b.network === undefined ? undefined : toNetworkSpec(b.network, net?.cfg ?? { defaultMode: 'none' }),
+      snapshot: b.snapshot,
     });
     reply.status(201).send(sandboxView(rec));
   });
@@ -60,8 +68,8 @@ export function registerSandboxRoutes(app: TypedApp, { mgr, cfg, net }: ApiDeps)
   app.post('/v1/sandboxes/:id/stop', { schema: { summary: 'Stop: TERM, wait up to timeout (default 10s), then KILL', params: idParams, body: stopBody } }, async (req) =>
     sandboxView(await mgr.stop(req.params.id, req.body?.timeout ?? 10_000)),
   );
-  app.post('/v1/sandboxes/:id/pause', { schema: { summary: 'Freeze every process', params: idParams } }, async (req) => sandboxView(await mgr.pause(req.params.id)));
-  app.post('/v1/sandboxes/:id/resume', { schema: { summary: 'Thaw a paused sandbox', params: idParams } }, async (req) => sandboxView(await mgr.resume(req.params.id)));
+  app.post('/v1/sandboxes/:id/pause', { schema: { summary: 'Pause: to disk where the runtime checkpoints memory (runsc; memory freed), else frozen in memory', params: idParams } }, async (req) => sandboxView(await mgr.pause(req.params.id)));
+  app.post('/v1/sandboxes/:id/resume', { schema: { summary: 'Resume a paused sandbox (restored from disk, or thawed)', params: idParams } }, async (req) => sandboxView(await mgr.resume(req.params.id)));
   app.post('/v1/sandboxes/:id/timeout', { schema: { summary: 'Set the time left before removal (0 = none)', params: idParams, body: timeoutBody } }, async (req) =>
     sandboxView(await mgr.setTimeout(req.params.id, req.body.timeout)),
   );

@@ -4,11 +4,13 @@ import { CordonError } from '../../errors/registry.js';
 import type { CreateOptions } from '../../sdk/types.js';
 import { collect, envFrom } from '../output.js';
 import { networkOptionsFrom } from './network-options.js';
+import { parseMountFlag, parseVolumeFlag } from './volume.js';
 
 /** Flags shared by `run` and `create`, docker-style. */
 export function addCreateOptions(cmd: Command): Command {
   return cmd
     .option('--template <name>', 'template to start from', undefined)
+    .option('--snapshot <name|id>', 'start from this snapshot (runsc: its memory and processes too; crun/runc: its files)')
     .option('--image <ref>', 'OCI image to start from')
     .option('--pull <policy>', 'image pull policy: missing (default), always, never')
     .option('--entrypoint <cmd>', "override the image's Entrypoint ('' clears it)")
@@ -18,6 +20,7 @@ export function addCreateOptions(cmd: Command): Command {
     .option('--pids <n>', 'process limit')
     .option('--disk <size>', 'disk limit for the writable layer, e.g. 1g')
     .option('--timeout <duration>', 'remove the sandbox after this long, e.g. 60s')
+    .option('--on-timeout <action>', 'what the timeout does: kill (remove, default), pause or stop')
     .option('-e, --env <K=V>', 'environment variable (repeatable)', collect, [])
     .option('--env-file <file>', 'read environment variables from a file')
     .option('-w, --workdir <dir>', 'working directory')
@@ -25,6 +28,8 @@ export function addCreateOptions(cmd: Command): Command {
     .option('-l, --label <k=v>', 'label (repeatable)', collect, [])
     .option('--read-only', 'mount the root filesystem read-only')
     .option('--tmpfs <path[:size]>', 'mount a tmpfs (repeatable)', collect, [])
+    .option('-v, --volume <NAME:/path[:ro]>', 'mount a named volume (repeatable; cordon volume create NAME first)', collect, [])
+    .option('--mount <spec>', 'type=bind|overlay|tmpfs,source=HOSTDIR,target=/path[,readonly][,tmpfs-size=64m] (repeatable; host dirs only under cordon serve --allow-mount-root)', collect, [])
     .option('--hostname <name>', 'hostname inside the sandbox')
     .option('--no-new-privileges', 'setuid binaries (sudo) and file capabilities grant nothing inside')
     .option('--network <mode>', 'none (default), allowlist or open')
@@ -51,6 +56,7 @@ export function createOptionsFrom(o: Record<string, unknown>): CreateOptions {
     return n;
   };
   return {
+    snapshot: o.snapshot as string | undefined,
     template: o.template as string | undefined,
     image: o.image as string | undefined,
     pull_policy: o.pull as CreateOptions['pull_policy'],
@@ -61,6 +67,7 @@ export function createOptionsFrom(o: Record<string, unknown>): CreateOptions {
     pids: num(o.pids, '--pids'),
     disk: o.disk as string | undefined,
     timeout: o.timeout as string | undefined,
+    on_timeout: o.onTimeout as CreateOptions['on_timeout'],
     env: envFrom(o.env as string[], o.envFile as string | undefined, (p) => readFileSync(p, 'utf8')),
     workdir: o.workdir as string | undefined,
     user: o.user as string | undefined,
@@ -70,6 +77,8 @@ export function createOptionsFrom(o: Record<string, unknown>): CreateOptions {
       const [path, size] = t.split(':');
       return { path, size };
     }),
+    volumes: ((o.volume as string[]) ?? []).map(parseVolumeFlag),
+    mounts: ((o.mount as string[]) ?? []).map(parseMountFlag),
     hostname: o.hostname as string | undefined,
     no_new_privileges: o.newPrivileges === false ? true : undefined,
     network: networkOptionsFrom(o),

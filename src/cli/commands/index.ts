@@ -5,6 +5,8 @@ import { registerLifecycle } from './lifecycle.js';
 import { registerNetwork, registerPort } from './network.js';
 import { registerRunExec } from './run-exec.js';
 import { registerTemplate } from './template.js';
+import { registerVolume } from './volume.js';
+import { registerSnapshot } from './snapshot.js';
 
 export function registerCommands(program: Command): void {
   program.enablePositionalOptions();
@@ -15,4 +17,6 @@ export function registerCommands(program: Command): void {
   registerNetwork(program);
   registerPort(program);
   registerTemplate(program);
+  registerVolume(program);
+  registerSnapshot(program);
 }

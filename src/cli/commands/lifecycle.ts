@@ -56,8 +56,8 @@ export function registerLifecycle(program: Command): void {
     .action(async (id: string) => printJson((await client().get(id)).info));
 
   simple(program, 'start', 'start a stopped sandbox', (id) => client().sandbox(id).start());
-  simple(program, 'pause', 'freeze a sandbox', (id) => client().sandbox(id).pause());
-  simple(program, 'resume', 'thaw a paused sandbox', (id) => client().sandbox(id).resume());
+  simple(program, 'pause', 'pause a sandbox: to disk under runsc (memory freed), frozen in memory under crun/runc', (id) => client().sandbox(id).pause());
+  simple(program, 'resume', 'resume a paused sandbox (same id, files, processes and network policy)', (id) => client().sandbox(id).resume());
   simple(program, 'stop', 'stop a sandbox (TERM, then KILL after --time)', (id, o) => client().sandbox(id).stop(o.time)).option('-t, --time <duration>', 'grace period before KILL', '10s');
 
   program

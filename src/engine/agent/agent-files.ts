@@ -6,7 +6,7 @@ import { Readable } from 'node:stream';
 import type { z } from 'zod';
 import { CordonError, errors } from '../../errors/registry.js';
 import { MAX_LISTING_BYTES, type FileEntry } from '../files.js';
-import { ProtocolError } from './frame-codec.js';
+import { MAX_DATA, ProtocolError } from './frame-codec.js';
 import { AgentOpError, unavailable, type AgentConnection, type InboundChannel } from './agent-connection.js';
 import { replies, type AgentEntry } from './messages.js';
 
@@ -17,9 +17,14 @@ export interface AgentUser {
 }
 
 const TIMEOUT_MS = 30_000;
-const READ_WINDOW = 512 * 1024;
-/** The agent's credit for a file being written (agent/inchan.go writeWindow). */
-const WRITE_WINDOW = 512 * 1024;
+/**
+ * Bytes of a file the agent may send beyond what the daemon acknowledged, and the credit for a file
+ * being written: large enough that neither side waits for an ack round trip (a wake-up in and out of
+ * gVisor) while the other has work, so a stream runs at the speed of the slower end.
+ */
+const READ_WINDOW = 2 * 1024 * 1024;
+/** An older agent does not say its write credit in its hello; it gives 512 KiB. */
+const DEFAULT_WRITE_WINDOW = 512 * 1024;
 /** Entries one listing may return. */
 export const MAX_LIST_ENTRIES = 100_000;
 /** What one entry costs besides its path, as the agent counts it against the listing's byte bound. */
@@ -115,7 +120,7 @@ class ChannelReadable extends Readable {
   cancel?: () => void;
 
   constructor() {
-    super({ highWaterMark: 64 * 1024 });
+    super({ highWaterMark: MAX_DATA });
   }
 
   data(b: Buffer): void {
@@ -200,7 +205,7 @@ export class AgentFiles {
     stream.channel = ch;
     let r;
     try {
-      r = await conn.request({ op: 'read', path, user, ch: ch.id, window: READ_WINDOW }, replies.entry, { timeoutMs: TIMEOUT_MS });
+      r = await conn.request({ op: 'read', path, user, ch: ch.id, window: READ_WINDOW, frame: MAX_DATA }, replies.entry, { timeoutMs: TIMEOUT_MS });
     } catch (e) {
       ch.close();
       throw fileError(path, e);
@@ -227,7 +232,8 @@ export class AgentFiles {
    */
   async write(path: string, data: Readable | Buffer, user: AgentUser, opts: { mode?: number; append?: boolean; parents?: boolean; ownParents?: boolean }): Promise<FileEntry> {
     const conn = this.conn();
-    const out = conn.openOut(WRITE_WINDOW);
+    const window = conn.helloInfo?.writeWindow ?? DEFAULT_WRITE_WINDOW;
+    const out = conn.openOut(window);
     let refresh = () => {};
     const reply = conn.request(
       { op: 'write', path, user, ch: out.id, append: !!opts.append, parents: opts.parents !== false, ownParents: !!opts.ownParents, ...(opts.mode !== undefined ? { mode: opts.mode & 0o7777 } : {}) },
@@ -247,7 +253,7 @@ export class AgentFiles {
         refresh();
       };
       if (Buffer.isBuffer(data)) {
-        for (let off = 0; off < data.length; off += WRITE_WINDOW) await send(data.subarray(off, off + WRITE_WINDOW));
+        for (let off = 0; off < data.length; off += window) await send(data.subarray(off, off + window));
       } else {
         for await (const chunk of data) await send(typeof chunk === 'string' ? Buffer.from(chunk) : (chunk as Buffer));
       }

@@ -10,6 +10,7 @@ import type { StreamDrop } from '../output-fanout.js';
 import type { ProcessHandle } from '../process-handle.js';
 import type { StartFailure } from '../start-failure.js';
 import { AgentOpError, unavailable, type AgentConnection, type InboundChannel, type OutboundChannel } from './agent-connection.js';
+import { MAX_DATA } from './frame-codec.js';
 import { replies, type HelloProcess } from './messages.js';
 
 /** Bytes the agent may send on one output stream beyond what the daemon acknowledged. */
@@ -175,6 +176,7 @@ export class AgentProcess implements ProcessHandle {
           stderr: chans[1]?.id ?? 0,
           stdin: this.stdinCh.id,
           window: OUTPUT_WINDOW,
+          frame: MAX_DATA,
         },
         replies.start,
         { timeoutMs: REQUEST_TIMEOUT_MS },
@@ -209,7 +211,7 @@ export class AgentProcess implements ProcessHandle {
     const stdinCh = wantStdin ? conn.openOut(STDIN_WINDOW) : undefined;
     try {
       const reply = await conn.request(
-        { op: 'attach', proc: this.procId, stdout: chans[0].id, stderr: chans[1]?.id ?? 0, stdin: stdinCh?.id ?? 0, from: outs.map((o) => o.received), window: OUTPUT_WINDOW },
+        { op: 'attach', proc: this.procId, stdout: chans[0].id, stderr: chans[1]?.id ?? 0, stdin: stdinCh?.id ?? 0, from: outs.map((o) => o.received), window: OUTPUT_WINDOW, frame: MAX_DATA },
         replies.attach,
         { timeoutMs: REQUEST_TIMEOUT_MS },
       );

@@ -31,6 +31,8 @@ export const hello = z.object({
   boot: z.string().regex(/^[0-9a-f]{1,64}$/),
   pid: u32,
   processes: z.array(helloProcess).max(1024),
+  /** The credit the agent gives a file being written (absent: an older agent, 512 KiB). */
+  writeWindow: z.number().int().min(64 * 1024).max(16 * 1024 * 1024).optional(),
 });
 export type Hello = z.infer<typeof hello>;
 

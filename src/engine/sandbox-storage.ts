@@ -1,0 +1,63 @@
+import { posix } from 'node:path';
+import { CordonError } from '../errors/registry.js';
+import type { BindSpec, HostMount, HostMounts } from '../volume/host-mounts.js';
+import type { TmpfsMount } from './types.js';
+import type { VolumeManager, VolumeMount } from './volumes.js';
+
+/** Paths a volume or host mount may not cover: the runtime's own mounts and cordon's helpers. */
+const RESERVED = ['/proc', '/sys', '/dev', '/.cordon', '/etc/hosts', '/etc/hostname', '/etc/resolv.conf'];
+
+/** A mount target: absolute, no `..`, NUL or `/` itself, nothing the runtime or cordon mounts. */
+export function checkTarget(path: string, field: string): string {
+  if (typeof path !== 'string' || !path.startsWith('/') || path.includes('\0') || path.length > 4096 || path.split('/').includes('..')) {
+    throw new CordonError('invalid_argument', `${field}: ${String(path)} must be an absolute path without ".." or NUL`, { field });
+  }
+  const p = posix.normalize(path).replace(/\/+$/, '');
+  if (!p) throw new CordonError('invalid_argument', `${field}: cannot mount over / itself`, { field });
+  for (const r of RESERVED) {
+    if (p === r || p.startsWith(`${r}/`)) throw new CordonError('invalid_argument', `${field}: ${p} is under ${r}, which the runtime or cordon mounts; pick another path`, { field });
+  }
+  return p;
+}
+
+/** Every target once across volumes, host mounts and tmpfs mounts. */
+export function checkDistinctTargets(volumes: VolumeMount[], mounts: HostMount[], tmpfs: TmpfsMount[]): void {
+  const seen = new Set<string>();
+  for (const t of [...volumes.map((v) => v.path), ...mounts.map((m) => m.target), ...tmpfs.map((t) => t.path)]) {
+    if (seen.has(t)) throw new CordonError('invalid_argument', `mounts: ${t} is the target of more than one mount`, { field: 'mounts' });
+    seen.add(t);
+  }
+}
+
+/**
+ * What a sandbox's storage adds to its container: volume binds and host mounts. Prepared at every boot
+ * (a volume removed meanwhile, or a host directory gone, fails the start with the reason).
+ */
+export class SandboxStorage {
+  constructor(
+    readonly volumes: VolumeManager,
+    readonly hostMounts: HostMounts,
+  ) {}
+
+  async binds(id: string, spec: { volumes?: VolumeMount[]; mounts?: HostMount[] }): Promise<BindSpec[]> {
+    const out: BindSpec[] = [];
+    for (const v of spec.volumes ?? []) out.push({ source: await this.volumes.bindSource(v), destination: v.path, readOnly: v.readOnly });
+    out.push(...(await this.hostMounts.prepare(id, spec.mounts ?? [])));
+    return out;
+  }
+
+  /** Unmount host mounts (stop); overlay writes stay. */
+  release(id: string): Promise<void> {
+    return this.hostMounts.release(id);
+  }
+
+  /** Sandboxes with host-mount state on disk (the supervisor removes those without a record). */
+  ids(): Promise<string[]> {
+    return this.hostMounts.ids();
+  }
+
+  /** Unmount and delete what the sandbox's host mounts kept (removal). */
+  destroy(id: string): Promise<void> {
+    return this.hostMounts.destroy(id);
+  }
+}

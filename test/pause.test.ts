@@ -1,0 +1,234 @@
+// Pause and resume through the daemon (SDK and CLI). Under runsc a pause writes the sandbox to disk:
+// its container and host processes are gone, its overlay unmounted; a resume brings back the same
+// processes (same pids, counting on in memory), files and timeout clock. The same holds across a
+// daemon killed while the sandbox is paused. Under crun a pause freezes the cgroup in memory.
+// A sandbox whose memory would not fit on the data directory's disk is refused (507) and runs on.
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { after, before, describe, test } from 'node:test';
+import type { Sandbox } from '../src/sdk/index.js';
+import { mountsMentioning, rejectsWith, sleep, until } from './helpers/assert.js';
+import { AGENT_MISSING, cli, startDaemon, type TestDaemon } from './helpers/daemon.js';
+
+let d: TestDaemon;
+const suite = `pause${Date.now()}`;
+
+// The count lives in the shell's memory; every value is appended to a file on the sandbox's tmpfs.
+// A counter that started again would write 1 again; one that lost its memory would skip or repeat.
+const COUNTER = 'i=0; while :; do i=$((i+1)); echo $i >> /tmp/count; sleep 0.2; done';
+
+before(async () => {
+  d = await startDaemon('pause');
+});
+after(async () => {
+  for (const s of await d.client.list().catch(() => [])) await d.client.remove(s.id, { force: true }).catch(() => {});
+  await d.cleanup();
+});
+
+async function counts(sb: Sandbox): Promise<number[]> {
+  const r = await sb.exec(['cat', '/tmp/count']);
+  assert.equal(r.exit_code, 0, r.stderr);
+  return r.stdout.trim().split('\n').filter(Boolean).map(Number);
+}
+
+function assertUnbroken(values: number[], what: string): void {
+  assert.ok(values.length > 0, `${what}: no values`);
+  values.forEach((v, i) => assert.equal(v, i + 1, `${what}: value ${i + 1} is ${v}`));
+}
+
+/** Host processes whose command line names the sandbox (runsc's sandbox, gofer, shim). */
+function hostProcessesOf(id: string): string[] {
+  const out: string[] = [];
+  for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
+    try {
+      const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8').replaceAll('\0', ' ');
+      if (cmd.includes(id) && pid !== String(process.pid)) out.push(`${pid}: ${cmd.slice(0, 200)}`);
+    } catch {
+      /* gone meanwhile */
+    }
+  }
+  return out;
+}
+
+async function eventsOf(sb: Sandbox, type: string) {
+  return (await sb.events_()).filter((e) => e.type === type);
+}
+
+describe('pause to disk under runsc', () => {
+  let sb: Sandbox;
+  let counterPid: number;
+
+  before(async () => {
+    sb = await d.client.create({ runtime: 'runsc', timeout: '600s', labels: { suite }, tmpfs: [{ path: '/tmp', size: '16m' }] });
+    const p = await sb.startProcess(['sh', '-c', COUNTER], { tag: 'counter' });
+    counterPid = p.pid;
+    await until('the counter counts', async () => (await counts(sb)).length >= 5);
+    await sb.files.write('/root/before.txt', 'written before the pause');
+  });
+
+  test('pause: the container, its host processes and its mounts are gone; state paused; the clock stops', async () => {
+    const expiresBefore = Date.parse((await sb.refresh()).expires_at!);
+    const p = await sb.pause();
+    assert.equal(p.state, 'paused');
+    assert.equal(p.expires_at, null, 'no expiry while paused');
+    assert.deepEqual(hostProcessesOf(sb.id), [], 'no runsc process of the sandbox is left (its memory is freed)');
+    assert.deepEqual(mountsMentioning(`/sandboxes/${sb.id}/`), [], 'its overlay is unmounted');
+    await rejectsWith(sb.exec(['true']), 'invalid_state', /paused/);
+    await rejectsWith(sb.stats(), 'invalid_state', /paused to disk/);
+    await rejectsWith(sb.pause(), 'invalid_state', /paused/);
+    const [ev] = await eventsOf(sb, 'paused');
+    assert.equal(ev.data?.kind, 'disk');
+    assert.ok(typeof ev.data?.ms === 'number' && typeof ev.data?.imageBytes === 'number' && (ev.data.imageBytes as number) > 0, JSON.stringify(ev));
+
+    await sleep(1500);
+    const r = await sb.resume();
+    assert.equal(r.state, 'running');
+    // The clock stood still while paused: the time left is what it was at the pause (not 1.5 s less).
+    const left = Date.parse(r.expires_at!) - Date.now();
+    const leftAtPause = expiresBefore - Date.parse(ev.ts);
+    assert.ok(left > leftAtPause - 1000, `time left ${left} ms, at the pause ${leftAtPause} ms`);
+  });
+
+  test('resume: same process and pid counting on from memory, files kept, events with durations', async () => {
+    const proc = await sb.process('counter');
+    assert.equal(proc.running, true);
+    assert.equal(proc.pid, counterPid, 'the same pid');
+    const before = (await counts(sb)).length;
+    await until('the count goes on', async () => (await counts(sb)).length >= before + 5);
+    assertUnbroken(await counts(sb), 'after resume');
+    assert.equal(await sb.files.readText('/root/before.txt'), 'written before the pause');
+    const [resumed] = await eventsOf(sb, 'resumed');
+    assert.equal(resumed.data?.kind, 'disk');
+    assert.equal(typeof resumed.data?.ms, 'number');
+    if (!AGENT_MISSING) assert.equal(resumed.data?.agent, true, 'the agent reconnected');
+    // New commands run (through the agent, or the exec path).
+    assert.equal((await sb.exec(['sh', '-c', 'echo ok'])).stdout, 'ok\n');
+  });
+
+  test('a daemon killed while the sandbox is paused: it is still paused after the restart and resumes', async () => {
+    const before = (await counts(sb)).length;
+    assert.equal((await cli(d, ['pause', sb.id])).code, 0);
+    await d.stop('SIGKILL');
+    await d.restart();
+    assert.equal((await sb.refresh()).state, 'paused');
+    assert.deepEqual(hostProcessesOf(sb.id), []);
+    const r = await cli(d, ['resume', sb.id, '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(JSON.parse(r.stdout).state, 'running');
+    await until('the count goes on', async () => (await counts(sb)).length >= before + 5);
+    assertUnbroken(await counts(sb), 'after restart and resume');
+    const proc = await sb.process('counter');
+    assert.equal(proc.pid, counterPid);
+    assert.equal(proc.running, true);
+  });
+
+  test('stop while paused to disk: the image goes, the files stay, start boots afresh', async () => {
+    await sb.pause();
+    const s = await sb.stop();
+    assert.equal(s.state, 'stopped');
+    const started = await sb.start();
+    assert.equal(started.state, 'running');
+    assert.equal(await sb.files.readText('/root/before.txt'), 'written before the pause');
+    // A fresh boot: the tmpfs is empty again.
+    assert.notEqual((await sb.exec(['test', '-e', '/tmp/count'])).exit_code, 0);
+  });
+
+  test('on_timeout pause: the timeout pauses instead of removing; resume gives the whole timeout again', async () => {
+    const t = await d.client.create({ runtime: 'runsc', timeout: '3s', on_timeout: 'pause', labels: { suite } });
+    assert.equal(t.info.config.on_timeout, 'pause');
+    await until('the timeout pauses it', async () => (await t.refresh()).state === 'paused', 60_000);
+    const timeoutEvents = await eventsOf(t, 'timeout');
+    assert.equal(timeoutEvents.length, 1, JSON.stringify(timeoutEvents));
+    const r = await t.resume();
+    assert.equal(r.state, 'running');
+    assert.ok(Date.parse(r.expires_at!) > Date.now(), 'the clock runs again');
+    await until('its timeout pauses it again', async () => (await t.refresh()).state === 'paused', 60_000);
+    await d.client.remove(t.id, { force: true });
+  });
+});
+
+describe('pause under crun: frozen in memory', () => {
+  test('pause freezes (kind freeze), the clock stops, resume thaws the same processes', async () => {
+    const sb = await d.client.create({ runtime: 'crun', timeout: '600s', labels: { suite }, tmpfs: [{ path: '/tmp', size: '16m' }] });
+    const p = await sb.startProcess(['sh', '-c', COUNTER], { tag: 'counter' });
+    await until('the counter counts', async () => (await counts(sb)).length >= 3);
+    const paused = await sb.pause();
+    assert.equal(paused.state, 'paused');
+    assert.equal(paused.expires_at, null);
+    assert.notDeepEqual(hostProcessesOf(sb.id), [], 'the frozen container is still there (crun cannot checkpoint)');
+    const [ev] = await eventsOf(sb, 'paused');
+    assert.equal(ev.data?.kind, 'freeze');
+    const r = await sb.resume();
+    assert.equal(r.state, 'running');
+    assert.ok(Date.parse(r.expires_at!) > Date.now());
+    const before = (await counts(sb)).length;
+    await until('the count goes on', async () => (await counts(sb)).length >= before + 3);
+    assertUnbroken(await counts(sb), 'after thaw');
+    assert.equal((await sb.process('counter')).pid, p.pid);
+    await d.client.remove(sb.id, { force: true });
+  });
+});
+
+describe('hostile: a sandbox that fills its memory cannot fill the disk with its checkpoint', () => {
+  // A daemon whose data directory is a small file system: a checkpoint holds the sandbox's memory,
+  // so a pause is refused before it would fill it, and the sandbox runs on.
+  let small: TestDaemon;
+  const dir = `/var/lib/cordon-test/pause-smallfs-${process.pid}`;
+  before(async () => {
+    mkdirSync(dir, { recursive: true });
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=400m,mode=0700', 'cordon-pause-small', dir]);
+    small = await startDaemon('pause-small', { args: ['--data-dir', dir] });
+  });
+  after(async () => {
+    for (const s of await small?.client.list().catch(() => []) ?? []) await small.client.remove(s.id, { force: true }).catch(() => {});
+    await small?.cleanup();
+    execFileSync('umount', [dir]);
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('pause is refused with no_space (507) naming the sizes; the sandbox runs on', async () => {
+    const h = await small.client.create({ runtime: 'runsc', memory: '512m', tmpfs: [{ path: '/tmp', size: '300m' }] });
+    await h.startProcess(['sh', '-c', COUNTER], { tag: 'counter' });
+    const fill = await h.exec(['sh', '-c', 'head -c 250000000 /dev/urandom > /tmp/blob && echo filled']);
+    assert.equal(fill.stdout, 'filled\n', fill.stderr);
+    const err = await rejectsWith(h.pause(), 'no_space', /checkpoint needs up to that plus .* free; the data directory's file system has .* free/);
+    assert.equal(err.status, 507);
+    assert.equal((await h.refresh()).state, 'running');
+    const before = (await counts(h)).length;
+    await until('the count goes on', async () => (await counts(h)).length >= before + 3);
+    assertUnbroken(await counts(h), 'after the refused pause');
+  });
+});
+
+describe('pause to disk without the agent (--agent off): the exec path', () => {
+  // gVisor cannot restore a running process that `runsc exec` started (its stdio are host pipes) and
+  // would end it at restore anyway: without the agent such processes are ended before the checkpoint,
+  // the pause event says so, and the files and the init come back.
+  let bare: TestDaemon;
+  before(async () => {
+    bare = await startDaemon('pause-noagent', { args: ['--agent', 'off'] });
+  });
+  after(async () => {
+    for (const s of await bare?.client.list().catch(() => []) ?? []) await bare.client.remove(s.id, { force: true }).catch(() => {});
+    await bare?.cleanup();
+  });
+
+  test('files are kept; an exec-path process is ended before the checkpoint and the pause event names it', async () => {
+    const sb = await bare.client.create({ runtime: 'runsc', tmpfs: [{ path: '/tmp', size: '16m' }] });
+    await sb.startProcess(['sh', '-c', COUNTER], { tag: 'counter' });
+    await until('the counter counts', async () => (await counts(sb)).length >= 3);
+    await sb.files.write('/root/kept.txt', 'kept');
+    await sb.pause();
+    const [ev] = await eventsOf(sb, 'paused');
+    assert.equal(ev.data?.execPathProcesses, 1, JSON.stringify(ev));
+    assert.match(ev.message, /1 process\(es\) started through the runtime's exec path \(no agent\) were ended first/);
+    await sb.resume();
+    assert.equal(await sb.files.readText('/root/kept.txt'), 'kept');
+    await until('the exec-path process is reported ended', async () => (await sb.process('counter')).running === false);
+    const n = (await counts(sb)).length;
+    await sleep(600);
+    assert.equal((await counts(sb)).length, n, 'nothing counts any more');
+    assert.equal((await sb.exec(['echo', 'ok'])).stdout, 'ok\n');
+  });
+});
