@@ -22,6 +22,10 @@ import { hostCpuPressure } from './engine/admission.js';
 import { PrometheusTelemetry } from './telemetry/prometheus.js';
 import { engineSources } from './telemetry/engine-sources.js';
 import { createLogger } from './api/request-log.js';
+import { TemplateBuilder } from './engine/templates/template-builder.js';
+import { TemplateService, TRANSIENT_PREFIX } from './engine/templates/template-service.js';
+import { TemplateLayerDirs } from './image/template-build/layer-dirs.js';
+import { TemplateStore } from './store/templates.js';
 import { VolumeManager } from './engine/volumes.js';
 import { SandboxStorage } from './engine/sandbox-storage.js';
 import { VolumeStore } from './store/volumes.js';
@@ -83,11 +87,13 @@ export async function createDaemon(cfg: DaemonConfig, log: (msg: string) => void
   let mgrRef: SandboxManager | undefined;
   const telemetry = cfg.metrics === 'on' ? new PrometheusTelemetry(engineSources(() => mgrRef!), { perSandbox: cfg.metricsPerSandbox }) : undefined;
   const base = new BaseTemplate(paths.templates, cfg.debianMirror);
+  let templates: TemplateService | undefined;
   const images = new ImageStore(join(cfg.dataDir, 'images'), db, {
     sandboxesDir: paths.sandboxes,
     insecureRegistries: cfg.insecureRegistries,
     layerLimits: { maxBytes: cfg.maxLayerBytes, maxEntries: cfg.maxLayerEntries },
-    imagesInUse: () => store.list().flatMap((r) => (r.spec.image ? [r.spec.image] : [])),
+    imagesInUse: () => [...store.list().flatMap((r) => (r.spec.image ? [r.spec.image] : [])), ...(templates?.imagesInUse() ?? [])],
+    layersInUse: () => templates?.imageLayersInUse() ?? [],
     telemetry,
   });
   await images.init();
@@ -95,11 +101,20 @@ export async function createDaemon(cfg: DaemonConfig, log: (msg: string) => void
   const volumes = new VolumeManager(new VolumeStore(db), new VolumeDisks(paths.volumes), store);
   await volumes.init(log);
   const storage = new SandboxStorage(volumes, await HostMounts.create(paths.mounts, cfg.allowMountRoots, [cfg.dataDir, paths.templates]));
-  const drivers = { rootfs: new SandboxRootfs(paths.sandboxes), net: new NamespaceNetworkDriver(net), storage };
-  const mgr = new SandboxManager(cfg, store, usable, drivers, new TemplateResolver(base, imageResolver ?? images), { ...HELPERS, agent: agentBinary(cfg, log) }, telemetry);
+  const rootfs = new SandboxRootfs(paths.sandboxes);
+  const drivers = { rootfs, net: new NamespaceNetworkDriver(net), storage };
+  const templateLayers = new TemplateLayerDirs(join(cfg.dataDir, 'template-layers'));
+  await templateLayers.init();
+  templates = new TemplateService(new TemplateStore(db), templateLayers, base, images, () => rootfs.lowerDirsInUse());
+  const mgr = new SandboxManager(cfg, store, usable, drivers, new TemplateResolver(base, imageResolver ?? images, templates), { ...HELPERS, agent: agentBinary(cfg, log) }, telemetry);
+  templates.mgr = mgr;
   mgrRef = mgr;
   const supervisor = new Supervisor(mgr, log);
   await supervisor.reconcile();
+  // Step sandboxes of builds this daemon was running when it stopped: their build is gone.
+  for (const r of mgr.list().filter((x) => x.labels['cordon.build'] && x.spec.template?.startsWith(TRANSIENT_PREFIX))) {
+    await mgr.remove(r.id, true).catch((e: Error) => log(`removing build sandbox ${r.id} left by an interrupted build failed: ${e.message}`));
+  }
   // Processes started through the agents keep running across a restart; let the agents re-attach them first.
   await Promise.all([...mgr.live.entries()].filter(([id]) => mgr.boot.startedWithAgent(id)).map(([, live]) => live.waitForAgent(AGENT_RECONNECT_WAIT_MS)));
   mgr.metrics.start();
@@ -125,6 +140,7 @@ export async function createDaemon(cfg: DaemonConfig, log: (msg: string) => void
     net,
     metrics: telemetry,
     logger: cfg.requestLog === 'on' ? createLogger(cfg.logLevel) : undefined,
+    templates: { service: templates, builder: new TemplateBuilder(templates) },
     volumes,
     readiness: () => {
       if (base.isBuilt()) return { ready: true, runtimes: runtimeStatus };

@@ -141,7 +141,15 @@ function importRootfs(rootfs: string): Promise<string> {
  * Runs the Docker peer on `rootfs` and returns its figures, or undefined (after printing one line)
  * when dockerd is not installed. dockerd is always stopped and BASE removed before this returns.
  */
-export async function dockerPeer(rootfs: string, runs: number, log: (line: string) => void = console.log): Promise<DockerFigures | undefined> {
+export type DockerClient = (args: string[]) => Promise<string>;
+
+export async function dockerPeer(
+  rootfs: string,
+  runs: number,
+  log: (line: string) => void = console.log,
+  /** More measurements while dockerd is up, given the client and the imported image's name. */
+  extra?: (docker: DockerClient, image: string) => Promise<void>,
+): Promise<DockerFigures | undefined> {
   const dockerd = which('dockerd');
   if (!dockerd) {
     log('docker peer skipped: apt-get install docker.io');
@@ -174,6 +182,7 @@ export async function dockerPeer(rootfs: string, runs: number, log: (line: strin
     } finally {
       await docker(['rm', '-f', name]).catch(() => {});
     }
+    if (extra) await extra((args) => docker(args), IMAGE);
     return { run, exec, version };
   } finally {
     if (d) await stopDockerd(d);

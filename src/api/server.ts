@@ -20,6 +20,7 @@ import type { NetworkService } from '../net/service.js';
 import type { Logger } from 'pino';
 import { registerRequestLog, requestId, type RequestObserver } from './request-log.js';
 import { registerMetricsRoute } from './routes/metrics.js';
+import { registerTemplateRoutes, type TemplateDeps } from './routes/templates.js';
 import type { VolumeManager } from '../engine/volumes.js';
 import { registerVolumeRoutes } from './routes/volumes.js';
 
@@ -37,6 +38,8 @@ export interface ApiDeps {
   metrics?: RequestObserver & { contentType(): string; text(): Promise<string> };
   /** Where the one line per request goes; absent with --request-log off. */
   logger?: Logger;
+  /** Templates built from Dockerfiles; absent in daemons built without them. */
+  templates?: TemplateDeps;
   /** Named volumes; absent in daemons built without them. */
   volumes?: VolumeManager;
 }
@@ -128,6 +131,7 @@ export async function buildServer(deps: ApiDeps): Promise<FastifyInstance> {
   registerFileRoutes(typed, deps);
   registerImageRoutes(typed, deps);
   registerMetricsRoute(typed, deps);
+  registerTemplateRoutes(typed, deps);
   registerVolumeRoutes(typed, deps);
   registerSnapshotRoutes(typed, deps);
   return app;

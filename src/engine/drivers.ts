@@ -29,6 +29,13 @@ export interface RootfsDriver {
   layers(id: string): Promise<{ lowerDirs: string[]; upper: string }>;
   /** Bytes used and available on the file system the sandbox writes to. */
   usage(id: string, diskBytes?: number): Promise<{ usedBytes: number; totalBytes: number }>;
+  /**
+   * Move a stopped sandbox's writable layer (whiteouts kept) to `dest`, without the helper mount
+   * points the engine placed in it: a template build step's result. Absent where files are not on the host.
+   */
+  takeUpper?(id: string, dest: string): Promise<void>;
+  /** Lower dirs of every sandbox on disk (layers that must not be deleted). */
+  lowerDirsInUse?(): Promise<string[]>;
 }
 
 /** A bind mount the container gets. */

@@ -5,6 +5,7 @@ import { CordonError, errors } from '../errors/registry.js';
 import { networkEnv } from '../net/sandbox-files.js';
 import { newId } from '../util/ids.js';
 import { composeCommand } from './exec-env.js';
+import { startAndWaitReady } from './templates/start-ready.js';
 import type { SandboxManager } from './sandbox-manager.js';
 import type { SandboxRecord, SandboxSpec, TmpfsMount } from './types.js';
 import type { HostMount } from '../volume/host-mounts.js';
@@ -107,6 +108,8 @@ export class SandboxCreation {
         // Docker's rule: cmd replaces the image's Cmd, entrypoint (even []) replaces its Entrypoint.
         const main = composeCommand(source.config, input.entrypoint, spec.cmd);
         if (main.length) await this.mgr.live.get(id)!.startMain(main);
+        // A template's service is up (its ready command passed) when create returns.
+        if (source.start) await startAndWaitReady(this.mgr.live.get(id)!, source.start);
         store.addEvent(id, 'created', `sandbox created from ${source.ref} on ${runtime}`);
         return this.mgr.get(id);
       } catch (e) {

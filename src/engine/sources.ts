@@ -16,9 +16,14 @@ export interface RootfsResolver {
   resolve(req: SourceRequest, progress?: (line: string) => void): Promise<RootfsSource>;
 }
 
-/** Only the built-in `base` template for now; OCI images plug in behind the same interface. */
+/** Templates by name (built from Dockerfiles); `base` is built in. */
+export interface NamedTemplates {
+  resolve(name: string, progress?: (line: string) => void): Promise<RootfsSource>;
+}
+
+/** The built-in `base` template, built templates and OCI images behind one interface. */
 export class TemplateResolver implements RootfsResolver {
-  constructor(private readonly base: BaseTemplate, private readonly images?: RootfsResolver) {}
+  constructor(private readonly base: BaseTemplate, private readonly images?: RootfsResolver, private readonly templates?: NamedTemplates) {}
 
   async resolve(req: SourceRequest, progress?: (line: string) => void): Promise<RootfsSource> {
     if (req.image) {
@@ -26,6 +31,7 @@ export class TemplateResolver implements RootfsResolver {
       return this.images.resolve(req, progress);
     }
     const name = req.template ?? 'base';
+    if (name !== 'base' && this.templates) return this.templates.resolve(name, progress);
     if (name !== 'base') throw new CordonError('not_found', `template ${name} does not exist; the built-in template is "base"`, { template: name });
     return this.base.ensure(progress);
   }

@@ -82,10 +82,19 @@ export interface ImageConfig {
   cmd?: string[];
 }
 
+/** A template's service: started in the background at create, which returns once `ready` exits 0. */
+export interface TemplateStart {
+  cmd: string;
+  ready?: string;
+  readyTimeoutMs?: number;
+}
+
 export interface RootfsSource {
   /** Read-only layer directories, top-most first (overlayfs lowerdir order). */
   lowerDirs: string[];
   config: ImageConfig;
   /** A name for display: "template:base" or an image reference. */
   ref: string;
+  /** A built template's start and ready commands. */
+  start?: TemplateStart;
 }

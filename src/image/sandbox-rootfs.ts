@@ -1,4 +1,4 @@
-import { lstat, mkdir, readFile, rm, statfs, writeFile, open } from 'node:fs/promises';
+import { lstat, mkdir, readdir, readFile, rename, statfs, writeFile, open } from 'node:fs/promises';
 import { dirname, basename, join } from 'node:path';
 import { run, runOk } from '../util/proc.js';
 import type { RootfsDriver } from '../engine/drivers.js';
@@ -124,6 +124,29 @@ export class SandboxRootfs implements RootfsDriver {
   async destroy(id: string): Promise<void> {
     await this.unmount(id);
     await removeTree(this.dirs(id).root);
+  }
+
+  async takeUpper(id: string, dest: string): Promise<void> {
+    const d = this.dirs(id);
+    if ((await mountedAt(d.rootfs)) || (await mountedAt(d.disk))) throw new Error(`sandbox ${id} is still mounted; stop it first`);
+    // A --disk upper lives in a loop image that is not mounted now; builds never use one.
+    if (await exists(d.diskImage)) throw new Error(`sandbox ${id} has a disk limit; its writable layer cannot be taken`);
+    await rename(join(d.root, 'upper'), dest);
+    // The helper mount points (busybox, tini, agent, its socket dir) are the engine's, never the image's.
+    await removeTree(join(dest, '.cordon'));
+  }
+
+  async lowerDirsInUse(): Promise<string[]> {
+    const out: string[] = [];
+    for (const id of await readdir(this.sandboxesDir).catch(() => [] as string[])) {
+      try {
+        const { lowerDirs } = JSON.parse(await readFile(join(this.sandboxesDir, id, 'layers.json'), 'utf8')) as { lowerDirs: string[] };
+        out.push(...lowerDirs);
+      } catch {
+        /* not a sandbox dir, or one being made */
+      }
+    }
+    return out;
   }
 
   /** The file system the sandbox writes to: its --disk image, or the shared one under the data directory. */

@@ -2,6 +2,7 @@ import type { Readable } from 'node:stream';
 import { Http, type ClientOptions } from './http.js';
 import { ProcessSocket, readSse } from './process-stream.js';
 import { Images } from './images.js';
+import { Templates } from './templates.js';
 import { Volumes } from './volumes.js';
 import { openInterceptor, type InterceptHandler, type Interceptor } from './callbacks.js';
 import type { ForkResult, SnapshotInfo } from './types.js';
@@ -247,10 +248,12 @@ export class Sandbox {
 export class Cordon {
   readonly http: Http;
   readonly images: Images;
+  readonly templates: Templates;
   readonly volumes: Volumes;
   constructor(opts: ClientOptions = {}) {
     this.http = new Http(opts);
     this.images = new Images(this.http);
+    this.templates = new Templates(this.http);
     this.volumes = new Volumes(this.http);
   }
   health() {

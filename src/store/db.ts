@@ -96,6 +96,20 @@ export const MIGRATIONS: readonly string[] = [
      created_at INTEGER NOT NULL
    );
    CREATE INDEX snapshots_source ON snapshots(source_sandbox, created_at);`,
+  // Templates built from a Dockerfile (src/engine/templates): each step's result is a layer directory;
+  // cache_key is the content hash of the step, its inputs and its parent layer.
+  `CREATE TABLE template_layers (
+     id TEXT PRIMARY KEY,
+     cache_key TEXT NOT NULL,
+     parent TEXT,
+     created_at INTEGER NOT NULL
+   );
+   CREATE INDEX template_layers_key ON template_layers(cache_key, created_at);
+   CREATE TABLE built_templates (
+     name TEXT PRIMARY KEY,
+     doc TEXT NOT NULL,
+     created_at INTEGER NOT NULL
+   );`,
 ];
 
 /** Open (and migrate) the daemon's SQLite database. WAL keeps readers off the writer's back. */

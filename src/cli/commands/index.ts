@@ -6,6 +6,7 @@ import { registerImage } from './image.js';
 import { registerLifecycle } from './lifecycle.js';
 import { registerNetwork, registerPort } from './network.js';
 import { registerRunExec } from './run-exec.js';
+import { registerTemplate } from './template.js';
 import { registerVolume } from './volume.js';
 import { registerSnapshot } from './snapshot.js';
 
@@ -19,6 +20,7 @@ export function registerCommands(program: Command): void {
   registerPort(program);
   registerDoctor(program);
   registerService(program);
+  registerTemplate(program);
   registerVolume(program);
   registerSnapshot(program);
 }

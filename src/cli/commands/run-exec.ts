@@ -32,11 +32,14 @@ export function registerRunExec(program: Command): void {
     .action(async (cmd: string[], o: Record<string, unknown>) => {
       const c = client();
       const createOpts = createOptionsFrom(o);
-      if (!createOpts.image) needCmd(cmd);
+      // A built template has an image config (ENTRYPOINT/CMD) like an image; `base` has none.
+      const fromConfig = !!createOpts.image || (!!createOpts.template && createOpts.template !== 'base');
+      if (!fromConfig) needCmd(cmd);
       // With an image, the command runs in the foreground, so create starts no main process (entrypoint []).
-      const sbx = await c.create({ ...createOpts, env: createOpts.env, ...(createOpts.image ? { entrypoint: [] } : {}) });
-      if (createOpts.image) {
-        const img = await c.images.get(createOpts.image).catch(async (e) => {
+      const sbx = await c.create({ ...createOpts, env: createOpts.env, ...(fromConfig ? { entrypoint: [] } : {}) });
+      if (fromConfig) {
+        const get = createOpts.image ? c.images.get(createOpts.image) : c.templates.get(createOpts.template!);
+        const img = await get.catch(async (e) => {
           await sbx.remove({ force: true }).catch(() => {});
           throw e;
         });

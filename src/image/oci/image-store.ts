@@ -3,7 +3,7 @@ import { readdir, readFile, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CordonError } from '../../errors/registry.js';
 import type { RootfsResolver } from '../../engine/sources.js';
-import type { RootfsSource } from '../../engine/types.js';
+import type { ImageConfig, RootfsSource } from '../../engine/types.js';
 import type { DB } from '../../store/db.js';
 import { dockerConfigCredentials, type Credentials } from './auth.js';
 import { ImageDb, type ImageRecord } from './image-db.js';
@@ -31,6 +31,8 @@ export interface ImageStoreOptions {
   dockerConfig?: string;
   /** How large a layer may be once decompressed, and how many entries it may hold. */
   layerLimits?: LayerLimits;
+  /** Diff IDs that built templates sit on (prune keeps them). */
+  layersInUse?: () => string[];
 }
 
 /** A layer handed to a sandbox stays protected from prune this long, until its layers.json is on disk. */
@@ -166,6 +168,7 @@ export class ImageStore implements RootfsResolver {
     return this.lock.write(async () => {
       const used = new Set<string>();
       for (const img of this.list()) for (const l of img.layers) used.add(l.diffId);
+      for (const d of this.opts.layersInUse?.() ?? []) used.add(d);
       const now = Date.now();
       for (const [d, t] of this.leases) (t > now ? used.add(d) : this.leases.delete(d));
       for (const short of await this.sandboxShortLinks()) used.add(short);
@@ -194,6 +197,25 @@ export class ImageStore implements RootfsResolver {
       }
     }
     return out;
+  }
+
+  /** An image for a template build: found (or pulled when missing) and pinned by its layers. */
+  async pin(ref: string, progress?: (line: string) => void): Promise<{ name: string; id: string; diffIds: string[]; config: ImageConfig }> {
+    const img = this.find(ref) ?? (await this.pull(ref, { onEvent: (ev) => ev.type === 'status' && progress?.(ev.message) }));
+    const config = imageConfigOf(parseDoc(configSchema, Buffer.from(img.config), `config of ${img.name}`));
+    if (!img.layers.length) throw new CordonError('invalid_argument', `image ${img.name} has no layers`);
+    return { name: img.name, id: img.id, diffIds: img.layers.map((l) => l.diffId), config };
+  }
+
+  /** Overlay lower dirs (top-most first) of layers pinned earlier; they are leased like a create's. */
+  async lowerDirsFor(diffIds: string[], what: string): Promise<string[]> {
+    return this.lock.read(async () => {
+      for (const d of diffIds) {
+        if (!this.layers.has(d)) throw new CordonError('invalid_state', `layer ${d} of ${what} is missing from the image store; build it again`);
+        this.leases.set(d, Date.now() + LEASE_MS);
+      }
+      return diffIds.map((d) => this.layers.shortPath(d)).reverse();
+    });
   }
 
   /** RootfsResolver: the image's layers (pulled if missing, per policy) and config for a new sandbox. */

@@ -1,0 +1,137 @@
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { randomBytes } from 'node:crypto';
+import { z } from 'zod';
+import { CordonError } from '../../errors/registry.js';
+import type { TemplateBuilder } from '../../engine/templates/template-builder.js';
+import type { TemplateService } from '../../engine/templates/template-service.js';
+import type { BuildEvent } from '../../engine/templates/step-sandbox.js';
+import { extractContext } from '../../image/template-build/context.js';
+import { removeTree } from '../../image/template-build/layer-dirs.js';
+import { networkBody, toNetworkSpec } from '../../net/schema.js';
+import type { TemplateRecord } from '../../store/templates.js';
+import { parseSize } from '../../util/units.js';
+import type { ApiDeps, TypedApp } from '../server.js';
+
+export interface TemplateDeps {
+  service: TemplateService;
+  builder: TemplateBuilder;
+}
+
+const name = z.string().regex(/^[a-z0-9][a-z0-9._-]{0,62}$/, 'template names are lowercase letters, digits, . _ - (at most 63)');
+const oneOrMany = z.union([z.string(), z.array(z.string())]).optional();
+const buildQuery = z
+  .object({
+    name,
+    dockerfile: z.string().min(1).max(4096).default('Dockerfile'),
+    cpus: z.coerce.number().positive().max(256).optional(),
+    memory: z.string().max(32).optional(),
+    no_cache: z.enum(['true', 'false', '1', '0']).optional(),
+    network: z.string().max(65536).optional(),
+    build_arg: oneOrMany,
+    start_cmd: z.string().max(65536).optional(),
+    ready_cmd: z.string().max(65536).optional(),
+    step_timeout: z.coerce.number().int().positive().max(24 * 3600).optional(),
+    ready_timeout: z.coerce.number().int().positive().max(3600).optional(),
+  })
+  .strict();
+const nameParams = z.object({ name });
+
+export function templateView(t: TemplateRecord) {
+  return {
+    name: t.name,
+    from: t.parentTemplate ? `template:${t.parentTemplate}` : t.base.kind === 'base' ? 'template:base' : t.base.ref,
+    image_id: t.base.kind === 'image' ? t.base.id : null,
+    layers: t.layers,
+    config: t.config,
+    exposed_ports: t.exposed,
+    labels: t.labels,
+    start_cmd: t.startCmd ?? null,
+    ready_cmd: t.readyCmd ?? null,
+    ready_timeout_s: t.readyTimeoutMs === undefined ? null : t.readyTimeoutMs / 1000,
+    cpus: t.cpus ?? null,
+    memory: t.memoryBytes ?? null,
+    dockerfile: t.dockerfile,
+    created_at: new Date(t.createdAt).toISOString(),
+  };
+}
+
+function templates(deps: ApiDeps): TemplateDeps {
+  if (!deps.templates) throw new CordonError('not_implemented', 'this daemon cannot build templates');
+  return deps.templates;
+}
+
+function parseNetwork(text: string | undefined, deps: ApiDeps) {
+  if (text === undefined) return undefined;
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch {
+    throw new CordonError('invalid_argument', 'network: give a JSON object like the network of a create request, e.g. {"mode":"allowlist","allow_hosts":["deb.debian.org"]}');
+  }
+  const r = networkBody.safeParse(raw);
+  if (!r.success) throw new CordonError('invalid_argument', `network: ${r.error.issues.map((i) => `${i.path.join('.') || 'network'}: ${i.message}`).join('; ')}`);
+  return toNetworkSpec(r.data, deps.net?.cfg ?? { defaultMode: 'none' });
+}
+
+export function registerTemplateRoutes(app: TypedApp, deps: ApiDeps): void {
+  app.addContentTypeParser('application/x-tar', (_req, payload, done) => done(null, payload));
+
+  app.get('/v1/templates', { schema: { summary: 'List built templates' } }, async () => templates(deps).service.list().map(templateView));
+
+  app.get('/v1/templates/:name', { schema: { summary: 'Inspect a built template', params: nameParams } }, async (req) => templateView(templates(deps).service.get(req.params.name)));
+
+  app.delete('/v1/templates/:name', { schema: { summary: 'Remove a template (refused while sandboxes or other templates use it)', params: nameParams } }, async (req) => {
+    await templates(deps).service.remove(req.params.name);
+    return { removed: req.params.name };
+  });
+
+  app.post(
+    '/v1/templates',
+    {
+      schema: { summary: 'Build a template from a Dockerfile: the body is the build context as a tar (application/x-tar); the reply is NDJSON events ending in a result or error line', querystring: buildQuery },
+      bodyLimit: Number.MAX_SAFE_INTEGER,
+    },
+    async (req, reply) => {
+      const t = templates(deps);
+      const q = req.query;
+      const memoryBytes = q.memory === undefined ? undefined : parseSize(q.memory);
+      if (q.memory !== undefined && (memoryBytes === undefined || memoryBytes < 32 * 1024 * 1024)) throw new CordonError('invalid_argument', 'memory: give a size of at least 32m, e.g. 512m or 2g');
+      const buildArgs: Record<string, string> = {};
+      for (const a of [q.build_arg ?? []].flat()) {
+        const i = a.indexOf('=');
+        if (i <= 0) throw new CordonError('invalid_argument', `build_arg: "${a}" must look like NAME=VALUE`);
+        buildArgs[a.slice(0, i)] = a.slice(i + 1);
+      }
+      const network = parseNetwork(q.network, deps);
+      if (network) deps.mgr.net?.validate(network);
+      const body = req.body as Readable | undefined;
+      if (!body || typeof body.pipe !== 'function') throw new CordonError('invalid_argument', 'body: send the build context as a tar (Content-Type: application/x-tar)');
+      const contextDir = join(t.service.layers.tmpDir, `context-${randomBytes(6).toString('hex')}`);
+      await mkdir(contextDir, { mode: 0o700 });
+      try {
+        await extractContext(body, contextDir, { maxBytes: deps.cfg.maxUploadBytes, maxEntries: deps.cfg.maxLayerEntries });
+        reply.hijack();
+        const out = reply.raw;
+        out.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' });
+        const ac = new AbortController();
+        out.on('close', () => !out.writableFinished && ac.abort());
+        const line = (v: unknown) => out.writable && out.write(`${JSON.stringify(v)}\n`);
+        try {
+          const rec = await t.builder.build(
+            { name: q.name, contextDir, dockerfile: q.dockerfile, buildArgs, cpus: q.cpus, memoryBytes, noCache: q.no_cache === 'true' || q.no_cache === '1', network, startCmd: q.start_cmd, readyCmd: q.ready_cmd, readyTimeoutMs: q.ready_timeout && q.ready_timeout * 1000, stepTimeoutMs: q.step_timeout && q.step_timeout * 1000, signal: ac.signal },
+            { event: (ev: BuildEvent) => line(ev), backlog: () => out.writableLength, onDrain: (cb) => (out.writableLength ? out.once('drain', cb) : cb()) },
+          );
+          line({ type: 'result', template: templateView(rec) });
+        } catch (e) {
+          const err = e instanceof CordonError ? e : new CordonError('internal', (e as Error).message);
+          line({ type: 'error', error: err.toJSON(), status: err.status });
+        }
+        out.end();
+      } finally {
+        await removeTree(contextDir).catch(() => {});
+      }
+    },
+  );
+}

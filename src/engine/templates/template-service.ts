@@ -1,0 +1,128 @@
+import { CordonError } from '../../errors/registry.js';
+import type { BaseTemplate } from '../../image/base-template.js';
+import { TemplateLayerDirs } from '../../image/template-build/layer-dirs.js';
+import type { TemplateBase, TemplateRecord, TemplateStore } from '../../store/templates.js';
+import type { SandboxManager } from '../sandbox-manager.js';
+import type { ImageConfig, RootfsSource } from '../types.js';
+
+/** What templates need of the OCI image store (a registry image as a template's base). */
+export interface TemplateImages {
+  pin(ref: string, progress?: (line: string) => void): Promise<{ name: string; id: string; diffIds: string[]; config: ImageConfig }>;
+  lowerDirsFor(diffIds: string[], what: string): Promise<string[]>;
+}
+
+/** Sources of build-step sandboxes: names a user can never give (the API's template names have no "@"). */
+export const TRANSIENT_PREFIX = '@build/';
+
+/**
+ * Built templates: their records, the rootfs a sandbox of one gets, removal (refused while in use)
+ * and the layers no template, build or sandbox needs any more.
+ */
+export class TemplateService {
+  /** Rootfs sources of running build steps, by transient name. */
+  private readonly transient = new Map<string, RootfsSource>();
+  /** Layers that running builds hold (made or reused), counted per holder. */
+  private readonly pins = new Map<string, number>();
+  mgr?: SandboxManager;
+
+  constructor(
+    readonly store: TemplateStore,
+    readonly layers: TemplateLayerDirs,
+    readonly base: BaseTemplate,
+    readonly images: TemplateImages | undefined,
+    /** Lower dirs that sandboxes on disk still mount. */
+    private readonly lowerDirsInUse: () => Promise<string[]>,
+  ) {}
+
+  get(name: string): TemplateRecord {
+    const t = this.store.get(name);
+    if (!t) throw new CordonError('not_found', `template ${name} does not exist; build it with \`cordon template build ${name}\` or list templates with \`cordon template ls\``, { template: name });
+    return t;
+  }
+
+  find(name: string): TemplateRecord | undefined {
+    return this.store.get(name);
+  }
+
+  list(): TemplateRecord[] {
+    return this.store.list();
+  }
+
+  /** Diff IDs of OCI image layers that templates sit on (the image store's prune keeps them). */
+  imageLayersInUse(): string[] {
+    return this.store.list().flatMap((t) => (t.base.kind === 'image' ? t.base.diffIds : []));
+  }
+
+  /** Image names templates were built FROM (image rm refuses them without force). */
+  imagesInUse(): string[] {
+    return this.store.list().flatMap((t) => (t.base.kind === 'image' ? [t.base.ref] : []));
+  }
+
+  /** A sandbox's rootfs from a template (or a build step's transient source). */
+  async resolve(name: string, progress?: (line: string) => void): Promise<RootfsSource> {
+    const tr = this.transient.get(name);
+    if (tr) return tr;
+    const t = this.get(name);
+    const start = t.startCmd ? { cmd: t.startCmd, ready: t.readyCmd, readyTimeoutMs: t.readyTimeoutMs } : undefined;
+    return { lowerDirs: await this.lowerDirs(t.base, t.layers, `template ${name}`, progress), config: t.config, ref: `template:${name}`, start };
+  }
+
+  /** Overlay lower dirs, top-most first, of `layers` (bottom to top) on `base`. */
+  async lowerDirs(base: TemplateBase, layers: string[], what: string, progress?: (line: string) => void): Promise<string[]> {
+    for (const l of layers) if (!this.layers.has(l)) throw new CordonError('invalid_state', `layer ${l} of ${what} is missing on disk; build the template again`);
+    const own = [...layers].reverse().map((l) => this.layers.dir(l));
+    if (base.kind === 'base') return [...own, ...(await this.base.ensure(progress)).lowerDirs];
+    if (!this.images) throw new CordonError('not_implemented', `${what} sits on image ${base.ref}, and this daemon has no image store`);
+    return [...own, ...(await this.images.lowerDirsFor(base.diffIds, what))];
+  }
+
+  addTransient(name: string, src: RootfsSource): void {
+    this.transient.set(name, src);
+  }
+
+  dropTransient(name: string): void {
+    this.transient.delete(name);
+  }
+
+  pin(id: string): void {
+    this.pins.set(id, (this.pins.get(id) ?? 0) + 1);
+  }
+
+  unpin(id: string): void {
+    const n = (this.pins.get(id) ?? 1) - 1;
+    if (n > 0) this.pins.set(id, n);
+    else this.pins.delete(id);
+  }
+
+  /** Who uses a template: sandboxes made from it, templates built FROM it. */
+  users(name: string): { sandboxes: string[]; templates: string[] } {
+    const sandboxes = (this.mgr?.list() ?? []).filter((r) => r.spec.template === name).map((r) => r.id);
+    const templates = this.store.list().filter((t) => t.parentTemplate === name).map((t) => t.name);
+    return { sandboxes, templates };
+  }
+
+  /** Remove a template, refused while sandboxes or other templates use it; frees its unused layers. */
+  async remove(name: string): Promise<void> {
+    this.get(name);
+    const u = this.users(name);
+    if (u.sandboxes.length) throw new CordonError('invalid_state', `template ${name} is used by sandbox${u.sandboxes.length > 1 ? 'es' : ''} ${u.sandboxes.slice(0, 5).join(', ')}; remove ${u.sandboxes.length > 1 ? 'them' : 'it'} first`, { template: name, sandboxes: u.sandboxes });
+    if (u.templates.length) throw new CordonError('invalid_state', `template ${name} is the FROM of template${u.templates.length > 1 ? 's' : ''} ${u.templates.join(', ')}; remove ${u.templates.length > 1 ? 'them' : 'it'} first`, { template: name, templates: u.templates });
+    this.store.delete(name);
+    await this.collect();
+  }
+
+  /** Delete layers that no template, running build or sandbox on disk uses (with their cache entries). */
+  async collect(only?: string[]): Promise<string[]> {
+    const used = new Set<string>(this.pins.keys());
+    for (const t of this.store.list()) for (const l of t.layers) used.add(l);
+    const mounted = new Set(await this.lowerDirsInUse());
+    const removed: string[] = [];
+    for (const id of only ?? [...new Set([...this.store.layerIds(), ...(await this.layers.list())])]) {
+      if (used.has(id) || mounted.has(this.layers.dir(id))) continue;
+      this.store.deleteLayer(id);
+      await this.layers.remove(id);
+      removed.push(id);
+    }
+    return removed;
+  }
+}

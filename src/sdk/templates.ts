@@ -1,0 +1,97 @@
+import type { Readable } from 'node:stream';
+import { CordonError, type ErrorCode } from '../errors/registry.js';
+import type { Http } from './http.js';
+
+export interface TemplateInfo {
+  name: string;
+  from: string;
+  image_id: string | null;
+  layers: string[];
+  config: { env: string[]; workdir?: string; user?: string; entrypoint?: string[]; cmd?: string[] };
+  exposed_ports: string[];
+  labels: Record<string, string>;
+  start_cmd: string | null;
+  ready_cmd: string | null;
+  ready_timeout_s: number | null;
+  cpus: number | null;
+  memory: number | null;
+  dockerfile: string;
+  created_at: string;
+}
+
+export type BuildEvent =
+  | { type: 'status'; message: string }
+  | { type: 'step'; step: number; total: number; instruction: string }
+  | { type: 'cached'; step: number; layer: string }
+  | { type: 'sandbox'; step: number; sandbox_id: string }
+  | { type: 'log'; step: number; stream: 'stdout' | 'stderr'; data: string }
+  | { type: 'layer'; step: number; layer: string };
+
+export interface BuildOptions {
+  /** The Dockerfile's path inside the context (default "Dockerfile"). */
+  dockerfile?: string;
+  cpus?: number;
+  memory?: string;
+  noCache?: boolean;
+  /** Network of the build's RUN steps, as in a create request (default: none). */
+  network?: Record<string, unknown>;
+  buildArgs?: Record<string, string>;
+  startCmd?: string;
+  readyCmd?: string;
+  /** How long the ready command may take to pass, in seconds (default 120). */
+  readyTimeout?: number;
+  /** Deadline of one RUN step, in seconds. */
+  stepTimeout?: number;
+  onEvent?: (ev: BuildEvent) => void;
+}
+
+/** Templates built from Dockerfiles. */
+export class Templates {
+  constructor(private readonly http: Http) {}
+
+  list(): Promise<TemplateInfo[]> {
+    return this.http.json<TemplateInfo[]>('GET', '/v1/templates');
+  }
+  get(name: string): Promise<TemplateInfo> {
+    return this.http.json<TemplateInfo>('GET', `/v1/templates/${encodeURIComponent(name)}`);
+  }
+  remove(name: string): Promise<{ removed: string }> {
+    return this.http.json('DELETE', `/v1/templates/${encodeURIComponent(name)}`);
+  }
+
+  /** Build from a context tar; follows the build's events and resolves with the template or throws its error. */
+  async build(name: string, context: Readable | Buffer, opts: BuildOptions = {}): Promise<TemplateInfo> {
+    const qs = new URLSearchParams({ name });
+    if (opts.dockerfile) qs.set('dockerfile', opts.dockerfile);
+    if (opts.cpus !== undefined) qs.set('cpus', String(opts.cpus));
+    if (opts.memory) qs.set('memory', opts.memory);
+    if (opts.noCache) qs.set('no_cache', 'true');
+    if (opts.network) qs.set('network', JSON.stringify(opts.network));
+    for (const [k, v] of Object.entries(opts.buildArgs ?? {})) qs.append('build_arg', `${k}=${v}`);
+    if (opts.startCmd) qs.set('start_cmd', opts.startCmd);
+    if (opts.readyCmd) qs.set('ready_cmd', opts.readyCmd);
+    if (opts.stepTimeout) qs.set('step_timeout', String(opts.stepTimeout));
+    if (opts.readyTimeout) qs.set('ready_timeout', String(opts.readyTimeout));
+    const res = await this.http.raw('POST', `/v1/templates?${qs}`, { body: context, contentType: 'application/x-tar' });
+    let buf = '';
+    let result: TemplateInfo | undefined;
+    const handle = (line: string) => {
+      if (!line.trim()) return;
+      const ev = JSON.parse(line) as BuildEvent | { type: 'result'; template: TemplateInfo } | { type: 'error'; error: { code: ErrorCode; message: string; details?: Record<string, unknown> } };
+      if (ev.type === 'result') result = ev.template;
+      else if (ev.type === 'error') throw new CordonError(ev.error.code, ev.error.message, ev.error.details);
+      else opts.onEvent?.(ev);
+    };
+    for await (const chunk of res.body) {
+      buf += (chunk as Buffer).toString('utf8');
+      let i: number;
+      while ((i = buf.indexOf('\n')) >= 0) {
+        handle(buf.slice(0, i));
+        buf = buf.slice(i + 1);
+      }
+    }
+    handle(buf);
+    if (!result) throw new CordonError('unavailable', `the daemon closed the build of ${name} without a result`);
+    return result;
+  }
+}
