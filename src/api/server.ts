@@ -1,3 +1,4 @@
+import type { IncomingMessage } from 'node:http';
 import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type RawReplyDefaultExpression, type RawRequestDefaultExpression, type RawServerDefault } from 'fastify';
 import swagger from '@fastify/swagger';
 import websocket from '@fastify/websocket';
@@ -23,6 +24,27 @@ import { registerMetricsRoute } from './routes/metrics.js';
 import { registerTemplateRoutes, type TemplateDeps } from './routes/templates.js';
 import type { VolumeManager } from '../engine/volumes.js';
 import { registerVolumeRoutes } from './routes/volumes.js';
+
+/** The most of a refused request's body read and discarded so its client gets the answer. */
+const DRAIN_REFUSED_BODY_MAX = 64 * 1024 * 1024;
+/** How long the rest of a refused body may take to arrive before the connection is closed instead. */
+const DRAIN_REFUSED_BODY_MS = 10_000;
+
+/** Read and discard what is left of a request body; resolves at its end, on error, or after `ms`. */
+function drained(body: IncomingMessage, ms: number): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      body.off('end', done).off('close', done).off('error', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    body.on('end', done).on('close', done).on('error', done);
+    // A reader that stopped early (an async iterator) leaves a 'readable' listener, which keeps the stream from flowing.
+    body.removeAllListeners('readable');
+    body.resume();
+  });
+}
 
 export interface ApiDeps {
   cfg: DaemonConfig;
@@ -77,12 +99,18 @@ export async function buildServer(deps: ApiDeps): Promise<FastifyInstance> {
   // Uploads stream straight through to the sandbox; nothing buffers them in memory.
   app.addContentTypeParser('application/octet-stream', (_req, payload, done) => done(null, payload));
 
-  app.setErrorHandler((err: FastifyError, req, reply) => {
-    // A streamed upload that failed midway (disk full, bad path) still has body bytes in flight:
-    // swallow them and close the connection, or the next request on it would read them as its own.
+  app.setErrorHandler(async (err: FastifyError, req, reply) => {
+    // A request refused before its body was read (too large, failed midway) still has bytes in flight.
+    // A body of known, modest size is read and discarded before the answer, so the client has finished
+    // sending when it reads it (an answer mid-upload races the client into a reset); anything else is
+    // swallowed while the answer goes out on a connection that is then closed.
     if (!req.raw.complete) {
-      req.raw.resume();
-      reply.header('connection', 'close');
+      const length = Number(req.headers['content-length']);
+      if (length > 0 && length <= DRAIN_REFUSED_BODY_MAX && !req.raw.destroyed) await drained(req.raw, DRAIN_REFUSED_BODY_MS);
+      if (!req.raw.complete) {
+        req.raw.resume();
+        reply.header('connection', 'close');
+      }
     }
     let e: CordonError;
     if (err instanceof CordonError) e = err;
@@ -94,11 +122,11 @@ export async function buildServer(deps: ApiDeps): Promise<FastifyInstance> {
     else e = new CordonError('internal', `internal error: ${err.message}`);
     if (reply.sent || reply.raw.headersSent) {
       reply.raw.destroy();
-      return;
+      return reply;
     }
     const retryAfter = retryAfterSeconds(e);
     if (retryAfter) reply.header('retry-after', String(retryAfter));
-    reply.status(e.status).send(errorBody(e));
+    return reply.status(e.status).send(errorBody(e));
   });
   app.setNotFoundHandler((req, reply) => {
     reply.status(404).send(new CordonError('not_found', `no route ${req.method} ${req.url.split('?')[0]}; see GET /v1/openapi.json`).toJSON());

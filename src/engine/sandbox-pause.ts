@@ -79,12 +79,16 @@ export class SandboxPauses {
     // A sandbox its timeout paused gets its whole timeout again when it resumes.
     let remainingMs = rec.expiresAt ? Math.max(0, rec.expiresAt - started) : undefined;
     if (remainingMs !== undefined && remainingMs < 1000) remainingMs = rec.spec.timeoutMs || undefined;
-    if (rt.capabilities.checkpoint !== 'memory') {
+    // Without the agent every process is the exec path's, which gVisor cannot carry across a restore
+    // (and a restore after ending them was seen to panic): such a sandbox is frozen in memory instead.
+    const withAgent = !!this.mgr.live.get(id)?.agent;
+    if (rt.capabilities.checkpoint !== 'memory' || !withAgent) {
+      const why = rt.capabilities.checkpoint !== 'memory' ? `runtime ${rt.name} cannot checkpoint` : 'it runs without the agent, whose processes alone survive a checkpoint';
       await rt.pause(id);
       this.mgr.unschedule(id);
       await this.save(id, { kind: 'freeze', pausedAt: started, remainingMs });
       this.mgr.store.update(id, { state: 'paused', expiresAt: undefined });
-      this.event(id, 'paused', `sandbox paused (frozen in memory: runtime ${rt.name} cannot checkpoint) in ${Date.now() - started} ms`, { ms: Date.now() - started, kind: 'freeze' });
+      this.event(id, 'paused', `sandbox paused (frozen in memory: ${why}) in ${Date.now() - started} ms`, { ms: Date.now() - started, kind: 'freeze' });
       return this.mgr.get(id);
     }
     await this.checkSpace(id, rec);

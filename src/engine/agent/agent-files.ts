@@ -255,7 +255,9 @@ export class AgentFiles {
       if (Buffer.isBuffer(data)) {
         for (let off = 0; off < data.length; off += window) await send(data.subarray(off, off + window));
       } else {
-        for await (const chunk of data) await send(typeof chunk === 'string' ? Buffer.from(chunk) : (chunk as Buffer));
+        // An early answer (disk full, refused path) must not destroy the source: for an HTTP upload that
+        // would reset the client's connection under the error answer. The API drains what is left.
+        for await (const chunk of data.iterator({ destroyOnReturn: false })) await send(typeof chunk === 'string' ? Buffer.from(chunk) : (chunk as Buffer));
       }
       out.end();
     };
