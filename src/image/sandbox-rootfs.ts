@@ -23,6 +23,21 @@ export function sandboxDirs(sandboxesDir: string, id: string): SandboxDirs {
   return { root, bundle: join(root, 'bundle'), rootfs: join(root, 'rootfs'), disk: join(root, 'disk'), diskImage: join(root, 'disk.img') };
 }
 
+/** What a sandbox's rootfs is made of, as prepare() recorded it in the sandbox's own (daemon-owned) directory. */
+export async function readLayersFile(root: string): Promise<{ lowerDirs: string[]; diskBytes: number | null }> {
+  return JSON.parse(await readFile(join(root, 'layers.json'), 'utf8')) as { lowerDirs: string[]; diskBytes: number | null };
+}
+
+/** The lower dirs every sandbox on disk mounts; directories without a layers.json (being made) are skipped. */
+export async function lowerDirsOfSandboxes(sandboxesDir: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const id of await readdir(sandboxesDir).catch(() => [] as string[])) {
+    const layers = await readLayersFile(join(sandboxesDir, id)).catch(() => undefined);
+    if (layers) out.push(...layers.lowerDirs);
+  }
+  return out;
+}
+
 async function mountedAt(path: string): Promise<boolean> {
   const info = await readFile('/proc/self/mountinfo', 'utf8');
   return info.split('\n').some((l) => l.split(' ')[4] === path);
@@ -54,7 +69,7 @@ export class SandboxRootfs implements RootfsDriver {
 
   async layers(id: string): Promise<{ lowerDirs: string[]; upper: string }> {
     const d = this.dirs(id);
-    const { lowerDirs, diskBytes } = JSON.parse(await readFile(join(d.root, 'layers.json'), 'utf8')) as { lowerDirs: string[]; diskBytes: number | null };
+    const { lowerDirs, diskBytes } = await readLayersFile(d.root);
     return { lowerDirs, upper: join(diskBytes ? d.disk : d.root, 'upper') };
   }
 
@@ -62,7 +77,7 @@ export class SandboxRootfs implements RootfsDriver {
   async mount(id: string): Promise<void> {
     const d = this.dirs(id);
     if (await mountedAt(d.rootfs)) return;
-    const { lowerDirs, diskBytes } = JSON.parse(await readFile(join(d.root, 'layers.json'), 'utf8')) as { lowerDirs: string[]; diskBytes: number | null };
+    const { lowerDirs, diskBytes } = await readLayersFile(d.root);
     let base = d.root;
     if (diskBytes) {
       await mkdir(d.disk, { recursive: true });
@@ -136,17 +151,8 @@ export class SandboxRootfs implements RootfsDriver {
     await removeTree(join(dest, '.cordon'));
   }
 
-  async lowerDirsInUse(): Promise<string[]> {
-    const out: string[] = [];
-    for (const id of await readdir(this.sandboxesDir).catch(() => [] as string[])) {
-      try {
-        const { lowerDirs } = JSON.parse(await readFile(join(this.sandboxesDir, id, 'layers.json'), 'utf8')) as { lowerDirs: string[] };
-        out.push(...lowerDirs);
-      } catch {
-        /* not a sandbox dir, or one being made */
-      }
-    }
-    return out;
+  lowerDirsInUse(): Promise<string[]> {
+    return lowerDirsOfSandboxes(this.sandboxesDir);
   }
 
   /** The file system the sandbox writes to: its --disk image, or the shared one under the data directory. */

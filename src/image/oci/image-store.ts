@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { readdir, readFile, rm, stat } from 'node:fs/promises';
+import { rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CordonError } from '../../errors/registry.js';
 import type { RootfsResolver } from '../../engine/sources.js';
@@ -15,6 +15,7 @@ import { Progress, type PullListener } from './progress.js';
 import { pullImage } from './puller.js';
 import { formatReference, isDigest, parseReference } from './reference.js';
 import { RwLock } from './rw-lock.js';
+import { lowerDirsOfSandboxes } from '../sandbox-rootfs.js';
 import type { Telemetry } from '../../telemetry/telemetry.js';
 
 export type PullPolicy = 'missing' | 'always' | 'never';
@@ -186,17 +187,9 @@ export class ImageStore implements RootfsResolver {
   }
 
   /** Lower dirs every sandbox on disk mounts (from its layers.json). */
-  private async sandboxShortLinks(): Promise<string[]> {
-    const out: string[] = [];
-    for (const id of await readdir(this.opts.sandboxesDir).catch(() => [] as string[])) {
-      try {
-        const { lowerDirs } = JSON.parse(await readFile(join(this.opts.sandboxesDir, id, 'layers.json'), 'utf8')) as { lowerDirs: string[] };
-        out.push(...lowerDirs);
-      } catch {
-        /* not a sandbox dir, or being created (covered by leases) */
-      }
-    }
-    return out;
+  private sandboxShortLinks(): Promise<string[]> {
+    // Sandboxes still being created have no layers.json yet; leases cover those.
+    return lowerDirsOfSandboxes(this.opts.sandboxesDir);
   }
 
   /** An image for a template build: found (or pulled when missing) and pinned by its layers. */
