@@ -21,18 +21,42 @@ const processRef = z
   .union([z.number().int().positive(), z.string().min(1).max(128)])
   .describe('the process: its pid, its id (p-N) or the tag given to start_process');
 
+const runInput = z
+  .object({
+    sandbox_id: sandboxId,
+    command: commandLine,
+    cwd: z.string().max(4096).optional().describe('working directory'),
+    env: envMap.optional(),
+    user: z.string().max(64).optional().describe('user to run as (default: the sandbox default user)'),
+    timeout: duration.optional().describe(`kill the command after this long (default ${RUN_TIMEOUT_DEFAULT})`),
+    max_output_bytes: z.number().int().min(256).max(MCP_LIMITS.outputMax).optional().describe(`bytes kept of stdout and of stderr each (default ${MCP_LIMITS.outputDefault}); beyond it the head and tail are kept and a marker says what was left out`),
+  })
+  .strict();
+const startInput = z
+  .object({
+    sandbox_id: sandboxId,
+    command: commandLine,
+    cwd: z.string().max(4096).optional(),
+    env: envMap.optional(),
+    user: z.string().max(64).optional(),
+    tag: z.string().min(1).max(64).optional().describe('a name to refer to the process by instead of its pid'),
+    timeout: duration.optional().describe('kill it after this long (default: runs until it exits or the sandbox goes)'),
+  })
+  .strict();
+const readInput = z
+  .object({
+    sandbox_id: sandboxId,
+    pid: processRef,
+    offset: z.number().int().min(0).optional().describe('byte offset in the output to read from (default 0); pass the next_offset of the previous read to continue'),
+    max_bytes: z.number().int().min(1).max(MCP_LIMITS.outputMax).optional().describe(`most bytes to return (default ${MCP_LIMITS.outputDefault})`),
+    wait_ms: z.number().int().min(0).max(MCP_LIMITS.waitMaxMs).optional().describe(`how long to wait for output past the offset while the process runs (default ${MCP_LIMITS.waitDefaultMs})`),
+  })
+  .strict();
+const killInput = z
+  .object({ sandbox_id: sandboxId, pid: processRef, signal: z.enum(['SIGKILL', 'SIGTERM', 'SIGINT', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2']).optional().describe('default SIGKILL') })
+  .strict();
+
 export function registerCommandTools(server: McpServer, cordon: Cordon): void {
-  const runInput = z
-    .object({
-      sandbox_id: sandboxId,
-      command: commandLine,
-      cwd: z.string().max(4096).optional().describe('working directory'),
-      env: envMap.optional(),
-      user: z.string().max(64).optional().describe('user to run as (default: the sandbox default user)'),
-      timeout: duration.optional().describe(`kill the command after this long (default ${RUN_TIMEOUT_DEFAULT})`),
-      max_output_bytes: z.number().int().min(256).max(MCP_LIMITS.outputMax).optional().describe(`bytes kept of stdout and of stderr each (default ${MCP_LIMITS.outputDefault}); beyond it the head and tail are kept and a marker says what was left out`),
-    })
-    .strict();
   server.registerTool(
     'run_command',
     {
@@ -72,17 +96,6 @@ export function registerCommandTools(server: McpServer, cordon: Cordon): void {
     }),
   );
 
-  const startInput = z
-    .object({
-      sandbox_id: sandboxId,
-      command: commandLine,
-      cwd: z.string().max(4096).optional(),
-      env: envMap.optional(),
-      user: z.string().max(64).optional(),
-      tag: z.string().min(1).max(64).optional().describe('a name to refer to the process by instead of its pid'),
-      timeout: duration.optional().describe('kill it after this long (default: runs until it exits or the sandbox goes)'),
-    })
-    .strict();
   server.registerTool(
     'start_process',
     {
@@ -96,15 +109,6 @@ export function registerCommandTools(server: McpServer, cordon: Cordon): void {
     }),
   );
 
-  const readInput = z
-    .object({
-      sandbox_id: sandboxId,
-      pid: processRef,
-      offset: z.number().int().min(0).optional().describe('byte offset in the output to read from (default 0); pass the next_offset of the previous read to continue'),
-      max_bytes: z.number().int().min(1).max(MCP_LIMITS.outputMax).optional().describe(`most bytes to return (default ${MCP_LIMITS.outputDefault})`),
-      wait_ms: z.number().int().min(0).max(MCP_LIMITS.waitMaxMs).optional().describe(`how long to wait for output past the offset while the process runs (default ${MCP_LIMITS.waitDefaultMs})`),
-    })
-    .strict();
   server.registerTool(
     'read_process_output',
     {
@@ -177,9 +181,6 @@ export function registerCommandTools(server: McpServer, cordon: Cordon): void {
     }),
   );
 
-  const killInput = z
-    .object({ sandbox_id: sandboxId, pid: processRef, signal: z.enum(['SIGKILL', 'SIGTERM', 'SIGINT', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2']).optional().describe('default SIGKILL') })
-    .strict();
   server.registerTool(
     'kill_process',
     { title: 'Signal a process', description: 'Send a signal (SIGKILL by default) to a process started with start_process.', inputSchema: killInput, annotations: { destructiveHint: true } },

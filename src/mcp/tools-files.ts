@@ -32,15 +32,33 @@ async function resourceContents(cordon: Cordon, id: string, path: string) {
   return text === undefined ? { uri, mimeType: 'application/octet-stream', blob: r.data.toString('base64') } : { uri, mimeType: 'text/plain', text };
 }
 
+const readInput = z
+  .object({
+    sandbox_id: sandboxId,
+    path: sandboxPath,
+    offset: z.number().int().min(0).optional().describe('byte to start at (default 0)'),
+    max_bytes: z.number().int().min(1).max(MCP_LIMITS.readMax).optional().describe(`most bytes to return (default ${MCP_LIMITS.readDefault})`),
+  })
+  .strict();
+const writeInput = z
+  .object({
+    sandbox_id: sandboxId,
+    path: sandboxPath,
+    content: z.string().max(base64Max).describe(`the file contents (at most ${MCP_LIMITS.writeMax} bytes)`),
+    encoding: z.enum(['utf8', 'base64']).optional().describe('how content is encoded (default utf8)'),
+    append: z.boolean().optional().describe('append instead of replacing'),
+    mode,
+  })
+  .strict();
+const uploadInput = z
+  .object({ sandbox_id: sandboxId, path: sandboxPath, data_base64: z.string().max(base64Max).describe(`the file contents in base64 (at most ${MCP_LIMITS.writeMax} bytes decoded)`), mode })
+  .strict();
+const downloadInput = z.object({ sandbox_id: sandboxId, path: sandboxPath }).strict();
+const listInput = z
+  .object({ sandbox_id: sandboxId, path: sandboxPath.default('/'), depth: z.number().int().min(1).max(5).optional().describe('levels to descend (default 1)') })
+  .strict();
+
 export function registerFileTools(server: McpServer, cordon: Cordon): void {
-  const readInput = z
-    .object({
-      sandbox_id: sandboxId,
-      path: sandboxPath,
-      offset: z.number().int().min(0).optional().describe('byte to start at (default 0)'),
-      max_bytes: z.number().int().min(1).max(MCP_LIMITS.readMax).optional().describe(`most bytes to return (default ${MCP_LIMITS.readDefault})`),
-    })
-    .strict();
   server.registerTool(
     'read_file',
     {
@@ -60,16 +78,6 @@ export function registerFileTools(server: McpServer, cordon: Cordon): void {
     }),
   );
 
-  const writeInput = z
-    .object({
-      sandbox_id: sandboxId,
-      path: sandboxPath,
-      content: z.string().max(base64Max).describe(`the file contents (at most ${MCP_LIMITS.writeMax} bytes)`),
-      encoding: z.enum(['utf8', 'base64']).optional().describe('how content is encoded (default utf8)'),
-      append: z.boolean().optional().describe('append instead of replacing'),
-      mode,
-    })
-    .strict();
   server.registerTool(
     'write_file',
     { title: 'Write a file', description: 'Write (or append to) a file in a sandbox; missing parent directories are created.', inputSchema: writeInput, annotations: { destructiveHint: true } },
@@ -79,9 +87,6 @@ export function registerFileTools(server: McpServer, cordon: Cordon): void {
     }),
   );
 
-  const uploadInput = z
-    .object({ sandbox_id: sandboxId, path: sandboxPath, data_base64: z.string().max(base64Max).describe(`the file contents in base64 (at most ${MCP_LIMITS.writeMax} bytes decoded)`), mode })
-    .strict();
   server.registerTool(
     'upload_file',
     {
@@ -103,7 +108,6 @@ export function registerFileTools(server: McpServer, cordon: Cordon): void {
     }),
   );
 
-  const downloadInput = z.object({ sandbox_id: sandboxId, path: sandboxPath }).strict();
   server.registerTool(
     'download_file',
     {
@@ -118,9 +122,6 @@ export function registerFileTools(server: McpServer, cordon: Cordon): void {
     }),
   );
 
-  const listInput = z
-    .object({ sandbox_id: sandboxId, path: sandboxPath.default('/'), depth: z.number().int().min(1).max(5).optional().describe('levels to descend (default 1)') })
-    .strict();
   server.registerTool(
     'list_files',
     { title: 'List files', description: `List a directory in a sandbox (to a depth), at most ${MCP_LIMITS.listMax} entries.`, inputSchema: listInput, annotations: { readOnlyHint: true } },

@@ -45,15 +45,28 @@ const network = z
   .optional()
   .describe('egress policy; without it the sandbox has no network');
 
+const createInput = z
+  .object({
+    template: z.string().min(1).max(256).optional().describe('template name; "base" (Debian) when neither template nor image is given'),
+    image: z.string().min(1).max(1024).optional().describe('OCI image reference, e.g. "python:3.12-slim"; pulled when missing'),
+    ...resources,
+    network,
+  })
+  .strict();
+const fromSnapshotInput = z
+  .object({ snapshot: z.string().min(1).max(256).describe('snapshot id or name, from create_snapshot or list_snapshots'), ...resources })
+  .strict();
+const listInput = z
+  .object({
+    state: z.array(z.enum(['creating', 'running', 'pausing', 'paused', 'snapshotting', 'restoring', 'stopped', 'error'])).max(8).optional().describe('only sandboxes in these states'),
+    labels: z.record(z.string().max(63), z.string().max(256)).optional().describe('only sandboxes with all these labels'),
+  })
+  .strict();
+const killInput = z.object({ sandbox_id: sandboxId }).strict();
+const snapInput = z.object({ sandbox_id: sandboxId, name: z.string().min(1).max(128).optional().describe('a name to find the snapshot by') }).strict();
+const listSnapInput = z.object({ sandbox_id: sandboxId.optional().describe('only snapshots of this sandbox') }).strict();
+
 export function registerSandboxTools(server: McpServer, cordon: Cordon): void {
-  const createInput = z
-    .object({
-      template: z.string().min(1).max(256).optional().describe('template name; "base" (Debian) when neither template nor image is given'),
-      image: z.string().min(1).max(1024).optional().describe('OCI image reference, e.g. "python:3.12-slim"; pulled when missing'),
-      ...resources,
-      network,
-    })
-    .strict();
   server.registerTool(
     'create_sandbox',
     {
@@ -71,9 +84,6 @@ export function registerSandboxTools(server: McpServer, cordon: Cordon): void {
     }),
   );
 
-  const fromSnapshotInput = z
-    .object({ snapshot: z.string().min(1).max(256).describe('snapshot id or name, from create_snapshot or list_snapshots'), ...resources })
-    .strict();
   server.registerTool(
     'create_sandbox_from_snapshot',
     {
@@ -87,12 +97,6 @@ export function registerSandboxTools(server: McpServer, cordon: Cordon): void {
     }),
   );
 
-  const listInput = z
-    .object({
-      state: z.array(z.enum(['creating', 'running', 'pausing', 'paused', 'snapshotting', 'restoring', 'stopped', 'error'])).max(8).optional().describe('only sandboxes in these states'),
-      labels: z.record(z.string().max(63), z.string().max(256)).optional().describe('only sandboxes with all these labels'),
-    })
-    .strict();
   server.registerTool(
     'list_sandboxes',
     { title: 'List sandboxes', description: 'List the sandboxes of this cordon daemon, optionally by state or labels.', inputSchema: listInput, annotations: { readOnlyHint: true } },
@@ -102,7 +106,6 @@ export function registerSandboxTools(server: McpServer, cordon: Cordon): void {
     }),
   );
 
-  const killInput = z.object({ sandbox_id: sandboxId }).strict();
   server.registerTool(
     'kill_sandbox',
     { title: 'Kill a sandbox', description: 'Stop a sandbox at once and remove it with all its files and processes (snapshots taken of it stay).', inputSchema: killInput, annotations: { destructiveHint: true, idempotentHint: true } },
@@ -112,7 +115,6 @@ export function registerSandboxTools(server: McpServer, cordon: Cordon): void {
     }),
   );
 
-  const snapInput = z.object({ sandbox_id: sandboxId, name: z.string().min(1).max(128).optional().describe('a name to find the snapshot by') }).strict();
   server.registerTool(
     'create_snapshot',
     { title: 'Snapshot a sandbox', description: 'Snapshot a running sandbox as it is now (it keeps running); start copies of it with create_sandbox_from_snapshot.', inputSchema: snapInput },
@@ -122,7 +124,6 @@ export function registerSandboxTools(server: McpServer, cordon: Cordon): void {
     }),
   );
 
-  const listSnapInput = z.object({ sandbox_id: sandboxId.optional().describe('only snapshots of this sandbox') }).strict();
   server.registerTool(
     'list_snapshots',
     { title: 'List snapshots', description: 'List snapshots, optionally those of one sandbox.', inputSchema: listSnapInput, annotations: { readOnlyHint: true } },

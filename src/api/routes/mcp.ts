@@ -4,12 +4,16 @@
 // refers to (sandboxes, processes, files) already lives in the daemon under its own id.
 import type { AddressInfo } from 'node:net';
 import type { FastifyInstance } from 'fastify';
+import type { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { CordonError } from '../../errors/registry.js';
 import { MCP_LIMITS } from '../../mcp/limits.js';
 import { createMcpServer } from '../../mcp/server.js';
 import { Cordon } from '../../sdk/client.js';
 import type { ApiDeps, TypedApp } from '../server.js';
+
+/** Idle MCP servers kept for reuse (as many as requests are usually in flight at once). */
+const IDLE_SERVERS_MAX = 16;
 
 /** The daemon's own address as a client reaches it: a wildcard listen is reached on loopback. */
 function selfUrl(addr: AddressInfo | string | null): string {
@@ -27,13 +31,19 @@ export function registerMcpRoute(app: TypedApp, { cfg, version }: ApiDeps): void
     await self?.close();
   });
 
+  // Building a server registers every tool (milliseconds of schema work), so idle ones are reused: a
+  // stateless server keeps nothing of its last request once its transport is closed.
+  const idle: McpServer[] = [];
   app.post('/mcp', { bodyLimit: MCP_LIMITS.httpBodyMax, schema: { summary: 'Model Context Protocol (Streamable HTTP, stateless, JSON responses)', hide: true } }, async (req, reply) => {
-    const server = createMcpServer(client(), version);
+    let server = idle.pop();
+    if (!server || server.isConnected()) server = createMcpServer(client(), version);
     const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: true });
     reply.hijack();
     reply.raw.on('close', () => {
-      void transport.close();
-      void server.close();
+      void server.close().then(
+        () => idle.length < IDLE_SERVERS_MAX && idle.push(server),
+        () => {},
+      );
     });
     await server.connect(transport);
     await transport.handleRequest(req.raw, reply.raw, req.body);
