@@ -3,13 +3,16 @@
 // name:tag; tags; a failing step (error status with its output, no template left); buildInBackground
 // with getBuildStatus paged by logsOffset; and the signed upload URL refusing hostile requests.
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { gzipSync } from 'node:zlib';
 import { Sandbox, Template, waitForPort, type LogEntry } from 'e2b';
 import tar from 'tar-stream';
+import { mapReadyCmd, translateBuild } from '../src/api/e2b/template-steps.js';
+import { parseDockerfile } from '../src/image/template-build/dockerfile.js';
+import { word, words } from '../src/image/template-build/shell-words.js';
 import { startDaemon, type TestDaemon } from './helpers/daemon.js';
 import { until } from './helpers/assert.js';
 
@@ -37,7 +40,8 @@ after(async () => {
 });
 
 async function api(method: string, path: string, body?: unknown): Promise<{ status: number; json: any }> {
-  const res = await fetch(`${d.url}${path}`, { method, headers: { 'x-api-key': KEY, 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) });
+  const headers: Record<string, string> = { 'x-api-key': KEY, ...(body === undefined ? {} : { 'content-type': 'application/json' }) };
+  const res = await fetch(`${d.url}${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
   const text = await res.text();
   return { status: res.status, json: text ? JSON.parse(text) : undefined };
 }
@@ -51,6 +55,37 @@ async function tarGz(entries: { name: string; type?: 'file' | 'directory' | 'sym
   return gzipSync(Buffer.concat(chunks));
 }
 
+describe('E2B steps as a Dockerfile (unit)', () => {
+  test('values come back exactly as sent: quotes, $, a trailing backslash, spaces; bad steps are refused', () => {
+    const nasty = 'a "b" \'c\' $HOME ${X} end\\';
+    const tr = translateBuild(
+      { fromTemplate: 'base', steps: [{ type: 'WORKDIR', args: [nasty] }, { type: 'RUN', args: ['echo "$HOME" \\', 'root'] }, { type: 'COPY', args: ['./d/', nasty, 'user', '0640'], filesHash: 'e'.repeat(64) }, { type: 'ENV', args: ['K', 'v w\\'] }] },
+      (n) => n,
+      'nonce',
+    );
+    const ins = parseDockerfile(tr.dockerfile).instructions;
+    assert.deepEqual(ins.map((i) => i.keyword), ['FROM', 'USER', 'WORKDIR', 'WORKDIR', 'RUN', 'COPY', 'ENV']);
+    assert.equal(word(ins[3].args, new Map([['HOME', 'NO']])), nasty);
+    assert.deepEqual(ins[4].json, ['/bin/sh', '-c', 'echo "$HOME" \\']);
+    assert.equal(ins[4].flags.user, 'root');
+    assert.deepEqual(ins[5].json!.map((a) => word(a, new Map())), [`${'e'.repeat(64)}/d`, nasty]);
+    assert.deepEqual(words(ins[6].args, new Map()), ['K=v w\\']);
+    assert.deepEqual([...tr.stepOf], [[1, 0], [2, 0], [3, 0], [4, 1], [5, 2], [6, 3], [7, 4]]);
+    const bad = (steps: unknown[]) => assert.throws(() => translateBuild({ fromTemplate: 'base', steps } as never, (n) => n, 'n'), /steps\[0\]/);
+    bad([{ type: 'ENV', args: ['K', 'two\nlines'] }]);
+    bad([{ type: 'COPY', args: ['../up', '/x'], filesHash: 'e'.repeat(64) }]);
+    bad([{ type: 'COPY', args: ['a', '/x'] }]);
+    bad([{ type: 'RUN', args: ['true', 'two users'] }]);
+    bad([{ type: 'HEALTHCHECK', args: [] }]);
+    assert.throws(() => translateBuild({ fromImage: 'x', fromImageRegistry: { type: 'registry' } }, (n) => n, 'n'), /credentials/);
+  });
+
+  test('waitForPort works without ss; other ready commands pass through', () => {
+    assert.match(mapReadyCmd('[ -n "$(ss -Htuln sport = :8000)" ]'), /:1F40 .*\/proc\/net\/tcp/);
+    assert.equal(mapReadyCmd('[ -f /tmp/ready ]'), '[ -f /tmp/ready ]');
+  });
+});
+
 describe('e2b Template API', () => {
   test('Template.build: copy of a directory, env, workdir, user, start command with waitForPort; Sandbox.create(name) twice', async () => {
     const t = Template({ fileContextPath: work })
@@ -58,8 +93,9 @@ describe('e2b Template API', () => {
       .setEnvs({ GREETING: 'hi there', PRICE: '$5 "quoted"' })
       .setWorkdir('/srv')
       .copy('site', '/srv/site')
-      .runCmd('echo "built as $(id -un) in $(pwd)" > /srv/built.txt')
-      .runCmd('id -un > /tmp/who.txt', { user: 'user' })
+      .runCmd('echo "built as $(id -un) in $(pwd)" > /srv/built.txt', { user: 'root' })
+      // E2B's default during a build: user, in /home/user unless setWorkdir said otherwise.
+      .runCmd('echo "$(id -un) $(pwd)" > /home/user/who.txt; chmod 0644 /home/user/who.txt')
       .setUser('user')
       .setStartCmd('python3 -m http.server 8000 --directory /srv/site', waitForPort(8000));
     const logs: LogEntry[] = [];
@@ -73,8 +109,8 @@ describe('e2b Template API', () => {
       const s = await Sandbox.create(NAME, { ...o, timeoutMs: 120_000 });
       try {
         // The server was started and found listening before create returned.
-        const r = await s.commands.run('curl -s http://127.0.0.1:8000/index.html; cat /srv/site/sub/deep.txt /srv/built.txt /tmp/who.txt; echo "$GREETING|$PRICE"; id -un; pwd');
-        assert.deepEqual(r.stdout.trim().split('\n'), ['hello from the template', 'deep', 'built as root in /srv', 'user', 'hi there|$5 "quoted"', 'user', '/srv']);
+        const r = await s.commands.run('curl -s http://127.0.0.1:8000/index.html; cat /srv/site/sub/deep.txt /srv/built.txt /home/user/who.txt; echo "$GREETING|$PRICE"; id -un');
+        assert.deepEqual(r.stdout.trim().split('\n'), ['hello from the template', 'deep', 'built as root in /srv', 'user /srv', 'hi there|$5 "quoted"', 'user']);
       } finally {
         await s.kill();
       }
@@ -105,7 +141,7 @@ describe('e2b Template API', () => {
   });
 
   test('buildInBackground + getBuildStatus: logs paged by logsOffset, then ready; the tag is what create takes', async () => {
-    const t = Template().fromTemplate('base').runCmd('for i in 1 2 3; do echo line-$i; done > /tmp/lines; cat /tmp/lines');
+    const t = Template().fromTemplate('base').runCmd('for i in 1 2 3; do echo line-$i; done > lines; cat lines');
     const data = await Template.buildInBackground(t, `${BG}:v1`, o);
     assert.deepEqual(data.tags, ['v1']);
     let status = await Template.getBuildStatus(data, o);
@@ -122,7 +158,7 @@ describe('e2b Template API', () => {
 
     const s = await Sandbox.create(`${BG}:v1`, { ...o, timeoutMs: 60_000 });
     try {
-      assert.equal((await s.commands.run('cat /tmp/lines')).stdout, 'line-1\nline-2\nline-3\n');
+      assert.equal((await s.commands.run('cat /home/user/lines')).stdout, 'line-1\nline-2\nline-3\n');
     } finally {
       await s.kill();
     }
@@ -187,8 +223,6 @@ describe('e2b Template API', () => {
 
     const escaping = await put(url, await tarGz([{ name: 'ok.txt', body: 'ok' }, { name: '../../escape.txt', body: 'out' }]));
     assert.equal(escaping.status, 400);
-    const viaLink = await put(url, await tarGz([{ name: 'link', type: 'symlink', linkname: '/etc' }, { name: 'link/passwd', body: 'x' }]));
-    assert.equal(viaLink.status, 400);
     const device = await put(url, await tarGz([{ name: 'null', type: 'character-device' }]));
     assert.equal(device.status, 400);
     assert.match(((await device.json()) as { message: string }).message, /character-device/);
@@ -205,6 +239,14 @@ describe('e2b Template API', () => {
     });
     assert.equal(declared, 413, 'refused by its declared size, before a byte is read');
     assert.equal((await api('GET', `/templates/${req.json.templateID}/files/${hash}`)).json.present, false, 'nothing of a refused upload is kept');
+
+    // A path through an uploaded symlink resolves inside the upload, never on the host.
+    const linkHash = 'd'.repeat(64);
+    const linkUrl = (await api('GET', `/templates/${req.json.templateID}/files/${linkHash}`)).json.url as string;
+    const viaLink = await put(linkUrl, await tarGz([{ name: 'link', type: 'symlink', linkname: '/etc' }, { name: 'link/passwd', body: 'inside' }]));
+    assert.equal(viaLink.status, 200);
+    assert.equal(readFileSync(join(d.dataDir, 'e2b-template-files', linkHash, 'etc', 'passwd'), 'utf8'), 'inside');
+    assert.match(readFileSync('/etc/passwd', 'utf8'), /^root:/);
 
     const good = await put(url, await tarGz([{ name: 'dir', type: 'directory' }, { name: 'dir/f.txt', body: 'fine' }]));
     assert.equal(good.status, 200, 'no API key on the upload');

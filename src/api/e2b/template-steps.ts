@@ -100,6 +100,11 @@ export function translateBuild(body: BuildStart, resolveTemplate: (name: string)
   else base = oneLine(fromImage, 'fromImage');
   if (/\s/.test(base) || base.startsWith('-')) throw bad(`fromImage: ${base} is not an image reference`);
   push(`FROM ${base}`, 0);
+  // E2B builds on its base as `user` in /home/user (not Docker's root in /): the same on cordon's base.
+  if (base === 'base') {
+    push('USER "user"', 0);
+    push('WORKDIR "/home/user"', 0);
+  }
   const hashes = new Set<string>();
   let forced = false;
   (body.steps ?? []).forEach((s, i) => {
