@@ -183,6 +183,22 @@ describe('e2b Template API', () => {
     assert.ok(st.reason!.logEntries.some((l) => l.message === 'about-to-fail'));
   });
 
+  test('a step flooding its output: the build log is capped and says so', async () => {
+    const t = Template().fromTemplate('base').runCmd('seq 1 40000; echo done-flooding');
+    const data = await Template.buildInBackground(t, `e2b-flood-${process.pid}`, o);
+    await until('the build ends', async () => (await Template.getBuildStatus(data, o)).status !== 'building', 120_000);
+    const entries: string[] = [];
+    for (;;) {
+      const page = (await Template.getBuildStatus(data, { ...o, logsOffset: entries.length })).logEntries;
+      if (!page.length) break;
+      entries.push(...page.map((l) => l.message));
+    }
+    assert.ok(entries.length <= 20_003, `${entries.length} entries`);
+    assert.ok(entries.some((m) => /log lines were left out/.test(m)));
+    assert.ok(entries.some((m) => /is ready/.test(m)));
+    assert.equal((await api('DELETE', `/templates/e2b-flood-${process.pid}`)).status, 204);
+  });
+
   test('bad requests: unknown step type, missing files, unknown base template, bad names', async () => {
     const req = await api('POST', '/v3/templates', { name: `e2b-x-${process.pid}` });
     assert.equal(req.status, 202);

@@ -33,13 +33,16 @@ export interface E2bBuild {
   status: E2bBuildStatus;
   logs: BuildLogEntry[];
   dropped: number;
+  logBytes: number;
   reason?: { message: string; step?: string; logEntries: BuildLogEntry[] };
   createdAt: number;
   finishedAt?: number;
 }
 
-const MAX_BUILDS = 200;
-const MAX_LOG_ENTRIES = 10_000;
+/** Kept in memory: at most this many builds, each with at most this much log (a flooding step is cut). */
+const MAX_BUILDS = 64;
+const MAX_LOG_ENTRIES = 20_000;
+const MAX_LOG_BYTES = 2 * 1024 * 1024;
 const MAX_MESSAGE = 8192;
 /** A requested build never triggered is forgotten after this long. */
 const WAITING_TTL_MS = 3600_000;
@@ -63,7 +66,7 @@ export class E2bBuilds {
     for (const b of this.builds.values()) {
       if (b.status === 'building' && b.targets.some((x) => targets.includes(x))) throw new CordonError('invalid_state', `template ${name} is being built already (build ${b.buildID}); wait for it to end`, { template: name });
     }
-    const b: E2bBuild = { buildID: randomUUID(), templateID: name, targets, tags, cpuCount, memoryMB, status: 'waiting', logs: [], dropped: 0, createdAt: Date.now() };
+    const b: E2bBuild = { buildID: randomUUID(), templateID: name, targets, tags, cpuCount, memoryMB, status: 'waiting', logs: [], dropped: 0, logBytes: 0, createdAt: Date.now() };
     this.builds.set(b.buildID, b);
     this.trim();
     return b;
@@ -92,12 +95,14 @@ export class E2bBuilds {
     void this.run(b, tr);
   }
 
-  private log(b: E2bBuild, level: BuildLogEntry['level'], message: string, step?: string): void {
-    if (b.logs.length >= MAX_LOG_ENTRIES) {
+  private log(b: E2bBuild, level: BuildLogEntry['level'], message: string, step?: string, always = false): void {
+    const text = message.slice(0, MAX_MESSAGE);
+    if (!always && (b.logs.length >= MAX_LOG_ENTRIES || b.logBytes + text.length > MAX_LOG_BYTES)) {
       b.dropped++;
       return;
     }
-    b.logs.push({ timestamp: new Date().toISOString(), level, message: message.slice(0, MAX_MESSAGE), ...(step !== undefined ? { step } : {}) });
+    b.logBytes += text.length;
+    b.logs.push({ timestamp: new Date().toISOString(), level, message: text, ...(step !== undefined ? { step } : {}) });
   }
 
   private async run(b: E2bBuild, tr: TranslatedBuild): Promise<void> {
@@ -148,19 +153,24 @@ export class E2bBuilds {
         { event: onEvent, backlog: () => 0, onDrain: (cb) => cb() },
       );
       for (const other of b.targets.slice(1)) this.t.service.alias(b.targets[0], other);
-      if (b.dropped) this.log(b, 'warn', `${b.dropped} log lines were dropped (more than ${MAX_LOG_ENTRIES})`);
-      this.log(b, 'info', `Template ${b.templateID} is ready (tags: ${b.tags.join(', ')})`);
+      this.noteDropped(b);
+      this.log(b, 'info', `Template ${b.templateID} is ready (tags: ${b.tags.join(', ')})`, undefined, true);
       b.status = 'ready';
     } catch (e) {
       const message = e instanceof Error ? e.message : String(e);
       const step = stepName();
-      this.log(b, 'error', message, step);
+      this.noteDropped(b);
+      this.log(b, 'error', message, step, true);
       b.reason = { message, step, logEntries: b.logs.filter((l) => l.step === step).slice(-50) };
       b.status = 'error';
     } finally {
       b.finishedAt = Date.now();
       await removeTree(contextDir).catch(() => {});
     }
+  }
+
+  private noteDropped(b: E2bBuild): void {
+    if (b.dropped) this.log(b, 'warn', `${b.dropped} log lines were left out (a build keeps at most ${MAX_LOG_ENTRIES} lines, ${MAX_LOG_BYTES} bytes)`, undefined, true);
   }
 
   /** Keep at most MAX_BUILDS: the oldest finished (or long-waiting) builds go first. */
