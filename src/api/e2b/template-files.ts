@@ -88,8 +88,11 @@ export class E2bTemplateFiles {
         if (e instanceof CordonError) throw new CordonError(e.code, e.message.replace(/the build context/g, 'the upload').replace(/ \(cordon serve [^)]*\)/, '').replace(/; add a \.dockerignore/, '; copy fewer files'), e.details);
         throw e;
       });
-      if (existsSync(final)) return; // the same hash arrived twice: the first copy stays
-      await rename(staging, final);
+      // The same hash arriving twice (the SDK uploads in parallel): the first copy stays.
+      if (existsSync(final)) return;
+      await rename(staging, final).catch((e: NodeJS.ErrnoException) => {
+        if (!existsSync(final)) throw e;
+      });
     } finally {
       await removeTree(staging).catch(() => {});
     }
