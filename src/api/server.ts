@@ -13,6 +13,7 @@ import { registerProcessRoutes } from './routes/processes.js';
 import { registerFileRoutes } from './routes/files.js';
 import { registerSystemRoutes } from './routes/system.js';
 import { registerE2b } from './e2b/index.js';
+import { UPLOAD_PREFIX } from './e2b/template-files.js';
 import { SandboxPortProxy } from '../net/port-proxy.js';
 import { registerImageRoutes } from './routes/images.js';
 import { registerSnapshotRoutes } from './routes/snapshots.js';
@@ -146,6 +147,8 @@ export async function buildServer(deps: ApiDeps): Promise<FastifyInstance> {
       if (req.url === '/v1/health' || req.url.startsWith('/v1/openapi')) return;
       // E2B's volume content API authenticates with the volume's own token (checked by its routes).
       if (req.url.startsWith('/volumecontent/')) return;
+      // E2B template file uploads carry their own signature (checked by their route).
+      if (req.url.startsWith(UPLOAD_PREFIX)) return;
       if (!apiKeyMatches(req, key)) {
         reply.status(401).send(new CordonError('unauthenticated', 'missing or wrong API key; set CORDON_API_KEY (sent as Authorization: Bearer KEY)').toJSON());
       }
