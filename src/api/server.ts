@@ -25,6 +25,7 @@ import { registerMetricsRoute } from './routes/metrics.js';
 import { registerTemplateRoutes, type TemplateDeps } from './routes/templates.js';
 import type { VolumeManager } from '../engine/volumes.js';
 import { registerVolumeRoutes } from './routes/volumes.js';
+import { registerMcpRoute } from './routes/mcp.js';
 
 /** The most of a refused request's body read and discarded so its client gets the answer. */
 const DRAIN_REFUSED_BODY_MAX = 64 * 1024 * 1024;
@@ -172,5 +173,6 @@ export async function buildServer(deps: ApiDeps): Promise<FastifyInstance> {
   registerTemplateRoutes(typed, deps);
   registerVolumeRoutes(typed, deps);
   registerSnapshotRoutes(typed, deps);
+  registerMcpRoute(typed, deps);
   return app;
 }
