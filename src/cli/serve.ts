@@ -1,7 +1,6 @@
 import type { Command } from 'commander';
 import { readFileSync } from 'node:fs';
 import { defaultConfig, LOG_LEVELS, resolvConfServers, RUNTIME_NAMES, type LogLevel, type RuntimeName } from '../config.js';
-import { createDaemon } from '../daemon.js';
 import { parseDuration, parseSize } from '../util/units.js';
 
 /** A whole-number flag value at least `min` (undefined when the flag was not given). */
@@ -195,6 +194,8 @@ export function registerServe(program: Command): void {
           return n;
         })(),
       });
+      // Loaded here, not at the top: every other command would pay for the whole daemon at startup.
+      const { createDaemon } = await import('../daemon.js');
       const daemon = await createDaemon(cfg);
       const url = await daemon.listen();
       console.error(`cordon ${cfg.defaultRuntime} daemon listening on ${url} (data in ${cfg.dataDir})`);

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { RUNTIME_NAMES, type RuntimeName } from '../../config.js';
-import { runDoctor, type CheckResult } from '../../doctor/index.js';
+import type { CheckResult } from '../../doctor/index.js';
 import { parseDuration, parseSize } from '../../util/units.js';
 import { printJson } from '../output.js';
 
@@ -37,6 +37,7 @@ export function registerDoctor(program: Command): void {
       if (minFree === undefined) throw new Error(`--min-free-disk must be a size such as 2g, got ${o.minFreeDisk}`);
       const timeout = parseDuration(o.timeout);
       if (!timeout || timeout < 1000) throw new Error(`--timeout must be a duration of at least 1s, got ${o.timeout}`);
+      const { runDoctor } = await import('../../doctor/index.js');
       const result = await runDoctor({
         runtime: o.runtime,
         runtimeBinaries,

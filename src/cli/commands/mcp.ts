@@ -1,9 +1,7 @@
 // `cordon mcp`: the MCP server over stdio for desktop MCP clients. A thin process: the tools call the
 // running daemon through the cordon SDK. Stdout carries only the protocol; everything else goes to stderr.
 import type { Command } from 'commander';
-import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js';
 import { CordonError } from '../../errors/registry.js';
-import { createMcpServer } from '../../mcp/server.js';
 import { Cordon } from '../../sdk/client.js';
 import { VERSION } from '../../version.js';
 import { apiKeyFromFile } from '../serve.js';
@@ -35,6 +33,8 @@ export function registerMcp(program: Command): void {
         process.exit(e instanceof CordonError ? e.exitCode : 64);
       }
       const cordon = new Cordon({ url: o.url, apiKey });
+      // Loaded when the command runs, so other commands do not pay for the MCP SDK at startup.
+      const [{ createMcpServer }, { StdioServerTransport }] = await Promise.all([import('../../mcp/server.js'), import('@modelcontextprotocol/sdk/server/stdio.js')]);
       const server = createMcpServer(cordon, VERSION);
       const transport = new StdioServerTransport();
       const shutdown = async () => {
