@@ -1,6 +1,7 @@
 // Storage throughput inside a sandbox, same run, same sandbox: a named volume (loop-mounted ext4), a
 // bind of a host directory, an overlay of one, a tmpfs, and the sandbox's own rootfs (its overlay) as
-// the baseline. Per target: a 256 MiB file written (fsync'd) and read back, and 10,000 small files
+// the baseline, and a bind and a volume served through the file gate (cordon-fsgate, FUSE) with file
+// rules, and with rules and file events on. Per target: a 256 MiB file written (fsync'd) and read back, and 10,000 small files
 // created. Times are taken inside the sandbox (date +%s%N around the work), so exec overhead is out.
 // BENCH_RUNS (default 5) samples per figure, BENCH_RUNTIMES (default runsc,crun).
 import { mkdirSync, rmSync } from 'node:fs';
@@ -21,7 +22,12 @@ const TARGETS = [
   ['bind', '/bind'],
   ['overlay', '/ov'],
   ['tmpfs', '/scratch'],
+  ['bind + rules (gate)', '/ruled'],
+  ['bind + rules + events', '/evented'],
+  ['volume + rules (gate)', '/rvol'],
 ] as const;
+// Checked on every operation of the gated targets; matching none of the workload's files.
+const RULE = { action: 'block' as const, ops: ['write' as const, 'create' as const, 'remove' as const, 'rename' as const], path: '/**/*.env' };
 
 async function timed(s: Sandbox, script: string): Promise<number> {
   const r = await s.exec(['sh', '-c', `s=$(date +%s%N); ${script}; e=$(date +%s%N); echo $(( (e - s) / 1000 ))`]);
@@ -38,22 +44,29 @@ async function main(): Promise<void> {
   rmSync(base, { recursive: true, force: true });
   mkdirSync(join(base, 'bind'), { recursive: true });
   mkdirSync(join(base, 'ov'), { recursive: true });
+  mkdirSync(join(base, 'ruled'), { recursive: true });
+  mkdirSync(join(base, 'evented'), { recursive: true });
   const d = await startDaemon('bench-volumes', { args: ['--allow-mount-root', base] });
   try {
     console.log(`storage inside a sandbox: ${BIG_MIB} MiB file (write+fsync, read), ${SMALL} small files; ${RUNS} runs each; load ${(await import('node:os')).loadavg()[0].toFixed(1)}`);
     for (const runtime of RUNTIMES) {
       const vol = `bench-${runtime}`;
       await d.client.volumes.create(vol, { size: '1g' });
+      await d.client.volumes.create(`${vol}-ruled`, { size: '1g' });
       const s = await d.client.create({
         runtime,
         memory: '1g',
         disk: '1g',
-        volumes: [{ name: vol, path: '/vol' }],
+        volumes: [{ name: vol, path: '/vol' }, { name: `${vol}-ruled`, path: '/rvol' }],
         mounts: [
           { type: 'bind', source: join(base, 'bind'), target: '/bind' },
           { type: 'overlay', source: join(base, 'ov'), target: '/ov' },
           { type: 'tmpfs', target: '/scratch', tmpfs_size: '400m' },
+          { type: 'bind', source: join(base, 'ruled'), target: '/ruled' },
+          { type: 'bind', source: join(base, 'evented'), target: '/evented' },
         ],
+        file_rules: [RULE],
+        file_events: ['/evented'],
       });
       try {
         const write: Record<string, number[]> = {};
@@ -86,7 +99,12 @@ async function main(): Promise<void> {
         }
       } finally {
         await s.remove().catch(() => {});
+        const file = (await d.client.sandbox(s.id).events_()).filter((e) => e.type === 'file');
+        const dropped = file.reduce((n, e) => n + (e.data && (e.data as { op?: string }).op === 'dropped' ? Number((e.data as { count?: number }).count ?? 0) : 0), 0);
+        console.log(`${runtime}: file events recorded ${file.length}, operations folded or dropped by the rate limit ${dropped}`);
+        await s.remove().catch(() => {});
         await d.client.volumes.remove(vol, { force: true }).catch(() => {});
+        await d.client.volumes.remove(`${vol}-ruled`, { force: true }).catch(() => {});
       }
     }
   } finally {
