@@ -2,7 +2,7 @@
 // runtime: blocked write/create/remove/rename/read fail with EACCES inside and are recorded, allowed
 // operations work, events under a path appear in `cordon events ID --type file`. Hostile cases: a
 // directory swapped for a link to outside on the host, device nodes, a killed gate (only its sandbox
-// suffers), a daemon restart (rules hold, events resume), and nothing left behind on removal.
+// suffers), a hung gate (the watchdog stops it), a daemon restart (rules hold, events resume), and nothing left behind on removal.
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -65,7 +65,8 @@ before(async () => {
     writeFileSync(join(root, rt, 'private', 'key'), 'k\n');
     writeFileSync(join(root, rt, 'swap', 'secret.txt'), 'inside\n');
   }
-  d = await startDaemon('file-rules', { args: ['--allow-mount-root', root] });
+  // The gate watchdog probes every second here (30 s by default), so a hung gate is found quickly.
+  d = await startDaemon('file-rules', { args: ['--allow-mount-root', root], env: { CORDON_FSGATE_PROBE_MS: '1000' } });
 });
 after(async () => {
   for (const s of (await d?.client.list().catch(() => [])) ?? []) await d.client.remove(s.id, { force: true }).catch(() => {});
@@ -198,6 +199,13 @@ describe('hostile gates and restarts', () => {
     assert.equal((await sh(b, 'cat /work/notes.txt')).stdout, 'notes\n', 'the other sandbox is fine');
     assert.equal((await d.client.health()).status, 'ok');
     const bPids = gatePids(b.id);
+    // A hung gate (stopped, not dead): the watchdog aborts its connection and kills it; the sandbox's
+    // operations fail instead of hanging forever.
+    process.kill(bPids[0], 'SIGSTOP');
+    const hung = await sh(b, 'cat /work/notes.txt');
+    assert.notEqual(hung.exit_code, 0, 'file operations through a hung gate fail once the watchdog stops it');
+    await eventually(b.id, (e) => e.data.op === 'gate-exited', 'saying the hung gate was stopped');
+    assert.ok(!alive(bPids[0]), 'the hung gate was killed');
     await a.remove();
     await b.remove();
     assert.ok(!bPids.some(alive), 'removal stops the gate');

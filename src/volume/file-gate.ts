@@ -23,6 +23,13 @@ const KILL_WAIT_MS = 2_000;
 const MAX_LINE = 16 * 1024;
 /** Events taken from one gate per second; the gate itself already coalesces and limits to this. */
 const DAEMON_RATE = 500;
+/**
+ * Watchdog: every gate's mount root is stat'ed by a child process with a deadline this often; a gate
+ * that does not answer is hung: its connection is aborted and it is killed, so the sandbox's operations
+ * fail instead of hanging. CORDON_FSGATE_PROBE_MS changes the period (tests shorten it).
+ */
+const PROBE_EVERY_MS = Number(process.env.CORDON_FSGATE_PROBE_MS) || 30_000;
+const PROBE_DEADLINE_MS = Math.max(2_000, Math.min(10_000, PROBE_EVERY_MS));
 
 /** The gate binary of this build (dist/fsgate/cordon-fsgate), if it was built. */
 export function fsgateBinary(): string | undefined {
@@ -50,7 +57,7 @@ export interface FileEvent {
 
 export interface GateSink {
   event(sandboxId: string, ev: FileEvent): void;
-  /** The gate serving `prefix` ended without being asked to. */
+  /** The gate serving `prefix` ended (or hung and was stopped) without being asked to. */
   exited(sandboxId: string, prefix: string, detail: string): void;
 }
 
@@ -73,6 +80,7 @@ async function mountInfo(): Promise<{ dev: string; path: string; fstype: string 
 
 export class FileGates {
   private readonly live = new Map<string, Live>();
+  private probing?: NodeJS.Timeout;
 
   constructor(
     private readonly dir: string,
@@ -80,6 +88,31 @@ export class FileGates {
     readonly binary: string | undefined,
     private readonly sink: GateSink,
   ) {}
+
+  /** Probe every live gate periodically (see PROBE_EVERY_MS); one probe round at a time. */
+  private watch(): void {
+    if (this.probing) return;
+    let busy = false;
+    this.probing = setInterval(() => {
+      if (busy || !this.live.size) return;
+      busy = true;
+      void this.probeAll().finally(() => (busy = false));
+    }, PROBE_EVERY_MS);
+    this.probing.unref();
+  }
+
+  private async probeAll(): Promise<void> {
+    for (const [k, l] of [...this.live]) {
+      if (l.stopping) continue;
+      const [id, key] = k.split('/');
+      const r = await run('stat', ['-c', '%i', this.paths(id, key).mnt], { timeoutMs: PROBE_DEADLINE_MS }).catch((e: Error) => e);
+      if (!(r instanceof Error) || l.stopping || this.live.get(k) !== l) continue;
+      if ((r as { code?: string }).code !== 'deadline_exceeded') continue; // an error answer is an answer: only silence is a hang
+      l.stopping = true;
+      await this.stopOne(id, key, false).catch(() => {});
+      this.sink.exited(id, l.prefix, `it did not answer within ${PROBE_DEADLINE_MS / 1000}s and was stopped`);
+    }
+  }
 
   get available(): boolean {
     return !!this.binary && existsSync(this.binary);
@@ -213,6 +246,7 @@ export class FileGates {
     if (this.live.get(k)?.sock) return;
     const state: Live = { stopping: false, prefix };
     this.live.set(k, state);
+    this.watch();
     const sock = connect(this.paths(id, key).sock);
     state.sock = sock;
     let buf = '';
