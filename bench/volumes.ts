@@ -97,9 +97,11 @@ async function main(): Promise<void> {
           const r = (xs: Record<string, number[]>) => (pct(xs[baseline], 50) / pct(xs[name], 50)).toFixed(2);
           console.log(`  ${name.padEnd(20)} write ${r(write)}x   read ${r(read)}x   small files ${r(small)}x`);
         }
+      } catch (e) {
+        console.error(`${runtime}: ${(e as Error).message}`); // before cleanup, which could hide it
+        throw e;
       } finally {
-        await s.remove().catch(() => {});
-        const file = (await d.client.sandbox(s.id).events_()).filter((e) => e.type === 'file');
+        const file = (await d.client.sandbox(s.id).events_().catch(() => [])).filter((e) => e.type === 'file');
         const dropped = file.reduce((n, e) => n + (e.data && (e.data as { op?: string }).op === 'dropped' ? Number((e.data as { count?: number }).count ?? 0) : 0), 0);
         console.log(`${runtime}: file events recorded ${file.length}, operations folded or dropped by the rate limit ${dropped}`);
         await s.remove().catch(() => {});
