@@ -106,7 +106,10 @@ for (const runtime of RUNTIMES) {
         '--file-events', '/work',
       ]);
       assert.equal(r.code, 0, r.stderr);
-      s = d.client.sandbox(JSON.parse(r.stdout).id);
+      const info = JSON.parse(r.stdout);
+      assert.deepEqual(info.config.file_rules, rules, 'inspect echoes the rules');
+      assert.deepEqual(info.config.file_events, ['/work']);
+      s = d.client.sandbox(info.id);
       assert.equal((await sh(s, 'mkdir -p /vol/frozen')).exit_code, 0);
     });
     after(async () => {

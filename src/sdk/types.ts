@@ -31,6 +31,8 @@ export interface SandboxInfo {
     tmpfs: { path: string; size: number; options: string[] }[];
     volumes: { name: string; id: string; path: string; read_only: boolean }[];
     mounts: { type: 'bind' | 'overlay'; source: string; target: string; read_only: boolean }[];
+    file_rules: { action: 'allow' | 'block'; ops: string[]; path: string }[];
+    file_events: string[];
     hostname: string | null;
     no_new_privileges: boolean;
   };
