@@ -101,9 +101,16 @@ async function main(): Promise<void> {
         console.error(`${runtime}: ${(e as Error).message}`); // before cleanup, which could hide it
         throw e;
       } finally {
-        const file = (await d.client.sandbox(s.id).events_().catch(() => [])).filter((e) => e.type === 'file');
-        const dropped = file.reduce((n, e) => n + (e.data && (e.data as { op?: string }).op === 'dropped' ? Number((e.data as { count?: number }).count ?? 0) : 0), 0);
-        console.log(`${runtime}: file events recorded ${file.length}, operations folded or dropped by the rate limit ${dropped}`);
+        // Every event, a page (1000) at a time: what the gate's folding and rate limit let through.
+        const file: { data: { op?: string; count?: number } | null }[] = [];
+        for (let after = 0; ; ) {
+          const page = (await fetch(`${d.url}/v1/sandboxes/${s.id}/events?after=${after}`).then((r) => r.json()).catch(() => [])) as { seq: number; type: string; data: { op?: string; count?: number } | null }[];
+          if (!page.length) break;
+          file.push(...page.filter((e) => e.type === 'file'));
+          after = page.at(-1)!.seq;
+        }
+        const sum = (f: (op?: string) => boolean) => file.reduce((n, e) => n + (e.data && f(e.data.op) ? Number(e.data.count ?? 1) : 0), 0);
+        console.log(`${runtime}: ${file.length} file events recorded for ${sum((op) => op !== 'dropped')} operations (folded), ${sum((op) => op === 'dropped')} operations dropped by the rate limit`);
         await s.remove().catch(() => {});
         await d.client.volumes.remove(vol, { force: true }).catch(() => {});
         await d.client.volumes.remove(`${vol}-ruled`, { force: true }).catch(() => {});
