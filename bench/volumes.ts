@@ -1,6 +1,7 @@
 // Storage throughput inside a sandbox, same run, same sandbox: a named volume (loop-mounted ext4), a
 // bind of a host directory, an overlay of one, a tmpfs, and the sandbox's own rootfs (its overlay) as
-// the baseline. Per target: a 256 MiB file written (fsync'd) and read back, and 10,000 small files
+// the baseline, and a bind and a volume served through the file gate (cordon-fsgate, FUSE) with file
+// rules, and with rules and file events on. Per target: a 256 MiB file written (fsync'd) and read back, and 10,000 small files
 // created. Times are taken inside the sandbox (date +%s%N around the work), so exec overhead is out.
 // BENCH_RUNS (default 5) samples per figure, BENCH_RUNTIMES (default runsc,crun).
 import { mkdirSync, rmSync } from 'node:fs';
@@ -21,7 +22,12 @@ const TARGETS = [
   ['bind', '/bind'],
   ['overlay', '/ov'],
   ['tmpfs', '/scratch'],
+  ['bind + rules (gate)', '/ruled'],
+  ['bind + rules + events', '/evented'],
+  ['volume + rules (gate)', '/rvol'],
 ] as const;
+// Checked on every operation of the gated targets; matching none of the workload's files.
+const RULE = { action: 'block' as const, ops: ['write' as const, 'create' as const, 'remove' as const, 'rename' as const], path: '/**/*.env' };
 
 async function timed(s: Sandbox, script: string): Promise<number> {
   const r = await s.exec(['sh', '-c', `s=$(date +%s%N); ${script}; e=$(date +%s%N); echo $(( (e - s) / 1000 ))`]);
@@ -38,22 +44,29 @@ async function main(): Promise<void> {
   rmSync(base, { recursive: true, force: true });
   mkdirSync(join(base, 'bind'), { recursive: true });
   mkdirSync(join(base, 'ov'), { recursive: true });
+  mkdirSync(join(base, 'ruled'), { recursive: true });
+  mkdirSync(join(base, 'evented'), { recursive: true });
   const d = await startDaemon('bench-volumes', { args: ['--allow-mount-root', base] });
   try {
     console.log(`storage inside a sandbox: ${BIG_MIB} MiB file (write+fsync, read), ${SMALL} small files; ${RUNS} runs each; load ${(await import('node:os')).loadavg()[0].toFixed(1)}`);
     for (const runtime of RUNTIMES) {
       const vol = `bench-${runtime}`;
       await d.client.volumes.create(vol, { size: '1g' });
+      await d.client.volumes.create(`${vol}-ruled`, { size: '1g' });
       const s = await d.client.create({
         runtime,
         memory: '1g',
         disk: '1g',
-        volumes: [{ name: vol, path: '/vol' }],
+        volumes: [{ name: vol, path: '/vol' }, { name: `${vol}-ruled`, path: '/rvol' }],
         mounts: [
           { type: 'bind', source: join(base, 'bind'), target: '/bind' },
           { type: 'overlay', source: join(base, 'ov'), target: '/ov' },
           { type: 'tmpfs', target: '/scratch', tmpfs_size: '400m' },
+          { type: 'bind', source: join(base, 'ruled'), target: '/ruled' },
+          { type: 'bind', source: join(base, 'evented'), target: '/evented' },
         ],
+        file_rules: [RULE],
+        file_events: ['/evented'],
       });
       try {
         const write: Record<string, number[]> = {};
@@ -84,9 +97,23 @@ async function main(): Promise<void> {
           const r = (xs: Record<string, number[]>) => (pct(xs[baseline], 50) / pct(xs[name], 50)).toFixed(2);
           console.log(`  ${name.padEnd(20)} write ${r(write)}x   read ${r(read)}x   small files ${r(small)}x`);
         }
+      } catch (e) {
+        console.error(`${runtime}: ${(e as Error).message}`); // before cleanup, which could hide it
+        throw e;
       } finally {
+        // Every event, a page (1000) at a time: what the gate's folding and rate limit let through.
+        const file: { data: { op?: string; count?: number } | null }[] = [];
+        for (let after = 0; ; ) {
+          const page = (await fetch(`${d.url}/v1/sandboxes/${s.id}/events?after=${after}`).then((r) => r.json()).catch(() => [])) as { seq: number; type: string; data: { op?: string; count?: number } | null }[];
+          if (!page.length) break;
+          file.push(...page.filter((e) => e.type === 'file'));
+          after = page.at(-1)!.seq;
+        }
+        const sum = (f: (op?: string) => boolean) => file.reduce((n, e) => n + (e.data && f(e.data.op) ? Number(e.data.count ?? 1) : 0), 0);
+        console.log(`${runtime}: ${file.length} file events recorded for ${sum((op) => op !== 'dropped')} operations (folded), ${sum((op) => op === 'dropped')} operations dropped by the rate limit`);
         await s.remove().catch(() => {});
         await d.client.volumes.remove(vol, { force: true }).catch(() => {});
+        await d.client.volumes.remove(`${vol}-ruled`, { force: true }).catch(() => {});
       }
     }
   } finally {

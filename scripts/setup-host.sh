@@ -45,6 +45,9 @@ apt-get "${apt_net[@]}" install -y -qq -t bookworm-backports runsc >/dev/null
 # the runtime's exec path, so this one may fail (npm run build then says so loudly).
 apt-get "${apt_net[@]}" install -y -qq -t bookworm-backports golang-1.23-go >/dev/null \
   || echo "setup-host: WARNING: golang-1.23-go could not be installed; the sandbox agent will not be built" >&2
+# The file gate (file rules and events on mounts): a FUSE server built from go-fuse's Debian source package.
+apt-get "${apt_net[@]}" install -y -qq --no-install-recommends fuse3 golang-github-hanwen-go-fuse-dev >/dev/null \
+  || echo "setup-host: WARNING: fuse3/golang-github-hanwen-go-fuse-dev could not be installed; file rules will be refused" >&2
 apt-get "${apt_net[@]}" install -y -qq --no-install-recommends \
   crun runc mmdebstrap busybox-static tini nftables iproute2 e2fsprogs util-linux attr \
   docker-registry skopeo zstd apache2-utils openssl ca-certificates curl nginx-light >/dev/null

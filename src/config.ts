@@ -160,6 +160,7 @@ export function dataPaths(dataDir: string, templatesDir?: string) {
     tmp: join(dataDir, 'tmp'),
     volumes: join(dataDir, 'volumes'),
     mounts: join(dataDir, 'mounts'),
+    gates: join(dataDir, 'gates'),
     snapshots: join(dataDir, 'snapshots'),
   };
 }

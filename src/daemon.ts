@@ -31,6 +31,8 @@ import { SandboxStorage } from './engine/sandbox-storage.js';
 import { VolumeStore } from './store/volumes.js';
 import { VolumeDisks } from './volume/volume-disk.js';
 import { HostMounts } from './volume/host-mounts.js';
+import { FileGates, fsgateBinary } from './volume/file-gate.js';
+import { fileEventSink } from './engine/file-events.js';
 
 const EVENT_PRUNE_EVERY_MS = 60_000;
 
@@ -100,7 +102,8 @@ export async function createDaemon(cfg: DaemonConfig, log: (msg: string) => void
   const net = createNetworkService(cfg, store, telemetry);
   const volumes = new VolumeManager(new VolumeStore(db), new VolumeDisks(paths.volumes), store);
   await volumes.init(log);
-  const storage = new SandboxStorage(volumes, await HostMounts.create(paths.mounts, cfg.allowMountRoots, [cfg.dataDir, paths.templates]));
+  const gates = new FileGates(paths.gates, fsgateBinary(), fileEventSink(store));
+  const storage = new SandboxStorage(volumes, await HostMounts.create(paths.mounts, cfg.allowMountRoots, [cfg.dataDir, paths.templates]), gates);
   const rootfs = new SandboxRootfs(paths.sandboxes);
   const drivers = { rootfs, net: new NamespaceNetworkDriver(net), storage };
   const templateLayers = new TemplateLayerDirs(join(cfg.dataDir, 'template-layers'));

@@ -133,6 +133,7 @@ describe('npm pack + global install', () => {
       assert.ok(files.has(f), `${f} is in the package`);
     }
     if (existsSync(join(REPO, 'dist/agent/cordon-agent'))) assert.ok(files.has('dist/agent/cordon-agent'), 'the agent built by prepack is in the package');
+    if (existsSync(join(REPO, 'dist/fsgate/cordon-fsgate'))) assert.ok(files.has('dist/fsgate/cordon-fsgate'), 'the file gate built by prepack is in the package');
     for (const f of files) assert.ok(!f.startsWith('dist/test/') && !f.startsWith('dist/bench/') && !f.startsWith('test/') && !/^src\/.*\.ts$/.test(f), `${f} should not be shipped`);
   });
 

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { networkBody } from '../net/schema.js';
 import { RUNTIME_NAMES } from '../config.js';
+import { FILE_OPS, MAX_EVENT_PATHS, MAX_FILE_RULES, MAX_GLOB_LENGTH } from '../volume/file-rules.js';
 import { parseDuration, parseSize } from '../util/units.js';
 
 // Every input the REST API accepts, validated at the edge. Messages name the field and the fix.
@@ -85,6 +86,19 @@ export const createSandboxBody = z
       )
       .max(32)
       .optional(),
+    file_rules: z
+      .array(
+        z
+          .object({
+            action: z.enum(['allow', 'block'], { message: 'action: allow or block' }),
+            ops: z.array(z.enum(FILE_OPS, { message: `ops: any of ${FILE_OPS.join(', ')}` })).max(FILE_OPS.length).default([]),
+            path: z.string().min(1).max(MAX_GLOB_LENGTH),
+          })
+          .strict(),
+      )
+      .max(MAX_FILE_RULES)
+      .optional(),
+    file_events: z.array(z.string().min(1).max(MAX_GLOB_LENGTH)).max(MAX_EVENT_PATHS).optional(),
     hostname: z.string().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/i, 'a hostname of letters, digits and -').optional(),
     no_new_privileges: z.boolean().optional(),
     network: networkBody.optional(),

@@ -37,6 +37,8 @@ export function sandboxView(r: SandboxRecord) {
       tmpfs: s.tmpfs.map((t) => ({ path: t.path, size: t.sizeBytes, options: t.options ?? [] })),
       volumes: (s.volumes ?? []).map((v) => ({ name: v.name, id: v.volumeId, path: v.path, read_only: v.readOnly })),
       mounts: (s.mounts ?? []).map((m) => ({ type: m.type, source: m.source, target: m.target, read_only: m.readOnly })),
+      file_rules: (s.fileRules ?? []).map((r) => ({ action: r.action, ops: r.ops, path: r.path })),
+      file_events: s.fileEvents ?? [],
       hostname: s.hostname ?? null,
       no_new_privileges: !!s.noNewPrivileges,
     },

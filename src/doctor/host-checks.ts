@@ -114,6 +114,14 @@ export function checkFiles(agentPath: string): CheckResult[] {
   return out;
 }
 
+/** The file gate (file rules and events): the built cordon-fsgate and the kernel's FUSE device. */
+export function checkFileGate(gatePath: string | undefined): CheckResult {
+  const fix = 'apt-get install fuse3 golang-github-hanwen-go-fuse-dev, then npm run build (file rules and file events are refused until then)';
+  if (!gatePath || !existsSync(gatePath)) return warn('file gate', 'cordon-fsgate was not built', fix);
+  if (!existsSync('/dev/fuse') || !/\tfuse$/m.test(read('/proc/filesystems') ?? '')) return warn('file gate', '/dev/fuse or the fuse file system is missing', 'modprobe fuse (and add it to /etc/modules-load.d/)');
+  return ok('file gate', `${gatePath}; /dev/fuse`, false);
+}
+
 export async function checkMmdebstrap(): Promise<CheckResult> {
   const r = await probe('mmdebstrap', ['--version']);
   if (r && r.code === 0) return ok('mmdebstrap', r.stdout.trim().split('\n')[0], false);

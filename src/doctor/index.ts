@@ -3,8 +3,9 @@
 import { fileURLToPath } from 'node:url';
 import { RUNTIME_NAMES, type RuntimeName } from '../config.js';
 import type { CheckResult } from './check.js';
-import { checkCgroups, checkDisk, checkEgress, checkFiles, checkMmdebstrap, checkNamespaces, checkNftables, checkOverlay, checkPressure, checkTimeSync } from './host-checks.js';
+import { checkCgroups, checkDisk, checkEgress, checkFileGate, checkFiles, checkMmdebstrap, checkNamespaces, checkNftables, checkOverlay, checkPressure, checkTimeSync } from './host-checks.js';
 import { checkRuntime } from './runtime-check.js';
+import { fsgateBinary } from '../volume/file-gate.js';
 
 export type { CheckResult } from './check.js';
 
@@ -33,6 +34,7 @@ export async function runDoctor(o: DoctorOptions): Promise<{ ok: boolean; checks
     }
   };
   add(checkFiles(o.agentBinary ?? BUILT_AGENT));
+  add(checkFileGate(fsgateBinary()));
   add(checkOverlay());
   add(await checkCgroups());
   add(checkNamespaces());

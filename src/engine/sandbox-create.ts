@@ -10,6 +10,7 @@ import type { SandboxManager } from './sandbox-manager.js';
 import type { SandboxRecord, SandboxSpec, TmpfsMount } from './types.js';
 import type { HostMount } from '../volume/host-mounts.js';
 import { checkDistinctTargets, checkTarget } from './sandbox-storage.js';
+import { checkRulePath, planGates } from '../volume/file-rules.js';
 import type { VolumeMount } from './volumes.js';
 import { specFromSnapshot } from './snapshot-spec.js';
 import type { SnapshotRecord } from '../store/snapshots.js';
@@ -64,6 +65,12 @@ export class SandboxCreation {
     const volumeMounts = wanted.length ? storage!.volumes.resolveMounts(wanted) : [];
     for (const m of mounts) await storage!.hostMounts.check(m);
     checkDistinctTargets(volumeMounts, mounts, tmpfs);
+    if (input.fileRules?.length || input.fileEvents?.length) {
+      if (!storage?.gates.available) throw errors.invalid('file_rules', 'this daemon has no file gate (cordon-fsgate was not built); install golang-github-hanwen-go-fuse-dev and fuse3 (scripts/setup-host.sh) and rebuild');
+      for (const r of input.fileRules ?? []) checkRulePath(r.path, 'file_rules');
+      for (const e of input.fileEvents ?? []) checkRulePath(e, 'file_events');
+      planGates([...volumeMounts.map((v) => v.path), ...mounts.map((m) => m.target)], input.fileRules ?? [], input.fileEvents ?? []);
+    }
     return { volumeMounts, mounts, tmpfs };
   }
 
@@ -88,6 +95,8 @@ export class SandboxCreation {
       tmpfs: input.tmpfs ?? [],
       ...(input.volumeMounts.length ? { volumes: input.volumeMounts } : {}),
       ...(input.mounts?.length ? { mounts: input.mounts } : {}),
+      ...(input.fileRules?.length ? { fileRules: input.fileRules } : {}),
+      ...(input.fileEvents?.length ? { fileEvents: input.fileEvents } : {}),
       hostname: input.hostname ?? id.slice(0, 12),
       noNewPrivileges: input.noNewPrivileges ?? false,
       network: input.network,

@@ -1,5 +1,7 @@
 import { posix } from 'node:path';
 import { CordonError } from '../errors/registry.js';
+import type { FileGates } from '../volume/file-gate.js';
+import { planGates, type FileRule } from '../volume/file-rules.js';
 import type { BindSpec, HostMount, HostMounts } from '../volume/host-mounts.js';
 import type { TmpfsMount } from './types.js';
 import type { VolumeManager, VolumeMount } from './volumes.js';
@@ -37,27 +39,50 @@ export class SandboxStorage {
   constructor(
     readonly volumes: VolumeManager,
     readonly hostMounts: HostMounts,
+    readonly gates: FileGates,
   ) {}
 
-  async binds(id: string, spec: { volumes?: VolumeMount[]; mounts?: HostMount[] }): Promise<BindSpec[]> {
-    const out: BindSpec[] = [];
-    for (const v of spec.volumes ?? []) out.push({ source: await this.volumes.bindSource(v), destination: v.path, readOnly: v.readOnly });
-    out.push(...(await this.hostMounts.prepare(id, spec.mounts ?? [])));
-    return out;
+  /**
+   * The binds of volumes and host mounts; a mount some file rule or events path reaches is served
+   * through its file gate (the runtime binds the gate's mount point instead of the source).
+   */
+  async binds(id: string, spec: { volumes?: VolumeMount[]; mounts?: HostMount[]; fileRules?: FileRule[]; fileEvents?: string[] }): Promise<BindSpec[]> {
+    const out: (BindSpec & { key: string })[] = [];
+    for (const [i, v] of (spec.volumes ?? []).entries()) out.push({ source: await this.volumes.bindSource(v), destination: v.path, readOnly: v.readOnly, key: `v${i}` });
+    for (const [i, b] of (await this.hostMounts.prepare(id, spec.mounts ?? [])).entries()) out.push({ ...b, key: `m${i}` });
+    if (!spec.fileRules?.length && !spec.fileEvents?.length) return out.map(({ key: _, ...b }) => b);
+    const plan = planGates(out.map((b) => b.destination), spec.fileRules ?? [], spec.fileEvents ?? []);
+    try {
+      for (const b of out) {
+        const p = plan.get(b.destination);
+        if (p) b.source = await this.gates.start(id, b.key, { source: b.source, prefix: b.destination, rules: p.rules, events: p.events });
+      }
+    } catch (e) {
+      await this.release(id).catch(() => {});
+      throw e;
+    }
+    return out.map(({ key: _, ...b }) => b);
   }
 
-  /** Unmount host mounts (stop); overlay writes stay. */
-  release(id: string): Promise<void> {
-    return this.hostMounts.release(id);
+  /** After a daemon restart: the file gates of a sandbox that kept running report to this daemon again. */
+  adopt(id: string): Promise<void> {
+    return this.gates.adopt(id);
   }
 
-  /** Sandboxes with host-mount state on disk (the supervisor removes those without a record). */
-  ids(): Promise<string[]> {
-    return this.hostMounts.ids();
+  /** Stop file gates and unmount host mounts (stop); overlay writes stay. */
+  async release(id: string): Promise<void> {
+    await this.gates.stop(id);
+    await this.hostMounts.release(id);
   }
 
-  /** Unmount and delete what the sandbox's host mounts kept (removal). */
-  destroy(id: string): Promise<void> {
-    return this.hostMounts.destroy(id);
+  /** Sandboxes with file-gate or host-mount state on disk (the supervisor removes those without a record). */
+  async ids(): Promise<string[]> {
+    return [...new Set([...(await this.gates.ids()), ...(await this.hostMounts.ids())])];
+  }
+
+  /** Stop file gates, unmount and delete what the sandbox's host mounts kept (removal). */
+  async destroy(id: string): Promise<void> {
+    await this.gates.stop(id);
+    await this.hostMounts.destroy(id);
   }
 }

@@ -93,6 +93,7 @@ export class Supervisor {
       if (status === 'running' || status === 'paused') {
         if (rec.expiresAt && rec.expiresAt <= Date.now()) return 'expired';
         this.mgr.attach(rec.id, rt, await this.mgr.imageConfig(rec.id), rec.runtimeState);
+        await this.mgr.storage?.adopt(rec.id).catch((e: Error) => this.log(`sandbox ${rec.id}: reconnecting its file gates failed: ${e.message}`));
         this.mgr.schedule(rec.id, rec.expiresAt);
         if (status !== rec.state) store.update(rec.id, { state: status });
         // A checkpoint transition the daemon was in the middle of: the container is what counts.

@@ -1,6 +1,7 @@
 import type { RuntimeName } from '../config.js';
 import type { NetworkSpec } from '../net/types.js';
 import type { RuntimeState } from '../runtime/types.js';
+import type { FileRule } from '../volume/file-rules.js';
 import type { HostMount } from '../volume/host-mounts.js';
 import type { VolumeMount } from './volumes.js';
 
@@ -38,6 +39,10 @@ export interface SandboxSpec {
   volumes?: VolumeMount[];
   /** Host directories (bind or overlay) under the daemon's --allow-mount-root. */
   mounts?: HostMount[];
+  /** File rules on bind/overlay mounts and volumes (served through a file gate); first match decides. */
+  fileRules?: FileRule[];
+  /** Sandbox paths under mounts or volumes whose file operations become `file` events. */
+  fileEvents?: string[];
   hostname?: string;
   /** Set no_new_privs on every process: setuid binaries such as sudo grant nothing. */
   noNewPrivileges?: boolean;

@@ -31,6 +31,8 @@ export interface SandboxInfo {
     tmpfs: { path: string; size: number; options: string[] }[];
     volumes: { name: string; id: string; path: string; read_only: boolean }[];
     mounts: { type: 'bind' | 'overlay'; source: string; target: string; read_only: boolean }[];
+    file_rules: { action: 'allow' | 'block'; ops: string[]; path: string }[];
+    file_events: string[];
     hostname: string | null;
     no_new_privileges: boolean;
   };
@@ -65,6 +67,10 @@ export interface CreateOptions {
   volumes?: { name: string; path: string; read_only?: boolean }[];
   /** Docker's --mount: host directories under the daemon's --allow-mount-root (bind, overlay) and tmpfs. */
   mounts?: { type: 'bind' | 'overlay' | 'tmpfs'; source?: string; target: string; read_only?: boolean; tmpfs_size?: string | number }[];
+  /** File rules on bind/overlay mounts and volumes, first match decides: a blocked operation fails with EACCES and is recorded. */
+  file_rules?: { action: 'allow' | 'block'; ops?: ('read' | 'write' | 'create' | 'remove' | 'rename' | 'chmod' | 'chown' | 'list' | '*')[]; path: string }[];
+  /** Sandbox paths (under mounts or volumes) whose file operations appear as `file` events. */
+  file_events?: string[];
   hostname?: string;
   /** Set no_new_privs on every process: setuid binaries such as sudo grant nothing (default false). */
   no_new_privileges?: boolean;

@@ -36,6 +36,8 @@ export function registerSandboxRoutes(app: TypedApp, { mgr, cfg, net }: ApiDeps)
       ],
       volumes: b.volumes?.map((v) => ({ name: v.name, path: v.path, readOnly: v.read_only ?? v.readOnly ?? false })),
       mounts: (b.mounts ?? []).flatMap((m) => (m.type === 'tmpfs' ? [] : [{ type: m.type, source: m.source!, target: m.target, readOnly: !!m.read_only }])),
+      fileRules: b.file_rules,
+      fileEvents: b.file_events,
       hostname: b.hostname,
       noNewPrivileges: b.no_new_privileges,
       // From a snapshot, no network given means the snapshot's own policy.

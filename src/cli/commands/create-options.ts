@@ -30,6 +30,8 @@ export function addCreateOptions(cmd: Command): Command {
     .option('--tmpfs <path[:size]>', 'mount a tmpfs (repeatable)', collect, [])
     .option('-v, --volume <NAME:/path[:ro]>', 'mount a named volume (repeatable; cordon volume create NAME first)', collect, [])
     .option('--mount <spec>', 'type=bind|overlay|tmpfs,source=HOSTDIR,target=/path[,readonly][,tmpfs-size=64m] (repeatable; host dirs only under cordon serve --allow-mount-root)', collect, [])
+    .option('--file-rule <ACTION:OPS:GLOB>', 'file rule on a mount or volume, e.g. block:write,create,remove,rename:/data/**/*.env (ops: read, write, create, remove, rename, chmod, chown, list, *; first match decides; repeatable)', collect, [])
+    .option('--file-events <path>', 'report file operations under this path (in a mount or volume) as file events (repeatable)', collect, [])
     .option('--hostname <name>', 'hostname inside the sandbox')
     .option('--no-new-privileges', 'setuid binaries (sudo) and file capabilities grant nothing inside')
     .option('--network <mode>', 'none (default), allowlist or open')
@@ -79,8 +81,18 @@ export function createOptionsFrom(o: Record<string, unknown>): CreateOptions {
     }),
     volumes: ((o.volume as string[]) ?? []).map(parseVolumeFlag),
     mounts: ((o.mount as string[]) ?? []).map(parseMountFlag),
+    file_rules: ((o.fileRule as string[]) ?? []).map(parseFileRuleFlag),
+    file_events: (o.fileEvents as string[]) ?? [],
     hostname: o.hostname as string | undefined,
     no_new_privileges: o.newPrivileges === false ? true : undefined,
     network: networkOptionsFrom(o),
   };
+}
+
+/** --file-rule ACTION:OPS:GLOB (OPS comma-separated, or empty / * for all): the glob may itself hold colons. */
+export function parseFileRuleFlag(v: string): NonNullable<CreateOptions['file_rules']>[number] {
+  const m = /^(allow|block):([a-z*,]*):(\/.*)$/.exec(v);
+  if (!m) throw new CordonError('invalid_argument', `--file-rule "${v}" must look like block:write,create:/data/**/*.env (ACTION allow|block, OPS comma-separated, then an absolute glob)`);
+  const ops = m[2].split(',').filter(Boolean) as NonNullable<NonNullable<CreateOptions['file_rules']>[number]['ops']>;
+  return { action: m[1] as 'allow' | 'block', ops, path: m[3] };
 }
