@@ -24,6 +24,7 @@ import { registerMetricsRoute } from './routes/metrics.js';
 import { registerTemplateRoutes, type TemplateDeps } from './routes/templates.js';
 import type { VolumeManager } from '../engine/volumes.js';
 import { registerVolumeRoutes } from './routes/volumes.js';
+import { registerS3Routes } from './routes/s3.js';
 
 /** The most of a refused request's body read and discarded so its client gets the answer. */
 const DRAIN_REFUSED_BODY_MAX = 64 * 1024 * 1024;
@@ -161,6 +162,7 @@ export async function buildServer(deps: ApiDeps): Promise<FastifyInstance> {
   registerMetricsRoute(typed, deps);
   registerTemplateRoutes(typed, deps);
   registerVolumeRoutes(typed, deps);
+  registerS3Routes(typed, deps);
   registerSnapshotRoutes(typed, deps);
   return app;
 }

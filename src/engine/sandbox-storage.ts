@@ -3,6 +3,8 @@ import { CordonError } from '../errors/registry.js';
 import type { BindSpec, HostMount, HostMounts } from '../volume/host-mounts.js';
 import type { TmpfsMount } from './types.js';
 import type { VolumeManager, VolumeMount } from './volumes.js';
+import type { S3fsMounts } from '../s3/s3fs-mounts.js';
+import type { S3SyncSpec } from '../s3/sync-spec.js';
 
 /** Paths a volume or host mount may not cover: the runtime's own mounts and cordon's helpers. */
 const RESERVED = ['/proc', '/sys', '/dev', '/.cordon', '/etc/hosts', '/etc/hostname', '/etc/resolv.conf'];
@@ -21,9 +23,9 @@ export function checkTarget(path: string, field: string): string {
 }
 
 /** Every target once across volumes, host mounts and tmpfs mounts. */
-export function checkDistinctTargets(volumes: VolumeMount[], mounts: HostMount[], tmpfs: TmpfsMount[]): void {
+export function checkDistinctTargets(volumes: VolumeMount[], mounts: HostMount[], tmpfs: TmpfsMount[], s3Mounts: string[] = []): void {
   const seen = new Set<string>();
-  for (const t of [...volumes.map((v) => v.path), ...mounts.map((m) => m.target), ...tmpfs.map((t) => t.path)]) {
+  for (const t of [...volumes.map((v) => v.path), ...mounts.map((m) => m.target), ...tmpfs.map((t) => t.path), ...s3Mounts]) {
     if (seen.has(t)) throw new CordonError('invalid_argument', `mounts: ${t} is the target of more than one mount`, { field: 'mounts' });
     seen.add(t);
   }
@@ -37,27 +39,35 @@ export class SandboxStorage {
   constructor(
     readonly volumes: VolumeManager,
     readonly hostMounts: HostMounts,
+    /** S3 prefixes mounted with s3fs (the mount mode of an S3 sync); absent without S3 support. */
+    readonly s3Mounts?: S3fsMounts,
   ) {}
 
-  async binds(id: string, spec: { volumes?: VolumeMount[]; mounts?: HostMount[] }): Promise<BindSpec[]> {
+  async binds(id: string, spec: { volumes?: VolumeMount[]; mounts?: HostMount[]; s3Sync?: S3SyncSpec[] }): Promise<BindSpec[]> {
     const out: BindSpec[] = [];
     for (const v of spec.volumes ?? []) out.push({ source: await this.volumes.bindSource(v), destination: v.path, readOnly: v.readOnly });
     out.push(...(await this.hostMounts.prepare(id, spec.mounts ?? [])));
+    if (spec.s3Sync?.some((s) => s.mode === 'mount')) {
+      if (!this.s3Mounts) throw new Error('this daemon has no S3 support for the sandbox\'s S3 mount');
+      out.push(...(await this.s3Mounts.prepare(id, spec.s3Sync)));
+    }
     return out;
   }
 
-  /** Unmount host mounts (stop); overlay writes stay. */
-  release(id: string): Promise<void> {
-    return this.hostMounts.release(id);
+  /** Unmount host mounts and S3 mounts (stop); overlay writes stay. */
+  async release(id: string): Promise<void> {
+    await this.s3Mounts?.release(id);
+    await this.hostMounts.release(id);
   }
 
-  /** Sandboxes with host-mount state on disk (the supervisor removes those without a record). */
-  ids(): Promise<string[]> {
-    return this.hostMounts.ids();
+  /** Sandboxes with mount state on disk (the supervisor removes those without a record). */
+  async ids(): Promise<string[]> {
+    return [...new Set([...(await this.hostMounts.ids()), ...((await this.s3Mounts?.ids()) ?? [])])];
   }
 
-  /** Unmount and delete what the sandbox's host mounts kept (removal). */
-  destroy(id: string): Promise<void> {
-    return this.hostMounts.destroy(id);
+  /** Unmount and delete what the sandbox's mounts kept (removal). */
+  async destroy(id: string): Promise<void> {
+    await this.s3Mounts?.destroy(id);
+    await this.hostMounts.destroy(id);
   }
 }

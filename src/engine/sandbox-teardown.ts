@@ -1,5 +1,6 @@
 import { rm } from 'node:fs/promises';
-import { errors } from '../errors/registry.js';
+import { CordonError, errors } from '../errors/registry.js';
+import { unsynced } from './sandbox-s3.js';
 import type { LiveSandbox } from './live-sandbox.js';
 import type { SandboxManager } from './sandbox-manager.js';
 import { hasContainer } from './state-machine.js';
@@ -19,6 +20,12 @@ export class SandboxTeardown {
       if (!force && hasContainer(rec.state)) {
         throw errors.wrongState(id, rec.state, 'remove', 'Stop it first, or remove with force (cordon rm -f).');
       }
+      // Hooks-mode syncs push first. Without force a push that did not complete keeps the sandbox (its files
+      // are the only copy); with force the removal goes on and the daemon's log names what was not pushed.
+      const pushed = await this.mgr.s3?.pushHooks(rec, 'remove').catch((e: Error) => [{ complete: false, failed: [{ path: '', reason: e.message }] } as never]);
+      const left = pushed && unsynced(pushed);
+      if (left && !force) throw new CordonError('invalid_state', `sandbox ${id}: the S3 push before removal did not complete (${left}); fix the cause and retry, run cordon sync ${id} --push, or remove with force to discard those changes`, { sandbox_id: id });
+      if (left) this.mgr.warn?.(`sandbox ${id} removed with force although its S3 push did not complete: ${left}`);
       try {
         await this.teardown(id, rec);
       } catch (e) {
@@ -44,6 +51,7 @@ export class SandboxTeardown {
     }
     await net?.detach(id);
     await this.mgr.storage?.destroy(id);
+    await this.mgr.s3?.destroy(id);
     await rootfs.destroy(id);
     // Only when it lives outside the sandbox's directory (a long data directory path).
     await rm(this.mgr.agentSocketDir(id), { recursive: true, force: true });

@@ -3,6 +3,7 @@ import type { NetworkSpec } from '../net/types.js';
 import type { RuntimeState } from '../runtime/types.js';
 import type { HostMount } from '../volume/host-mounts.js';
 import type { VolumeMount } from './volumes.js';
+import type { S3SyncSpec } from '../s3/sync-spec.js';
 
 /**
  * Lifecycle states. pausing, snapshotting and restoring are transitions that hold the sandbox's lock
@@ -38,6 +39,8 @@ export interface SandboxSpec {
   volumes?: VolumeMount[];
   /** Host directories (bind or overlay) under the daemon's --allow-mount-root. */
   mounts?: HostMount[];
+  /** S3 syncs (hooks, on demand) and S3 mounts; the credentials only by name. */
+  s3Sync?: S3SyncSpec[];
   hostname?: string;
   /** Set no_new_privs on every process: setuid binaries such as sudo grant nothing. */
   noNewPrivileges?: boolean;

@@ -1,3 +1,4 @@
+import type { S3SyncOptions } from './s3.js';
 // Shapes of the /v1 API as the SDK returns them.
 
 export type SandboxState = 'creating' | 'running' | 'pausing' | 'paused' | 'snapshotting' | 'restoring' | 'stopped' | 'error';
@@ -31,6 +32,7 @@ export interface SandboxInfo {
     tmpfs: { path: string; size: number; options: string[] }[];
     volumes: { name: string; id: string; path: string; read_only: boolean }[];
     mounts: { type: 'bind' | 'overlay'; source: string; target: string; read_only: boolean }[];
+    s3_sync: (Required<Omit<S3SyncOptions, 'endpoint' | 'max_file_size'>> & { endpoint: string | null; max_file_size: number })[];
     hostname: string | null;
     no_new_privileges: boolean;
   };
@@ -65,6 +67,8 @@ export interface CreateOptions {
   volumes?: { name: string; path: string; read_only?: boolean }[];
   /** Docker's --mount: host directories under the daemon's --allow-mount-root (bind, overlay) and tmpfs. */
   mounts?: { type: 'bind' | 'overlay' | 'tmpfs'; source?: string; target: string; read_only?: boolean; tmpfs_size?: string | number }[];
+  /** S3 syncs: hooks (pull at create/start, push at stop/snapshot/remove), on_demand (sync call only), mount (s3fs). */
+  s3_sync?: S3SyncOptions[];
   hostname?: string;
   /** Set no_new_privs on every process: setuid binaries such as sudo grant nothing (default false). */
   no_new_privileges?: boolean;

@@ -36,6 +36,10 @@ export function registerSandboxRoutes(app: TypedApp, { mgr, cfg, net }: ApiDeps)
       ],
       volumes: b.volumes?.map((v) => ({ name: v.name, path: v.path, readOnly: v.read_only ?? v.readOnly ?? false })),
       mounts: (b.mounts ?? []).flatMap((m) => (m.type === 'tmpfs' ? [] : [{ type: m.type, source: m.source!, target: m.target, readOnly: !!m.read_only }])),
+      s3Sync: b.s3_sync?.map((x) => ({
+        bucket: x.bucket, prefix: x.prefix, path: x.path, mode: x.mode, endpoint: x.endpoint, region: x.region,
+        credentials: x.credentials, pathStyle: x.path_style, maxFileBytes: x.max_file_size, readOnly: x.read_only,
+      })),
       hostname: b.hostname,
       noNewPrivileges: b.no_new_privileges,
       // From a snapshot, no network given means the snapshot's own policy.
