@@ -1,9 +1,10 @@
 import { DeleteObjectCommand, GetObjectCommand, ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
+import { createHash, type Hash } from 'node:crypto';
 import { Transform, type Readable } from 'node:stream';
 import { posix } from 'node:path';
 import { CordonError } from '../errors/registry.js';
-import type { SyncManifest } from '../s3/manifest.js';
+import type { ManifestEntry, SyncManifest } from '../s3/manifest.js';
 import type { S3SyncSpec } from '../s3/sync-spec.js';
 import type { FileEntry } from './files.js';
 import type { SandboxFiles } from './sandbox-files.js';
@@ -60,7 +61,7 @@ function safeRel(rel: string): boolean {
 }
 
 /** Count bytes past `max` as an error, and give up when nothing moves for IDLE_MS. */
-function guard(what: string, max: number): Transform {
+function guard(what: string, max: number, hash?: Hash): Transform {
   let n = 0;
   let timer: NodeJS.Timeout | undefined;
   const t: Transform = new Transform({
@@ -68,6 +69,7 @@ function guard(what: string, max: number): Transform {
       n += chunk.length;
       arm();
       if (n > max) return cb(new CordonError('payload_too_large', `${what} grew past the sync's bound of ${max} bytes while it was copied`));
+      hash?.update(chunk);
       cb(null, chunk);
     },
     flush(cb) {
@@ -88,8 +90,8 @@ function guard(what: string, max: number): Transform {
   return t;
 }
 
-function pipeGuarded(src: Readable, what: string, max: number): Readable {
-  const g = guard(what, max);
+function pipeGuarded(src: Readable, what: string, max: number, hash?: Hash): Readable {
+  const g = guard(what, max, hash);
   src.on('error', (e) => g.destroy(e));
   g.on('close', () => src.destroy());
   return src.pipe(g);
@@ -180,6 +182,23 @@ export class S3Transfer {
     this.report.failed.push({ path, reason: (e as Error).message ?? String(e) });
   }
 
+  /**
+   * Whether the file here differs from what the last sync left. Size first; an mtime that moved on a
+   * file of the same size (a touch, or a runtime that reports times differently after a restart) is
+   * settled by the content's MD5, read through the sandbox, and the manifest takes the new mtime.
+   */
+  private async localChanged(rel: string, l: LocalFile | undefined, m: ManifestEntry): Promise<boolean> {
+    if (!l || l.size !== m.size) return true;
+    if (l.mtime === m.mtime) return false;
+    if (!m.md5) return true;
+    const hash = createHash('md5');
+    const { stream } = await this.files.read(this.abs(rel));
+    for await (const _ of pipeGuarded(stream, this.abs(rel), this.spec.maxFileBytes, hash));
+    if (hash.digest('hex') !== m.md5) return true;
+    await this.manifest.set(rel, { ...m, mtime: l.mtime });
+    return false;
+  }
+
   /** Sandbox → bucket: new and changed files up, files deleted here deleted there. */
   async push(): Promise<SyncReport> {
     const { spec, manifest, report } = this;
@@ -187,7 +206,7 @@ export class S3Transfer {
     const work: string[] = [];
     for (const [rel, l] of local) {
       const m = manifest.get(rel);
-      if (m && m.size === l.size && m.mtime === l.mtime) {
+      if (m && !(await this.localChanged(rel, l, m).catch(() => true))) {
         report.unchanged++;
         continue;
       }
@@ -206,12 +225,13 @@ export class S3Transfer {
       const l = local.get(rel)!;
       try {
         const { stream } = await this.files.read(this.abs(rel));
-        const body = pipeGuarded(stream, this.abs(rel), spec.maxFileBytes);
+        const hash = createHash('md5');
+        const body = pipeGuarded(stream, this.abs(rel), spec.maxFileBytes, hash);
         const up = new Upload({ client: this.client, params: { Bucket: spec.bucket, Key: spec.prefix + rel, Body: body }, partSize: PART_BYTES, queueSize: 4, leavePartsOnError: false });
         let sent = 0;
         up.on('httpUploadProgress', (p) => (sent = p.loaded ?? sent));
         const out = await up.done();
-        await manifest.set(rel, { size: l.size, mtime: l.mtime, etag: out.ETag ?? '' });
+        await manifest.set(rel, { size: l.size, mtime: l.mtime, etag: out.ETag ?? '', md5: hash.digest('hex') });
         report.files++;
         report.bytes += sent || l.size;
       } catch (e) {
@@ -250,7 +270,7 @@ export class S3Transfer {
         continue;
       }
       const l = local.get(rel);
-      if (special.has(rel) || (m ? !l || l.size !== m.size || l.mtime !== m.mtime : !!l)) {
+      if (special.has(rel) || (m ? await this.localChanged(rel, l, m).catch(() => true) : !!l)) {
         report.conflicts.push({ path: this.abs(rel), reason: special.has(rel) ? 'changed in the bucket; here it is a link or special file' : m ? (l ? 'changed in the bucket and here since the last sync' : 'changed in the bucket and deleted here since the last sync') : 'new in the bucket and present here, never synced' });
         continue;
       }
@@ -263,9 +283,10 @@ export class S3Transfer {
     await pool(work, async (rel) => {
       try {
         const got = await this.client.send(new GetObjectCommand({ Bucket: spec.bucket, Key: spec.prefix + rel }));
-        const body = pipeGuarded(got.Body as Readable, `s3://${spec.bucket}/${spec.prefix}${rel}`, spec.maxFileBytes);
+        const hash = createHash('md5');
+        const body = pipeGuarded(got.Body as Readable, `s3://${spec.bucket}/${spec.prefix}${rel}`, spec.maxFileBytes, hash);
         const e = await this.files.write(this.abs(rel), body, { parents: true });
-        await manifest.set(rel, { size: e.size, mtime: mtimeOf(e), etag: got.ETag ?? remote.get(rel)!.etag });
+        await manifest.set(rel, { size: e.size, mtime: mtimeOf(e), etag: got.ETag ?? remote.get(rel)!.etag, md5: hash.digest('hex') });
         report.files++;
         report.bytes += e.size;
       } catch (e) {
@@ -279,7 +300,7 @@ export class S3Transfer {
       const l = local.get(rel);
       try {
         if (!l && !special.has(rel)) return await manifest.set(rel, undefined);
-        if (!l || l.size !== m.size || l.mtime !== m.mtime) return void report.conflicts.push({ path: this.abs(rel), reason: 'deleted in the bucket and changed here since the last sync' });
+        if (await this.localChanged(rel, l, m).catch(() => true)) return void report.conflicts.push({ path: this.abs(rel), reason: 'deleted in the bucket and changed here since the last sync' });
         await this.files.remove(this.abs(rel), undefined, false, true);
         await manifest.set(rel, undefined);
         report.deleted++;

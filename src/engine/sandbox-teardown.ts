@@ -1,5 +1,5 @@
 import { rm } from 'node:fs/promises';
-import { CordonError, errors } from '../errors/registry.js';
+import { errors } from '../errors/registry.js';
 import { unsynced } from './sandbox-s3.js';
 import type { LiveSandbox } from './live-sandbox.js';
 import type { SandboxManager } from './sandbox-manager.js';
@@ -20,11 +20,9 @@ export class SandboxTeardown {
       if (!force && hasContainer(rec.state)) {
         throw errors.wrongState(id, rec.state, 'remove', 'Stop it first, or remove with force (cordon rm -f).');
       }
-      // Hooks-mode syncs push first. Without force a push that did not complete keeps the sandbox (its files
-      // are the only copy); with force the removal goes on and the daemon's log names what was not pushed.
-      const pushed = await this.mgr.s3?.pushHooks(rec, 'remove').catch((e: Error) => [{ complete: false, failed: [{ path: '', reason: e.message }] } as never]);
-      const left = pushed && unsynced(pushed);
-      if (left && !force) throw new CordonError('invalid_state', `sandbox ${id}: the S3 push before removal did not complete (${left}); fix the cause and retry, run cordon sync ${id} --push, or remove with force to discard those changes`, { sandbox_id: id });
+      // Hooks-mode syncs push first (only a running sandbox, so only a forced removal, has anything to push).
+      // Removal is what was asked for: it goes on, and the daemon's log names what could not be pushed.
+      const left = await this.mgr.s3?.pushHooks(rec, 'remove').then((r) => unsynced(r), (e: Error) => e.message);
       if (left) this.mgr.warn?.(`sandbox ${id} removed with force although its S3 push did not complete: ${left}`);
       try {
         await this.teardown(id, rec);

@@ -11,6 +11,8 @@ export interface ManifestEntry {
   /** Local mtime as "seconds.nanoseconds". */
   mtime: string;
   etag: string;
+  /** MD5 of the content as it crossed (hex): tells a changed file from one whose mtime alone moved. */
+  md5?: string;
 }
 
 type JournalLine = { k: string; e: ManifestEntry | null };
