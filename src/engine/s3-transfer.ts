@@ -136,7 +136,7 @@ export class S3Transfer {
       const page = await this.client.send(new ListObjectsV2Command({ Bucket: this.spec.bucket, Prefix: this.spec.prefix, ContinuationToken: token }));
       for (const o of page.Contents ?? []) {
         const rel = (o.Key ?? '').slice(this.spec.prefix.length);
-        if (rel.endsWith('/') && !rel.slice(0, -1).includes('\0')) continue; // a "directory" marker
+        if (rel.endsWith('/')) continue; // a "directory" marker
         if (!safeRel(rel)) {
           this.report.skipped.push({ path: o.Key ?? '', reason: 'a key that is no file name below the prefix (empty, ".", ".." or NUL segments)' });
           continue;

@@ -104,7 +104,13 @@ export class SandboxS3 {
 
   /** Hooks mode at stop, snapshot and removal: push (only while the sandbox runs: its files are read through it). */
   async pushHooks(rec: SandboxRecord, hook: 'stop' | 'snapshot' | 'remove'): Promise<SyncReport[]> {
-    if (rec.state !== 'running' || !this.mgr.live.get(rec.id)) return [];
+    if (rec.state !== 'running' || !this.mgr.live.get(rec.id)) {
+      // Not lost: the files stay in the sandbox and the next push (after a start) sends what changed.
+      if (rec.spec.s3Sync?.some((s) => s.mode === 'hooks') && rec.state === 'paused') {
+        this.mgr.store.addEvent(rec.id, 's3_sync', `push (${hook}) skipped: the sandbox is paused, so its files cannot be read; they stay for the next push`, { hook, direction: 'push', complete: false });
+      }
+      return [];
+    }
     return this.run(rec, ['hooks'], 'push', hook);
   }
 

@@ -71,7 +71,10 @@ export async function startFaultyRelay(target: string): Promise<FaultyRelay> {
     puts: 0,
     failAfterPuts: (n) => void (left = n),
     heal: () => void (left = Infinity),
-    close: () => new Promise((r) => server.close(() => r())),
+    close: () => new Promise((r) => {
+      server.closeAllConnections();
+      server.close(() => r());
+    }),
   };
   const server: Server = createServer((req: IncomingMessage, res: ServerResponse) => {
     const isPut = req.method === 'PUT' && !req.url?.startsWith('/?');
