@@ -10,6 +10,7 @@ import { registerTemplate } from './template.js';
 import { registerVolume } from './volume.js';
 import { registerSnapshot } from './snapshot.js';
 import { registerS3 } from './s3.js';
+import { registerMcp } from './mcp.js';
 
 export function registerCommands(program: Command): void {
   program.enablePositionalOptions();
@@ -25,4 +26,5 @@ export function registerCommands(program: Command): void {
   registerVolume(program);
   registerSnapshot(program);
   registerS3(program);
+  registerMcp(program);
 }
