@@ -33,6 +33,7 @@ type entry struct {
 	Owner    string    `json:"owner"`
 	Group    string    `json:"group"`
 	Mtime    int64     `json:"mtime"`
+	MtimeNs  int64     `json:"mtimeNs,omitempty"`
 	Target   *string   `json:"target,omitempty"`
 	Resolved *resolved `json:"resolved,omitempty"`
 }
@@ -57,7 +58,7 @@ func typeOf(mode uint32) string {
 func entryOf(p string, st *syscall.Stat_t, n *names) *entry {
 	e := &entry{
 		Path: p, Type: typeOf(st.Mode), Size: st.Size, Mode: st.Mode, UID: st.Uid, GID: st.Gid,
-		Owner: n.user(st.Uid), Group: n.group(st.Gid), Mtime: st.Mtim.Sec,
+		Owner: n.user(st.Uid), Group: n.group(st.Gid), Mtime: st.Mtim.Sec, MtimeNs: st.Mtim.Nsec,
 	}
 	if e.Type == "symlink" {
 		if t, err := os.Readlink(p); err == nil {

@@ -50,5 +50,5 @@ apt-get "${apt_net[@]}" install -y -qq --no-install-recommends fuse3 golang-gith
   || echo "setup-host: WARNING: fuse3/golang-github-hanwen-go-fuse-dev could not be installed; file rules will be refused" >&2
 apt-get "${apt_net[@]}" install -y -qq --no-install-recommends \
   crun runc mmdebstrap busybox-static tini nftables iproute2 e2fsprogs util-linux attr \
-  docker-registry skopeo zstd apache2-utils openssl ca-certificates curl nginx-light >/dev/null
+  docker-registry skopeo zstd apache2-utils openssl ca-certificates curl nginx-light s3fs fuse3 >/dev/null
 echo "host ready: $(runsc --version | head -n1), crun $(crun --version | head -n1 | awk '{print $3}'), runc $(runc --version | head -n1 | awk '{print $3}')"

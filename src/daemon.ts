@@ -33,6 +33,8 @@ import { VolumeDisks } from './volume/volume-disk.js';
 import { HostMounts } from './volume/host-mounts.js';
 import { FileGates, fsgateBinary } from './volume/file-gate.js';
 import { fileEventSink } from './engine/file-events.js';
+import { S3CredentialStore } from './s3/credentials.js';
+import { S3fsMounts } from './s3/s3fs-mounts.js';
 
 const EVENT_PRUNE_EVERY_MS = 60_000;
 
@@ -103,15 +105,19 @@ export async function createDaemon(cfg: DaemonConfig, log: (msg: string) => void
   const volumes = new VolumeManager(new VolumeStore(db), new VolumeDisks(paths.volumes), store);
   await volumes.init(log);
   const gates = new FileGates(paths.gates, fsgateBinary(), fileEventSink(store));
-  const storage = new SandboxStorage(volumes, await HostMounts.create(paths.mounts, cfg.allowMountRoots, [cfg.dataDir, paths.templates]), gates);
+  const s3Credentials = new S3CredentialStore(join(cfg.dataDir, 's3', 'credentials'));
+  await s3Credentials.init();
+  const s3Mounts = new S3fsMounts(join(cfg.dataDir, 's3', 'mounts'), s3Credentials);
+  const storage = new SandboxStorage(volumes, await HostMounts.create(paths.mounts, cfg.allowMountRoots, [cfg.dataDir, paths.templates]), gates, s3Mounts);
   const rootfs = new SandboxRootfs(paths.sandboxes);
-  const drivers = { rootfs, net: new NamespaceNetworkDriver(net), storage };
+  const drivers = { rootfs, net: new NamespaceNetworkDriver(net), storage, s3: { credentials: s3Credentials, stateDir: join(cfg.dataDir, 's3', 'state'), mounts: s3Mounts } };
   const templateLayers = new TemplateLayerDirs(join(cfg.dataDir, 'template-layers'));
   await templateLayers.init();
   templates = new TemplateService(new TemplateStore(db), templateLayers, base, images, () => rootfs.lowerDirsInUse());
   const mgr = new SandboxManager(cfg, store, usable, drivers, new TemplateResolver(base, imageResolver ?? images, templates), { ...HELPERS, agent: agentBinary(cfg, log) }, telemetry);
   templates.mgr = mgr;
   mgrRef = mgr;
+  mgr.warn = log;
   const supervisor = new Supervisor(mgr, log);
   await supervisor.reconcile();
   // Step sandboxes of builds this daemon was running when it stopped: their build is gone.

@@ -46,6 +46,22 @@ const userSpec = z.string().regex(/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}(:[A-Za-z0-9
 /** A snapshot's id or name, also in E2B's "cordon/NAME:default" form. */
 export const snapshotRef = z.string().min(1).max(256).regex(/^[A-Za-z0-9][A-Za-z0-9._:/-]*$/, 'a snapshot id or name (letters, digits, . _ - and E2B\'s / and :)');
 
+/** One S3 sync at create (checked again, with the credentials' existence, by the engine). */
+export const s3SyncBody = z
+  .object({
+    bucket: z.string().min(3).max(63),
+    prefix: z.string().max(512).optional(),
+    path: absPath,
+    mode: z.enum(['hooks', 'on_demand', 'mount'], { message: 'mode: use hooks, on_demand or mount' }),
+    endpoint: z.string().max(2048).optional(),
+    region: z.string().max(32).optional(),
+    credentials: z.string().min(1).max(63),
+    path_style: z.boolean().optional(),
+    max_file_size: size('s3_sync.max_file_size', 1).optional(),
+    read_only: z.boolean().optional(),
+  })
+  .strict();
+
 export const createSandboxBody = z
   .object({
     template: z.string().regex(/^[a-z0-9][a-z0-9._-]{0,62}$/, 'template names are lowercase letters, digits, . _ -').optional(),
@@ -99,6 +115,7 @@ export const createSandboxBody = z
       .max(MAX_FILE_RULES)
       .optional(),
     file_events: z.array(z.string().min(1).max(MAX_GLOB_LENGTH)).max(MAX_EVENT_PATHS).optional(),
+    s3_sync: z.array(s3SyncBody).max(8).optional(),
     hostname: z.string().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/i, 'a hostname of letters, digits and -').optional(),
     no_new_privileges: z.boolean().optional(),
     network: networkBody.optional(),
@@ -187,3 +204,18 @@ export const snapshotBody = z.object({ name: z.string().max(64).optional() }).st
 export const snapshotParams = z.object({ ref: snapshotRef });
 export const snapshotListQuery = z.object({ sandbox: z.string().max(128).optional(), name: z.string().max(256).optional() }).strict();
 export const forkBody = z.object({ count: z.number().int().min(1).max(1000).default(1), timeout: duration('timeout').optional() }).strict();
+
+export const syncBody = z
+  .object({ direction: z.enum(['pull', 'push', 'both'], { message: 'direction: use pull, push or both' }).default('both') })
+  .strict()
+  .optional();
+
+export const s3CredentialsBody = z
+  .object({
+    access_key_id: z.string().min(1).max(1024),
+    secret_access_key: z.string().min(1).max(1024),
+    session_token: z.string().min(1).max(8192).optional(),
+  })
+  .strict();
+
+export const credentialsParams = z.object({ name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/, 'a credentials name: letters, digits, _ . -, up to 63') });

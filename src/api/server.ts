@@ -25,6 +25,7 @@ import { registerMetricsRoute } from './routes/metrics.js';
 import { registerTemplateRoutes, type TemplateDeps } from './routes/templates.js';
 import type { VolumeManager } from '../engine/volumes.js';
 import { registerVolumeRoutes } from './routes/volumes.js';
+import { registerS3Routes } from './routes/s3.js';
 import { registerMcpRoute } from './routes/mcp.js';
 
 /** The most of a refused request's body read and discarded so its client gets the answer. */
@@ -172,6 +173,7 @@ export async function buildServer(deps: ApiDeps): Promise<FastifyInstance> {
   registerMetricsRoute(typed, deps);
   registerTemplateRoutes(typed, deps);
   registerVolumeRoutes(typed, deps);
+  registerS3Routes(typed, deps);
   registerSnapshotRoutes(typed, deps);
   registerMcpRoute(typed, deps);
   return app;

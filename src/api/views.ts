@@ -1,3 +1,5 @@
+import type { S3SyncSpec } from '../s3/sync-spec.js';
+import type { SyncReport } from '../engine/s3-transfer.js';
 import { networkView } from '../net/schema.js';
 import type { ExecResult, SandboxStats } from '../engine/live-sandbox.js';
 import type { ProcessInfo } from '../engine/process-manager.js';
@@ -39,6 +41,7 @@ export function sandboxView(r: SandboxRecord) {
       mounts: (s.mounts ?? []).map((m) => ({ type: m.type, source: m.source, target: m.target, read_only: m.readOnly })),
       file_rules: (s.fileRules ?? []).map((r) => ({ action: r.action, ops: r.ops, path: r.path })),
       file_events: s.fileEvents ?? [],
+      s3_sync: (s.s3Sync ?? []).map(s3SyncView),
       hostname: s.hostname ?? null,
       no_new_privileges: !!s.noNewPrivileges,
     },
@@ -108,4 +111,39 @@ export function fileView(f: FileEntry) {
 
 export function eventView(e: SandboxEvent) {
   return { seq: e.seq, ts: new Date(e.ts).toISOString(), type: e.type, message: e.message, data: e.data ?? null };
+}
+
+/** An S3 sync as the API shows it: the credentials by name only. */
+export function s3SyncView(s: S3SyncSpec) {
+  return {
+    bucket: s.bucket,
+    prefix: s.prefix,
+    path: s.path,
+    mode: s.mode,
+    endpoint: s.endpoint ?? null,
+    region: s.region,
+    credentials: s.credentials,
+    path_style: s.pathStyle,
+    max_file_size: s.maxFileBytes,
+    read_only: !!s.readOnly,
+  };
+}
+
+/** One direction of one sync, as the sync call answers it. */
+export function syncReportView(r: SyncReport) {
+  return {
+    direction: r.direction,
+    bucket: r.bucket,
+    prefix: r.prefix,
+    path: r.path,
+    files: r.files,
+    bytes: r.bytes,
+    deleted: r.deleted,
+    unchanged: r.unchanged,
+    skipped: r.skipped,
+    conflicts: r.conflicts,
+    failed: r.failed,
+    complete: r.complete,
+    duration_ms: r.durationMs,
+  };
 }

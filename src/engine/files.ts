@@ -16,6 +16,9 @@ export interface FileEntry {
   owner: string;
   group: string;
   modifiedAt: string;
+  /** mtime in whole seconds, and the nanoseconds within it where the agent reports them (change detection). */
+  mtimeSec?: number;
+  mtimeNs?: number;
   /** The link's own text, as readlink prints it. */
   symlinkTarget?: string;
   /** For a symlink whose target exists: the target's absolute path (all links resolved), type and mode. */

@@ -14,8 +14,12 @@ import { checkRulePath, planGates } from '../volume/file-rules.js';
 import type { VolumeMount } from './volumes.js';
 import { specFromSnapshot } from './snapshot-spec.js';
 import type { SnapshotRecord } from '../store/snapshots.js';
+import type { S3SyncSpec } from '../s3/sync-spec.js';
+import { unsynced } from './sandbox-s3.js';
 
-export interface CreateInput extends Omit<SandboxSpec, 'runtime' | 'memoryBytes' | 'pids' | 'timeoutMs' | 'env' | 'tmpfs' | 'readOnlyRootfs' | 'volumes'> {
+export interface CreateInput extends Omit<SandboxSpec, 'runtime' | 'memoryBytes' | 'pids' | 'timeoutMs' | 'env' | 'tmpfs' | 'readOnlyRootfs' | 'volumes' | 's3Sync'> {
+  /** S3 syncs as given (checked and defaulted at create). */
+  s3Sync?: Partial<S3SyncSpec>[];
   /** Named volumes by name or id. */
   volumes?: { name: string; path: string; readOnly?: boolean }[];
   runtime?: RuntimeName;
@@ -56,7 +60,7 @@ export class SandboxCreation {
   }
 
   /** Volumes and host mounts checked before anything is made: 4xx naming the field, nothing created. */
-  private async storage(input: CreateInput): Promise<{ volumeMounts: VolumeMount[]; mounts: HostMount[]; tmpfs: TmpfsMount[] }> {
+  private async storage(input: CreateInput): Promise<{ volumeMounts: VolumeMount[]; mounts: HostMount[]; tmpfs: TmpfsMount[]; s3Sync: S3SyncSpec[] }> {
     const tmpfs = (input.tmpfs ?? []).map((t) => ({ ...t, path: checkTarget(t.path, 'tmpfs') }));
     const wanted = (input.volumes ?? []).map((v) => ({ ...v, path: checkTarget(v.path, 'volumes') }));
     const mounts = (input.mounts ?? []).map((m) => ({ ...m, target: checkTarget(m.target, 'mounts') }));
@@ -64,17 +68,19 @@ export class SandboxCreation {
     if ((wanted.length || mounts.length) && !storage) throw errors.invalid('volumes', 'this daemon has no storage capability');
     const volumeMounts = wanted.length ? storage!.volumes.resolveMounts(wanted) : [];
     for (const m of mounts) await storage!.hostMounts.check(m);
-    checkDistinctTargets(volumeMounts, mounts, tmpfs);
+    if (input.s3Sync?.length && !this.mgr.s3) throw errors.invalid('s3_sync', 'this daemon has no S3 support');
+    const s3Sync = (await this.mgr.s3?.check(input.s3Sync)) ?? [];
+    checkDistinctTargets(volumeMounts, mounts, tmpfs, s3Sync.filter((s) => s.mode === 'mount').map((s) => s.path));
     if (input.fileRules?.length || input.fileEvents?.length) {
       if (!storage?.gates.available) throw errors.invalid('file_rules', 'this daemon has no file gate (cordon-fsgate was not built); install golang-github-hanwen-go-fuse-dev and fuse3 (scripts/setup-host.sh) and rebuild');
       for (const r of input.fileRules ?? []) checkRulePath(r.path, 'file_rules');
       for (const e of input.fileEvents ?? []) checkRulePath(e, 'file_events');
       planGates([...volumeMounts.map((v) => v.path), ...mounts.map((m) => m.target)], input.fileRules ?? [], input.fileEvents ?? []);
     }
-    return { volumeMounts, mounts, tmpfs };
+    return { volumeMounts, mounts, tmpfs, s3Sync };
   }
 
-  private async createAdmitted(input: CreateInput & { volumeMounts: VolumeMount[] }, runtime: RuntimeName, timeoutMs: number, progress?: (line: string) => void): Promise<SandboxRecord> {
+  private async createAdmitted(input: Omit<CreateInput, 's3Sync'> & { volumeMounts: VolumeMount[]; s3Sync: S3SyncSpec[] }, runtime: RuntimeName, timeoutMs: number, progress?: (line: string) => void): Promise<SandboxRecord> {
     const { cfg, store, rootfs } = this.mgr;
     const id = newId();
     const spec: SandboxSpec = {
@@ -97,6 +103,7 @@ export class SandboxCreation {
       ...(input.mounts?.length ? { mounts: input.mounts } : {}),
       ...(input.fileRules?.length ? { fileRules: input.fileRules } : {}),
       ...(input.fileEvents?.length ? { fileEvents: input.fileEvents } : {}),
+      ...(input.s3Sync.length ? { s3Sync: input.s3Sync } : {}),
       hostname: input.hostname ?? id.slice(0, 12),
       noNewPrivileges: input.noNewPrivileges ?? false,
       network: input.network,
@@ -114,6 +121,10 @@ export class SandboxCreation {
         });
         await writeFile(join(rootfs.dirs(id).root, 'image-config.json'), JSON.stringify(source.config));
         await this.mgr.boot.boot(rec, source.config);
+        // Hooks-mode syncs pull before anything runs; a pull with failures fails the create (loudly, not half-filled); conflicts with the image's files are in the events.
+        const pulled = (await this.mgr.s3?.pullHooks(this.mgr.get(id), 'create')) ?? [];
+        const left = unsynced(pulled, false);
+        if (left) throw new CordonError('unavailable', `the S3 pull at create did not complete: ${left}`, { field: 's3_sync' });
         // Docker's rule: cmd replaces the image's Cmd, entrypoint (even []) replaces its Entrypoint.
         const main = composeCommand(source.config, input.entrypoint, spec.cmd);
         if (main.length) await this.mgr.live.get(id)!.startMain(main);

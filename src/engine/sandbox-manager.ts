@@ -18,6 +18,9 @@ import { SandboxCreation, type CreateInput } from './sandbox-create.js';
 import { SandboxPauses } from './sandbox-pause.js';
 import { SandboxTeardown } from './sandbox-teardown.js';
 import type { SandboxStorage } from './sandbox-storage.js';
+import { SandboxS3 } from './sandbox-s3.js';
+import type { S3CredentialStore } from '../s3/credentials.js';
+import type { S3fsMounts } from '../s3/s3fs-mounts.js';
 import type { RootfsResolver } from './sources.js';
 import { SnapshotStore } from '../store/snapshots.js';
 import { Forks } from './fork.js';
@@ -46,6 +49,8 @@ export interface Drivers {
   net?: NetworkDriver;
   /** Named volumes and host mounts; absent in daemons built without them. */
   storage?: SandboxStorage;
+  /** S3 sync: registered credentials, where the sync manifests live, the s3fs mounts. Absent without S3 support. */
+  s3?: { credentials: S3CredentialStore; stateDir: string; mounts: S3fsMounts };
 }
 
 /**
@@ -62,6 +67,8 @@ export class SandboxManager {
   readonly rootfs: RootfsDriver;
   readonly net?: NetworkDriver;
   readonly storage?: SandboxStorage;
+  /** S3 syncs of sandboxes (hooks and on-demand transfers); absent without S3 support. */
+  readonly s3?: SandboxS3;
   /** Network rules and port forwards of existing sandboxes. */
   readonly network = new SandboxNetwork(this);
   /** Resource samples of running sandboxes over time (started by the daemon). */
@@ -74,6 +81,8 @@ export class SandboxManager {
   /** Snapshots of running sandboxes, and sandboxes made from them. */
   readonly snapshots: Snapshots;
   readonly forks = new Forks(this);
+  /** Where the engine's warnings go (the daemon's log; set by the daemon). */
+  warn?: (msg: string) => void;
   /** Called when a running sandbox's container ends without the engine asking (set by the supervisor). */
   onExit?: (id: string, exit: ContainerExit, live: LiveSandbox) => void;
 
@@ -90,6 +99,7 @@ export class SandboxManager {
     this.rootfs = drivers.rootfs;
     this.net = drivers.net;
     this.storage = drivers.storage;
+    if (drivers.s3) this.s3 = new SandboxS3(this, drivers.s3.credentials, drivers.s3.stateDir, drivers.s3.mounts);
     this.admission = new Admission(cfg, {}, telemetry);
     this.snapshots = new Snapshots(this, new SnapshotStore(store.db));
     this.expiry = new ExpiryTimers(store, (id) => this.expire(id));
@@ -199,6 +209,8 @@ export class SandboxManager {
         throw this.fail(id, reason, e, `starting sandbox ${id} failed: ${(e as Error).message}${undo}`);
       }
       this.store.addEvent(id, 'started', 'sandbox started');
+      // Hooks-mode syncs pull what changed in the bucket; a failure is in the events, the sandbox runs on its own files.
+      await this.s3?.pullHooks(this.get(id), 'start').catch((e: Error) => this.store.addEvent(id, 'error', `S3 pull at start failed: ${e.message}`));
       return this.get(id);
     });
   }
@@ -211,6 +223,8 @@ export class SandboxManager {
     return this.lock.run(id, async () => {
       const rec = this.get(id);
       assertAllowed(id, rec.state, 'stop');
+      // Hooks-mode syncs push first; what fails stays in the stopped sandbox's files for the next push (events say so).
+      await this.s3?.pushHooks(rec, 'stop').catch((e: Error) => this.store.addEvent(id, 'error', `S3 push at stop failed: ${e.message}; the files stay in the sandbox for the next push`));
       try {
         if (rec.state === 'paused' && (await this.pauses.onDisk(id))) await this.pauses.stopFromDisk(id);
         else await this.boot.halt(rec, graceMs);

@@ -1,5 +1,6 @@
 import { rm } from 'node:fs/promises';
 import { errors } from '../errors/registry.js';
+import { unsynced } from './sandbox-s3.js';
 import type { LiveSandbox } from './live-sandbox.js';
 import type { SandboxManager } from './sandbox-manager.js';
 import { hasContainer } from './state-machine.js';
@@ -19,6 +20,10 @@ export class SandboxTeardown {
       if (!force && hasContainer(rec.state)) {
         throw errors.wrongState(id, rec.state, 'remove', 'Stop it first, or remove with force (cordon rm -f).');
       }
+      // Hooks-mode syncs push first (only a running sandbox, so only a forced removal, has anything to push).
+      // Removal is what was asked for: it goes on, and the daemon's log names what could not be pushed.
+      const left = await this.mgr.s3?.pushHooks(rec, 'remove').then((r) => unsynced(r), (e: Error) => e.message);
+      if (left) this.mgr.warn?.(`sandbox ${id} removed with force although its S3 push did not complete: ${left}`);
       try {
         await this.teardown(id, rec);
       } catch (e) {
@@ -44,6 +49,7 @@ export class SandboxTeardown {
     }
     await net?.detach(id);
     await this.mgr.storage?.destroy(id);
+    await this.mgr.s3?.destroy(id);
     await rootfs.destroy(id);
     // Only when it lives outside the sandbox's directory (a long data directory path).
     await rm(this.mgr.agentSocketDir(id), { recursive: true, force: true });

@@ -35,7 +35,8 @@ export function specFromSnapshot(snap: SnapshotRecord, input: CreateInput, timeo
   if (snap.kind === 'memory' && needsNamespace(network) !== needsNamespace(snap.spec.network)) {
     throw errors.invalid('network', `snapshot ${snap.id} was taken ${needsNamespace(snap.spec.network) ? 'with' : 'without'} a network and holds its memory; a sandbox made from it must have ${needsNamespace(snap.spec.network) ? 'a network (any mode but none)' : 'none'} too`);
   }
-  const { onTimeout: _sourceOnTimeout, ...sourceSpec } = snap.spec;
+  // S3 syncs stay with the source: the snapshot holds their files, and two sandboxes pushing to one prefix would conflict.
+  const { onTimeout: _sourceOnTimeout, s3Sync: _sourceS3, ...sourceSpec } = snap.spec;
   return {
     ...sourceSpec,
     // What the timeout does is the request's, as for any create.

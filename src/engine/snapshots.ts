@@ -63,6 +63,8 @@ export class Snapshots {
     const snap = await this.mgr.exclusive(sandboxId, async () => {
       const rec = this.mgr.get(sandboxId);
       assertAllowed(sandboxId, rec.state, 'snapshot');
+      // Hooks-mode syncs push first, so the bucket has what the snapshot has; a failure is in the events.
+      await this.mgr.s3?.pushHooks(rec, 'snapshot').catch((e: Error) => store.addEvent(sandboxId, 'error', `S3 push before the snapshot failed: ${e.message}`));
       const rt = this.mgr.runtimeFor(rec.runtime);
       const kind = this.kindFor(rt);
       const { lowerDirs, upper } = await this.mgr.rootfs.layers(sandboxId);

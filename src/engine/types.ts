@@ -4,6 +4,7 @@ import type { RuntimeState } from '../runtime/types.js';
 import type { FileRule } from '../volume/file-rules.js';
 import type { HostMount } from '../volume/host-mounts.js';
 import type { VolumeMount } from './volumes.js';
+import type { S3SyncSpec } from '../s3/sync-spec.js';
 
 /**
  * Lifecycle states. pausing, snapshotting and restoring are transitions that hold the sandbox's lock
@@ -43,6 +44,8 @@ export interface SandboxSpec {
   fileRules?: FileRule[];
   /** Sandbox paths under mounts or volumes whose file operations become `file` events. */
   fileEvents?: string[];
+  /** S3 syncs (hooks, on demand) and S3 mounts; the credentials only by name. */
+  s3Sync?: S3SyncSpec[];
   hostname?: string;
   /** Set no_new_privs on every process: setuid binaries such as sudo grant nothing. */
   noNewPrivileges?: boolean;

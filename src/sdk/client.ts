@@ -4,6 +4,7 @@ import { ProcessSocket, readSse } from './process-stream.js';
 import { Images } from './images.js';
 import { Templates } from './templates.js';
 import { Volumes } from './volumes.js';
+import { S3, type SyncResult } from './s3.js';
 import { openInterceptor, type InterceptHandler, type Interceptor } from './callbacks.js';
 import type { ForkResult, SnapshotInfo } from './types.js';
 import type { CreateOptions, ExecOptions, ExecResult, FileInfo, ProcessEvent, ProcessInfo, SandboxEvent, SandboxInfo, SandboxState, SandboxStats } from './types.js';
@@ -236,6 +237,10 @@ export class Sandbox {
   remove(opts: { force?: boolean } = { force: true }) {
     return this.http.json<void>('DELETE', this.p(), undefined, { force: opts.force });
   }
+  /** Run its S3 syncs (hooks and on_demand) now: pull, push or both (pull, then push). */
+  sync(direction: 'pull' | 'push' | 'both' = 'both') {
+    return this.http.json<SyncResult>('POST', this.p('/sync'), { direction });
+  }
   /** Snapshot it as it is now (it keeps running). */
   snapshot(opts: { name?: string } = {}) {
     return this.http.json<SnapshotInfo>('POST', this.p('/snapshots'), opts);
@@ -252,8 +257,10 @@ export class Cordon {
   readonly images: Images;
   readonly templates: Templates;
   readonly volumes: Volumes;
+  readonly s3: S3;
   constructor(opts: ClientOptions = {}) {
     this.http = new Http(opts);
+    this.s3 = new S3(this.http);
     this.images = new Images(this.http);
     this.templates = new Templates(this.http);
     this.volumes = new Volumes(this.http);

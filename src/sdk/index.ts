@@ -7,3 +7,4 @@ export { Images, type ImageInfo, type PullProgress, type PullOptions } from './i
 export { Templates, type TemplateInfo, type BuildEvent, type BuildOptions } from './templates.js';
 export type { InterceptDecision, InterceptedRequest, InterceptHandler, Interceptor } from './callbacks.js';
 export { Volumes, VolumeFiles, type VolumeInfo, type VolumeEntry } from './volumes.js';
+export { S3, S3Credentials, type S3SyncOptions, type SyncReport, type SyncResult, type SyncIssue } from './s3.js';

@@ -1,3 +1,4 @@
+import type { S3SyncOptions } from './s3.js';
 // Shapes of the /v1 API as the SDK returns them.
 
 export type SandboxState = 'creating' | 'running' | 'pausing' | 'paused' | 'snapshotting' | 'restoring' | 'stopped' | 'error';
@@ -33,6 +34,7 @@ export interface SandboxInfo {
     mounts: { type: 'bind' | 'overlay'; source: string; target: string; read_only: boolean }[];
     file_rules: { action: 'allow' | 'block'; ops: string[]; path: string }[];
     file_events: string[];
+    s3_sync: (Required<Omit<S3SyncOptions, 'endpoint' | 'max_file_size'>> & { endpoint: string | null; max_file_size: number })[];
     hostname: string | null;
     no_new_privileges: boolean;
   };
@@ -71,6 +73,8 @@ export interface CreateOptions {
   file_rules?: { action: 'allow' | 'block'; ops?: ('read' | 'write' | 'create' | 'remove' | 'rename' | 'chmod' | 'chown' | 'list' | '*')[]; path: string }[];
   /** Sandbox paths (under mounts or volumes) whose file operations appear as `file` events. */
   file_events?: string[];
+  /** S3 syncs: hooks (pull at create/start, push at stop/snapshot/remove), on_demand (sync call only), mount (s3fs). */
+  s3_sync?: S3SyncOptions[];
   hostname?: string;
   /** Set no_new_privs on every process: setuid binaries such as sudo grant nothing (default false). */
   no_new_privileges?: boolean;

@@ -38,6 +38,10 @@ export function registerSandboxRoutes(app: TypedApp, { mgr, cfg, net }: ApiDeps)
       mounts: (b.mounts ?? []).flatMap((m) => (m.type === 'tmpfs' ? [] : [{ type: m.type, source: m.source!, target: m.target, readOnly: !!m.read_only }])),
       fileRules: b.file_rules,
       fileEvents: b.file_events,
+      s3Sync: b.s3_sync?.map((x) => ({
+        bucket: x.bucket, prefix: x.prefix, path: x.path, mode: x.mode, endpoint: x.endpoint, region: x.region,
+        credentials: x.credentials, pathStyle: x.path_style, maxFileBytes: x.max_file_size, readOnly: x.read_only,
+      })),
       hostname: b.hostname,
       noNewPrivileges: b.no_new_privileges,
       // From a snapshot, no network given means the snapshot's own policy.

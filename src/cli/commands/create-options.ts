@@ -5,6 +5,7 @@ import type { CreateOptions } from '../../sdk/types.js';
 import { collect, envFrom } from '../output.js';
 import { networkOptionsFrom } from './network-options.js';
 import { parseMountFlag, parseVolumeFlag } from './volume.js';
+import { parseS3SyncFlag, readS3SyncFile } from './s3.js';
 
 /** Flags shared by `run` and `create`, docker-style. */
 export function addCreateOptions(cmd: Command): Command {
@@ -29,6 +30,8 @@ export function addCreateOptions(cmd: Command): Command {
     .option('--read-only', 'mount the root filesystem read-only')
     .option('--tmpfs <path[:size]>', 'mount a tmpfs (repeatable)', collect, [])
     .option('-v, --volume <NAME:/path[:ro]>', 'mount a named volume (repeatable; cordon volume create NAME first)', collect, [])
+    .option('--s3-sync <spec>', 'bucket=B,prefix=P,path=/work,mode=hooks|on_demand|mount,credentials=NAME[,endpoint=URL][,region=R][,path-style][,max-file-size=5g][,readonly] (repeatable; credentials from cordon s3 credentials add)', collect, [])
+    .option('--s3-sync-file <file>', 'JSON file with S3 syncs (one object or an array, fields as the REST s3_sync)')
     .option('--mount <spec>', 'type=bind|overlay|tmpfs,source=HOSTDIR,target=/path[,readonly][,tmpfs-size=64m] (repeatable; host dirs only under cordon serve --allow-mount-root)', collect, [])
     .option('--file-rule <ACTION:OPS:GLOB>', 'file rule on a mount or volume, e.g. block:write,create,remove,rename:/data/**/*.env (ops: read, write, create, remove, rename, chmod, chown, list, *; first match decides; repeatable)', collect, [])
     .option('--file-events <path>', 'report file operations under this path (in a mount or volume) as file events (repeatable)', collect, [])
@@ -83,6 +86,7 @@ export function createOptionsFrom(o: Record<string, unknown>): CreateOptions {
     mounts: ((o.mount as string[]) ?? []).map(parseMountFlag),
     file_rules: ((o.fileRule as string[]) ?? []).map(parseFileRuleFlag),
     file_events: (o.fileEvents as string[]) ?? [],
+    s3_sync: [...((o.s3Sync as string[]) ?? []).map(parseS3SyncFlag), ...(o.s3SyncFile ? readS3SyncFile(o.s3SyncFile as string) : [])],
     hostname: o.hostname as string | undefined,
     no_new_privileges: o.newPrivileges === false ? true : undefined,
     network: networkOptionsFrom(o),

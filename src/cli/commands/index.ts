@@ -9,6 +9,7 @@ import { registerRunExec } from './run-exec.js';
 import { registerTemplate } from './template.js';
 import { registerVolume } from './volume.js';
 import { registerSnapshot } from './snapshot.js';
+import { registerS3 } from './s3.js';
 import { registerMcp } from './mcp.js';
 
 export function registerCommands(program: Command): void {
@@ -24,5 +25,6 @@ export function registerCommands(program: Command): void {
   registerTemplate(program);
   registerVolume(program);
   registerSnapshot(program);
+  registerS3(program);
   registerMcp(program);
 }

@@ -57,6 +57,8 @@ export function toFileEntry(e: AgentEntry): FileEntry {
     owner: e.owner,
     group: e.group,
     modifiedAt: new Date(e.mtime * 1000).toISOString(),
+    mtimeSec: e.mtime,
+    ...(e.mtimeNs !== undefined ? { mtimeNs: e.mtimeNs } : {}),
   };
   if (e.type === 'symlink') {
     if (e.target) out.symlinkTarget = e.target;

@@ -57,6 +57,8 @@ export const entry = z.object({
   owner: z.string().max(256),
   group: z.string().max(256),
   mtime: z.number().int().min(-(2 ** 40)).max(2 ** 40),
+  /** Nanoseconds within the second (absent from agents older than the field). */
+  mtimeNs: z.number().int().min(0).max(999_999_999).optional(),
   target: z.string().max(4096).optional(),
   resolved: z.object({ path: sandboxPath, mode: u32 }).optional(),
 });
