@@ -27,6 +27,8 @@ export interface RestoreOptions {
    * it); a sandbox made from another's checkpoint (snapshot, fork) passes what its source had.
    */
   withAgent?: boolean;
+  /** The caller knows no container of this id is left (a pause's teardown ended it): skip the delete. */
+  containerGone?: boolean;
 }
 
 export interface RestoreResult {
@@ -122,7 +124,7 @@ export class ContainerBoot {
     const { net, store } = this.mgr;
     const rt = this.mgr.runtimeFor(spec.runtime);
     const { dirs, network, storageBinds } = await this.prepare(rec);
-    await rt.delete(id, dirs.bundle).catch(() => {});
+    if (!opts.containerGone) await rt.delete(id, dirs.bundle).catch(() => {});
     // The init of the checkpoint decides: it ran the agent or it did not (the bind mounts must match).
     const withAgent = !!this.mgr.helpers.agent && (opts.withAgent ?? this.startedWithAgent(id));
     if (withAgent) await writeFile(join(dirs.bundle, AGENT_MARKER), '1\n');

@@ -105,7 +105,7 @@ export class RunscRuntime extends OciCliRuntime {
       throw e;
     }
     await replaceDir(partial, dir);
-    if (!opts.leaveRunning) await this.delete(id, st.bundle);
+    if (!opts.leaveRunning && !opts.deferDelete) await this.delete(id, st.bundle);
   }
 
   /**
