@@ -123,6 +123,7 @@ async function main(): Promise<void> {
     const [fp, fr] = await cordonRounds(frozen);
     const imageBytes = (await big.events_()).filter((e) => e.type === 'paused').map((e) => Number(e.data?.imageBytes ?? 0));
     const released = async (sb: Sandbox) => (await sb.events_()).filter((e) => e.type === 'released').map((e) => Number(e.data?.ms ?? 0));
+    const resumedPhase = async (sb: Sandbox, field: string) => (await sb.events_()).filter((e) => e.type === 'resumed').map((e) => Number(e.data?.[field] ?? 0));
     const inDaemon = async (sb: Sandbox, field: string) => (await sb.events_()).filter((e) => e.type === 'paused').map((e) => Number(e.data?.[field] ?? 0));
 
     const rootfs = (await new BaseTemplate(TEMPLATES_DIR).ensure()).lowerDirs[0];
@@ -156,6 +157,11 @@ async function main(): Promise<void> {
       ['of which runsc checkpoint, small', await inDaemon(small, 'checkpointMs')],
       [`pause total, ${MIB} MiB`, await inDaemon(big, 'ms')],
       [`of which runsc checkpoint, ${MIB} MiB`, await inDaemon(big, 'checkpointMs')],
+      ['resume: overlay + network ready, small', await resumedPhase(small, 'prepareMs')],
+      ['resume: runsc restore, small', await resumedPhase(small, 'restoreMs')],
+      ['resume: agent reconnected, small', await resumedPhase(small, 'agentMs')],
+      [`resume: runsc restore, ${MIB} MiB`, await resumedPhase(big, 'restoreMs')],
+      [`resume: agent reconnected, ${MIB} MiB`, await resumedPhase(big, 'agentMs')],
       ['container ended after the answer, small', await released(small)],
       [`container ended after the answer, ${MIB} MiB`, await released(big)],
     ]);

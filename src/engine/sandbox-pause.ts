@@ -192,7 +192,7 @@ export class SandboxPauses {
       const out = await this.mgr.boot.restore(this.mgr.get(id), await this.mgr.imageConfig(id), image, { expiresAt, agentWaitMs: AGENT_WAIT_MS, containerGone });
       const ms = Date.now() - started;
       await this.drop(id);
-      this.event(id, 'resumed', `sandbox resumed from disk in ${ms} ms${out.agentReconnected ? ', agent reconnected' : ''}`, { ms, kind: 'disk', agent: out.agentReconnected });
+      this.event(id, 'resumed', `sandbox resumed from disk in ${ms} ms${out.agentReconnected ? ', agent reconnected' : ''}`, { ms, kind: 'disk', agent: out.agentReconnected, ...out.phases });
       return this.mgr.get(id);
     } catch (e) {
       // The image stays: the sandbox is paused as before and a resume can be tried again.
