@@ -154,9 +154,11 @@ async function main(): Promise<void> {
     console.log(`  resume idle:  ${ratio(sr, fr)}`);
     print('inside the daemon (event data)', [
       ['pause total, small', await inDaemon(small, 'ms')],
-      ['of which runsc checkpoint, small', await inDaemon(small, 'checkpointMs')],
+      ['up to the image, small', await inDaemon(small, 'checkpointMs')],
+      ['of which space check + exec-path end, small', await inDaemon(small, 'prepMs')],
+      ['of which agent quiesce, small', await inDaemon(small, 'quiesceMs')],
       [`pause total, ${MIB} MiB`, await inDaemon(big, 'ms')],
-      [`of which runsc checkpoint, ${MIB} MiB`, await inDaemon(big, 'checkpointMs')],
+      [`up to the image, ${MIB} MiB`, await inDaemon(big, 'checkpointMs')],
       ['resume: overlay + network ready, small', await resumedPhase(small, 'prepareMs')],
       ['resume: runsc restore, small', await resumedPhase(small, 'restoreMs')],
       ['resume: agent reconnected, small', await resumedPhase(small, 'agentMs')],

@@ -110,9 +110,12 @@ export class SandboxPauses {
     const live = this.mgr.live.get(id);
     const execPath = live ? await endExecPathProcesses(live) : 0;
     const image = this.imageDir(id);
+    const prepMs = Date.now() - started;
+    let quiesceMs = 0;
     try {
       // The agent's host socket cannot be saved: it hangs up first and comes back after the restore.
       await live?.agent?.quiesce();
+      quiesceMs = Date.now() - started - prepMs;
       this.mgr.boot.unwatch(id);
       await rt.checkpoint(id, image, { leaveRunning: false, deferDelete: true });
     } catch (e) {
@@ -135,7 +138,7 @@ export class SandboxPauses {
     this.endInBackground(id, rec.runtime);
     const ms = Date.now() - started;
     const lost = execPath ? `; ${execPath} process(es) started through the runtime's exec path (no agent) were ended first (gVisor restores only the init's tree)` : '';
-    this.event(id, 'paused', `sandbox paused to disk in ${ms} ms (checkpoint ${checkpointMs} ms, image ${imageBytes} bytes); its memory is freed as its container ends${lost}`, { ms, checkpointMs, imageBytes, kind: 'disk', execPathProcesses: execPath });
+    this.event(id, 'paused', `sandbox paused to disk in ${ms} ms (checkpoint ${checkpointMs} ms, image ${imageBytes} bytes); its memory is freed as its container ends${lost}`, { ms, checkpointMs, prepMs, quiesceMs, imageBytes, kind: 'disk', execPathProcesses: execPath });
     return this.mgr.get(id);
   }
 

@@ -127,6 +127,7 @@ export interface CheckpointOptions {
   /**
    * Without leaveRunning: return once the image is complete and leave the stopped (frozen) container
    * for the caller to `delete` (in the background: the sandbox process takes a second or more to exit).
+   * The caller knows the container runs (so the runtime need not ask first).
    */
   deferDelete?: boolean;
 }
