@@ -160,6 +160,8 @@ export async function createDaemon(cfg: DaemonConfig, log: (msg: string) => void
       mgr.metrics.stop();
       clearInterval(pruneTimer);
       await app.close();
+      // Containers that pauses to disk left ending: their namespaces and mounts go before the network closes.
+      await mgr.pauses.settleAll();
       await net.close().catch(() => {});
       store.flush();
       db.close();

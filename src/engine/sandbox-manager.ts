@@ -55,7 +55,8 @@ export interface Drivers {
  */
 export class SandboxManager {
   readonly live = new Map<string, LiveSandbox>();
-  private readonly lock = new KeyedLock();
+  // Every operation on a sandbox first waits for the teardown a pause to disk left running in the background.
+  private readonly lock = new KeyedLock(undefined, (id) => this.pauses.settled(id));
   private readonly expiry: ExpiryTimers;
   /** What a create must pass first: a create slot, host memory and CPU pressure, the sandbox cap. */
   readonly admission: Admission;
