@@ -90,6 +90,15 @@ describe('idle pause under runsc', () => {
     try {
       await sb.files.write('/home/user/kept.txt', 'kept');
       await until('idle-paused', async () => (await sb.getInfo()).state === 'paused', IDLE_MS * 10);
+      // A caller without the sandbox's envd token cannot wake it (nor is it served).
+      const forged = await fetch(`${d.url}/process.Process/List`, {
+        method: 'POST',
+        headers: { 'e2b-sandbox-id': sb.sandboxId, 'x-access-token': 'not-the-token', 'content-type': 'application/json' },
+        body: '{}',
+      });
+      assert.equal(forged.status, 401);
+      await forged.text();
+      assert.equal((await sb.getInfo()).state, 'paused', 'an unauthorised call does not wake it');
       const r = await sb.commands.run('cat /home/user/kept.txt && echo " awake"');
       assert.equal(r.exitCode, 0);
       assert.equal(r.stdout.trim(), 'kept awake');
@@ -101,6 +110,20 @@ describe('idle pause under runsc', () => {
 });
 
 describe('idle pause under crun: frozen, then thawed', () => {
+  test('an explicit pause is not undone by the next call; after an explicit resume the idle clock starts afresh', async () => {
+    const sb = await d.client.create({ runtime: 'crun', timeout: '600s', labels: { suite } });
+    await sb.pause();
+    await assert.rejects(sb.exec(['true']), /paused/, 'a sandbox paused by its owner stays paused');
+    assert.equal(await state(sb), 'paused');
+    await sb.resume();
+    await sleep(IDLE_MS / 2);
+    assert.equal(await state(sb), 'running', 'not paused again at once after a resume');
+    await until('idle-paused after a full idle time', async () => (await state(sb)) === 'paused', IDLE_MS * 10);
+    assert.equal((await sb.exec(['echo', 'up'])).stdout.trim(), 'up');
+    await d.client.remove(sb.id, { force: true });
+  });
+
+
   test('an idle crun sandbox is frozen in memory; a REST exec thaws it', async () => {
     const sb = await d.client.create({ runtime: 'crun', timeout: '600s', labels: { suite }, tmpfs: [{ path: '/tmp', size: '16m' }] });
     await sb.startProcess(['sh', '-c', COUNTER]);

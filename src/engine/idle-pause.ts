@@ -104,13 +104,21 @@ export class IdlePause {
       for (const rec of this.mgr.store.list()) {
         if (rec.state !== 'running') continue;
         running.add(rec.id);
-        if (rec.spec.idlePause === false || this.asleep.has(rec.id) || this.inflight.has(rec.id)) continue;
+        if (this.asleep.has(rec.id)) {
+          if (this.waking.has(rec.id)) continue;
+          // Resumed by someone else (cordon resume, E2B connect): a later explicit pause is not ours to undo.
+          this.asleep.delete(rec.id);
+          this.touch(rec.id);
+          continue;
+        }
+        if (rec.spec.idlePause === false || this.inflight.has(rec.id)) continue;
         const live = this.mgr.live.get(rec.id);
         if (!live) continue;
         if (!this.lastActive.has(rec.id)) this.lastActive.set(rec.id, now); // first seen: its clock starts now
         if (now - this.lastSign(rec.id) >= this.idleMs) await this.sleep(rec.id);
       }
-      for (const id of this.lastActive.keys()) if (!running.has(id) && !this.asleep.has(id)) this.lastActive.delete(id);
+      // A sandbox that was not running (paused, stopped) starts a fresh idle clock when it runs again.
+      for (const id of this.lastActive.keys()) if (!running.has(id) && !this.inflight.has(id)) this.lastActive.delete(id);
       for (const id of this.asleep.keys()) if (!this.mgr.store.get(id)) this.asleep.delete(id);
     } finally {
       this.sweeping = false;
