@@ -3,6 +3,12 @@ import type { SandboxManager } from './sandbox-manager.js';
 /** How often idle sandboxes are looked for, at most (a fifth of the idle time, within these bounds). */
 const SWEEP_MIN_MS = 250;
 const SWEEP_MAX_MS = 5_000;
+/**
+ * Pauses a sweep runs at once: most of a pause to disk is waiting for the frozen sentry to exit
+ * (README, bench/pause), so a few overlap well even on two cores, and one at a time falls behind
+ * once calls wake sandboxes faster than one pause a second.
+ */
+const PAUSES_AT_ONCE = 4;
 
 /**
  * `serve --idle-pause`: a running sandbox with no activity for `idleMs` is paused (to disk where the
@@ -94,13 +100,14 @@ export class IdlePause {
     await w;
   }
 
-  /** Pause the running sandboxes idle for idleMs, one at a time (pauses are heavy; wakes do not wait for the sweep). */
+  /** Pause the running sandboxes idle for idleMs, a few at a time (wakes do not wait for the sweep). */
   private async sweep(): Promise<void> {
     if (this.sweeping) return;
     this.sweeping = true;
     try {
       const now = Date.now();
       const running = new Set<string>();
+      const idle: string[] = [];
       for (const rec of this.mgr.store.list()) {
         if (rec.state !== 'running') continue;
         running.add(rec.id);
@@ -115,8 +122,13 @@ export class IdlePause {
         const live = this.mgr.live.get(rec.id);
         if (!live) continue;
         if (!this.lastActive.has(rec.id)) this.lastActive.set(rec.id, now); // first seen: its clock starts now
-        if (now - this.lastSign(rec.id) >= this.idleMs) await this.sleep(rec.id);
+        if (now - this.lastSign(rec.id) >= this.idleMs) idle.push(rec.id);
       }
+      await Promise.all(
+        Array.from({ length: Math.min(PAUSES_AT_ONCE, idle.length) }, async () => {
+          for (let id = idle.shift(); id; id = idle.shift()) await this.sleep(id);
+        }),
+      );
       // A sandbox that was not running (paused, stopped) starts a fresh idle clock when it runs again.
       for (const id of this.lastActive.keys()) if (!running.has(id) && !this.inflight.has(id)) this.lastActive.delete(id);
       for (const id of this.asleep.keys()) if (!this.mgr.store.get(id)) this.asleep.delete(id);
