@@ -8,7 +8,7 @@ import { after, before, describe, test } from 'node:test';
 import { Sandbox as E2bSandbox } from 'e2b';
 import type { Sandbox } from '../src/sdk/index.js';
 import { sleep, until } from './helpers/assert.js';
-import { startDaemon, type TestDaemon } from './helpers/daemon.js';
+import { cli, startDaemon, type TestDaemon } from './helpers/daemon.js';
 
 const IDLE_MS = 3000;
 let d: TestDaemon;
@@ -71,8 +71,10 @@ describe('idle pause under runsc', () => {
 
   test('output of an API process keeps a sandbox awake; idle_pause:false opts out; both pause once quiet', async () => {
     const talker = await d.client.create({ runtime: 'runsc', timeout: '600s', labels: { suite } });
-    const optOut = await d.client.create({ runtime: 'runsc', timeout: '600s', labels: { suite }, idle_pause: false });
-    assert.equal(optOut.info.config.idle_pause, false);
+    const made = await cli(d, ['create', '--runtime', 'runsc', '--timeout', '600s', '--label', `suite=${suite}`, '--no-idle-pause', '--json']);
+    assert.equal(made.code, 0, made.stderr);
+    const optOut = await d.client.get(JSON.parse(made.stdout).id);
+    assert.equal(optOut.info.config.idle_pause, false, 'cordon create --no-idle-pause sends idle_pause:false');
     const chatty = await talker.startProcess(['sh', '-c', 'while :; do echo tick; sleep 0.3; done']);
     await sleep(IDLE_MS * 3);
     assert.equal(await state(talker), 'running', 'a process writing output keeps it awake');
