@@ -16,6 +16,7 @@ import { MetricsHistory } from './metrics-history.js';
 import { ContainerBoot } from './sandbox-boot.js';
 import { SandboxCreation, type CreateInput } from './sandbox-create.js';
 import { SandboxPauses } from './sandbox-pause.js';
+import { IdlePause } from './idle-pause.js';
 import { SandboxTeardown } from './sandbox-teardown.js';
 import type { SandboxStorage } from './sandbox-storage.js';
 import type { RootfsResolver } from './sources.js';
@@ -75,6 +76,8 @@ export class SandboxManager {
   /** Snapshots of running sandboxes, and sandboxes made from them. */
   readonly snapshots: Snapshots;
   readonly forks = new Forks(this);
+  /** serve --idle-pause (absent when off): pauses idle sandboxes, resumes them on the next call. */
+  idle?: IdlePause;
   /** Called when a running sandbox's container ends without the engine asking (set by the supervisor). */
   onExit?: (id: string, exit: ContainerExit, live: LiveSandbox) => void;
 
@@ -94,6 +97,7 @@ export class SandboxManager {
     this.admission = new Admission(cfg, {}, telemetry);
     this.snapshots = new Snapshots(this, new SnapshotStore(store.db));
     this.expiry = new ExpiryTimers(store, (id) => this.expire(id));
+    if (cfg.idlePauseMs > 0) this.idle = new IdlePause(this, cfg.idlePauseMs);
   }
 
   /** Host directory of a sandbox's agent socket (bind-mounted into it). */
