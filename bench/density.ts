@@ -5,8 +5,13 @@
 // skipped). Prints the call latency (a call to a paused sandbox includes its resume), how many ran at
 // once (sampled every second), host memory (MemAvailable before, after creation and lowest during the
 // run) and CPU (/proc/stat over the run), and /v1/health latency sampled every 100 ms meanwhile.
-// Everything it creates is removed at the end.
+// Everything it creates is removed at the end, also when interrupted (SIGINT, SIGTERM, SIGHUP: the run
+// stops early and cleans up; it then checks that runsc lists no container of its daemon and deletes
+// any it finds).
+import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
 import type { Sandbox } from '../src/sdk/index.js';
 import { startDaemon, type TestDaemon } from '../test/helpers/daemon.js';
 import { pct, rowTail } from './lib/stats.js';
@@ -18,6 +23,29 @@ const CREATE_CONCURRENCY = Number(process.env.BENCH_CREATE_CONCURRENCY ?? 3);
 const IDLE = process.env.BENCH_IDLE ?? '5s';
 const CALL_EVERY_MS = 100;
 const MAX_IN_FLIGHT = 32;
+const run = promisify(execFile);
+
+/** Set by SIGINT/SIGTERM/SIGHUP: creation and the run stop early, and everything made is removed. */
+let interrupted = false;
+let wakeOnInterrupt: (() => void) | undefined;
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+  process.on(sig, () => {
+    if (!interrupted) console.log(`\n${sig}: stopping early; removing every sandbox made`);
+    interrupted = true;
+    wakeOnInterrupt?.();
+  });
+}
+
+/** Wait ms, or less when interrupted. */
+function pauseFor(ms: number): Promise<void> {
+  return new Promise((resolve) => {
+    const t = setTimeout(resolve, ms);
+    wakeOnInterrupt = () => {
+      clearTimeout(t);
+      resolve();
+    };
+  });
+}
 
 function memAvailableMiB(): number {
   const m = /MemAvailable:\s+(\d+) kB/.exec(readFileSync('/proc/meminfo', 'utf8'));
@@ -43,7 +71,7 @@ async function createAll(d: TestDaemon, sandboxes: Sandbox[]): Promise<{ errors:
   const deadline = Date.now() + CREATE_BUDGET_S * 1000;
   let next = 0;
   const worker = async () => {
-    while (next < N && Date.now() < deadline && errors.length < 20) {
+    while (next < N && Date.now() < deadline && errors.length < 20 && !interrupted) {
       next++;
       const t = performance.now();
       try {
@@ -70,7 +98,7 @@ async function main(): Promise<void> {
     console.log(`created ${sandboxes.length} of ${N}${sandboxes.length < N ? ` (stopped: ${errors.length ? `errors, first: ${errors[0]}` : `create budget ${CREATE_BUDGET_S} s`})` : ''}`);
     if (!sandboxes.length) throw new Error(`no sandbox could be created: ${errors[0]}`);
     // Let the idle ones go to sleep before measuring.
-    await new Promise((r) => setTimeout(r, 10_000));
+    await pauseFor(10_000);
 
     const calls: number[] = [];
     const health: number[] = [];
@@ -99,7 +127,7 @@ async function main(): Promise<void> {
       memLowest = Math.min(memLowest, memAvailableMiB());
       void d.client.list({ state: ['running'] }).then((l) => runningSamples.push(l.length), () => {});
     }, 1000);
-    await new Promise((r) => setTimeout(r, end - Date.now()));
+    if (!interrupted) await pauseFor(end - Date.now());
     clearInterval(caller);
     clearInterval(healthTimer);
     clearInterval(sampler);
@@ -123,6 +151,11 @@ async function main(): Promise<void> {
 }
 
 async function cleanup(d: TestDaemon, sandboxes: Sandbox[]): Promise<void> {
+  // A Ctrl-C in a terminal reaches the daemon too: start it again on the same data, then remove through it.
+  if (!(await d.client.health().then(() => true, () => false))) {
+    await d.stop().catch(() => {});
+    await d.restart().catch((e: Error) => console.error(`cleanup: the daemon did not start again: ${e.message}`));
+  }
   const left = [...sandboxes];
   await Promise.all(
     Array.from({ length: 4 }, async () => {
@@ -130,6 +163,11 @@ async function cleanup(d: TestDaemon, sandboxes: Sandbox[]): Promise<void> {
     }),
   );
   for (const s of await d.client.list().catch(() => [])) await d.client.remove(s.id, { force: true }).catch(() => {});
+  // Whatever the daemon could not remove must not outlive the bench: its runsc state root is its own.
+  const root = join(d.dataDir, 'run', 'runsc');
+  const leftOver = await run('runsc', [`--root=${root}`, 'list', '--quiet'], { timeout: 60_000 }).then((r) => r.stdout.split('\n').filter(Boolean), () => [] as string[]);
+  for (const id of leftOver) await run('runsc', [`--root=${root}`, 'delete', '--force', id], { timeout: 60_000 }).catch(() => {});
+  console.log(`cleanup: ${sandboxes.length} sandboxes removed through the API; ${leftOver.length} runsc container(s) left over and deleted`);
 }
 
 main().catch((e) => {

@@ -165,8 +165,12 @@ describe('runtime checkpoint and restore (runsc)', () => {
     await rt.checkpoint(id, image, { leaveRunning: false, deferDelete: true });
     assert.ok(existsSync(image) && !existsSync(`${image}.partial`), 'the image is in place');
     assert.notEqual(await rt.status(id), 'missing', 'the container is left for the caller to delete');
-    assert.notEqual(await rt.status(id), 'running', 'and it does not run on past its image');
+    // It does not run on past its image: its kernel stays paused, so not even an exec gets an answer.
+    const probe = sh(rt, id, 'echo alive').then(() => 'answered', () => 'failed');
+    const outcome = await Promise.race([probe, new Promise((r) => setTimeout(r, 1500, 'no answer'))]);
+    assert.notEqual(outcome, 'answered', 'a frozen sandbox runs nothing');
     await rt.delete(id, spec.bundleDir);
+    await Promise.race([probe, new Promise((r) => setTimeout(r, 10_000))]); // the delete ends the waiting exec
     assert.equal(await rt.status(id), 'missing');
     state = await rt.restore(spec, image);
     const after = await until('the count to go on', async () => {
