@@ -36,7 +36,8 @@ const buildQuery = z
     ready_timeout: z.coerce.number().int().positive().max(3600).optional(),
   })
   .strict();
-const nameParams = z.object({ name });
+// Inspect and remove also take E2B's tagged records ("name:tag").
+const nameParams = z.object({ name: z.string().regex(/^[a-z0-9][a-z0-9._-]{0,62}(?::[a-z0-9][a-z0-9._-]{0,62})?$/, 'template names are lowercase letters, digits, . _ - (at most 63), optionally with :tag') });
 
 export function templateView(t: TemplateRecord) {
   return {

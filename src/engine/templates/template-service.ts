@@ -76,6 +76,18 @@ export class TemplateService {
     return [...own, ...(await this.images.lowerDirsFor(base.diffIds, what))];
   }
 
+  /**
+   * Give a built template another name (an E2B tag, "name:tag"): a second record on the same layers,
+   * so removing either name keeps what the other needs.
+   */
+  alias(source: string, target: string): TemplateRecord {
+    const t = this.get(source);
+    if (target === 'base') throw new CordonError('invalid_argument', '"base" is the built-in template; choose another name');
+    const rec: TemplateRecord = { ...t, name: target, createdAt: Date.now() };
+    this.store.put(rec);
+    return rec;
+  }
+
   addTransient(name: string, src: RootfsSource): void {
     this.transient.set(name, src);
   }
