@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"time"
 )
 
 type userSpec struct {
@@ -258,6 +259,7 @@ func (c *conn) dispatch(req *request) {
 	case "quiesce":
 		// Before a checkpoint: nothing the checkpoint cannot save (this host socket) may stay open.
 		// The daemon has already closed its listener, so the dial loop finds nothing until restore.
+		fastRedialUntil.Store(time.Now().Add(quiescedRedialS * time.Second).UnixNano())
 		c.reply(req.ID, nil)
 		c.nc.Close()
 	case "start":

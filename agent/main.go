@@ -12,6 +12,7 @@ import (
 	"os"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -21,7 +22,14 @@ const (
 	defaultSocket   = "/.cordon/run/agent.sock"
 	dialMin         = 5 * time.Millisecond
 	dialMax         = 500 * time.Millisecond
+	// After a quiesce the daemon comes back within a checkpoint's time (a resume, or the sandbox runs
+	// on): redial at a steady short interval then, so the backoff does not delay the reconnect.
+	dialQuiesced    = 5 * time.Millisecond
+	quiescedRedialS = 30
 )
+
+// fastRedialUntil is when (unix ns) the steady redial after a quiesce gives way to the backoff again.
+var fastRedialUntil atomic.Int64
 
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "dump-env" {
@@ -47,6 +55,10 @@ func main() {
 	for {
 		nc, err := net.Dial("unix", socket)
 		if err != nil {
+			if time.Now().UnixNano() < fastRedialUntil.Load() {
+				time.Sleep(dialQuiesced)
+				continue
+			}
 			time.Sleep(backoff)
 			backoff = min(backoff*2, dialMax)
 			continue

@@ -34,6 +34,8 @@ export interface DaemonConfig {
   /** Refuse new sandboxes (503) when the host has less memory available than this. */
   minHostMemoryBytes: number;
   defaultTimeoutMs: number;
+  /** serve --idle-pause: pause a running sandbox after this long without activity (0: never). */
+  idlePauseMs: number;
   maxTimeoutMs: number;
   defaultMemoryBytes: number;
   defaultPids: number;
@@ -124,6 +126,7 @@ export function defaultConfig(overrides: Partial<DaemonConfig> = {}): DaemonConf
     eventMaxAgeMs: 0,
     minHostMemoryBytes: 256 * 1024 * 1024,
     defaultTimeoutMs: 0,
+    idlePauseMs: 0,
     maxTimeoutMs: 24 * 3600 * 1000,
     defaultMemoryBytes: 512 * 1024 * 1024,
     defaultPids: 1024,

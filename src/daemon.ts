@@ -127,6 +127,7 @@ export async function createDaemon(cfg: DaemonConfig, log: (msg: string) => void
   // Processes started through the agents keep running across a restart; let the agents re-attach them first.
   await Promise.all([...mgr.live.entries()].filter(([id]) => mgr.boot.startedWithAgent(id)).map(([, live]) => live.waitForAgent(AGENT_RECONNECT_WAIT_MS)));
   mgr.metrics.start();
+  mgr.idle?.start();
   if (cfg.maxCpuPressure > 0 && (await hostCpuPressure()) === undefined) {
     log('this host has no CPU pressure information (/proc/pressure/cpu); admission judges only memory and sandbox counts');
   }
@@ -167,8 +168,11 @@ export async function createDaemon(cfg: DaemonConfig, log: (msg: string) => void
       supervisor.stop();
       mgr.close();
       mgr.metrics.stop();
+      mgr.idle?.stop();
       clearInterval(pruneTimer);
       await app.close();
+      // Containers that pauses to disk left ending: their namespaces and mounts go before the network closes.
+      await mgr.pauses.settleAll();
       await net.close().catch(() => {});
       store.flush();
       db.close();

@@ -159,6 +159,27 @@ describe('runtime checkpoint and restore (runsc)', () => {
     assertUnbroken(after, 'after a failed checkpoint');
   });
 
+  test('checkpoint with deferDelete: the image is complete, the frozen container waits for delete; restore counts on', async () => {
+    const before = (await counts(rt, id)).length;
+    const image = join(dataDir, 'image-deferred');
+    await rt.checkpoint(id, image, { leaveRunning: false, deferDelete: true });
+    assert.ok(existsSync(image) && !existsSync(`${image}.partial`), 'the image is in place');
+    assert.notEqual(await rt.status(id), 'missing', 'the container is left for the caller to delete');
+    // It does not run on past its image: its kernel stays paused, so not even an exec gets an answer.
+    const probe = sh(rt, id, 'echo alive').then(() => 'answered', () => 'failed');
+    const outcome = await Promise.race([probe, new Promise((r) => setTimeout(r, 1500, 'no answer'))]);
+    assert.notEqual(outcome, 'answered', 'a frozen sandbox runs nothing');
+    await rt.delete(id, spec.bundleDir);
+    await Promise.race([probe, new Promise((r) => setTimeout(r, 10_000))]); // the delete ends the waiting exec
+    assert.equal(await rt.status(id), 'missing');
+    state = await rt.restore(spec, image);
+    const after = await until('the count to go on', async () => {
+      const v = await counts(rt, id);
+      return v.length > before + 3 && v;
+    });
+    assertUnbroken(after, 'after a deferred delete and restore');
+  });
+
   test('checkpoint with leaveRunning: the container runs on; a restore goes back to the checkpoint', async (t) => {
     const image = join(dataDir, 'image-2');
     assert.equal((await sh(rt, id, 'touch /tmp/before-checkpoint-2')).code, 0);

@@ -204,13 +204,22 @@ describe('template build from a Dockerfile', () => {
     await assert.rejects(d.client.templates.get('evil'), /does not exist/);
   });
 
-  it('refuses to remove a template that a sandbox or another template uses', async () => {
+  it('refuses to remove a template that a sandbox, a snapshot or another template uses', async () => {
     const c = context('child', { Dockerfile: 'FROM esc\nRUN echo child > /child.txt\n' });
     const sbx = await d.client.create({ template: 'esc' });
     const busy = await cli(d, ['template', 'rm', 'esc']);
     assert.equal(busy.code, 65);
     assert.match(busy.stderr, new RegExp(`used by sandbox ${sbx.id}`));
+    // A snapshot outlives its source and stands on the template's layers.
+    const snap = await sbx.snapshot({ name: 'on-esc' });
     await sbx.remove({ force: true });
+    const under = await cli(d, ['template', 'rm', 'esc']);
+    assert.equal(under.code, 65);
+    assert.match(under.stderr, /template esc is under snapshot on-esc .*remove it first with `cordon snapshot rm`/);
+    const fromSnap = await d.client.create({ snapshot: 'on-esc' });
+    assert.equal((await fromSnap.exec(['true'])).exit_code, 0, 'its layers are all there');
+    await fromSnap.remove({ force: true });
+    await d.client.removeSnapshot(snap.id);
     assert.equal((await cli(d, ['template', 'build', 'child', '--context', c])).code, 0);
     const parent = await cli(d, ['template', 'rm', 'esc']);
     assert.equal(parent.code, 65);

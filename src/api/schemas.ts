@@ -78,6 +78,7 @@ export const createSandboxBody = z
     pids: z.number().int().min(8).max(1_000_000).optional(),
     disk: size('disk', 16 * 1024 * 1024).optional(),
     timeout: duration('timeout').optional(),
+    idle_pause: z.boolean({ message: 'idle_pause: true (default) or false (never paused for idleness)' }).optional(),
     on_timeout: z.enum(['kill', 'pause', 'stop'], { message: 'on_timeout: use kill (remove), pause or stop' }).optional(),
     labels: labelMap.optional(),
     metadata: labelMap.optional(),

@@ -8,6 +8,7 @@ import { CordonError, retryAfterSeconds } from '../errors/registry.js';
 import type { SandboxManager } from '../engine/sandbox-manager.js';
 import { apiKeyMatches } from './auth.js';
 import { registerSandboxRoutes } from './routes/sandboxes.js';
+import { registerIdleWake } from './idle-wake.js';
 import { registerNetworkRoutes } from './routes/network.js';
 import { registerProcessRoutes } from './routes/processes.js';
 import { registerFileRoutes } from './routes/files.js';
@@ -163,6 +164,7 @@ export async function buildServer(deps: ApiDeps): Promise<FastifyInstance> {
   });
   await app.register(websocket, { options: { maxPayload: 16 * 1024 * 1024 } });
 
+  registerIdleWake(app, deps.mgr);
   const typed = app.withTypeProvider<ZodTypeProvider>();
   registerSystemRoutes(typed, deps, () => app.swagger());
   registerSandboxRoutes(typed, deps);

@@ -35,6 +35,7 @@ export function sandboxView(r: SandboxRecord) {
       disk: s.diskBytes ?? null,
       timeout_ms: s.timeoutMs,
       on_timeout: s.onTimeout ?? 'kill',
+      idle_pause: s.idlePause ?? true,
       read_only_rootfs: s.readOnlyRootfs,
       tmpfs: s.tmpfs.map((t) => ({ path: t.path, size: t.sizeBytes, options: t.options ?? [] })),
       volumes: (s.volumes ?? []).map((v) => ({ name: v.name, id: v.volumeId, path: v.path, read_only: v.readOnly })),

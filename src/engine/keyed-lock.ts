@@ -7,12 +7,17 @@ import { CordonError } from '../errors/registry.js';
  */
 export class KeyedLock {
   private readonly tails = new Map<string, Promise<void>>();
-  constructor(private readonly maxWaitMs = 5 * 60_000) {}
+  /** `before` runs at the start of every turn (work a holder left running in the background that the next one must wait for). */
+  constructor(
+    private readonly maxWaitMs = 5 * 60_000,
+    private readonly before?: (key: string) => Promise<unknown>,
+  ) {}
 
   run<T>(key: string, fn: () => Promise<T>, maxWaitMs = this.maxWaitMs): Promise<T> {
     const prev = this.tails.get(key);
     const turn = prev ? waitAtMost(prev, maxWaitMs, key) : Promise.resolve();
-    const result = turn.then(fn);
+    const before = this.before;
+    const result = before ? turn.then(() => before(key)).then(fn) : turn.then(fn);
     // Whoever comes next waits for this call's fn, or, when this call gave up waiting, for the holder.
     const tail = turn.then(
       () => result.then(noop, noop),

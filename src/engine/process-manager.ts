@@ -90,6 +90,9 @@ export class ManagedProcess {
   aborted?: StreamDrop;
   timedOut = false;
 
+  /** When the process last wrote output (0: never); read by the idle pause. */
+  lastOutputAt = 0;
+
   constructor(info: ProcessInfo, readonly handle: ProcessHandle, private readonly bufferLimit: number, flow: FlowLimits) {
     this.info = info;
     this.fanout = new OutputFanout(flow);
@@ -103,6 +106,7 @@ export class ManagedProcess {
   record(ev: ProcessEvent): void {
     if (this.aborted) return;
     if (ev.type === 'stdout' || ev.type === 'stderr' || ev.type === 'pty') {
+      this.lastOutputAt = Date.now();
       this.chunks.push(ev);
       this.buffered += ev.data.length;
       while (this.buffered > this.bufferLimit && this.chunks.length > 1) {
@@ -355,6 +359,19 @@ export class ProcessManager {
   private retire(proc: ManagedProcess): void {
     this.finished.push(proc.info.id);
     while (this.finished.length > KEEP_FINISHED) this.procs.delete(this.finished.shift()!);
+  }
+
+  /**
+   * The last time any process showed life to a client: its latest output, or now while a client
+   * follows a running one (a caller waiting on a quiet command is activity too).
+   */
+  lastActivityAt(): number {
+    let last = 0;
+    for (const p of this.procs.values()) {
+      if (p.info.running && p.observed) return Date.now();
+      last = Math.max(last, p.lastOutputAt);
+    }
+    return last;
   }
 
   list(): ProcessInfo[] {

@@ -27,6 +27,8 @@ export interface RestoreOptions {
    * it); a sandbox made from another's checkpoint (snapshot, fork) passes what its source had.
    */
   withAgent?: boolean;
+  /** The caller knows no container of this id is left (a pause's teardown ended it): skip the delete. */
+  containerGone?: boolean;
 }
 
 export interface RestoreResult {
@@ -34,6 +36,8 @@ export interface RestoreResult {
   runtimeState: RuntimeState;
   /** Whether the agent is connected again (false also when the sandbox runs without one). */
   agentReconnected: boolean;
+  /** Where the time went, in ms: overlay, network and storage ready; runtime restore; agent back. */
+  phases: { prepareMs: number; restoreMs: number; agentMs: number };
 }
 /** How long a boot waits for the agent to connect before the sandbox is served by the exec path. */
 const AGENT_BOOT_WAIT_MS = 10_000;
@@ -121,11 +125,13 @@ export class ContainerBoot {
     const { id, spec } = rec;
     const { net, store } = this.mgr;
     const rt = this.mgr.runtimeFor(spec.runtime);
+    const t0 = Date.now();
     const { dirs, network, storageBinds } = await this.prepare(rec);
-    await rt.delete(id, dirs.bundle).catch(() => {});
+    if (!opts.containerGone) await rt.delete(id, dirs.bundle).catch(() => {});
     // The init of the checkpoint decides: it ran the agent or it did not (the bind mounts must match).
     const withAgent = !!this.mgr.helpers.agent && (opts.withAgent ?? this.startedWithAgent(id));
     if (withAgent) await writeFile(join(dirs.bundle, AGENT_MARKER), '1\n');
+    const t1 = Date.now();
     const runtimeState = await rt.restore(this.containerSpec(rec, dirs, network, storageBinds, withAgent), checkpointDir).catch(async (e: Error) => {
       await net?.detach(id);
       await this.mgr.storage?.release(id).catch(() => {});
@@ -146,7 +152,8 @@ export class ContainerBoot {
     if (withAgent && !agentBack && this.mgr.live.get(id) === live) {
       store.addEvent(id, 'agent', `the agent did not reconnect within ${(opts.agentWaitMs ?? AGENT_BOOT_WAIT_MS) / 1000}s of the restore; commands and files use the runtime's exec path until it does`);
     }
-    return { live, runtimeState, agentReconnected: agentBack };
+    const end = Date.now();
+    return { live, runtimeState, agentReconnected: agentBack, phases: { prepareMs: t1 - t0, restoreMs: now - t1, agentMs: end - now } };
   }
 
   /**

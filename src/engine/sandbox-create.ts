@@ -108,6 +108,7 @@ export class SandboxCreation {
       noNewPrivileges: input.noNewPrivileges ?? false,
       network: input.network,
       ...(input.onTimeout && input.onTimeout !== 'kill' ? { onTimeout: input.onTimeout } : {}),
+      ...(input.idlePause === false ? { idlePause: false } : {}),
     };
     const now = Date.now();
     const rec: SandboxRecord = { id, state: 'creating', runtime, spec, labels: input.labels ?? {}, createdAt: now, updatedAt: now };

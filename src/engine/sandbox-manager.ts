@@ -16,6 +16,7 @@ import { MetricsHistory } from './metrics-history.js';
 import { ContainerBoot } from './sandbox-boot.js';
 import { SandboxCreation, type CreateInput } from './sandbox-create.js';
 import { SandboxPauses } from './sandbox-pause.js';
+import { IdlePause } from './idle-pause.js';
 import { SandboxTeardown } from './sandbox-teardown.js';
 import type { SandboxStorage } from './sandbox-storage.js';
 import { SandboxS3 } from './sandbox-s3.js';
@@ -60,7 +61,8 @@ export interface Drivers {
  */
 export class SandboxManager {
   readonly live = new Map<string, LiveSandbox>();
-  private readonly lock = new KeyedLock();
+  // Every operation on a sandbox first waits for the teardown a pause to disk left running in the background.
+  private readonly lock = new KeyedLock(undefined, (id) => this.pauses.settled(id));
   private readonly expiry: ExpiryTimers;
   /** What a create must pass first: a create slot, host memory and CPU pressure, the sandbox cap. */
   readonly admission: Admission;
@@ -83,6 +85,8 @@ export class SandboxManager {
   readonly forks = new Forks(this);
   /** Where the engine's warnings go (the daemon's log; set by the daemon). */
   warn?: (msg: string) => void;
+  /** serve --idle-pause (absent when off): pauses idle sandboxes, resumes them on the next call. */
+  idle?: IdlePause;
   /** Called when a running sandbox's container ends without the engine asking (set by the supervisor). */
   onExit?: (id: string, exit: ContainerExit, live: LiveSandbox) => void;
 
@@ -103,6 +107,7 @@ export class SandboxManager {
     this.admission = new Admission(cfg, {}, telemetry);
     this.snapshots = new Snapshots(this, new SnapshotStore(store.db));
     this.expiry = new ExpiryTimers(store, (id) => this.expire(id));
+    if (cfg.idlePauseMs > 0) this.idle = new IdlePause(this, cfg.idlePauseMs);
   }
 
   /** Host directory of a sandbox's agent socket (bind-mounted into it). */

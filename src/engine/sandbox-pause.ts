@@ -42,7 +42,25 @@ export type PauseRecord = z.infer<typeof pauseRecord>;
  * Callers hold the sandbox's lock.
  */
 export class SandboxPauses {
+  /**
+   * Containers a pause to disk left to end in the background (runsc's sandbox process takes a second or
+   * more to exit after the image is complete); every locked operation on the sandbox waits for it first.
+   */
+  private readonly ending = new Map<string, Promise<void>>();
+  /** Sandboxes whose container such a teardown removed (a resume need not delete it again). */
+  private readonly ended = new Set<string>();
+
   constructor(private readonly mgr: SandboxManager) {}
+
+  /** Resolves once no teardown of the sandbox's container runs in the background (never rejects). */
+  settled(id: string): Promise<void> {
+    return this.ending.get(id) ?? Promise.resolve();
+  }
+
+  /** Wait for every background teardown (the daemon is closing). */
+  async settleAll(): Promise<void> {
+    await Promise.all([...this.ending.values()]);
+  }
 
   private recordPath(id: string): string {
     return join(this.mgr.rootfs.dirs(id).root, RECORD);
@@ -96,11 +114,14 @@ export class SandboxPauses {
     const live = this.mgr.live.get(id);
     const execPath = live ? await endExecPathProcesses(live) : 0;
     const image = this.imageDir(id);
+    const prepMs = Date.now() - started;
+    let quiesceMs = 0;
     try {
       // The agent's host socket cannot be saved: it hangs up first and comes back after the restore.
       await live?.agent?.quiesce();
+      quiesceMs = Date.now() - started - prepMs;
       this.mgr.boot.unwatch(id);
-      await rt.checkpoint(id, image, { leaveRunning: false });
+      await rt.checkpoint(id, image, { leaveRunning: false, deferDelete: true });
     } catch (e) {
       // The runtime left the sandbox running as it was: watch it again and take the agent back.
       this.mgr.boot.rewatch(id);
@@ -112,18 +133,44 @@ export class SandboxPauses {
       throw new CordonError('internal', `pausing sandbox ${id} failed: ${why}`, { sandbox_id: id });
     }
     const checkpointMs = Date.now() - started;
-    // The container is gone: give back its namespace and mount (a resume makes them again).
     this.mgr.unschedule(id);
-    await this.mgr.net?.detach(id).catch(() => {});
-    await this.mgr.storage?.release(id).catch(() => {});
-    await this.mgr.rootfs.unmount(id).catch(() => {});
     const imageBytes = await dirBytes(image).catch(() => 0);
+    // The image is complete and the record says so: from here a daemon restart settles the sandbox as
+    // paused (supervisor), whatever of the container the background teardown had not ended yet.
     await this.save(id, { kind: 'disk', pausedAt: started, remainingMs, imageBytes });
     this.mgr.store.update(id, { state: 'paused', runtimeState: undefined, expiresAt: undefined });
+    this.endInBackground(id, rec.runtime);
     const ms = Date.now() - started;
     const lost = execPath ? `; ${execPath} process(es) started through the runtime's exec path (no agent) were ended first (gVisor restores only the init's tree)` : '';
-    this.event(id, 'paused', `sandbox paused to disk in ${ms} ms (checkpoint ${checkpointMs} ms, image ${imageBytes} bytes); its memory is freed${lost}`, { ms, checkpointMs, imageBytes, kind: 'disk', execPathProcesses: execPath });
+    this.event(id, 'paused', `sandbox paused to disk in ${ms} ms (checkpoint ${checkpointMs} ms, image ${imageBytes} bytes); its memory is freed as its container ends${lost}`, { ms, checkpointMs, prepMs, quiesceMs, imageBytes, kind: 'disk', execPathProcesses: execPath });
     return this.mgr.get(id);
+  }
+
+  /**
+   * End the frozen container a checkpoint left, then give back its namespace and mounts (a resume makes
+   * them again). It runs after the pause has answered; the sandbox's lock makes the next operation wait.
+   */
+  private endInBackground(id: string, runtime: SandboxRecord['runtime']): void {
+    this.ended.delete(id);
+    const started = Date.now();
+    const work = (async () => {
+      let failed: string | undefined;
+      await this.mgr.runtimeFor(runtime).delete(id, this.mgr.rootfs.dirs(id).bundle).then(
+        () => this.ended.add(id),
+        (e: Error) => (failed = e.message),
+      );
+      await this.mgr.net?.detach(id).catch(() => {});
+      await this.mgr.storage?.release(id).catch(() => {});
+      await this.mgr.rootfs.unmount(id).catch(() => {});
+      const ms = Date.now() - started;
+      if (!this.mgr.store.get(id)) return;
+      if (failed) this.event(id, 'error', `ending the paused sandbox's container failed after ${ms} ms: ${failed}; a resume or removal tries again`, { ms, op: 'pause-teardown' });
+      else this.event(id, 'released', `the paused sandbox's container ended and its memory was freed ${ms} ms after the pause answered`, { ms });
+    })().catch(() => {});
+    const done = work.finally(() => {
+      if (this.ending.get(id) === done) this.ending.delete(id);
+    });
+    this.ending.set(id, done);
   }
 
   async resume(id: string): Promise<SandboxRecord> {
@@ -146,11 +193,13 @@ export class SandboxPauses {
       throw new CordonError('invalid_state', `sandbox ${id} was paused to disk but its checkpoint image is gone; stop it (cordon stop ${id}) and start it again from its files`, { sandbox_id: id });
     }
     this.mgr.store.update(id, { state: 'restoring' });
+    // This daemon ended the container itself after the pause: no leftover to delete before the restore.
+    const containerGone = this.ended.delete(id);
     try {
-      const out = await this.mgr.boot.restore(this.mgr.get(id), await this.mgr.imageConfig(id), image, { expiresAt, agentWaitMs: AGENT_WAIT_MS });
+      const out = await this.mgr.boot.restore(this.mgr.get(id), await this.mgr.imageConfig(id), image, { expiresAt, agentWaitMs: AGENT_WAIT_MS, containerGone });
       const ms = Date.now() - started;
       await this.drop(id);
-      this.event(id, 'resumed', `sandbox resumed from disk in ${ms} ms${out.agentReconnected ? ', agent reconnected' : ''}`, { ms, kind: 'disk', agent: out.agentReconnected });
+      this.event(id, 'resumed', `sandbox resumed from disk in ${ms} ms${out.agentReconnected ? ', agent reconnected' : ''}`, { ms, kind: 'disk', agent: out.agentReconnected, ...out.phases });
       return this.mgr.get(id);
     } catch (e) {
       // The image stays: the sandbox is paused as before and a resume can be tried again.

@@ -9,6 +9,9 @@ import type { SandboxSpec } from './types.js';
 const FROM_SNAPSHOT: (keyof CreateInput)[] = [
   'template', 'image', 'pullPolicy', 'runtime', 'cmd', 'entrypoint', 'user', 'workdir', 'cpus', 'memoryBytes', 'pids', 'diskBytes',
   'readOnlyRootfs', 'tmpfs', 'hostname', 'noNewPrivileges',
+  // The source's named volumes and host mounts come back at the same paths (a memory restore needs the
+  // same mount table); their contents are live, not in the snapshot.
+  'volumes', 'mounts',
 ];
 
 /** The API's names for the fields whose engine names differ. */
@@ -24,7 +27,7 @@ const FIELD_NAMES: Partial<Record<keyof CreateInput, string>> = {
 export function specFromSnapshot(snap: SnapshotRecord, input: CreateInput, timeoutMs: number): SandboxSpec {
   for (const k of FROM_SNAPSHOT) {
     const v = input[k];
-    if (v !== undefined && !(Array.isArray(v) && v.length === 0 && k === 'tmpfs') && !(k === 'runtime' && v === snap.runtime)) {
+    if (v !== undefined && !(Array.isArray(v) && v.length === 0) && !(k === 'runtime' && v === snap.runtime)) {
       const field = FIELD_NAMES[k] ?? k;
       throw errors.invalid(field, `a sandbox made from snapshot ${snap.id} has its source's ${field}; leave it out (only timeout, env, labels and network may be given)`);
     }

@@ -127,7 +127,9 @@ export class Supervisor {
     if (!paused && !midway) return false;
     const rt = this.mgr.runtimeFor(rec.runtime);
     if (midway && (await rt.adopt(rec.id, rec.runtimeState)) !== 'missing') return false;
+    // A pause to disk answers before its container has ended: the daemon may have stopped in between.
     await rt.delete(rec.id, rootfs.dirs(rec.id).bundle).catch(() => {});
+    await this.mgr.storage?.release(rec.id).catch(() => {});
     await rootfs.unmount(rec.id).catch(() => {});
     if (midway) {
       if (!(await pauses.record(rec.id))) await pauses.keep(rec.id, rec.expiresAt);

@@ -55,6 +55,8 @@ export interface SandboxSpec {
   snapshot?: string;
   /** What the timeout does: remove the sandbox (kill, the default), pause it, or stop it (files kept). */
   onTimeout?: 'kill' | 'pause' | 'stop';
+  /** false: never paused for idleness (serve --idle-pause); absent: the daemon's setting applies. */
+  idlePause?: boolean;
 }
 
 export interface SandboxRecord {

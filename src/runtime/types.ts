@@ -124,6 +124,12 @@ export interface ContainerExit {
 export interface CheckpointOptions {
   /** Keep the container running after the image is written; otherwise it is gone afterwards and its memory freed. */
   leaveRunning: boolean;
+  /**
+   * Without leaveRunning: return once the image is complete and leave the stopped (frozen) container
+   * for the caller to `delete` (in the background: the sandbox process takes a second or more to exit).
+   * The caller knows the container runs (so the runtime need not ask first).
+   */
+  deferDelete?: boolean;
 }
 
 /**

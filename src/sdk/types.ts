@@ -28,6 +28,7 @@ export interface SandboxInfo {
     disk: number | null;
     timeout_ms: number;
     on_timeout: 'kill' | 'pause' | 'stop';
+    idle_pause: boolean;
     read_only_rootfs: boolean;
     tmpfs: { path: string; size: number; options: string[] }[];
     volumes: { name: string; id: string; path: string; read_only: boolean }[];
@@ -62,6 +63,8 @@ export interface CreateOptions {
   timeout?: string | number;
   /** What the timeout does: kill (remove, default), pause, or stop (files kept). */
   on_timeout?: 'kill' | 'pause' | 'stop';
+  /** false: never paused for idleness by `serve --idle-pause`. */
+  idle_pause?: boolean;
   labels?: Record<string, string>;
   read_only_rootfs?: boolean;
   tmpfs?: { path: string; size?: string | number; options?: string[] }[];

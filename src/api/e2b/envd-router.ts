@@ -84,8 +84,11 @@ export class EnvdRouter {
         const problem = this.trafficAuthError(req, e2b?.trafficToken);
         if (problem) return this.sendTrafficError(req, res, rec.id, problem);
       }
+      // A sandbox paused for idleness wakes for any authorised call (serve --idle-pause); the call keeps it awake until answered.
+      const release = await this.mgr.idle?.enter(rec.id);
+      if (release) res.once('close', release);
       // An authorised request wakes a paused sandbox created with autoResume, as E2B's proxy does.
-      if (rec.state === 'paused' && e2b?.options.autoResume) await this.mgr.resume(rec.id).catch(() => {});
+      if (this.mgr.store.get(rec.id)?.state === 'paused' && e2b?.options.autoResume) await this.mgr.resume(rec.id).catch(() => {});
       const live = this.mgr.store.get(rec.id)?.state === 'running' ? this.mgr.live.get(rec.id) : undefined;
       if (!live) return this.reject(req, res, 502, `sandbox ${target.sandboxId} is not running (it is paused or stopped; connect to resume it)`);
       if (target.port !== ENVD_PORT) {

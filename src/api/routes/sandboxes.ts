@@ -28,6 +28,7 @@ export function registerSandboxRoutes(app: TypedApp, { mgr, cfg, net }: ApiDeps)
       diskBytes: b.disk,
       timeoutMs: b.timeout,
       onTimeout: b.on_timeout,
+      idlePause: b.idle_pause,
       labels: { ...(b.metadata ?? {}), ...(b.labels ?? {}) },
       readOnlyRootfs: b.read_only_rootfs,
       tmpfs: [

@@ -22,6 +22,7 @@ export function addCreateOptions(cmd: Command): Command {
     .option('--disk <size>', 'disk limit for the writable layer, e.g. 1g')
     .option('--timeout <duration>', 'remove the sandbox after this long, e.g. 60s')
     .option('--on-timeout <action>', 'what the timeout does: kill (remove, default), pause or stop')
+    .option('--no-idle-pause', 'never pause this sandbox for idleness (serve --idle-pause)')
     .option('-e, --env <K=V>', 'environment variable (repeatable)', collect, [])
     .option('--env-file <file>', 'read environment variables from a file')
     .option('-w, --workdir <dir>', 'working directory')
@@ -73,6 +74,7 @@ export function createOptionsFrom(o: Record<string, unknown>): CreateOptions {
     disk: o.disk as string | undefined,
     timeout: o.timeout as string | undefined,
     on_timeout: o.onTimeout as CreateOptions['on_timeout'],
+    idle_pause: o.idlePause === false ? false : undefined,
     env: envFrom(o.env as string[], o.envFile as string | undefined, (p) => readFileSync(p, 'utf8')),
     workdir: o.workdir as string | undefined,
     user: o.user as string | undefined,

@@ -106,11 +106,20 @@ export class TemplateService {
     else this.pins.delete(id);
   }
 
-  /** Who uses a template: sandboxes made from it, templates built FROM it. */
-  users(name: string): { sandboxes: string[]; templates: string[] } {
+  /** Who uses a template: sandboxes made from it, templates built FROM it, snapshots standing on its layers. */
+  users(name: string): { sandboxes: string[]; templates: string[]; snapshots: string[] } {
     const sandboxes = (this.mgr?.list() ?? []).filter((r) => r.spec.template === name).map((r) => r.id);
     const templates = this.store.list().filter((t) => t.parentTemplate === name).map((t) => t.name);
-    return { sandboxes, templates };
+    const own = new Set(this.get(name).layers.map((l) => this.layers.dir(l)));
+    // A snapshot outlives its source sandbox and restores onto these very layers (its lower dirs).
+    const snapshots = this.snapshotRecords()
+      .filter((s) => s.spec.template === name || s.lowerDirs.some((d) => own.has(d)))
+      .map((s) => s.name ?? s.id);
+    return { sandboxes, templates, snapshots };
+  }
+
+  private snapshotRecords() {
+    return this.mgr?.snapshots.store.list({ includeAuto: true }) ?? [];
   }
 
   /** Remove a template, refused while sandboxes or other templates use it; frees its unused layers. */
@@ -119,6 +128,10 @@ export class TemplateService {
     const u = this.users(name);
     if (u.sandboxes.length) throw new CordonError('invalid_state', `template ${name} is used by sandbox${u.sandboxes.length > 1 ? 'es' : ''} ${u.sandboxes.slice(0, 5).join(', ')}; remove ${u.sandboxes.length > 1 ? 'them' : 'it'} first`, { template: name, sandboxes: u.sandboxes });
     if (u.templates.length) throw new CordonError('invalid_state', `template ${name} is the FROM of template${u.templates.length > 1 ? 's' : ''} ${u.templates.join(', ')}; remove ${u.templates.length > 1 ? 'them' : 'it'} first`, { template: name, templates: u.templates });
+    if (u.snapshots.length) {
+      const many = u.snapshots.length > 1;
+      throw new CordonError('invalid_state', `template ${name} is under snapshot${many ? 's' : ''} ${u.snapshots.slice(0, 5).join(', ')} (their files stand on its layers); remove ${many ? 'them' : 'it'} first with \`cordon snapshot rm\``, { template: name, snapshots: u.snapshots });
+    }
     this.store.delete(name);
     await this.collect();
   }
@@ -127,7 +140,8 @@ export class TemplateService {
   async collect(only?: string[]): Promise<string[]> {
     const used = new Set<string>(this.pins.keys());
     for (const t of this.store.list()) for (const l of t.layers) used.add(l);
-    const mounted = new Set(await this.lowerDirsInUse());
+    // Layers a snapshot stands on stay, whatever happened to the template (rebuilt under its name, say).
+    const mounted = new Set([...(await this.lowerDirsInUse()), ...this.snapshotRecords().flatMap((s) => s.lowerDirs)]);
     const removed: string[] = [];
     for (const id of only ?? [...new Set([...this.store.layerIds(), ...(await this.layers.list())])]) {
       if (used.has(id) || mounted.has(this.layers.dir(id))) continue;
