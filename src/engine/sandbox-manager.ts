@@ -14,7 +14,7 @@ import { SandboxNetwork } from './sandbox-network.js';
 import { LiveSandbox } from './live-sandbox.js';
 import { MetricsHistory } from './metrics-history.js';
 import { ContainerBoot } from './sandbox-boot.js';
-import { SandboxCreation, type CreateInput } from './sandbox-create.js';
+import { SandboxCreation, type CreateInput, type TemplateFastPaths } from './sandbox-create.js';
 import { SandboxPauses } from './sandbox-pause.js';
 import { SandboxTeardown } from './sandbox-teardown.js';
 import type { SandboxStorage } from './sandbox-storage.js';
@@ -30,7 +30,12 @@ export type { CreateInput } from './sandbox-create.js';
 export interface ListFilter {
   state?: SandboxState[];
   labels?: Record<string, string>;
+  /** Include warm-pool members (started, unclaimed sandboxes of a template); users never see them. */
+  includePool?: boolean;
 }
+
+/** The label that marks a warm-pool member with its template's name (removed when it is claimed). */
+export const POOL_LABEL = 'cordon.pool';
 
 export interface Helpers {
   busybox: string;
@@ -74,6 +79,8 @@ export class SandboxManager {
   /** Snapshots of running sandboxes, and sandboxes made from them. */
   readonly snapshots: Snapshots;
   readonly forks = new Forks(this);
+  /** Warm pools and memory snapshots of built templates (set by the daemon when it has templates). */
+  templateFast?: TemplateFastPaths;
   /** Called when a running sandbox's container ends without the engine asking (set by the supervisor). */
   onExit?: (id: string, exit: ContainerExit, live: LiveSandbox) => void;
 
@@ -120,6 +127,7 @@ export class SandboxManager {
   list(filter: ListFilter = {}): SandboxRecord[] {
     return this.store.list().filter(
       (r) =>
+        (filter.includePool || r.labels[POOL_LABEL] === undefined) &&
         (!filter.state?.length || filter.state.includes(r.state)) &&
         Object.entries(filter.labels ?? {}).every(([k, v]) => r.labels[k] === v),
     );
