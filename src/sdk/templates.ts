@@ -17,7 +17,7 @@ export interface TemplateInfo {
   memory: number | null;
   /** The memory snapshot taken with the service up (runsc), or null. */
   snapshot: string | null;
-  warm: { size: number; ready: number; starting: number; claims: number; misses: number; last_error: string | null };
+  warm: { size: number; ready: number; starting: number; claims: number; misses: number; last_error: string | null; members: string[] };
   dockerfile: string;
   created_at: string;
 }

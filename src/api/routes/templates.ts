@@ -59,7 +59,7 @@ export function templateView(t: TemplateRecord, pool?: PoolView) {
     memory: t.memoryBytes ?? null,
     // A memory snapshot with the start command's service up (runsc); null: creates boot and start it.
     snapshot: t.snapshot ?? null,
-    warm: pool ?? { size: t.warm ?? 0, ready: 0, starting: 0, claims: 0, misses: 0, last_error: null },
+    warm: pool ?? { size: t.warm ?? 0, ready: 0, starting: 0, claims: 0, misses: 0, last_error: null, members: [] },
     dockerfile: t.dockerfile,
     created_at: new Date(t.createdAt).toISOString(),
   };

@@ -24,6 +24,8 @@ export interface PoolView {
   claims: number;
   misses: number;
   last_error: string | null;
+  /** Ids of the pool's sandboxes (they are not listed among the user's). */
+  members: string[];
 }
 
 /**
@@ -76,6 +78,7 @@ export class WarmPools {
       claims: c.claims,
       misses: c.misses,
       last_error: c.lastError ?? null,
+      members: m.map((r) => r.id),
     };
   }
 
