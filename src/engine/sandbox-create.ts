@@ -43,6 +43,8 @@ export interface TemplateFastPaths {
   snapshotFor(input: CreateInput, runtime: RuntimeName): { snap: SnapshotRecord } | { why?: string };
   /** Remove one idle pool member to make room for a user's create at the sandbox cap; false when none. */
   evictIdle(): Promise<boolean>;
+  /** Per template with a pool: members ready and starting, claims and misses since the daemon started (for metrics). */
+  poolStats(): { template: string; ready: number; starting: number; claims: number; misses: number }[];
 }
 
 /** Creating a sandbox: validate, pass admission, prepare its rootfs, boot it; undo it all on failure. */

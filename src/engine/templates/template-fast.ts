@@ -49,6 +49,16 @@ export class TemplateFastPathsImpl implements TemplateFastPaths {
     return this.pools.evictIdle();
   }
 
+  poolStats() {
+    return this.svc
+      .list()
+      .filter((t) => t.warm || this.pools.members(t.name).length)
+      .map((t) => {
+        const v = this.pools.view(t);
+        return { template: t.name, ready: v.ready, starting: v.starting, claims: v.claims, misses: v.misses };
+      });
+  }
+
   snapshotFor(input: CreateInput, runtime: RuntimeName) {
     const t = input.template ? this.svc.find(input.template) : undefined;
     if (!t?.snapshot) return {};
