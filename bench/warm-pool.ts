@@ -1,6 +1,7 @@
 // Create → first command output for a template's sandbox: a cold create (fresh boot of its files), a
 // create restored from the template's memory snapshot (service running), a claim from its warm pool,
-// and `docker run --network none` of the base rootfs as the peer, all in one run. Prints p50/p90/p99 of
+// and `docker run --network none` of the base rootfs as the peer (plain `runsc run` of the same rootfs,
+// the floor, always; it is the only peer where docker.io is not installed), all in one run. Prints p50/p90/p99 of
 // the time to a running sandbox handle and to the first output of `echo hi`, and ratios.
 import { Readable } from 'node:stream';
 import tar from 'tar-stream';
@@ -8,6 +9,7 @@ import { BaseTemplate } from '../src/image/base-template.js';
 import type { Cordon } from '../src/sdk/index.js';
 import { startDaemon, TEMPLATES_DIR } from '../test/helpers/daemon.js';
 import { dockerPeer } from './lib/docker-peer.js';
+import { plainBundle, timeToFirstOutput } from './lib/plain-runtime.js';
 import { ratio, rowTail } from './lib/stats.js';
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 10);
@@ -60,6 +62,18 @@ async function series(c: Cordon, template: string, pool: number): Promise<{ hand
   return { handle, output };
 }
 
+/** `runsc run` of the base rootfs printing hi, no daemon: spawn to first output. */
+async function plainRunsc(rootfs: string): Promise<number[]> {
+  const bundle = plainBundle('/var/lib/cordon-bench/warm-floor-runsc', rootfs, ['/bin/echo', 'hi']);
+  const root = '/var/lib/cordon-bench/warm-floor-root-runsc';
+  const xs: number[] = [];
+  for (let i = 0; i <= RUNS; i++) {
+    const ms = await timeToFirstOutput('runsc', [`--root=${root}`, '--network=none', '--overlay2=root:memory', 'run', '--bundle', bundle, `warm-floor-${process.pid}-${i}`]);
+    if (i > 0) xs.push(ms); // the first is a warm-up
+  }
+  return xs;
+}
+
 async function main() {
   const d = await startDaemon('bench-warm-pool');
   const c = d.client;
@@ -75,6 +89,7 @@ async function main() {
 
     const rootfs = (await new BaseTemplate(TEMPLATES_DIR).ensure()).lowerDirs[0];
     const docker = await dockerPeer(rootfs, RUNS, (l) => console.log(l));
+    const runscRun = await plainRunsc(rootfs);
 
     console.log(rowTail('cold template: handle', cold.handle));
     console.log(rowTail('cold template: first output', cold.output));
@@ -85,9 +100,12 @@ async function main() {
     const exec = warm.output.map((o, i) => o - warm.handle[i]);
     console.log(rowTail('warm pool claim: first output - handle', exec));
     if (docker) console.log(rowTail(`docker run (${docker.version}): first output`, docker.run));
+    console.log(rowTail('plain runsc run (no daemon): first output', runscRun));
     console.log(`cold / warm (first output): ${ratio(cold.output, warm.output)}`);
     console.log(`snapshot / warm (first output): ${ratio(restore.output, warm.output)}`);
     if (docker) console.log(`docker run / warm (first output): ${ratio(docker.run, warm.output)}`);
+    else console.log('no docker peer on this machine: plain runsc run is the peer');
+    console.log(`plain runsc run / warm (first output): ${ratio(runscRun, warm.output)}`);
   } finally {
     for (const t of ['bench-warm', 'bench-svc', 'bench-cold']) await c.templates.setWarm(t, 0).catch(() => {});
     await d.cleanup();
