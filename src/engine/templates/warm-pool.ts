@@ -16,6 +16,11 @@ const RETRY_MAX_MS = 30_000;
 /** How often a refill held back (users' creates waiting, the sandbox cap) looks again. */
 const HOLD_BACK_MS = 200;
 const CAP_WAIT_MS = 2_000;
+/**
+ * A refill waits this long after a claim: a pool create (a runsc restore) takes most of a core for a
+ * few hundred ms, and the claimer's first commands, which usually follow at once, go first.
+ */
+const REFILL_AFTER_CLAIM_MS = 300;
 
 export interface PoolView {
   size: number;
@@ -191,7 +196,7 @@ export class WarmPools {
       const starting = this.members(name).filter((r) => r.state === 'creating' || r.state === 'restoring').length;
       return miss(`the pool is empty${starting ? ` (${starting} starting)` : ''}`);
     } finally {
-      this.kick(name);
+      setTimeout(() => this.kick(name), REFILL_AFTER_CLAIM_MS).unref();
     }
   }
 
