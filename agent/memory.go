@@ -14,7 +14,7 @@ import (
 )
 
 const (
-	gcPercent   = 50
+	gcPercent = 50
 	// Above what ordinary work needs (so the collector does not run constantly during a large
 	// listing), low enough that a burst is handed back promptly.
 	memoryLimit = 12 << 20

@@ -42,15 +42,15 @@ type watcher struct {
 	f         *os.File
 	fd        int
 
-	mu       sync.Mutex
-	cond     sync.Cond
-	dirs     map[int32]string // watch descriptor → directory relative to root ("" is the root)
-	sent     uint64
-	limit    uint64
-	window   uint64
-	syncs    []chan error
-	stopped  bool
-	scanned  map[string]time.Time
+	mu      sync.Mutex
+	cond    sync.Cond
+	dirs    map[int32]string // watch descriptor → directory relative to root ("" is the root)
+	sent    uint64
+	limit   uint64
+	window  uint64
+	syncs   []chan error
+	stopped bool
+	scanned map[string]time.Time
 }
 
 func startWatch(c *conn, req *request) (map[string]any, error) {

@@ -188,6 +188,28 @@ describe('status codes', () => {
     assert.match(r.json.message ?? '', /files\/content/);
   });
 
+  test('a chunked upload refused before its body is read still gets its answer, not a reset', async () => {
+    // A template build refused on its query while the client is still streaming the context tar.
+    for (let i = 0; i < 4; i++) {
+      let sent = 0;
+      const body = new ReadableStream<Uint8Array>({
+        pull(c) {
+          if (sent >= 4 * 1024 * 1024) return c.close();
+          sent += 64 * 1024;
+          c.enqueue(new Uint8Array(64 * 1024));
+        },
+      });
+      const res = await fetch(`${d.url}/v1/templates?name=refused&memory=1k`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${KEY}`, 'content-type': 'application/x-tar' },
+        body,
+        duplex: 'half',
+      } as RequestInit);
+      assert.equal(res.status, 400);
+      assert.match(((await res.json()) as { message: string }).message, /memory: give a size of at least 32m/);
+    }
+  });
+
   test('429 past --max-sandboxes, and the count stays at the cap', async () => {
     const second = await d.client.create({ labels: { suite: 'api' } });
     const r = await call('POST', '/v1/sandboxes', {});

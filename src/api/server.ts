@@ -13,6 +13,7 @@ import { registerProcessRoutes } from './routes/processes.js';
 import { registerFileRoutes } from './routes/files.js';
 import { registerSystemRoutes } from './routes/system.js';
 import { registerE2b } from './e2b/index.js';
+import { UPLOAD_PREFIX } from './e2b/template-files.js';
 import { SandboxPortProxy } from '../net/port-proxy.js';
 import { registerImageRoutes } from './routes/images.js';
 import { registerSnapshotRoutes } from './routes/snapshots.js';
@@ -24,22 +25,28 @@ import { registerMetricsRoute } from './routes/metrics.js';
 import { registerTemplateRoutes, type TemplateDeps } from './routes/templates.js';
 import type { VolumeManager } from '../engine/volumes.js';
 import { registerVolumeRoutes } from './routes/volumes.js';
+import { registerMcpRoute } from './routes/mcp.js';
 
 /** The most of a refused request's body read and discarded so its client gets the answer. */
 const DRAIN_REFUSED_BODY_MAX = 64 * 1024 * 1024;
 /** How long the rest of a refused body may take to arrive before the connection is closed instead. */
 const DRAIN_REFUSED_BODY_MS = 10_000;
 
-/** Read and discard what is left of a request body; resolves at its end, on error, or after `ms`. */
-function drained(body: IncomingMessage, ms: number): Promise<void> {
+/** Read and discard what is left of a request body; resolves at its end, on error, after `ms`, or past `max` bytes. */
+function drained(body: IncomingMessage, ms: number, max: number): Promise<void> {
   return new Promise((resolve) => {
+    let seen = 0;
+    const count = (chunk: Buffer) => {
+      seen += chunk.length;
+      if (seen > max) done();
+    };
     const done = () => {
       clearTimeout(timer);
-      body.off('end', done).off('close', done).off('error', done);
+      body.off('end', done).off('close', done).off('error', done).off('data', count);
       resolve();
     };
     const timer = setTimeout(done, ms);
-    body.on('end', done).on('close', done).on('error', done);
+    body.on('end', done).on('close', done).on('error', done).on('data', count);
     // A reader that stopped early (an async iterator) leaves a 'readable' listener, which keeps the stream from flowing.
     body.removeAllListeners('readable');
     body.resume();
@@ -101,12 +108,14 @@ export async function buildServer(deps: ApiDeps): Promise<FastifyInstance> {
 
   app.setErrorHandler(async (err: FastifyError, req, reply) => {
     // A request refused before its body was read (too large, failed midway) still has bytes in flight.
-    // A body of known, modest size is read and discarded before the answer, so the client has finished
-    // sending when it reads it (an answer mid-upload races the client into a reset); anything else is
-    // swallowed while the answer goes out on a connection that is then closed.
+    // A modest body (a known size, or a chunked one that ends within the bound) is read and discarded
+    // before the answer, so the client has finished sending when it reads it (an answer mid-upload races
+    // the client into a reset); past the bound the rest is swallowed while the answer goes out on a
+    // connection that is then closed.
     if (!req.raw.complete) {
-      const length = Number(req.headers['content-length']);
-      if (length > 0 && length <= DRAIN_REFUSED_BODY_MAX && !req.raw.destroyed) await drained(req.raw, DRAIN_REFUSED_BODY_MS);
+      const length = req.headers['content-length'] === undefined ? undefined : Number(req.headers['content-length']);
+      const modest = length === undefined || (length > 0 && length <= DRAIN_REFUSED_BODY_MAX);
+      if (modest && !req.raw.destroyed) await drained(req.raw, DRAIN_REFUSED_BODY_MS, DRAIN_REFUSED_BODY_MAX);
       if (!req.raw.complete) {
         req.raw.resume();
         reply.header('connection', 'close');
@@ -139,6 +148,8 @@ export async function buildServer(deps: ApiDeps): Promise<FastifyInstance> {
       if (req.url === '/v1/health' || req.url.startsWith('/v1/openapi')) return;
       // E2B's volume content API authenticates with the volume's own token (checked by its routes).
       if (req.url.startsWith('/volumecontent/')) return;
+      // E2B template file uploads carry their own signature (checked by their route).
+      if (req.url.startsWith(UPLOAD_PREFIX)) return;
       if (!apiKeyMatches(req, key)) {
         reply.status(401).send(new CordonError('unauthenticated', 'missing or wrong API key; set CORDON_API_KEY (sent as Authorization: Bearer KEY)').toJSON());
       }
@@ -162,5 +173,6 @@ export async function buildServer(deps: ApiDeps): Promise<FastifyInstance> {
   registerTemplateRoutes(typed, deps);
   registerVolumeRoutes(typed, deps);
   registerSnapshotRoutes(typed, deps);
+  registerMcpRoute(typed, deps);
   return app;
 }

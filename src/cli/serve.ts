@@ -65,7 +65,7 @@ function upstreamDns(given: string[], egress: string | undefined): string[] {
   return usable;
 }
 /** The key in --api-key-file: its first line, trimmed; an empty or unreadable file is an error. */
-function apiKeyFromFile(file: string | undefined): string | undefined {
+export function apiKeyFromFile(file: string | undefined): string | undefined {
   if (file === undefined) return undefined;
   let text: string;
   try {

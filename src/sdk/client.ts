@@ -28,8 +28,9 @@ export class SandboxFiles {
   private p(rest: string) {
     return `/v1/sandboxes/${enc(this.id)}/files${rest}`;
   }
-  async readStream(path: string, opts: { user?: string } = {}): Promise<Readable> {
-    const res = await this.http.raw('GET', this.p('/content'), { query: { path, user: opts.user } });
+  /** The file as a stream; destroy it (or abort `signal`) to stop the download early. */
+  async readStream(path: string, opts: { user?: string; signal?: AbortSignal } = {}): Promise<Readable> {
+    const res = await this.http.raw('GET', this.p('/content'), { query: { path, user: opts.user }, signal: opts.signal });
     return res.body;
   }
   async read(path: string, opts: { user?: string } = {}): Promise<Buffer> {
@@ -115,10 +116,11 @@ export class Sandbox {
     return this.http.json<ExecResult>('POST', this.p('/exec'), { cmd, env: opts.env, cwd: opts.cwd, user: opts.user, timeout: opts.timeout, stdin, stdin_encoding: stdin ? 'base64' : undefined });
   }
   /** Run and receive output as it happens (Server-Sent Events). */
-  async *execStream(cmd: string[], opts: ExecOptions = {}): AsyncGenerator<ProcessEvent> {
+  async *execStream(cmd: string[], opts: ExecOptions & { signal?: AbortSignal } = {}): AsyncGenerator<ProcessEvent> {
     const stdin = opts.stdin === undefined ? undefined : Buffer.from(opts.stdin).toString('base64');
     const res = await this.http.raw('POST', this.p('/exec'), {
       body: JSON.stringify({ cmd, env: opts.env, cwd: opts.cwd, user: opts.user, timeout: opts.timeout, stdin, stdin_encoding: stdin ? 'base64' : undefined, stream: true }),
+      signal: opts.signal,
     });
     yield* readSse(res.body);
   }
@@ -131,9 +133,9 @@ export class Sandbox {
   process(ref: string | number): Promise<ProcessInfo> {
     return this.http.json<ProcessInfo>('GET', this.p(`/processes/${enc(String(ref))}`));
   }
-  /** Reconnect to a process's output by pid or tag; buffered output is replayed first. */
-  async *events(ref: string | number, opts: { replay?: boolean } = {}): AsyncGenerator<ProcessEvent> {
-    const res = await this.http.raw('GET', this.p(`/processes/${enc(String(ref))}/events`), { query: { replay: opts.replay === false ? 'false' : undefined } });
+  /** Reconnect to a process's output by pid or tag; buffered output is replayed first. Abort `signal` to stop following. */
+  async *events(ref: string | number, opts: { replay?: boolean; signal?: AbortSignal } = {}): AsyncGenerator<ProcessEvent> {
+    const res = await this.http.raw('GET', this.p(`/processes/${enc(String(ref))}/events`), { query: { replay: opts.replay === false ? 'false' : undefined }, signal: opts.signal });
     yield* readSse(res.body);
   }
   sendStdin(ref: string | number, data: string | Buffer) {

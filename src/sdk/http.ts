@@ -24,7 +24,7 @@ export class Http {
     return { ...(this.apiKey ? { authorization: `Bearer ${this.apiKey}` } : {}), ...extra };
   }
 
-  async raw(method: string, path: string, opts: { body?: string | Buffer | Readable; contentType?: string; query?: Record<string, string | number | boolean | undefined> } = {}) {
+  async raw(method: string, path: string, opts: { body?: string | Buffer | Readable; contentType?: string; query?: Record<string, string | number | boolean | undefined>; signal?: AbortSignal } = {}) {
     const qs = new URLSearchParams();
     for (const [k, v] of Object.entries(opts.query ?? {})) if (v !== undefined) qs.append(k, String(v));
     const url = `${this.base}${path}${qs.size ? `?${qs}` : ''}`;
@@ -37,8 +37,10 @@ export class Http {
         dispatcher: this.agent,
         headersTimeout: 0,
         bodyTimeout: 0,
+        signal: opts.signal,
       });
     } catch (e) {
+      if (opts.signal?.aborted) throw e; // the caller's own cancellation, not an unreachable daemon
       throw new CordonError('unavailable', `cannot reach the cordon daemon at ${this.base} (${(e as Error).message}); start it with \`cordon serve\` or set CORDON_URL`);
     }
     if (res.statusCode >= 400) {

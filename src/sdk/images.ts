@@ -1,5 +1,5 @@
 import type { Readable } from 'node:stream';
-import { CordonError, type ErrorCode } from '../errors/registry.js';
+import { ndjsonResult } from './ndjson-result.js';
 import type { Http } from './http.js';
 
 export interface ImageInfo {
@@ -50,26 +50,7 @@ export class Images {
   /** Pull, following progress as it streams; resolves with the stored image or throws the daemon's error. */
   async pull(image: string, opts: PullOptions = {}): Promise<ImageInfo> {
     const res = await this.http.raw('POST', '/v1/images/pull', { body: JSON.stringify({ image, username: opts.username, password: opts.password, token: opts.token, stream: true }) });
-    let buf = '';
-    let result: ImageInfo | undefined;
-    const handle = (line: string) => {
-      if (!line.trim()) return;
-      const ev = JSON.parse(line) as PullProgress | { type: 'result'; image: ImageInfo } | { type: 'error'; error: { code: ErrorCode; message: string; details?: Record<string, unknown> } };
-      if (ev.type === 'result') result = ev.image;
-      else if (ev.type === 'error') throw new CordonError(ev.error.code, ev.error.message, ev.error.details);
-      else opts.onProgress?.(ev);
-    };
-    for await (const chunk of res.body) {
-      buf += (chunk as Buffer).toString('utf8');
-      let i: number;
-      while ((i = buf.indexOf('\n')) >= 0) {
-        handle(buf.slice(0, i));
-        buf = buf.slice(i + 1);
-      }
-    }
-    handle(buf);
-    if (!result) throw new CordonError('unavailable', `the daemon closed the pull of ${image} without a result`);
-    return result;
+    return ndjsonResult<ImageInfo, PullProgress>(res.body, 'image', `the pull of ${image}`, opts.onProgress);
   }
 
   /** Upload a docker save archive or OCI layout tar. */

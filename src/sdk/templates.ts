@@ -1,5 +1,5 @@
 import type { Readable } from 'node:stream';
-import { CordonError, type ErrorCode } from '../errors/registry.js';
+import { ndjsonResult } from './ndjson-result.js';
 import type { Http } from './http.js';
 
 export interface TemplateInfo {
@@ -83,25 +83,6 @@ export class Templates {
     if (opts.readyTimeout) qs.set('ready_timeout', String(opts.readyTimeout));
     if (opts.warm !== undefined) qs.set('warm', String(opts.warm));
     const res = await this.http.raw('POST', `/v1/templates?${qs}`, { body: context, contentType: 'application/x-tar' });
-    let buf = '';
-    let result: TemplateInfo | undefined;
-    const handle = (line: string) => {
-      if (!line.trim()) return;
-      const ev = JSON.parse(line) as BuildEvent | { type: 'result'; template: TemplateInfo } | { type: 'error'; error: { code: ErrorCode; message: string; details?: Record<string, unknown> } };
-      if (ev.type === 'result') result = ev.template;
-      else if (ev.type === 'error') throw new CordonError(ev.error.code, ev.error.message, ev.error.details);
-      else opts.onEvent?.(ev);
-    };
-    for await (const chunk of res.body) {
-      buf += (chunk as Buffer).toString('utf8');
-      let i: number;
-      while ((i = buf.indexOf('\n')) >= 0) {
-        handle(buf.slice(0, i));
-        buf = buf.slice(i + 1);
-      }
-    }
-    handle(buf);
-    if (!result) throw new CordonError('unavailable', `the daemon closed the build of ${name} without a result`);
-    return result;
+    return ndjsonResult<TemplateInfo, BuildEvent>(res.body, 'template', `the build of ${name}`, opts.onEvent);
   }
 }

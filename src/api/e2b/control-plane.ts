@@ -8,6 +8,7 @@ import { newToken, type E2bOptions, type EnvdTokens } from './tokens.js';
 import { e2bNetworkBody, e2bNetworkSpec, fromE2b } from './network.js';
 import { sandboxPage } from './list-order.js';
 import { registerE2bSnapshots, snapshotForTemplateId } from './snapshots.js';
+import { e2bTaggedTemplate, removeE2bTemplate } from './templates.js';
 import { e2bState, metricView, sandboxCreated, sandboxDetail, sandboxListed } from './views.js';
 
 const envVars = z
@@ -123,9 +124,11 @@ export async function registerControlPlane(app: FastifyInstance, deps: ApiDeps, 
         autoResume: body.autoResume?.enabled,
       };
       tokens.prune();
-      const snapshot = snapshotForTemplateId(deps, body.templateID);
+      // "name:tag" names a tagged template when one exists, else a snapshot (E2B gives both that shape).
+      const tagged = e2bTaggedTemplate(deps, body.templateID);
+      const snapshot = tagged ? undefined : snapshotForTemplateId(deps, body.templateID);
       const rec = await mgr.create({
-        ...(snapshot ? { snapshot: snapshot.id } : { template: body.templateID }),
+        ...(snapshot ? { snapshot: snapshot.id } : { template: tagged ?? body.templateID }),
         env: body.envVars ?? {},
         timeoutMs: (body.timeout ?? DEFAULT_TIMEOUT_S) * 1000,
         labels: body.metadata ?? {},
@@ -232,6 +235,7 @@ export async function registerControlPlane(app: FastifyInstance, deps: ApiDeps, 
 
     registerE2bSnapshots(r, deps, {
       visible,
+      removeTemplate: (id) => removeE2bTemplate(deps, id),
       created: async (rec, like) => {
         const opts = like ? tokens.sandbox(like)?.options : undefined;
         tokens.issue(rec.id, { trafficToken: opts?.allowPublicTraffic === false ? newToken() : undefined, options: opts ?? {} });

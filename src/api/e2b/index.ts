@@ -6,6 +6,7 @@ import { registerControlPlane } from './control-plane.js';
 import { EnvdRouter } from './envd-router.js';
 import { noNetworkProxy, type PortProxy } from './port-proxy.js';
 import { EnvdTokens } from './tokens.js';
+import { registerE2bTemplates } from './templates.js';
 import { registerE2bVolumes } from './volumes.js';
 
 /**
@@ -23,4 +24,5 @@ export async function registerE2b(app: FastifyInstance, deps: ApiDeps, proxy: Po
   });
   await registerControlPlane(app, deps, tokens);
   await registerE2bVolumes(app, deps);
+  await registerE2bTemplates(app, deps);
 }

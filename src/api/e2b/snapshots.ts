@@ -56,6 +56,8 @@ export interface E2bSnapshotHooks {
   visible(id: string): SandboxRecord;
   /** Issue a new sandbox's E2B tokens (with the options of `like`) and give its create answer. */
   created(rec: SandboxRecord, like?: string): Promise<unknown>;
+  /** Remove a built template with every tag; false when there is none of that name. */
+  removeTemplate(id: string): Promise<boolean>;
 }
 
 /** Registered inside the control plane's scope (errors as {code, message}). */
@@ -73,10 +75,13 @@ export function registerE2bSnapshots(r: TypedApp, deps: ApiDeps, hooks: E2bSnaps
     return items.map(snapshotInfo);
   });
 
-  // The SDK's deleteSnapshot; templates other than snapshots cannot be deleted here.
+  // The SDK's deleteSnapshot, and the removal of a built template (all its tags; refused while in use).
   r.delete('/templates/:templateID', { schema: { params: templateParams, hide: true } }, async (req, reply) => {
     const s = mgr.snapshots.find(req.params.templateID);
-    if (!s) throw new CordonError('not_found', `template ${req.params.templateID} not found`);
+    if (!s) {
+      if (await hooks.removeTemplate(req.params.templateID)) return reply.status(204).send();
+      throw new CordonError('not_found', `template ${req.params.templateID} not found`);
+    }
     await mgr.snapshots.remove(s.id);
     reply.status(204).send();
   });

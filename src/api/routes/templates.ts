@@ -40,7 +40,8 @@ const buildQuery = z
     warm: z.coerce.number().int().min(0).max(64).optional(),
   })
   .strict();
-const nameParams = z.object({ name });
+// Inspect and remove also take E2B's tagged records ("name:tag").
+const nameParams = z.object({ name: z.string().regex(/^[a-z0-9][a-z0-9._-]{0,62}(?::[a-z0-9][a-z0-9._-]{0,62})?$/, 'template names are lowercase letters, digits, . _ - (at most 63), optionally with :tag') });
 const warmBody = z.object({ size: z.number().int().min(0).max(64) }).strict();
 
 export function templateView(t: TemplateRecord, pool?: PoolView) {

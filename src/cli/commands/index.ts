@@ -9,6 +9,7 @@ import { registerRunExec } from './run-exec.js';
 import { registerTemplate } from './template.js';
 import { registerVolume } from './volume.js';
 import { registerSnapshot } from './snapshot.js';
+import { registerMcp } from './mcp.js';
 
 export function registerCommands(program: Command): void {
   program.enablePositionalOptions();
@@ -23,4 +24,5 @@ export function registerCommands(program: Command): void {
   registerTemplate(program);
   registerVolume(program);
   registerSnapshot(program);
+  registerMcp(program);
 }

@@ -18,6 +18,8 @@ import { BUSYBOX, inStepSandbox, runStepCommand, type BuildOutput } from './step
 import type { TemplateService } from './template-service.js';
 
 export const TEMPLATE_NAME = /^[a-z0-9][a-z0-9._-]{0,62}$/;
+/** A name with an optional E2B tag ("name:tag"); a name alone is the "default" tag. */
+export const TAGGED_TEMPLATE_NAME = /^[a-z0-9][a-z0-9._-]{0,62}(?::[a-z0-9][a-z0-9._-]{0,62})?$/;
 const DEFAULT_STEP_TIMEOUT_MS = 30 * 60_000;
 
 export interface BuildRequest {
@@ -46,8 +48,8 @@ export class TemplateBuilder {
   constructor(private readonly svc: TemplateService) {}
 
   async build(req: BuildRequest, out: BuildOutput): Promise<TemplateRecord> {
-    if (!TEMPLATE_NAME.test(req.name)) throw new CordonError('invalid_argument', 'name: template names are lowercase letters, digits, . _ - (at most 63)');
-    if (req.name === 'base') throw new CordonError('invalid_argument', 'name: "base" is the built-in template; choose another name');
+    if (!TAGGED_TEMPLATE_NAME.test(req.name)) throw new CordonError('invalid_argument', 'name: template names are lowercase letters, digits, . _ - (at most 63)');
+    if (req.name === 'base' || req.name.startsWith('base:')) throw new CordonError('invalid_argument', 'name: "base" is the built-in template; choose another name');
     if (this.building.has(req.name)) throw new CordonError('invalid_state', `template ${req.name} is being built already; wait for that build to end`, { template: req.name });
     if (req.warm !== undefined && !(Number.isInteger(req.warm) && req.warm >= 0 && req.warm <= MAX_WARM)) throw new CordonError('invalid_argument', `warm: give a whole number from 0 to ${MAX_WARM}`);
     if (req.readyCmd && !req.startCmd) throw new CordonError('invalid_argument', 'ready_cmd: give a start command too; the ready command checks that it is up');
@@ -302,8 +304,11 @@ class BuildRun {
     const s = this.state!;
     const argv = command(s, ins);
     const what = `RUN ${ins.args.slice(0, 200)}`;
-    await this.layerStep({ kind: 'RUN', argv, shell: s.shell }, (live) =>
-      runStepCommand(live, this.out, { step: this.step, what, cmd: argv, env: argEnv(s), user: s.config.user, cwd: s.config.workdir ?? '/', timeoutMs: this.req.stepTimeoutMs ?? DEFAULT_STEP_TIMEOUT_MS, signal: this.req.signal }),
+    // --user (a cordon extension, used by E2B's runCmd with a user): this step only, USER stays.
+    const user = ins.flags.user ? word(ins.flags.user, varsOf(s), this.escape) : s.config.user;
+    if (ins.flags.user && (!user || /\s/.test(user))) throw bad(ins, '--user needs one user (name, uid, user:group or uid:gid)');
+    await this.layerStep({ kind: 'RUN', argv, shell: s.shell, ...(ins.flags.user ? { runUser: user } : {}) }, (live) =>
+      runStepCommand(live, this.out, { step: this.step, what, cmd: argv, env: argEnv(s), user, cwd: s.config.workdir ?? '/', timeoutMs: this.req.stepTimeoutMs ?? DEFAULT_STEP_TIMEOUT_MS, signal: this.req.signal }),
     );
   }
 

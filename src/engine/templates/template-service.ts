@@ -105,6 +105,20 @@ export class TemplateService {
     if (old || size) await this.pools?.renew(rec.name);
   }
 
+  /**
+   * Give a built template another name (an E2B tag, "name:tag"): a second record on the same layers,
+   * so removing either name keeps what the other needs.
+   */
+  alias(source: string, target: string): TemplateRecord {
+    const t = this.get(source);
+    if (target === 'base') throw new CordonError('invalid_argument', '"base" is the built-in template; choose another name');
+    // The alias shares the snapshot (kept while either name holds it), not the warm pool.
+    const { warm: _warm, ...rest } = t;
+    const rec: TemplateRecord = { ...rest, name: target, createdAt: Date.now() };
+    this.store.put(rec);
+    return rec;
+  }
+
   addTransient(name: string, src: RootfsSource): void {
     this.transient.set(name, src);
   }

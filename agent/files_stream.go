@@ -1,0 +1,232 @@
+package main
+
+// Streamed file contents: a read pumps a file out in chunks the daemon acknowledges (its window bounds
+// what is in flight); a write copies the daemon's stream into the file.
+
+import (
+	"errors"
+	"io"
+	"os"
+	"path"
+	"syscall"
+)
+
+// readFile opens a file (following symlinks, never blocking on a FIFO) and streams it on req.Ch.
+// errNotRegular refuses reads and writes of anything but a regular file.
+var errNotRegular = &opError{"ENOTREG", "not a regular file"}
+
+func readFile(c *conn, req *request) (map[string]any, error) {
+	if req.Path == "" || req.Path[0] != '/' {
+		return nil, &opError{"EINVAL", "path must be absolute"}
+	}
+	var f *os.File
+	var e *entry
+	err := asUser(req.User, func() error {
+		fd, err := syscall.Open(req.Path, syscall.O_RDONLY|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
+		if err != nil {
+			return &os.PathError{Op: "open", Path: req.Path, Err: err}
+		}
+		var st syscall.Stat_t
+		if err := syscall.Fstat(fd, &st); err != nil {
+			syscall.Close(fd)
+			return err
+		}
+		if st.Mode&syscall.S_IFMT == syscall.S_IFDIR {
+			syscall.Close(fd)
+			return &os.PathError{Op: "read", Path: req.Path, Err: syscall.EISDIR}
+		}
+		if st.Mode&syscall.S_IFMT != syscall.S_IFREG {
+			// A FIFO or device would block the stream or touch hardware; the exec path refuses them too.
+			syscall.Close(fd)
+			return errNotRegular
+		}
+		f = os.NewFile(uintptr(fd), req.Path)
+		e = entryOf(req.Path, &st, currentNames())
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	frame := frameSize(req.Frame)
+	s := &readStream{c: c, ch: req.Ch, f: f, window: uint64(max(req.Window, frame)), frame: frame}
+	s.limit = s.window
+	s.cond.L = &s.mu
+	if !c.registerOut(req.Ch, s) {
+		f.Close()
+		return nil, &opError{"EIO", "connection closed"}
+	}
+	c.reply(req.ID, map[string]any{"entry": e})
+	go s.pump()
+	return nil, errReplied
+}
+
+type readStream struct {
+	c        *conn
+	ch       uint32
+	f        *os.File
+	mu       syncMutex
+	cond     syncCond
+	sent     uint64
+	limit    uint64
+	window   uint64
+	frame    int
+	detached bool
+}
+
+func (s *readStream) ack(off uint64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if off > s.sent {
+		return errors.New("ack beyond the bytes sent")
+	}
+	if off+s.window > s.limit {
+		s.limit = off + s.window
+	}
+	s.cond.Broadcast()
+	return nil
+}
+
+func (s *readStream) detach() {
+	s.mu.Lock()
+	s.detached = true
+	s.cond.Broadcast()
+	s.mu.Unlock()
+	s.f.Close()
+}
+
+func (s *readStream) pump() {
+	defer s.f.Close()
+	buf := make([]byte, s.frame)
+	for {
+		s.mu.Lock()
+		for !s.detached && s.sent >= s.limit {
+			s.cond.Wait()
+		}
+		if s.detached {
+			s.mu.Unlock()
+			return
+		}
+		room := int(min(s.limit-s.sent, uint64(len(buf))))
+		s.mu.Unlock()
+		n, err := s.f.Read(buf[:room])
+		if n > 0 {
+			noteWork(uint64(n))
+			s.mu.Lock()
+			s.sent += uint64(n)
+			s.mu.Unlock()
+			// send returns once the frame is written: buf is free again for the next read.
+			if s.c.send(frameData, s.ch, buf[:n]) != nil {
+				return
+			}
+		}
+		if err == io.EOF {
+			s.c.send(frameEOF, s.ch, nil)
+			s.waitDetach()
+			return
+		}
+		if err != nil {
+			s.c.sendJSON(map[string]any{"op": "chErr", "ch": s.ch, "error": toOpError(err)})
+			s.waitDetach()
+			return
+		}
+	}
+}
+
+// waitDetach keeps the channel registered until the daemon cancels it (its last acks may still come).
+func (s *readStream) waitDetach() {
+	s.mu.Lock()
+	for !s.detached {
+		s.cond.Wait()
+	}
+	s.mu.Unlock()
+}
+
+// writeFile creates (or appends to) a file and copies the daemon's stream on req.Ch into it; the
+// reply comes once everything is written.
+func writeFile(c *conn, req *request, in *inChan) (map[string]any, error) {
+	defer c.closeIn(req.Ch)
+	if req.Path == "" || req.Path[0] != '/' {
+		return nil, &opError{"EINVAL", "path must be absolute"}
+	}
+	var f *os.File
+	open := func() error {
+		flags := syscall.O_WRONLY | syscall.O_CREAT | syscall.O_NONBLOCK | syscall.O_CLOEXEC
+		if req.Append {
+			flags |= syscall.O_APPEND
+		} else {
+			flags |= syscall.O_TRUNC
+		}
+		fd, err := syscall.Open(req.Path, flags, 0o666)
+		if err == syscall.ENXIO { // a FIFO nobody reads (O_NONBLOCK)
+			return errNotRegular
+		}
+		if err != nil {
+			return &os.PathError{Op: "open", Path: req.Path, Err: err}
+		}
+		var st syscall.Stat_t
+		if err := syscall.Fstat(fd, &st); err != nil || st.Mode&syscall.S_IFMT != syscall.S_IFREG {
+			syscall.Close(fd)
+			if err != nil {
+				return err
+			}
+			return errNotRegular
+		}
+		f = os.NewFile(uintptr(fd), req.Path)
+		return nil
+	}
+	err := asUser(req.User, func() error {
+		if req.Parents {
+			if err := os.MkdirAll(path.Dir(req.Path), 0o777); err != nil {
+				if !req.OwnParents || !errors.Is(err, syscall.EACCES) {
+					return err
+				}
+				return errNeedParents
+			}
+		}
+		return open()
+	})
+	if errors.Is(err, errNeedParents) {
+		if err = ensureDirs(path.Dir(req.Path), req.User); err == nil {
+			err = asUser(req.User, open)
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var werr error
+	for {
+		b, eof, ok := in.next()
+		if !ok {
+			return nil, &opError{"EIO", "connection closed during the write"}
+		}
+		if eof {
+			break
+		}
+		if werr == nil {
+			_, werr = f.Write(b)
+		}
+		noteWork(uint64(len(b)))
+		in.done(b)
+		if werr != nil {
+			return nil, werr
+		}
+	}
+	if err := f.Close(); err != nil {
+		return nil, err
+	}
+	var out map[string]any
+	err = asUser(req.User, func() error {
+		if req.Mode != nil {
+			if err := syscall.Chmod(req.Path, *req.Mode&0o7777); err != nil {
+				return &os.PathError{Op: "chmod", Path: req.Path, Err: err}
+			}
+		}
+		var e error
+		out, e = statReply(req.Path, currentNames())
+		return e
+	})
+	return out, err
+}
+
+var errNeedParents = errors.New("parents need root")
