@@ -24,6 +24,8 @@ import { engineSources } from './telemetry/engine-sources.js';
 import { createLogger } from './api/request-log.js';
 import { TemplateBuilder } from './engine/templates/template-builder.js';
 import { TemplateService, TRANSIENT_PREFIX } from './engine/templates/template-service.js';
+import { TemplateFastPathsImpl } from './engine/templates/template-fast.js';
+import { WarmPools } from './engine/templates/warm-pool.js';
 import { TemplateLayerDirs } from './image/template-build/layer-dirs.js';
 import { TemplateStore } from './store/templates.js';
 import { VolumeManager } from './engine/volumes.js';
@@ -116,6 +118,10 @@ export async function createDaemon(cfg: DaemonConfig, log: (msg: string) => void
   templates = new TemplateService(new TemplateStore(db), templateLayers, base, images, () => rootfs.lowerDirsInUse());
   const mgr = new SandboxManager(cfg, store, usable, drivers, new TemplateResolver(base, imageResolver ?? images, templates), { ...HELPERS, agent: agentBinary(cfg, log) }, telemetry);
   templates.mgr = mgr;
+  const pools = new WarmPools(templates, log);
+  templates.pools = pools;
+  mgr.templateFast = new TemplateFastPathsImpl(templates, pools);
+  mgr.snapshots.heldBy = (id) => templates!.holdsSnapshot(id);
   mgrRef = mgr;
   mgr.warn = log;
   const supervisor = new Supervisor(mgr, log);
@@ -124,6 +130,8 @@ export async function createDaemon(cfg: DaemonConfig, log: (msg: string) => void
   for (const r of mgr.list().filter((x) => x.labels['cordon.build'] && x.spec.template?.startsWith(TRANSIENT_PREFIX))) {
     await mgr.remove(r.id, true).catch((e: Error) => log(`removing build sandbox ${r.id} left by an interrupted build failed: ${e.message}`));
   }
+  // Pool members from before the restart go; the pools refill in the background.
+  await pools.restart();
   // Processes started through the agents keep running across a restart; let the agents re-attach them first.
   await Promise.all([...mgr.live.entries()].filter(([id]) => mgr.boot.startedWithAgent(id)).map(([, live]) => live.waitForAgent(AGENT_RECONNECT_WAIT_MS)));
   mgr.metrics.start();
@@ -150,7 +158,7 @@ export async function createDaemon(cfg: DaemonConfig, log: (msg: string) => void
     net,
     metrics: telemetry,
     logger: cfg.requestLog === 'on' ? createLogger(cfg.logLevel) : undefined,
-    templates: { service: templates, builder: new TemplateBuilder(templates) },
+    templates: { service: templates, builder: new TemplateBuilder(templates), pools },
     volumes,
     readiness: () => {
       if (base.isBuilt()) return { ready: true, runtimes: runtimeStatus };
@@ -166,6 +174,7 @@ export async function createDaemon(cfg: DaemonConfig, log: (msg: string) => void
     },
     async close() {
       supervisor.stop();
+      pools.close();
       mgr.close();
       mgr.metrics.stop();
       mgr.idle?.stop();

@@ -73,23 +73,28 @@ export function admitCount(live: number, max: number): void {
  */
 export class CreateSlots {
   private active = 0;
-  private readonly waiting: (() => void)[] = [];
+  private readonly waitingList: (() => void)[] = [];
   constructor(
     private readonly max: number,
     private readonly queue: number,
   ) {}
 
+  /** Creates waiting for a slot now (a warm pool holds its refill back while users wait). */
+  get waiting(): number {
+    return this.waitingList.length;
+  }
+
   /** Wait for a slot; the returned function gives it back (calling it twice is harmless). */
   async acquire(): Promise<() => void> {
     if (this.active >= this.max) {
-      if (this.waiting.length >= this.queue) {
+      if (this.waitingList.length >= this.queue) {
         throw new CordonError(
           'rate_limited',
-          `${this.active} sandboxes are being created and ${this.waiting.length} more wait; retry in a moment (the daemon's --max-concurrent-creates and --create-queue set these)`,
-          { creating: this.active, queued: this.waiting.length, retry_after_s: RETRY_QUEUE_S },
+          `${this.active} sandboxes are being created and ${this.waitingList.length} more wait; retry in a moment (the daemon's --max-concurrent-creates and --create-queue set these)`,
+          { creating: this.active, queued: this.waitingList.length, retry_after_s: RETRY_QUEUE_S },
         );
       }
-      await new Promise<void>((resolve) => this.waiting.push(resolve));
+      await new Promise<void>((resolve) => this.waitingList.push(resolve));
     } else {
       this.active++;
     }
@@ -97,7 +102,7 @@ export class CreateSlots {
     return () => {
       if (released) return;
       released = true;
-      const next = this.waiting.shift();
+      const next = this.waitingList.shift();
       // The slot passes straight to the next waiter, so `active` only drops when nobody waits.
       if (next) next();
       else this.active--;

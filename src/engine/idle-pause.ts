@@ -1,4 +1,5 @@
 import type { SandboxManager } from './sandbox-manager.js';
+import { POOL_LABEL } from './pool-label.js';
 
 /** How often idle sandboxes are looked for, at most (a fifth of the idle time, within these bounds). */
 const SWEEP_MIN_MS = 250;
@@ -118,7 +119,8 @@ export class IdlePause {
           this.touch(rec.id);
           continue;
         }
-        if (rec.spec.idlePause === false || this.inflight.has(rec.id)) continue;
+        // A warm-pool member is kept running so that a claim is instant; it is idle by design.
+        if (rec.spec.idlePause === false || rec.labels[POOL_LABEL] !== undefined || this.inflight.has(rec.id)) continue;
         const live = this.mgr.live.get(rec.id);
         if (!live) continue;
         if (!this.lastActive.has(rec.id)) this.lastActive.set(rec.id, now); // first seen: its clock starts now

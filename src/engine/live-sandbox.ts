@@ -118,6 +118,11 @@ export class LiveSandbox {
     return this.rec.id;
   }
 
+  /** A claim from a warm pool gives the sandbox the request's env and timeout: later commands see them. */
+  setSpec(spec: SandboxRecord['spec']): void {
+    this.rec.spec = spec;
+  }
+
   defaultUser(): string {
     return this.rec.spec.user ?? this.image.user ?? 'root';
   }

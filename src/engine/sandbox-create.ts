@@ -35,12 +35,32 @@ export interface CreateInput extends Omit<SandboxSpec, 'runtime' | 'memoryBytes'
   snapshot?: string;
 }
 
+/**
+ * Faster ways to a sandbox of a built template (src/engine/templates): a started one from its warm
+ * pool, or a restore of the memory snapshot taken with its service up. Either may decline, saying why.
+ */
+export interface TemplateFastPaths {
+  /** Whether this create is a pool's own (it never claims, and makes no room by evicting). */
+  isPoolMember(input: CreateInput): boolean;
+  /** A pool member handed to this request, or why none was (undefined: the template keeps no pool). */
+  claim(input: CreateInput, runtime: RuntimeName): Promise<{ rec: SandboxRecord } | { miss?: string }>;
+  /** The template's memory snapshot when a restore can serve this request, else why not (undefined: it has none). */
+  snapshotFor(input: CreateInput, runtime: RuntimeName): { snap: SnapshotRecord } | { why?: string };
+  /** Remove one idle pool member to make room for a user's create at the sandbox cap; false when none. */
+  evictIdle(): Promise<boolean>;
+  /** Per template with a pool: members ready and starting, claims and misses since the daemon started (for metrics). */
+  poolStats(): { template: string; ready: number; starting: number; claims: number; misses: number }[];
+}
+
 /** Creating a sandbox: validate, pass admission, prepare its rootfs, boot it; undo it all on failure. */
 export class SandboxCreation {
   constructor(private readonly mgr: SandboxManager) {}
 
   async create(input: CreateInput, progress?: (line: string) => void): Promise<SandboxRecord> {
     const { cfg } = this.mgr;
+    const fast = this.mgr.templateFast;
+    // A pool never starves users: at the cap, an idle pool member gives its place to this create.
+    if (fast && !fast.isPoolMember(input) && this.mgr.countActive() >= cfg.maxSandboxes) await fast.evictIdle();
     if (input.snapshot !== undefined) return this.fromSnapshot(this.mgr.snapshots.resolve(input.snapshot), input);
     const runtime = input.runtime ?? cfg.defaultRuntime;
     this.mgr.runtimeFor(runtime);
@@ -50,10 +70,26 @@ export class SandboxCreation {
       if (!this.mgr.net) throw errors.invalid('network', 'this daemon has no network capability');
       this.mgr.net.validate(input.network);
     }
+    const notes: [string, string][] = [];
+    if (fast && !input.image && input.template && input.template !== 'base') {
+      const c = await fast.claim(input, runtime);
+      if ('rec' in c) return c.rec;
+      if (c.miss) notes.push(['pool-miss', `the warm pool of template ${input.template} could not serve this create (${c.miss}); created cold`]);
+      const s = fast.snapshotFor(input, runtime);
+      if ('snap' in s) {
+        const { template, runtime: _rt, ...rest } = input;
+        const rec = await this.fromSnapshot(s.snap, rest, template);
+        for (const [type, msg] of notes) this.mgr.store.addEvent(rec.id, type, msg);
+        return rec;
+      }
+      if (s.why) notes.push(['template-cold', `the memory snapshot of template ${input.template} cannot serve this create (${s.why}); booted its files and ran the start command instead`]);
+    }
     const storage = await this.storage(input);
     const release = await this.mgr.admission.enter();
     try {
-      return await this.createAdmitted({ ...input, ...storage }, runtime, timeoutMs, progress);
+      const rec = await this.createAdmitted({ ...input, ...storage }, runtime, timeoutMs, progress);
+      for (const [type, msg] of notes) this.mgr.store.addEvent(rec.id, type, msg);
+      return rec;
     } finally {
       release();
     }
@@ -143,11 +179,12 @@ export class SandboxCreation {
    * A new sandbox from a snapshot: the snapshot's layers below a fresh writable layer; with a memory
    * snapshot its processes and memory restored from the checkpoint image, else a fresh boot of its files.
    */
-  async fromSnapshot(snap: SnapshotRecord, input: CreateInput): Promise<SandboxRecord> {
+  async fromSnapshot(snap: SnapshotRecord, input: CreateInput, template?: string): Promise<SandboxRecord> {
     const { cfg } = this.mgr;
     const timeoutMs = input.timeoutMs ?? cfg.defaultTimeoutMs;
     if (timeoutMs > cfg.maxTimeoutMs) throw errors.invalid('timeout', `at most ${cfg.maxTimeoutMs / 1000}s`);
-    const spec = specFromSnapshot(snap, input, timeoutMs);
+    // A template's snapshot: the sandbox is the template's (its users, its name in views), not the build's.
+    const spec = { ...specFromSnapshot(snap, input, timeoutMs), ...(template ? { template } : {}) };
     const rt = this.mgr.runtimeFor(snap.runtime);
     if (spec.network && spec.network.mode !== 'none') {
       if (!this.mgr.net) throw errors.invalid('network', 'this daemon has no network capability');
@@ -186,7 +223,7 @@ export class SandboxCreation {
             const main = composeCommand(snap.imageConfig, undefined, spec.cmd);
             if (main.length) await this.mgr.live.get(id)!.startMain(main);
           }
-          store.addEvent(id, 'created', `sandbox created from snapshot ${snap.id} (${snap.kind}) on ${snap.runtime}`);
+          store.addEvent(id, 'created', template ? `sandbox created from template ${template} (its ${snap.kind} snapshot ${snap.id}) on ${snap.runtime}` : `sandbox created from snapshot ${snap.id} (${snap.kind}) on ${snap.runtime}`);
           return this.mgr.get(id);
         } catch (e) {
           throw await this.rollBack(id, e);

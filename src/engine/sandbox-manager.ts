@@ -14,9 +14,10 @@ import { SandboxNetwork } from './sandbox-network.js';
 import { LiveSandbox } from './live-sandbox.js';
 import { MetricsHistory } from './metrics-history.js';
 import { ContainerBoot } from './sandbox-boot.js';
-import { SandboxCreation, type CreateInput } from './sandbox-create.js';
+import { SandboxCreation, type CreateInput, type TemplateFastPaths } from './sandbox-create.js';
 import { SandboxPauses } from './sandbox-pause.js';
 import { IdlePause } from './idle-pause.js';
+import { POOL_LABEL } from './pool-label.js';
 import { SandboxTeardown } from './sandbox-teardown.js';
 import type { SandboxStorage } from './sandbox-storage.js';
 import { SandboxS3 } from './sandbox-s3.js';
@@ -34,7 +35,11 @@ export type { CreateInput } from './sandbox-create.js';
 export interface ListFilter {
   state?: SandboxState[];
   labels?: Record<string, string>;
+  /** Include warm-pool members (started, unclaimed sandboxes of a template); users never see them. */
+  includePool?: boolean;
 }
+
+export { POOL_LABEL } from './pool-label.js';
 
 export interface Helpers {
   busybox: string;
@@ -87,6 +92,8 @@ export class SandboxManager {
   warn?: (msg: string) => void;
   /** serve --idle-pause (absent when off): pauses idle sandboxes, resumes them on the next call. */
   idle?: IdlePause;
+  /** Warm pools and memory snapshots of built templates (set by the daemon when it has templates). */
+  templateFast?: TemplateFastPaths;
   /** Called when a running sandbox's container ends without the engine asking (set by the supervisor). */
   onExit?: (id: string, exit: ContainerExit, live: LiveSandbox) => void;
 
@@ -135,6 +142,7 @@ export class SandboxManager {
   list(filter: ListFilter = {}): SandboxRecord[] {
     return this.store.list().filter(
       (r) =>
+        (filter.includePool || r.labels[POOL_LABEL] === undefined) &&
         (!filter.state?.length || filter.state.includes(r.state)) &&
         Object.entries(filter.labels ?? {}).every(([k, v]) => r.labels[k] === v),
     );

@@ -41,6 +41,8 @@ export function snapshotDirs(dataDir: string, id: string) {
  * sandbox and no other snapshot stands on its layer.
  */
 export class Snapshots {
+  /** Snapshots an owner outside this class keeps (a template's memory snapshot): never collected. */
+  heldBy?: (id: string) => boolean;
   constructor(private readonly mgr: SandboxManager, readonly store: SnapshotStore) {}
 
   private dirs(id: string) {
@@ -197,7 +199,7 @@ export class Snapshots {
   /** Remove fork snapshots that nothing uses any more (after a fork, and whenever a sandbox goes). */
   async collect(): Promise<void> {
     for (const s of this.store.list({ includeAuto: true })) {
-      if (!s.autoRemove) continue;
+      if (!s.autoRemove || this.heldBy?.(s.id)) continue;
       const { sandboxes, snapshots } = this.users(s.id);
       if (sandboxes.length || snapshots.length) continue;
       await this.removeRecord(s).catch(() => {});
@@ -219,6 +221,12 @@ export class Snapshots {
       );
     }
     await this.collect().catch(() => {});
+  }
+
+  /** Remove an unlisted snapshot whose owner let go of it (a removed template's), once nothing uses it. */
+  async release(id: string): Promise<void> {
+    const s = this.store.get(id);
+    if (s && !this.heldBy?.(id)) await this.removeRecord(s).catch(() => {});
   }
 
   /** Drop a snapshot's checkpoint image, keeping its layer (a fork's, once every fork is restored). */

@@ -15,6 +15,9 @@ export interface TemplateInfo {
   ready_timeout_s: number | null;
   cpus: number | null;
   memory: number | null;
+  /** The memory snapshot taken with the service up (runsc), or null. */
+  snapshot: string | null;
+  warm: { size: number; ready: number; starting: number; claims: number; misses: number; last_error: string | null; members: string[] };
   dockerfile: string;
   created_at: string;
 }
@@ -42,6 +45,8 @@ export interface BuildOptions {
   readyTimeout?: number;
   /** Deadline of one RUN step, in seconds. */
   stepTimeout?: number;
+  /** Keep this many started sandboxes of the template (its warm pool). */
+  warm?: number;
   onEvent?: (ev: BuildEvent) => void;
 }
 
@@ -54,6 +59,10 @@ export class Templates {
   }
   get(name: string): Promise<TemplateInfo> {
     return this.http.json<TemplateInfo>('GET', `/v1/templates/${encodeURIComponent(name)}`);
+  }
+  /** Set the size of the template's warm pool (0 empties it). */
+  setWarm(name: string, size: number): Promise<TemplateInfo> {
+    return this.http.json<TemplateInfo>('PUT', `/v1/templates/${encodeURIComponent(name)}/warm`, { size });
   }
   remove(name: string): Promise<{ removed: string }> {
     return this.http.json('DELETE', `/v1/templates/${encodeURIComponent(name)}`);
@@ -72,6 +81,7 @@ export class Templates {
     if (opts.readyCmd) qs.set('ready_cmd', opts.readyCmd);
     if (opts.stepTimeout) qs.set('step_timeout', String(opts.stepTimeout));
     if (opts.readyTimeout) qs.set('ready_timeout', String(opts.readyTimeout));
+    if (opts.warm !== undefined) qs.set('warm', String(opts.warm));
     const res = await this.http.raw('POST', `/v1/templates?${qs}`, { body: context, contentType: 'application/x-tar' });
     return ndjsonResult<TemplateInfo, BuildEvent>(res.body, 'template', `the build of ${name}`, opts.onEvent);
   }

@@ -101,7 +101,7 @@ export class SandboxStore {
     return r.n;
   }
 
-  update(id: string, patch: Partial<Pick<SandboxRecord, 'state' | 'stateReason' | 'runtimeState' | 'startedAt' | 'expiresAt' | 'spec'>>): void {
+  update(id: string, patch: Partial<Pick<SandboxRecord, 'state' | 'stateReason' | 'runtimeState' | 'startedAt' | 'expiresAt' | 'spec' | 'labels'>>): void {
     const sets: string[] = ['updated_at = @updated'];
     const params: Record<string, unknown> = { id, updated: Date.now() };
     if ('state' in patch) (sets.push('state = @state'), (params.state = patch.state));
@@ -110,6 +110,7 @@ export class SandboxStore {
     if ('startedAt' in patch) (sets.push('started_at = @started'), (params.started = patch.startedAt ?? null));
     if ('expiresAt' in patch) (sets.push('expires_at = @expires'), (params.expires = patch.expiresAt ?? null));
     if ('spec' in patch) (sets.push('config = @config'), (params.config = JSON.stringify(patch.spec)));
+    if ('labels' in patch) (sets.push('labels = @labels'), (params.labels = JSON.stringify(patch.labels ?? {})));
     this.db.prepare(`UPDATE sandboxes SET ${sets.join(', ')} WHERE id = @id`).run(params);
   }
 

@@ -25,6 +25,10 @@ export interface TemplateRecord {
   readyTimeoutMs?: number;
   cpus?: number;
   memoryBytes?: number;
+  /** The memory snapshot taken with the start command's service up (runtimes that checkpoint memory). */
+  snapshot?: string;
+  /** How many started, unclaimed sandboxes of it the daemon keeps (its warm pool). */
+  warm?: number;
   dockerfile: string;
   createdAt: number;
 }

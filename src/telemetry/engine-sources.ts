@@ -5,6 +5,7 @@ import type { ScrapeSources } from './prometheus.js';
 export function engineSources(mgr: () => SandboxManager): ScrapeSources {
   return {
     sandboxCounts: () => mgr().countByStateAndRuntime(),
+    warmPools: () => mgr().templateFast?.poolStats() ?? [],
     sandboxSamples: () =>
       mgr()
         .metrics.latest()

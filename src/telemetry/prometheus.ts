@@ -7,6 +7,8 @@ export interface ScrapeSources {
   sandboxCounts(): { state: string; runtime: string; count: number }[];
   /** Latest resource sample of each running sandbox; only asked with perSandbox on. */
   sandboxSamples?(): { id: string; runtime: string; cpuPercent: number; memoryBytes: number }[];
+  /** Warm pools: members ready and starting, claims and misses since the daemon started. */
+  warmPools?(): { template: string; ready: number; starting: number; claims: number; misses: number }[];
 }
 
 // Seconds; sandbox operations range from a few ms (crun exec) to tens of seconds (an image pull inside a create).
@@ -40,6 +42,35 @@ export class PrometheusTelemetry implements Telemetry {
         for (const c of sources.sandboxCounts()) this.set({ state: c.state, runtime: c.runtime }, c.count);
       },
     });
+    if (sources.warmPools) {
+      const pools = sources.warmPools.bind(sources);
+      new Gauge({
+        name: 'cordon_warm_pool_sandboxes',
+        help: 'Unclaimed sandboxes in warm pools, by template and state (ready, starting)',
+        labelNames: ['template', 'state'],
+        registers,
+        collect() {
+          this.reset();
+          for (const p of pools()) {
+            this.set({ template: p.template, state: 'ready' }, p.ready);
+            this.set({ template: p.template, state: 'starting' }, p.starting);
+          }
+        },
+      });
+      new Gauge({
+        name: 'cordon_warm_pool_creates',
+        help: 'Creates of a pooled template since the daemon started, by outcome (claim: served by the pool; miss: created cold)',
+        labelNames: ['template', 'outcome'],
+        registers,
+        collect() {
+          this.reset();
+          for (const p of pools()) {
+            this.set({ template: p.template, outcome: 'claim' }, p.claims);
+            this.set({ template: p.template, outcome: 'miss' }, p.misses);
+          }
+        },
+      });
+    }
     this.operations = new Histogram({
       name: 'cordon_operation_duration_seconds',
       help: 'Duration of sandbox operations (create, start, stop, pause, resume, remove, exec, process_start) by runtime and outcome',

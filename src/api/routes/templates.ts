@@ -6,6 +6,7 @@ import { z } from 'zod';
 import { CordonError } from '../../errors/registry.js';
 import type { TemplateBuilder } from '../../engine/templates/template-builder.js';
 import type { TemplateService } from '../../engine/templates/template-service.js';
+import type { PoolView, WarmPools } from '../../engine/templates/warm-pool.js';
 import type { BuildEvent } from '../../engine/templates/step-sandbox.js';
 import { extractContext } from '../../image/template-build/context.js';
 import { removeTree } from '../../image/template-build/layer-dirs.js';
@@ -17,6 +18,8 @@ import type { ApiDeps, TypedApp } from '../server.js';
 export interface TemplateDeps {
   service: TemplateService;
   builder: TemplateBuilder;
+  /** Warm pools (absent in daemons built without them). */
+  pools?: WarmPools;
 }
 
 const name = z.string().regex(/^[a-z0-9][a-z0-9._-]{0,62}$/, 'template names are lowercase letters, digits, . _ - (at most 63)');
@@ -34,12 +37,14 @@ const buildQuery = z
     ready_cmd: z.string().max(65536).optional(),
     step_timeout: z.coerce.number().int().positive().max(24 * 3600).optional(),
     ready_timeout: z.coerce.number().int().positive().max(3600).optional(),
+    warm: z.coerce.number().int().min(0).max(64).optional(),
   })
   .strict();
 // Inspect and remove also take E2B's tagged records ("name:tag").
 const nameParams = z.object({ name: z.string().regex(/^[a-z0-9][a-z0-9._-]{0,62}(?::[a-z0-9][a-z0-9._-]{0,62})?$/, 'template names are lowercase letters, digits, . _ - (at most 63), optionally with :tag') });
+const warmBody = z.object({ size: z.number().int().min(0).max(64) }).strict();
 
-export function templateView(t: TemplateRecord) {
+export function templateView(t: TemplateRecord, pool?: PoolView) {
   return {
     name: t.name,
     from: t.parentTemplate ? `template:${t.parentTemplate}` : t.base.kind === 'base' ? 'template:base' : t.base.ref,
@@ -53,6 +58,9 @@ export function templateView(t: TemplateRecord) {
     ready_timeout_s: t.readyTimeoutMs === undefined ? null : t.readyTimeoutMs / 1000,
     cpus: t.cpus ?? null,
     memory: t.memoryBytes ?? null,
+    // A memory snapshot with the start command's service up (runsc); null: creates boot and start it.
+    snapshot: t.snapshot ?? null,
+    warm: pool ?? { size: t.warm ?? 0, ready: 0, starting: 0, claims: 0, misses: 0, last_error: null, members: [] },
     dockerfile: t.dockerfile,
     created_at: new Date(t.createdAt).toISOString(),
   };
@@ -79,9 +87,17 @@ function parseNetwork(text: string | undefined, deps: ApiDeps) {
 export function registerTemplateRoutes(app: TypedApp, deps: ApiDeps): void {
   app.addContentTypeParser('application/x-tar', (_req, payload, done) => done(null, payload));
 
-  app.get('/v1/templates', { schema: { summary: 'List built templates' } }, async () => templates(deps).service.list().map(templateView));
+  const view = (t: TemplateRecord) => templateView(t, deps.templates?.pools?.view(t));
 
-  app.get('/v1/templates/:name', { schema: { summary: 'Inspect a built template', params: nameParams } }, async (req) => templateView(templates(deps).service.get(req.params.name)));
+  app.get('/v1/templates', { schema: { summary: 'List built templates' } }, async () => templates(deps).service.list().map(view));
+
+  app.get('/v1/templates/:name', { schema: { summary: 'Inspect a built template', params: nameParams } }, async (req) => view(templates(deps).service.get(req.params.name)));
+
+  app.put('/v1/templates/:name/warm', { schema: { summary: 'Set how many started, unclaimed sandboxes of the template the daemon keeps (0 empties its warm pool)', params: nameParams, body: warmBody } }, async (req) => {
+    const t = templates(deps);
+    if (!t.pools) throw new CordonError('not_implemented', 'this daemon keeps no warm pools');
+    return view(await t.pools.setSize(req.params.name, req.body.size));
+  });
 
   app.delete('/v1/templates/:name', { schema: { summary: 'Remove a template (refused while sandboxes or other templates use it)', params: nameParams } }, async (req) => {
     await templates(deps).service.remove(req.params.name);
@@ -121,10 +137,10 @@ export function registerTemplateRoutes(app: TypedApp, deps: ApiDeps): void {
         const line = (v: unknown) => out.writable && out.write(`${JSON.stringify(v)}\n`);
         try {
           const rec = await t.builder.build(
-            { name: q.name, contextDir, dockerfile: q.dockerfile, buildArgs, cpus: q.cpus, memoryBytes, noCache: q.no_cache === 'true' || q.no_cache === '1', network, startCmd: q.start_cmd, readyCmd: q.ready_cmd, readyTimeoutMs: q.ready_timeout && q.ready_timeout * 1000, stepTimeoutMs: q.step_timeout && q.step_timeout * 1000, signal: ac.signal },
+            { name: q.name, contextDir, dockerfile: q.dockerfile, buildArgs, cpus: q.cpus, memoryBytes, noCache: q.no_cache === 'true' || q.no_cache === '1', network, startCmd: q.start_cmd, readyCmd: q.ready_cmd, readyTimeoutMs: q.ready_timeout && q.ready_timeout * 1000, warm: q.warm, stepTimeoutMs: q.step_timeout && q.step_timeout * 1000, signal: ac.signal },
             { event: (ev: BuildEvent) => line(ev), backlog: () => out.writableLength, onDrain: (cb) => (out.writableLength ? out.once('drain', cb) : cb()) },
           );
-          line({ type: 'result', template: templateView(rec) });
+          line({ type: 'result', template: view(rec) });
         } catch (e) {
           const err = e instanceof CordonError ? e : new CordonError('internal', (e as Error).message);
           line({ type: 'error', error: err.toJSON(), status: err.status });

@@ -87,6 +87,7 @@ export function registerTemplate(program: Command): void {
     .option('--ready-cmd <cmd>', 'create returns once this exits 0 (polled); the build fails if it never does')
     .option('--ready-timeout <seconds>', 'how long the ready command may take to pass (default 120)')
     .option('--step-timeout <seconds>', 'deadline of one RUN step (default 1800)')
+    .option('--warm <n>', 'keep N started sandboxes of the template for creates to claim (its warm pool)')
     .option('--network <mode>', 'network of RUN steps: none (default), allowlist or open')
     .option('--allow-host <pattern>', 'allow egress to this host (repeatable; implies allowlist)', collect, [])
     .option('--deny-host <pattern>', 'deny egress to this host (repeatable)', collect, [])
@@ -118,6 +119,7 @@ export function registerTemplate(program: Command): void {
         readyCmd: o.readyCmd as string | undefined,
         stepTimeout: o.stepTimeout === undefined ? undefined : Number(o.stepTimeout),
         readyTimeout: o.readyTimeout === undefined ? undefined : Number(o.readyTimeout),
+        warm: o.warm === undefined ? undefined : Number(o.warm),
         onEvent: json ? (ev) => process.stdout.write(`${JSON.stringify(ev)}\n`) : printer(),
       });
       if (json) process.stdout.write(`${JSON.stringify({ type: 'result', template: tpl })}\n`);
@@ -140,6 +142,18 @@ export function registerTemplate(program: Command): void {
     .argument('<name>')
     .option('--json', 'print JSON (the default)')
     .action(async (name: string) => printJson(await client().templates.get(name)));
+
+  t.command('warm')
+    .description('keep N started, unclaimed sandboxes of a template; creates of it claim one (0 empties the pool)')
+    .argument('<name>')
+    .argument('<n>')
+    .option('--json', 'print JSON')
+    .action(async (name: string, n: string, o: { json?: boolean }) => {
+      if (!/^\d+$/.test(n)) throw new CordonError('invalid_argument', `N must be a whole number, got ${n}`);
+      const tpl = await client().templates.setWarm(name, Number(n));
+      if (o.json) return printJson(tpl);
+      console.log(`template ${name} keeps ${tpl.warm.size} warm (${tpl.warm.ready} ready, ${tpl.warm.starting} starting)`);
+    });
 
   t.command('rm')
     .description('remove templates (refused while sandboxes or other templates use them)')

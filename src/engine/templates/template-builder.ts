@@ -11,6 +11,8 @@ import { DockerfileSyntaxError, word, words } from '../../image/template-build/s
 import type { NetworkSpec } from '../../net/types.js';
 import type { TemplateRecord } from '../../store/templates.js';
 import { applyConfig, argEnv, bad, command, DEFAULT_SHELL, varsOf, type BuildState } from './build-state.js';
+import { composeCommand } from '../exec-env.js';
+import { MAX_WARM } from './warm-pool.js';
 import { DEFAULT_READY_TIMEOUT_MS, startAndWaitReady } from './start-ready.js';
 import { BUSYBOX, inStepSandbox, runStepCommand, type BuildOutput } from './step-sandbox.js';
 import type { TemplateService } from './template-service.js';
@@ -34,6 +36,8 @@ export interface BuildRequest {
   startCmd?: string;
   readyCmd?: string;
   readyTimeoutMs?: number;
+  /** Keep this many started sandboxes of the template (its warm pool); undefined keeps the previous build's. */
+  warm?: number;
   stepTimeoutMs?: number;
   signal?: AbortSignal;
 }
@@ -47,6 +51,7 @@ export class TemplateBuilder {
     if (!TAGGED_TEMPLATE_NAME.test(req.name)) throw new CordonError('invalid_argument', 'name: template names are lowercase letters, digits, . _ - (at most 63)');
     if (req.name === 'base' || req.name.startsWith('base:')) throw new CordonError('invalid_argument', 'name: "base" is the built-in template; choose another name');
     if (this.building.has(req.name)) throw new CordonError('invalid_state', `template ${req.name} is being built already; wait for that build to end`, { template: req.name });
+    if (req.warm !== undefined && !(Number.isInteger(req.warm) && req.warm >= 0 && req.warm <= MAX_WARM)) throw new CordonError('invalid_argument', `warm: give a whole number from 0 to ${MAX_WARM}`);
     if (req.readyCmd && !req.startCmd) throw new CordonError('invalid_argument', 'ready_cmd: give a start command too; the ready command checks that it is up');
     this.building.add(req.name);
     const made: string[] = [];
@@ -175,29 +180,53 @@ class BuildRun {
     };
     // Its layers must still be there (a concurrent removal frees only unpinned ones).
     const lowerDirs = await this.svc.lowerDirs(rec.base, rec.layers, `template ${rec.name}`);
-    if (rec.startCmd) await this.checkStart(rec, lowerDirs);
-    this.svc.store.put(rec);
+    if (rec.startCmd) rec.snapshot = await this.checkStart(rec, lowerDirs);
+    try {
+      await this.svc.record(rec, this.req.warm);
+    } finally {
+      if (rec.snapshot) await this.svc.unholdSnapshot(rec.snapshot);
+    }
     this.made.length = 0;
-    return rec;
+    return this.svc.get(rec.name);
   }
 
-  /** Run the start command once and wait for the ready command, as every sandbox of the template will. */
-  private async checkStart(rec: TemplateRecord, lowerDirs: string[]): Promise<void> {
+  /**
+   * Run the start command once and wait for the ready command, as every sandbox of the template will.
+   * Where the runtime checkpoints memory, the sandbox is then snapshotted with the service up: sandboxes
+   * of the template are restored from it (their service answers at once). Elsewhere each create runs the
+   * start command and waits for the ready command again. The check runs without a network, so that its
+   * snapshot serves the common create without one (a create with a network boots fresh instead).
+   */
+  private async checkStart(rec: TemplateRecord, lowerDirs: string[]): Promise<string | undefined> {
     const step = this.total;
     this.out.event({ type: 'status', message: `starting ${rec.startCmd}${rec.readyCmd ? ` and waiting until ${rec.readyCmd} passes` : ''}` });
+    let snapshot: string | undefined;
     await inStepSandbox(
       this.svc,
       this.out,
-      { step, lowerDirs, config: rec.config, cpus: this.req.cpus, memoryBytes: this.req.memoryBytes, network: this.req.network, timeoutMs: rec.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS, templateName: this.req.name },
+      { step, lowerDirs, config: rec.config, cpus: this.req.cpus, memoryBytes: this.req.memoryBytes, timeoutMs: rec.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS, templateName: this.req.name },
       async (live) => {
+        const mgr = this.svc.mgr!;
+        // The image's ENTRYPOINT/CMD runs as it would in a cold create of the template.
+        const main = composeCommand(rec.config, undefined, undefined);
+        if (main.length) await live.startMain(main);
         try {
           await startAndWaitReady(live, { cmd: rec.startCmd!, ready: rec.readyCmd, readyTimeoutMs: rec.readyTimeoutMs }, (stream, data) => this.out.event({ type: 'log', step, stream, data }));
         } catch (e) {
           throw e instanceof CordonError ? new CordonError('invalid_argument', `the template's ${e.message}`, e.details) : e;
         }
+        if (mgr.runtimeFor(mgr.get(live.id).runtime).capabilities.checkpoint !== 'memory') return;
+        this.out.event({ type: 'status', message: 'the service is ready; taking a memory snapshot of it' });
+        const snap = await mgr.snapshots.create(live.id, { autoRemove: true });
+        this.svc.holdSnapshot(snap.id);
+        snapshot = snap.id;
       },
       false,
-    );
+    ).catch(async (e) => {
+      if (snapshot) await this.svc.unholdSnapshot(snapshot);
+      throw e;
+    });
+    return snapshot;
   }
 
   private async from(ins: Instruction, preFrom: Map<string, string>): Promise<BuildState> {

@@ -4,6 +4,7 @@ import { TemplateLayerDirs } from '../../image/template-build/layer-dirs.js';
 import type { TemplateBase, TemplateRecord, TemplateStore } from '../../store/templates.js';
 import type { SandboxManager } from '../sandbox-manager.js';
 import type { ImageConfig, RootfsSource } from '../types.js';
+import type { WarmPools } from './warm-pool.js';
 
 /** What templates need of the OCI image store (a registry image as a template's base). */
 export interface TemplateImages {
@@ -23,7 +24,10 @@ export class TemplateService {
   private readonly transient = new Map<string, RootfsSource>();
   /** Layers that running builds hold (made or reused), counted per holder. */
   private readonly pins = new Map<string, number>();
+  /** Memory snapshots of builds not recorded in a template yet (kept from collection meanwhile). */
+  private readonly pendingSnapshots = new Set<string>();
   mgr?: SandboxManager;
+  pools?: WarmPools;
 
   constructor(
     readonly store: TemplateStore,
@@ -76,6 +80,31 @@ export class TemplateService {
     return [...own, ...(await this.images.lowerDirsFor(base.diffIds, what))];
   }
 
+  /** Whether a template (or a build about to record one) keeps this snapshot. */
+  holdsSnapshot(id: string): boolean {
+    return this.pendingSnapshots.has(id) || this.store.list().some((t) => t.snapshot === id);
+  }
+
+  holdSnapshot(id: string): void {
+    this.pendingSnapshots.add(id);
+  }
+
+  /** A build let go of its snapshot (recorded in the template now, or the build failed). */
+  async unholdSnapshot(id: string): Promise<void> {
+    this.pendingSnapshots.delete(id);
+    await this.mgr?.snapshots.release(id);
+  }
+
+  /** Record a built template; what the previous build of the name kept (its snapshot, its pool) is renewed. */
+  async record(rec: TemplateRecord, warm?: number): Promise<void> {
+    const old = this.store.get(rec.name);
+    const size = warm ?? old?.warm;
+    const { warm: _w, ...rest } = rec;
+    this.store.put(size ? { ...rest, warm: size } : rest);
+    if (old?.snapshot && old.snapshot !== rec.snapshot) await this.mgr?.snapshots.release(old.snapshot);
+    if (old || size) await this.pools?.renew(rec.name);
+  }
+
   /**
    * Give a built template another name (an E2B tag, "name:tag"): a second record on the same layers,
    * so removing either name keeps what the other needs.
@@ -83,7 +112,9 @@ export class TemplateService {
   alias(source: string, target: string): TemplateRecord {
     const t = this.get(source);
     if (target === 'base') throw new CordonError('invalid_argument', '"base" is the built-in template; choose another name');
-    const rec: TemplateRecord = { ...t, name: target, createdAt: Date.now() };
+    // The alias shares the snapshot (kept while either name holds it), not the warm pool.
+    const { warm: _warm, ...rest } = t;
+    const rec: TemplateRecord = { ...rest, name: target, createdAt: Date.now() };
     this.store.put(rec);
     return rec;
   }
@@ -122,9 +153,11 @@ export class TemplateService {
     return this.mgr?.snapshots.store.list({ includeAuto: true }) ?? [];
   }
 
-  /** Remove a template, refused while sandboxes or other templates use it; frees its unused layers. */
+  /** Remove a template, refused while sandboxes, other templates or its warm pool use it; frees its unused layers. */
   async remove(name: string): Promise<void> {
-    this.get(name);
+    const t = this.get(name);
+    const pool = this.pools?.members(name).length ?? 0;
+    if (t.warm || pool) throw new CordonError('invalid_state', `template ${name} keeps a warm pool (${t.warm ?? 0} wanted, ${pool} started); empty it first with \`cordon template warm ${name} 0\``, { template: name, warm: t.warm ?? 0, pool });
     const u = this.users(name);
     if (u.sandboxes.length) throw new CordonError('invalid_state', `template ${name} is used by sandbox${u.sandboxes.length > 1 ? 'es' : ''} ${u.sandboxes.slice(0, 5).join(', ')}; remove ${u.sandboxes.length > 1 ? 'them' : 'it'} first`, { template: name, sandboxes: u.sandboxes });
     if (u.templates.length) throw new CordonError('invalid_state', `template ${name} is the FROM of template${u.templates.length > 1 ? 's' : ''} ${u.templates.join(', ')}; remove ${u.templates.length > 1 ? 'them' : 'it'} first`, { template: name, templates: u.templates });
@@ -133,6 +166,7 @@ export class TemplateService {
       throw new CordonError('invalid_state', `template ${name} is under snapshot${many ? 's' : ''} ${u.snapshots.slice(0, 5).join(', ')} (their files stand on its layers); remove ${many ? 'them' : 'it'} first with \`cordon snapshot rm\``, { template: name, snapshots: u.snapshots });
     }
     this.store.delete(name);
+    if (t.snapshot) await this.mgr?.snapshots.release(t.snapshot);
     await this.collect();
   }
 

@@ -1,0 +1,271 @@
+import type { RuntimeName } from '../../config.js';
+import { CordonError } from '../../errors/registry.js';
+import type { TemplateRecord } from '../../store/templates.js';
+import type { CreateInput } from '../sandbox-create.js';
+import { POOL_LABEL } from '../sandbox-manager.js';
+import type { SandboxRecord } from '../types.js';
+import { fixedField, networkMismatch } from './template-fast.js';
+import type { TemplateService } from './template-service.js';
+
+/** The most sandboxes one template's pool may keep (the daemon's sandbox cap bounds it further). */
+export const MAX_WARM = 64;
+/** States of a member that is, or is becoming, a started sandbox. */
+const ALIVE = new Set(['creating', 'restoring', 'running']);
+const RETRY_FIRST_MS = 500;
+const RETRY_MAX_MS = 30_000;
+/** How often a refill held back (users' creates waiting, the sandbox cap) looks again. */
+const HOLD_BACK_MS = 200;
+const CAP_WAIT_MS = 2_000;
+/**
+ * A refill waits this long after a claim: a pool create (a runsc restore) takes most of a core for a
+ * few hundred ms, and the claimer's first commands, which usually follow at once, go first.
+ */
+const REFILL_AFTER_CLAIM_MS = 300;
+
+export interface PoolView {
+  size: number;
+  ready: number;
+  starting: number;
+  claims: number;
+  misses: number;
+  last_error: string | null;
+  /** Ids of the pool's sandboxes (they are not listed among the user's). */
+  members: string[];
+}
+
+/**
+ * Warm pools: per template, N started sandboxes nobody has claimed yet (marked with POOL_LABEL, hidden
+ * from user lists, counted by admission). A create of the template claims one and the pool refills in
+ * the background, one pool create at a time for the whole daemon, never while users' creates wait for
+ * a slot and never past the sandbox cap (one place stays free for users; at the cap a user's create
+ * evicts an idle member).
+ */
+export class WarmPools {
+  private readonly loops = new Map<string, Promise<void>>();
+  private readonly again = new Set<string>();
+  private readonly claiming = new Set<string>();
+  private readonly counts = new Map<string, { claims: number; misses: number; lastError?: string }>();
+  /** One pool create at a time, across templates. */
+  private serial: Promise<unknown> = Promise.resolve();
+  private closed = false;
+
+  constructor(
+    private readonly svc: TemplateService,
+    private readonly log: (msg: string) => void = () => {},
+  ) {}
+
+  private get mgr() {
+    return this.svc.mgr!;
+  }
+
+  /** Pool members (every state) of one template, or of all. */
+  members(name?: string): SandboxRecord[] {
+    return this.mgr.store.list().filter((r) => r.labels[POOL_LABEL] !== undefined && (name === undefined || r.labels[POOL_LABEL] === name));
+  }
+
+  private idle(name?: string): SandboxRecord[] {
+    return this.members(name).filter((r) => r.state === 'running' && !this.claiming.has(r.id));
+  }
+
+  private count(name: string) {
+    let c = this.counts.get(name);
+    if (!c) this.counts.set(name, (c = { claims: 0, misses: 0 }));
+    return c;
+  }
+
+  view(t: TemplateRecord): PoolView {
+    const m = this.members(t.name);
+    const c = this.count(t.name);
+    return {
+      size: t.warm ?? 0,
+      ready: m.filter((r) => r.state === 'running').length,
+      starting: m.filter((r) => r.state === 'creating' || r.state === 'restoring').length,
+      claims: c.claims,
+      misses: c.misses,
+      last_error: c.lastError ?? null,
+      members: m.map((r) => r.id),
+    };
+  }
+
+  /** Set how many started sandboxes a template keeps; shrinking removes idle members at once. */
+  async setSize(name: string, n: number): Promise<TemplateRecord> {
+    const max = Math.min(MAX_WARM, Math.max(0, this.mgr.cfg.maxSandboxes - 1));
+    if (!Number.isInteger(n) || n < 0 || n > max) {
+      throw new CordonError('invalid_argument', `warm: give a whole number from 0 to ${max} (the pool keeps one place of the daemon's --max-sandboxes ${this.mgr.cfg.maxSandboxes} free for users)`);
+    }
+    const t = this.svc.get(name);
+    const { warm: _old, ...rest } = t;
+    this.svc.store.put(n > 0 ? { ...rest, warm: n } : rest);
+    if (n < this.members(name).length) await this.shrink(name, n);
+    this.kick(name);
+    return this.svc.get(name);
+  }
+
+  /** Remove idle members past `n` (members still starting are removed by the refill when they are up). */
+  private async shrink(name: string, n: number): Promise<void> {
+    const alive = this.members(name).filter((r) => ALIVE.has(r.state));
+    const extra = alive.length - n;
+    const idle = this.idle(name).slice(0, Math.max(0, extra));
+    await Promise.all(idle.map((r) => this.mgr.remove(r.id, true).catch((e: Error) => this.log(`removing pool member ${r.id} of template ${name} failed: ${e.message}`))));
+  }
+
+  /** Start (or re-run) the background refill of a template's pool. */
+  kick(name: string): void {
+    if (this.closed) return;
+    if (this.loops.has(name)) {
+      this.again.add(name);
+      return;
+    }
+    const run = this.fill(name)
+      .catch((e: Error) => this.log(`the warm pool of template ${name} stopped refilling: ${e.message}`))
+      .finally(() => {
+        this.loops.delete(name);
+        if (this.again.delete(name)) this.kick(name);
+      });
+    this.loops.set(name, run);
+  }
+
+  private async fill(name: string): Promise<void> {
+    let backoff = RETRY_FIRST_MS;
+    const { cfg } = this.mgr;
+    while (!this.closed) {
+      const want = this.svc.find(name)?.warm ?? 0;
+      const all = this.members(name);
+      // A member that died (its service crashed, the runtime lost it) is replaced, not kept.
+      for (const r of all.filter((x) => !ALIVE.has(x.state))) await this.mgr.remove(r.id, true).catch(() => {});
+      const alive = all.filter((r) => ALIVE.has(r.state)).length;
+      if (alive > want) return this.shrink(name, want);
+      if (alive >= want) return;
+      // Users first: no pool create while a user's create waits for a slot, and one place stays free.
+      if (this.mgr.admission.slots.waiting > 0) {
+        await sleep(HOLD_BACK_MS);
+        continue;
+      }
+      if (this.mgr.countActive() + 1 >= cfg.maxSandboxes) {
+        this.count(name).lastError = `held back: the daemon is at its sandbox cap (${cfg.maxSandboxes}) less the place kept for users`;
+        await sleep(CAP_WAIT_MS);
+        continue;
+      }
+      try {
+        await this.one(name);
+        backoff = RETRY_FIRST_MS;
+        this.count(name).lastError = undefined;
+      } catch (e) {
+        this.count(name).lastError = (e as Error).message;
+        this.log(`starting a pool member of template ${name} failed (retry in ${backoff} ms): ${(e as Error).message}`);
+        await sleep(backoff);
+        backoff = Math.min(backoff * 2, RETRY_MAX_MS);
+      }
+    }
+  }
+
+  private one(name: string): Promise<unknown> {
+    const next = this.serial.catch(() => {}).then(() => (this.closed ? undefined : this.mgr.create({ template: name, labels: { [POOL_LABEL]: name }, timeoutMs: 0 })));
+    this.serial = next.catch(() => {});
+    return next;
+  }
+
+  /** Hand an idle member to a create of its template, with the request's env, labels and timeout. */
+  async claim(input: CreateInput, runtime: RuntimeName): Promise<{ rec: SandboxRecord } | { miss?: string }> {
+    const name = input.template!;
+    if (input.labels?.[POOL_LABEL] !== undefined) return {};
+    const t = this.svc.find(name);
+    if (!t?.warm) return {};
+    const miss = (why: string) => {
+      this.count(name).misses++;
+      return { miss: why };
+    };
+    if (runtime !== this.mgr.cfg.defaultRuntime) return miss(`the pool runs ${this.mgr.cfg.defaultRuntime}, the request asked for ${runtime}`);
+    const field = fixedField(input);
+    if (field) return miss(`the request sets ${field}, which a started sandbox has fixed`);
+    const net = networkMismatch(input, false);
+    if (net) return miss(net);
+    try {
+      for (const r of this.idle(name)) {
+        this.claiming.add(r.id);
+        try {
+          const rec = await this.take(r.id, name, input);
+          if (rec) {
+            this.count(name).claims++;
+            return { rec };
+          }
+        } finally {
+          this.claiming.delete(r.id);
+        }
+      }
+      const starting = this.members(name).filter((r) => r.state === 'creating' || r.state === 'restoring').length;
+      return miss(`the pool is empty${starting ? ` (${starting} starting)` : ''}`);
+    } finally {
+      setTimeout(() => this.kick(name), REFILL_AFTER_CLAIM_MS).unref();
+    }
+  }
+
+  private take(id: string, name: string, input: CreateInput): Promise<SandboxRecord | undefined> {
+    const mgr = this.mgr;
+    return mgr.exclusive(id, async () => {
+      const rec = mgr.store.get(id);
+      const live = mgr.live.get(id);
+      if (!rec || rec.state !== 'running' || rec.labels[POOL_LABEL] !== name || !live) return undefined;
+      const timeoutMs = input.timeoutMs ?? mgr.cfg.defaultTimeoutMs;
+      const spec = {
+        ...rec.spec,
+        env: { ...rec.spec.env, ...(input.env ?? {}) },
+        timeoutMs,
+        ...(input.onTimeout && input.onTimeout !== 'kill' ? { onTimeout: input.onTimeout } : {}),
+        ...(input.network ? { network: input.network } : {}),
+      };
+      const now = Date.now();
+      const expiresAt = timeoutMs > 0 ? now + timeoutMs : undefined;
+      mgr.store.update(id, { spec, labels: input.labels ?? {}, startedAt: now, expiresAt });
+      live.setSpec(spec);
+      mgr.schedule(id, expiresAt);
+      mgr.store.addEvent(id, 'pool-claim', `claimed from the warm pool of template ${name}, where it had waited ${Math.round((now - (rec.startedAt ?? rec.createdAt)) / 1000)} s`, { template: name });
+      return mgr.get(id);
+    });
+  }
+
+  /** Make room for a user's create at the sandbox cap: remove one idle member of the fullest pool. */
+  async evictIdle(): Promise<boolean> {
+    const idle = this.idle();
+    if (!idle.length) return false;
+    const per = new Map<string, number>();
+    for (const r of idle) per.set(r.labels[POOL_LABEL], (per.get(r.labels[POOL_LABEL]) ?? 0) + 1);
+    const victim = idle.sort((a, b) => (per.get(b.labels[POOL_LABEL]) ?? 0) - (per.get(a.labels[POOL_LABEL]) ?? 0))[0];
+    this.claiming.add(victim.id);
+    try {
+      await this.mgr.remove(victim.id, true);
+      this.log(`removed pool member ${victim.id} of template ${victim.labels[POOL_LABEL]} to make room for a user's create at the sandbox cap`);
+      return true;
+    } catch {
+      return false;
+    } finally {
+      this.claiming.delete(victim.id);
+    }
+  }
+
+  /** Drop the idle members of a template (its build changed) and refill from the new build. */
+  async renew(name: string): Promise<void> {
+    await Promise.all(this.idle(name).map((r) => this.mgr.remove(r.id, true).catch(() => {})));
+    this.kick(name);
+  }
+
+  /**
+   * At daemon start: members from before the restart are removed (their claims state and process
+   * handles were in the old daemon's memory; a fresh member is cheaper to trust), then every pool refills.
+   */
+  async restart(): Promise<void> {
+    for (const r of this.members()) {
+      await this.mgr.remove(r.id, true).catch((e: Error) => this.log(`removing pool member ${r.id} left by the previous daemon failed: ${e.message}`));
+    }
+    for (const t of this.svc.list()) if (t.warm) this.kick(t.name);
+  }
+
+  /** The daemon is closing: no new pool creates (members keep running; the next start replaces them). */
+  close(): void {
+    this.closed = true;
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((res) => setTimeout(res, ms).unref());
+}
