@@ -143,8 +143,9 @@ export class TemplateService {
     const templates = this.store.list().filter((t) => t.parentTemplate === name).map((t) => t.name);
     const own = new Set(this.get(name).layers.map((l) => this.layers.dir(l)));
     // A snapshot outlives its source sandbox and restores onto these very layers (its lower dirs).
+    // A template's own memory snapshot (shared by its tags) is not a user: it goes with the template.
     const snapshots = this.snapshotRecords()
-      .filter((s) => s.spec.template === name || s.lowerDirs.some((d) => own.has(d)))
+      .filter((s) => !this.holdsSnapshot(s.id) && (s.spec.template === name || s.lowerDirs.some((d) => own.has(d))))
       .map((s) => s.name ?? s.id);
     return { sandboxes, templates, snapshots };
   }
