@@ -155,6 +155,7 @@ describe('templates with a running service, and warm pools', () => {
       await sbx.remove({ force: true });
     }
     await d.client.templates.setWarm('svc', 0);
-    assert.equal((await cli(d, ['template', 'rm', 'svc'])).code, 0, 'with its pool empty and no sandboxes, it goes');
+    const rm = await cli(d, ['template', 'rm', 'svc']);
+    assert.equal(rm.code, 0, `with its pool empty and no sandboxes, it goes: ${rm.stderr}`);
   });
 });

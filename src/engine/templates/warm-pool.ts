@@ -98,6 +98,12 @@ export class WarmPools {
     this.svc.store.put(n > 0 ? { ...rest, warm: n } : rest);
     if (n < this.members(name).length) await this.shrink(name, n);
     this.kick(name);
+    // A member still starting is removed by the refill once it is up: wait for that, so the pool holds
+    // at most n when this returns (a `template rm` right after `warm NAME 0` is not refused).
+    if (n < this.members(name).length) {
+      await this.loops.get(name);
+      if (n < this.members(name).length) await this.shrink(name, n);
+    }
     return this.svc.get(name);
   }
 
