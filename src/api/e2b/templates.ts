@@ -2,12 +2,13 @@
 // getBuildStatus / exists / assignTags / removeTags / getTags call: POST /v3/templates, GET
 // /templates/{id}/files/{hash} (+ the signed upload URL it hands out), POST
 // /v2/templates/{id}/builds/{buildID}, GET .../status, GET /templates/aliases/{alias}, and tags.
-import type { FastifyError, FastifyInstance } from 'fastify';
+import type { FastifyInstance } from 'fastify';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { z } from 'zod';
 import { TEMPLATE_NAME } from '../../engine/templates/template-builder.js';
-import { CordonError, retryAfterSeconds } from '../../errors/registry.js';
+import { CordonError } from '../../errors/registry.js';
+import { e2bErrors } from './errors.js';
 import type { TemplateRecord } from '../../store/templates.js';
 import type { TemplateDeps } from '../routes/templates.js';
 import type { ApiDeps, TypedApp } from '../server.js';
@@ -75,21 +76,6 @@ function tagOf(r: TemplateRecord): string {
   return i < 0 ? 'default' : r.name.slice(i + 1);
 }
 
-/** E2B clients read errors as {code: <HTTP status>, message}. */
-function e2bErrors(scope: FastifyInstance): void {
-  scope.setErrorHandler((err: FastifyError, req, reply) => {
-    if (!req.raw.complete) {
-      req.raw.resume();
-      reply.header('connection', 'close');
-    }
-    const status = err instanceof CordonError ? err.status : err.validation ? 400 : err.statusCode && err.statusCode < 500 ? err.statusCode : 500;
-    const message = err.validation ? `invalid request: ${err.message}` : err.message;
-    const retryAfter = retryAfterSeconds(err);
-    if (retryAfter) reply.header('retry-after', String(retryAfter));
-    if (reply.sent || reply.raw.headersSent) return void reply.raw.destroy();
-    reply.status(status).send({ code: status, message });
-  });
-}
 
 /** The removal of an E2B template (every tag), for DELETE /templates/{templateID}; false when there is none. */
 export async function removeE2bTemplate(deps: ApiDeps, templateID: string): Promise<boolean> {

@@ -1,11 +1,12 @@
 // E2B's volumes: the control plane (/volumes, API key) and the volume content API
 // (/volumecontent/{volumeID}/dir|path|file, Bearer volume token) on the same port; the SDK finds the
 // latter through E2B_VOLUME_API_URL (or its apiUrl option).
-import type { FastifyError, FastifyInstance } from 'fastify';
+import type { FastifyInstance } from 'fastify';
 import type { Readable } from 'node:stream';
 import { z } from 'zod';
 import type { VolumeInfo, VolumeManager } from '../../engine/volumes.js';
-import { CordonError, retryAfterSeconds } from '../../errors/registry.js';
+import { CordonError } from '../../errors/registry.js';
+import { e2bErrors } from './errors.js';
 import type { RootEntry } from '../../volume/files-in-root.js';
 import type { ApiDeps, TypedApp } from '../server.js';
 import { stallDeadline } from '../stream-flow.js';
@@ -36,21 +37,6 @@ function entryView(e: RootEntry) {
 
 const volumeAndToken = (v: VolumeInfo | { id: string; name: string; token: string }) => ({ volumeID: v.id, name: v.name, token: v.token });
 
-/** E2B clients read errors as {code: <HTTP status>, message}. */
-function e2bErrors(scope: FastifyInstance): void {
-  scope.setErrorHandler((err: FastifyError, req, reply) => {
-    if (!req.raw.complete) {
-      req.raw.resume();
-      reply.header('connection', 'close');
-    }
-    const status = err instanceof CordonError ? err.status : err.validation ? 400 : err.statusCode && err.statusCode < 500 ? err.statusCode : 500;
-    const message = err.validation ? `invalid request: ${err.message}` : err.message;
-    const retryAfter = retryAfterSeconds(err);
-    if (retryAfter) reply.header('retry-after', String(retryAfter));
-    if (reply.sent || reply.raw.headersSent) return void reply.raw.destroy();
-    reply.status(status).send({ code: status, message });
-  });
-}
 
 export async function registerE2bVolumes(app: FastifyInstance, { volumes, cfg }: ApiDeps): Promise<void> {
   const vm = (): VolumeManager => {
