@@ -13,6 +13,7 @@ import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { CLI, startDaemon, type TestDaemon } from './helpers/daemon.js';
+import { until } from './helpers/assert.js';
 import { TRUNCATION_MARKER } from '../src/mcp/bounded-output.js';
 import { MCP_LIMITS } from '../src/mcp/limits.js';
 
@@ -78,6 +79,8 @@ test('both transports list the same tools, each with a described input schema, a
   assert.match(String((run.inputSchema.properties as Record<string, { description?: string }>).command.description), /sh -c/);
   const templates = await http.listResourceTemplates();
   assert.equal(templates.resourceTemplates[0]?.uriTemplate, 'cordon://sandboxes/{sandbox_id}/files/{+path}');
+  // Logged once the stdio server's health call to the daemon answers, which may come after the listing.
+  await until('the stdio server to log that it serves', () => /serving over stdio/.test(stdioLog), 15_000);
   assert.match(stdioLog, /serving over stdio/);
 });
 
