@@ -1,5 +1,5 @@
 // Density through idle pausing: BENCH_SANDBOXES (default 300) runsc sandboxes (64 MiB each) under
-// `serve --idle-pause 5s`, created BENCH_CREATE_CONCURRENCY at a time for at most BENCH_CREATE_BUDGET_S
+// `serve --idle-pause 5s` (BENCH_IDLE; frozen in memory, to disk after BENCH_IDLE_DISK, default 10m), created BENCH_CREATE_CONCURRENCY at a time for at most BENCH_CREATE_BUDGET_S
 // seconds (the count reached is printed); then for BENCH_SECONDS (default 60) a random one is called
 // (REST exec `true`) every 100 ms, open loop (at most 32 calls in flight; the rest are counted as
 // skipped). Prints the call latency (a call to a paused sandbox includes its resume), how many ran at
@@ -21,6 +21,8 @@ const SECONDS = Number(process.env.BENCH_SECONDS ?? 60);
 const CREATE_BUDGET_S = Number(process.env.BENCH_CREATE_BUDGET_S ?? 420);
 const CREATE_CONCURRENCY = Number(process.env.BENCH_CREATE_CONCURRENCY ?? 3);
 const IDLE = process.env.BENCH_IDLE ?? '5s';
+/** Frozen this long, a sandbox goes to disk (the daemon's default is 10m; 0: only under memory pressure). */
+const IDLE_DISK = process.env.BENCH_IDLE_DISK ?? '10m';
 const CALL_EVERY_MS = 100;
 const MAX_IN_FLIGHT = 32;
 const run = promisify(execFile);
@@ -89,10 +91,10 @@ async function createAll(d: TestDaemon, sandboxes: Sandbox[]): Promise<{ errors:
 
 async function main(): Promise<void> {
   const memStart = memAvailableMiB();
-  const d = await startDaemon('bench-density', { args: ['--idle-pause', IDLE, '--max-sandboxes', String(N + 10), '--runtime', 'runsc'] });
+  const d = await startDaemon('bench-density', { args: ['--idle-pause', IDLE, '--idle-pause-disk', IDLE_DISK, '--max-sandboxes', String(N + 10), '--runtime', 'runsc'] });
   const sandboxes: Sandbox[] = [];
   try {
-    console.log(`density: ${N} runsc sandboxes, --idle-pause ${IDLE}, a random one called every ${CALL_EVERY_MS} ms for ${SECONDS} s`);
+    console.log(`density: ${N} runsc sandboxes, --idle-pause ${IDLE} --idle-pause-disk ${IDLE_DISK}, a random one called every ${CALL_EVERY_MS} ms for ${SECONDS} s`);
     const { errors, ms: createMs } = await createAll(d, sandboxes);
     const memCreated = memAvailableMiB();
     console.log(`created ${sandboxes.length} of ${N}${sandboxes.length < N ? ` (stopped: ${errors.length ? `errors, first: ${errors[0]}` : `create budget ${CREATE_BUDGET_S} s`})` : ''}`);

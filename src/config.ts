@@ -36,6 +36,8 @@ export interface DaemonConfig {
   defaultTimeoutMs: number;
   /** serve --idle-pause: pause a running sandbox after this long without activity (0: never). */
   idlePauseMs: number;
+  /** serve --idle-pause-disk: a sandbox frozen for idleness this long goes to disk (0: only under memory pressure). */
+  idlePauseDiskMs: number;
   maxTimeoutMs: number;
   defaultMemoryBytes: number;
   defaultPids: number;
@@ -127,6 +129,7 @@ export function defaultConfig(overrides: Partial<DaemonConfig> = {}): DaemonConf
     minHostMemoryBytes: 256 * 1024 * 1024,
     defaultTimeoutMs: 0,
     idlePauseMs: 0,
+    idlePauseDiskMs: 10 * 60_000,
     maxTimeoutMs: 24 * 3600 * 1000,
     defaultMemoryBytes: 512 * 1024 * 1024,
     defaultPids: 1024,

@@ -251,3 +251,34 @@ describe('cgroup v1 driver on a constructed tree', () => {
     assert.deepEqual(await cg.listIds(), [ID]);
   });
 });
+
+describe('freezing a whole sandbox through its cgroup (idle pause)', () => {
+  test('v2: cgroup.freeze 1, done once cgroup.events says frozen; thaw writes 0; no cgroup.freeze means no freezer', async () => {
+    const root = join(tmp, 'v2-freeze');
+    const dir = join(root, 'cordon', ID);
+    tree(root, { [`cordon/${ID}/cgroup.freeze`]: '0\n', [`cordon/${ID}/cgroup.events`]: 'populated 1\nfrozen 0\n' });
+    const cg = new CgroupV2(root);
+    assert.equal(await cg.isFrozen(ID), false);
+    // The kernel reports "frozen 1" a little after the request; the freeze waits for it.
+    setTimeout(() => writeFileSync(join(dir, 'cgroup.events'), 'populated 1\nfrozen 1\n'), 30);
+    assert.equal(await cg.freeze(ID), true);
+    assert.equal(readFileSync(join(dir, 'cgroup.freeze'), 'utf8'), '1');
+    assert.equal(await cg.isFrozen(ID), true);
+    await cg.thaw(ID);
+    assert.equal(readFileSync(join(dir, 'cgroup.freeze'), 'utf8'), '0');
+    assert.equal(await new CgroupV2(join(tmp, 'v2-nofreezer')).freeze(ID), false);
+    await assert.rejects(cg.freeze('../escape'), /not a sandbox id/);
+  });
+
+  test('v1: freezer.state FROZEN where the freezer hierarchy is mounted; none mounted means no freezer', async () => {
+    const root = join(tmp, 'v1-freeze');
+    tree(root, { [`freezer/cordon/${ID}/freezer.state`]: 'THAWED\n' });
+    const cg = new CgroupV1([{ mountPoint: join(root, 'freezer'), controllers: ['freezer'] }]);
+    assert.equal(await cg.isFrozen(ID), false);
+    assert.equal(await cg.freeze(ID), true);
+    assert.equal(await cg.isFrozen(ID), true);
+    await cg.thaw(ID);
+    assert.equal(await cg.isFrozen(ID), false);
+    assert.equal(await new CgroupV1([{ mountPoint: join(root, 'memory'), controllers: ['memory'] }]).freeze(ID), false);
+  });
+});

@@ -1,5 +1,6 @@
-// serve --idle-pause: a sandbox with no activity for the idle time is paused (to disk under runsc,
-// frozen under crun) with an idle-pause event, and the next call (REST exec, E2B envd) resumes it
+// serve --idle-pause: a sandbox with no activity for the idle time is frozen in memory (under runsc its
+// kernel too: no CPU), then after --idle-pause-disk paused to disk under runsc, each step with an
+// idle-pause event, and the next call (REST exec, E2B envd, also after a daemon restart) resumes it
 // before it is served: the caller sees an answer, and a process counting in memory counts on from
 // where it was. Output of an API process keeps a sandbox awake; idle_pause:false opts out; reading a
 // sandbox from outside (inspect) does not keep it awake.
@@ -11,13 +12,14 @@ import { sleep, until } from './helpers/assert.js';
 import { cli, startDaemon, type TestDaemon } from './helpers/daemon.js';
 
 const IDLE_MS = 3000;
+const DISK_AFTER_MS = 8000;
 let d: TestDaemon;
 const suite = `idle${Date.now()}`;
 // Counts in the shell's memory, appending each value to a file; it writes nothing to stdout.
 const COUNTER = 'i=0; while :; do i=$((i+1)); echo $i >> /tmp/count; sleep 0.2; done';
 
 before(async () => {
-  d = await startDaemon('idle-pause', { args: ['--idle-pause', `${IDLE_MS / 1000}s`] });
+  d = await startDaemon('idle-pause', { args: ['--idle-pause', `${IDLE_MS / 1000}s`, '--idle-pause-disk', `${DISK_AFTER_MS / 1000}s`] });
 });
 after(async () => {
   for (const s of await d.client.list().catch(() => [])) await d.client.remove(s.id, { force: true }).catch(() => {});
@@ -44,16 +46,22 @@ async function state(sb: Sandbox): Promise<string> {
 }
 
 describe('idle pause under runsc', () => {
-  test('an idle sandbox is paused to disk; a REST exec resumes it and the counter counts on', async () => {
+  test('an idle sandbox is frozen (no CPU), then paused to disk; a REST exec resumes it and the counter counts on', async () => {
     const sb = await d.client.create({ runtime: 'runsc', timeout: '600s', labels: { suite }, tmpfs: [{ path: '/tmp', size: '16m' }] });
     const p = await sb.startProcess(['sh', '-c', COUNTER], { tag: 'counter' });
     await until('the counter counts', async () => (await counts(sb)).length >= 3);
     // Inspecting is not activity: polling state must not keep it awake.
     await until('idle-paused', async () => (await state(sb)) === 'paused', IDLE_MS * 10);
-    const [ev] = await eventsOf(sb, 'idle-pause');
-    assert.ok(ev, 'an idle-pause event');
-    const [paused] = await eventsOf(sb, 'paused');
-    assert.equal(paused.data?.kind, 'disk', 'paused to disk under runsc');
+    const [frozen] = await eventsOf(sb, 'idle-pause');
+    assert.equal(frozen?.data?.kind, 'freeze', 'first frozen in memory');
+    // Frozen with its kernel: the sandbox's cgroup uses no CPU (an idle running one uses some).
+    await sb.stats();
+    await sleep(700);
+    assert.equal((await sb.stats()).cpu_percent, 0, 'no CPU while frozen');
+    assert.equal((await eventsOf(sb, 'idle-pause')).length, 1, 'still frozen when measured');
+    await until('moved to disk', async () => (await eventsOf(sb, 'idle-pause')).some((e) => e.data?.kind === 'disk'), DISK_AFTER_MS * 10);
+    assert.ok((await eventsOf(sb, 'paused')).some((e) => e.data?.kind === 'disk'), 'paused to disk under runsc');
+    assert.equal(await state(sb), 'paused');
 
     const before = await counts(sb); // the exec resumes it first
     assert.equal(await state(sb), 'running');
@@ -108,6 +116,23 @@ describe('idle pause under runsc', () => {
     } finally {
       await sb.kill().catch(() => {});
     }
+  });
+});
+
+describe('idle pause across a daemon restart', () => {
+  test('a sandbox frozen for idleness before a restart is woken by the next call after it', async () => {
+    const sb = await d.client.create({ runtime: 'runsc', timeout: '600s', labels: { suite } });
+    await sb.exec(['sh', '-c', 'echo before > /root/mark']);
+    await until('idle-paused', async () => (await state(sb)) === 'paused', IDLE_MS * 10);
+    await d.stop();
+    await d.restart();
+    const again = await d.client.get(sb.id);
+    assert.equal(again.info.state, 'paused', 'still paused after the restart');
+    const r = await again.exec(['cat', '/root/mark']);
+    assert.equal(r.stdout.trim(), 'before', r.stderr);
+    assert.equal((await again.refresh()).state, 'running');
+    assert.ok((await again.events_()).some((e) => e.type === 'idle-resume'), 'woken as an idle sandbox');
+    await d.client.remove(sb.id, { force: true });
   });
 });
 

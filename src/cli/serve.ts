@@ -87,7 +87,8 @@ export function registerServe(program: Command): void {
     .option('--api-key <key>', 'require this API key (default: $CORDON_API_KEY; required off loopback)')
     .option('--api-key-file <file>', 'read the API key from this file (what cordon service install uses; keep it mode 0600)')
     .option('--runtime <name>', `default runtime (${RUNTIME_NAMES.join('|')})`, 'runsc')
-    .option('--idle-pause <duration>', 'pause a running sandbox after this long without exec, file, process-output, envd or port traffic (to disk on runsc, frozen on crun/runc); the next call resumes it (default: off)')
+    .option('--idle-pause <duration>', 'freeze a running sandbox in memory after this long without exec, file, process-output, envd or port traffic (no CPU; the next call resumes it in milliseconds) (default: off)')
+    .option('--idle-pause-disk <duration>', 'with --idle-pause: a sandbox frozen this long is paused to disk where the runtime checkpoints memory (runsc), freeing its memory; 0 = only when host memory runs short', '10m')
     .option('--max-sandboxes <n>', 'refuse new sandboxes past this many (429; default from cores and runtime: 25/core runsc systrap, 150/core ptrace, 100/core crun/runc)')
     .option('--max-concurrent-creates <n>', 'creates that run at once (default: cores, at least 2); more wait in the create queue')
     .option('--create-queue <n>', 'creates that may wait for a slot; past it 429 with Retry-After', '32')
@@ -160,6 +161,7 @@ export function registerServe(program: Command): void {
         minHostMemoryBytes: parseSize(o.minHostMemory) ?? 256 * 1024 * 1024,
         defaultTimeoutMs: parseDuration(o.defaultTimeout) ?? 0,
         idlePauseMs: duration('--idle-pause', o.idlePause, 1000) ?? 0,
+        idlePauseDiskMs: duration('--idle-pause-disk', o.idlePauseDisk) ?? 0,
         runscPlatform: o.runscPlatform,
         debianMirror: o.debianMirror,
         templatesDir: o.templatesDir,

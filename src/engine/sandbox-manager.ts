@@ -114,7 +114,7 @@ export class SandboxManager {
     this.admission = new Admission(cfg, {}, telemetry);
     this.snapshots = new Snapshots(this, new SnapshotStore(store.db));
     this.expiry = new ExpiryTimers(store, (id) => this.expire(id));
-    if (cfg.idlePauseMs > 0) this.idle = new IdlePause(this, cfg.idlePauseMs);
+    if (cfg.idlePauseMs > 0) this.idle = new IdlePause(this, cfg.idlePauseMs, cfg.idlePauseDiskMs);
   }
 
   /** Host directory of a sandbox's agent socket (bind-mounted into it). */
@@ -157,7 +157,8 @@ export class SandboxManager {
   running(id: string, action: 'exec' | 'files' | 'stats' | 'update' = 'exec'): LiveSandbox {
     const rec = this.get(id);
     assertAllowed(id, rec.state, action);
-    if (rec.state === 'paused' && this.runtimeFor(rec.runtime).capabilities.checkpoint === 'memory') {
+    // Paused to disk, its container is gone (no runtime state); frozen in memory, it keeps both.
+    if (rec.state === 'paused' && !rec.runtimeState) {
       throw errors.wrongState(id, rec.state, action, 'It is paused to disk: nothing of it runs and it holds no memory. Resume it first.');
     }
     const live = this.live.get(id);

@@ -30,6 +30,8 @@ const pauseRecord = z.object({
   /** Milliseconds the timeout clock had left (absent: no timeout). */
   remainingMs: z.number().int().min(0).optional(),
   imageBytes: z.number().int().min(0).optional(),
+  /** Paused by `serve --idle-pause`: the next call resumes it (also after a daemon restart). */
+  idle: z.boolean().optional(),
 });
 export type PauseRecord = z.infer<typeof pauseRecord>;
 
@@ -89,7 +91,11 @@ export class SandboxPauses {
     return (await this.record(id))?.kind === 'disk' && existsSync(this.imageDir(id));
   }
 
-  async pause(id: string): Promise<SandboxRecord> {
+  /**
+   * `freeze` keeps it in memory even where the runtime could checkpoint (the first step of an idle
+   * pause: it costs no CPU and wakes in milliseconds); `idle` marks it as paused for idleness.
+   */
+  async pause(id: string, opts: { freeze?: boolean; idle?: boolean } = {}): Promise<SandboxRecord> {
     const rec = this.mgr.get(id);
     assertAllowed(id, rec.state, 'pause');
     const rt = this.mgr.runtimeFor(rec.runtime);
@@ -100,11 +106,12 @@ export class SandboxPauses {
     // Without the agent every process is the exec path's, which gVisor cannot carry across a restore
     // (and a restore after ending them was seen to panic): such a sandbox is frozen in memory instead.
     const withAgent = !!this.mgr.live.get(id)?.agent;
-    if (rt.capabilities.checkpoint !== 'memory' || !withAgent) {
-      const why = rt.capabilities.checkpoint !== 'memory' ? `runtime ${rt.name} cannot checkpoint` : 'it runs without the agent, whose processes alone survive a checkpoint';
-      await rt.pause(id);
+    const idle = opts.idle ? { idle: true } : {};
+    if (opts.freeze || rt.capabilities.checkpoint !== 'memory' || !withAgent) {
+      const why = opts.freeze ? 'idle' : rt.capabilities.checkpoint !== 'memory' ? `runtime ${rt.name} cannot checkpoint` : 'it runs without the agent, whose processes alone survive a checkpoint';
+      await rt.freeze(id);
       this.mgr.unschedule(id);
-      await this.save(id, { kind: 'freeze', pausedAt: started, remainingMs });
+      await this.save(id, { kind: 'freeze', pausedAt: started, remainingMs, ...idle });
       this.mgr.store.update(id, { state: 'paused', expiresAt: undefined });
       this.event(id, 'paused', `sandbox paused (frozen in memory: ${why}) in ${Date.now() - started} ms`, { ms: Date.now() - started, kind: 'freeze' });
       return this.mgr.get(id);
@@ -137,7 +144,7 @@ export class SandboxPauses {
     const imageBytes = await dirBytes(image).catch(() => 0);
     // The image is complete and the record says so: from here a daemon restart settles the sandbox as
     // paused (supervisor), whatever of the container the background teardown had not ended yet.
-    await this.save(id, { kind: 'disk', pausedAt: started, remainingMs, imageBytes });
+    await this.save(id, { kind: 'disk', pausedAt: started, remainingMs, imageBytes, ...idle });
     this.mgr.store.update(id, { state: 'paused', runtimeState: undefined, expiresAt: undefined });
     this.endInBackground(id, rec.runtime);
     const ms = Date.now() - started;

@@ -219,6 +219,11 @@ export abstract class OciCliRuntime implements Runtime {
     await this.cli(['resume', id]);
   }
 
+  /** runc and crun pause through the cgroup freezer already: the whole container stops. */
+  async freeze(id: string): Promise<void> {
+    await this.pause(id);
+  }
+
   async delete(id: string, bundleDir?: string): Promise<void> {
     const r = await this.call(['delete', '--force', id]);
     if (r.code !== 0 && (await this.status(id)) !== 'missing') {

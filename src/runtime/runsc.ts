@@ -5,8 +5,9 @@ import { run } from '../util/proc.js';
 import { capabilitiesOf } from './capabilities.js';
 import { OciCliRuntime, type RuntimeCallOptions } from './oci-cli.js';
 import { HELPER_DIR } from './oci-spec.js';
+import { cgroupFrozen, freezeCgroup, thawCgroup } from './cgroup/index.js';
 import { SentryUnreachable, sentryCall } from './runsc-control.js';
-import type { CheckpointOptions, ContainerSpec, ExecHandle, ExecSpec, RuntimeCapabilities, RuntimeState } from './types.js';
+import type { CheckpointOptions, ContainerSpec, ContainerStatus, ExecHandle, ExecSpec, RuntimeCapabilities, RuntimeState } from './types.js';
 
 // busybox's shell prefers its own applets to programs of the same name (`ls` would be busybox's, not
 // the image's), so the command is looked up on PATH here and exec'd by full path, which never runs
@@ -126,6 +127,28 @@ export class RunscRuntime extends OciCliRuntime {
       await this.pause(id);
       return () => this.resume(id);
     }
+  }
+
+  /**
+   * `runsc pause` stops the sandbox's tasks, but its kernel (the sentry) and gofer keep running and
+   * cost as much CPU as an idle sandbox (measured: ~4% of a core each, paused or not). Freezing the
+   * sandbox's cgroup stops them too: no CPU at all, and a thaw takes ~10 ms. Without a freezer on
+   * this host it falls back to `runsc pause`.
+   */
+  override async freeze(id: string): Promise<void> {
+    if (!(await freezeCgroup(id))) await this.pause(id);
+  }
+
+  /** A frozen sandbox cannot answer `runsc resume` (its sentry is stopped): it is thawed first. */
+  override async resume(id: string): Promise<void> {
+    if (await cgroupFrozen(id)) return thawCgroup(id);
+    await super.resume(id);
+  }
+
+  /** runsc's own state says running while its cgroup is frozen. */
+  override async status(id: string): Promise<ContainerStatus> {
+    const st = await super.status(id);
+    return st === 'running' && (await cgroupFrozen(id)) ? 'paused' : st;
   }
 
   /**

@@ -159,8 +159,16 @@ export interface Runtime {
   exec(id: string, spec: ExecSpec): ExecHandle;
   /** Send a signal to every process of the container. */
   killAll(id: string, sig: NodeJS.Signals): Promise<void>;
+  /** Stop the sandbox's processes (a checkpoint's freeze: the runtime can still be asked things). */
   pause(id: string): Promise<void>;
+  /** Undo pause() or freeze(), whichever stopped it. */
   resume(id: string): Promise<void>;
+  /**
+   * Stop everything of the sandbox, its kernel and helpers included where it has them, so that it
+   * costs no CPU until resume() (its memory stays). While frozen the runtime cannot be asked anything
+   * that needs the sandbox to answer: status() says 'paused' and resume() is the way back.
+   */
+  freeze(id: string): Promise<void>;
   /**
    * Write the container's processes and memory to `dir` (capabilities.checkpoint 'memory'; otherwise
    * a not_implemented error naming the capability). Without leaveRunning the container is deleted.

@@ -65,7 +65,13 @@ export function registerE2bSnapshots(r: TypedApp, deps: ApiDeps, hooks: E2bSnaps
   const { mgr } = deps;
   r.post('/sandboxes/:sandboxID/snapshots', { schema: { params: idParams, body: snapshotBody.optional(), hide: true } }, async (req, reply) => {
     const rec = hooks.visible(req.params.sandboxID);
-    reply.status(201).send(snapshotInfo(await mgr.snapshots.create(rec.id, { name: req.body?.name || undefined })));
+    // A sandbox paused for idleness is woken first (this scope is outside the idle-wake hook's reach).
+    const release = await mgr.idle?.enter(rec.id);
+    try {
+      reply.status(201).send(snapshotInfo(await mgr.snapshots.create(rec.id, { name: req.body?.name || undefined })));
+    } finally {
+      release?.();
+    }
   });
 
   r.get('/snapshots', { schema: { querystring: listQuery, hide: true } }, async (req, reply) => {
@@ -89,7 +95,8 @@ export function registerE2bSnapshots(r: TypedApp, deps: ApiDeps, hooks: E2bSnaps
   r.post('/sandboxes/:sandboxID/fork', { schema: { params: idParams, body: forkBody.optional(), hide: true } }, async (req, reply) => {
     const parent = hooks.visible(req.params.sandboxID);
     const timeoutS = req.body?.timeout ?? 15;
-    const results = await mgr.forks.fork(parent.id, { count: req.body?.count ?? 1, timeoutMs: timeoutS * 1000 });
+    const release = await mgr.idle?.enter(parent.id);
+    const results = await mgr.forks.fork(parent.id, { count: req.body?.count ?? 1, timeoutMs: timeoutS * 1000 }).finally(() => release?.());
     const out = [];
     for (const f of results) {
       if (f.sandbox) {

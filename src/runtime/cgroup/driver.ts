@@ -28,6 +28,32 @@ export interface CgroupDriver {
   procs(id: string): Promise<Set<number>>;
   /** Let frozen (paused) processes run again, so a SIGKILL can take them. */
   thaw(id: string): Promise<void>;
+  /**
+   * Freeze every process of the sandbox's cgroup and wait until the kernel says it is frozen (a
+   * deadline, then thawed again and an error). False when this host has no freezer for it.
+   */
+  freeze(id: string): Promise<boolean>;
+  /** Whether the sandbox's cgroup is frozen now (false when there is none). */
+  isFrozen(id: string): Promise<boolean>;
+}
+
+/** How long a freeze may take before it is given up (a process in uninterruptible sleep can hold it). */
+export const FREEZE_DEADLINE_MS = 5_000;
+
+/**
+ * Write the freeze request, then poll until `frozen()` says so; on the deadline undo it and throw.
+ * Shared by v1 (freezer.state FREEZING → FROZEN) and v2 (cgroup.freeze, cgroup.events "frozen 1").
+ */
+export async function freezeAndWait(request: () => Promise<void>, frozen: () => Promise<boolean>, undo: () => Promise<void>, what: string): Promise<void> {
+  await request();
+  const deadline = Date.now() + FREEZE_DEADLINE_MS;
+  for (let wait = 1; !(await frozen()); wait = Math.min(wait * 2, 50)) {
+    if (Date.now() > deadline) {
+      await undo().catch(() => {});
+      throw new Error(`freezing ${what} did not complete within ${FREEZE_DEADLINE_MS / 1000}s; it was thawed again`);
+    }
+    await new Promise((r) => setTimeout(r, wait));
+  }
 }
 
 export const isSandboxId = (id: string) => SANDBOX_ID_RE.test(id);

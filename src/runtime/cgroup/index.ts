@@ -45,6 +45,19 @@ export async function removeCgroups(id: string): Promise<void> {
   return (await hostCgroups()).remove(id);
 }
 
+/** Freeze the whole sandbox (every process of its cgroup); false when the host has no freezer. */
+export async function freezeCgroup(id: string): Promise<boolean> {
+  return (await hostCgroups()).freeze(id);
+}
+
+export async function thawCgroup(id: string): Promise<void> {
+  return (await hostCgroups()).thaw(id);
+}
+
+export async function cgroupFrozen(id: string): Promise<boolean> {
+  return (await hostCgroups()).isFrozen(id).catch(() => false);
+}
+
 export async function listCgroupIds(): Promise<string[]> {
   return (await hostCgroups()).listIds();
 }

@@ -2,7 +2,7 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { ContainerStats } from '../types.js';
 import type { V1Hierarchy } from './detect.js';
-import { CGROUP_PARENT, checkId, isSandboxId, type CgroupDriver } from './driver.js';
+import { CGROUP_PARENT, checkId, freezeAndWait, isSandboxId, type CgroupDriver } from './driver.js';
 import { exists, listIdDirs, readKeyed, readLimit, readNumber, readText, removeCgroupTree } from './files.js';
 
 /**
@@ -108,6 +108,18 @@ export class CgroupV1 implements CgroupDriver {
   async thaw(id: string): Promise<void> {
     const p = this.file('freezer', id, 'freezer.state');
     if (p) await writeFile(p, 'THAWED').catch(() => {});
+  }
+
+  async freeze(id: string): Promise<boolean> {
+    const p = this.file('freezer', id, 'freezer.state');
+    if (!p || !(await exists(p))) return false;
+    await freezeAndWait(() => writeFile(p, 'FROZEN'), () => this.isFrozen(id), () => this.thaw(id), `cgroup ${CGROUP_PARENT}/${id}`);
+    return true;
+  }
+
+  async isFrozen(id: string): Promise<boolean> {
+    const p = isSandboxId(id) ? this.file('freezer', id, 'freezer.state') : undefined;
+    return !!p && ((await readText(p)) ?? '').trim() === 'FROZEN';
   }
 
   /** Union over every hierarchy, so a leftover in one controller only is found too. */

@@ -1,7 +1,7 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { ContainerStats } from '../types.js';
-import { CGROUP_PARENT, checkId, isSandboxId, type CgroupDriver } from './driver.js';
+import { CGROUP_PARENT, checkId, freezeAndWait, isSandboxId, type CgroupDriver } from './driver.js';
 import { exists, listIdDirs, readKeyed, readLimit, readNumber, readText, removeCgroupTree } from './files.js';
 
 /** What a sandbox's limits and stats need enabled for the children of /cordon. */
@@ -121,6 +121,19 @@ export class CgroupV2 implements CgroupDriver {
 
   async thaw(id: string): Promise<void> {
     if (isSandboxId(id)) await writeFile(join(this.dir(id), 'cgroup.freeze'), '0').catch(() => {});
+  }
+
+  /** cgroup.freeze (Linux 5.2+) freezes the subtree; cgroup.events says when every task is frozen. */
+  async freeze(id: string): Promise<boolean> {
+    const file = join(this.dir(id), 'cgroup.freeze');
+    if (!(await exists(file))) return false;
+    await freezeAndWait(() => writeFile(file, '1'), () => this.isFrozen(id), () => this.thaw(id), `cgroup ${CGROUP_PARENT}/${id}`);
+    return true;
+  }
+
+  async isFrozen(id: string): Promise<boolean> {
+    if (!isSandboxId(id)) return false;
+    return (await readKeyed(join(this.dir(id), 'cgroup.events'))).frozen === 1;
   }
 }
 
