@@ -1,5 +1,7 @@
 // Create → first command output for a template's sandbox: a cold create (fresh boot of its files), a
 // create restored from the template's memory snapshot (service running), a claim from its warm pool,
+// a claim from its pool with a network policy (an allowlist, applied at claim time; egress goes to a
+// fake internet in a namespace the benchmark creates, never the uplink),
 // and `docker run --network none` of the base rootfs as the peer (plain `runsc run` of the same rootfs,
 // the floor, always; it is the only peer where docker.io is not installed), all in one run. Prints p50/p90/p99 of
 // the time to a running sandbox handle and to the first output of `echo hi`, and ratios.
@@ -7,13 +9,18 @@ import { Readable } from 'node:stream';
 import tar from 'tar-stream';
 import { BaseTemplate } from '../src/image/base-template.js';
 import type { Cordon } from '../src/sdk/index.js';
+import { HostNet } from '../src/net/host-net.js';
 import { startDaemon, TEMPLATES_DIR } from '../test/helpers/daemon.js';
+import { startFakeInternet } from '../test/helpers/net-fake-internet.js';
 import { dockerPeer } from './lib/docker-peer.js';
 import { plainBundle, timeToFirstOutput } from './lib/plain-runtime.js';
 import { ratio, rowTail } from './lib/stats.js';
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 10);
 const DOCKERFILE = 'FROM base\nRUN echo ready > /etc/bench-ready\n';
+/** The network slot and fake internet of the networked claims (run under flock /tmp/cordon-net-tests.lock). */
+const SLOT = 19;
+const POLICY = { mode: 'allowlist' as const, allow_hosts: ['api.test'] };
 
 function contextTar(): Readable {
   const pack = tar.pack();
@@ -33,28 +40,31 @@ async function poolReady(c: Cordon, name: string, n: number): Promise<void> {
 }
 
 /** One create: ms to the handle, and to the first output of `echo hi` after it. */
-async function once(c: Cordon, template: string): Promise<{ handle: number; output: number; claimed: boolean }> {
+async function once(c: Cordon, template: string, network?: typeof POLICY): Promise<{ handle: number; output: number; claimed: boolean }> {
   const t = performance.now();
-  const sbx = await c.create({ template });
+  const sbx = await c.create({ template, ...(network ? { network } : {}) });
   const handle = performance.now() - t;
   try {
     const r = await sbx.exec(['echo', 'hi']);
     const output = performance.now() - t;
     if (r.stdout !== 'hi\n') throw new Error(`echo printed ${JSON.stringify(r.stdout)}`);
     const claimed = (await sbx.events_()).some((e) => e.type === 'pool-claim');
+    // Outside the timing: the claim's policy is in force (api.test answers).
+    if (network && !(await sbx.exec(['curl', '-sS', '--max-time', '8', 'http://api.test/bench'])).stdout.includes('"url":"/bench"')) throw new Error('a networked claim did not reach its allowed host');
     return { handle, output, claimed };
   } finally {
     await sbx.remove({ force: true });
   }
 }
 
-async function series(c: Cordon, template: string, pool: number): Promise<{ handle: number[]; output: number[] }> {
+async function series(c: Cordon, template: string, pool: number, network?: typeof POLICY): Promise<{ handle: number[]; output: number[] }> {
   const handle: number[] = [];
   const output: number[] = [];
-  await once(c, template); // warm-up: page cache, base
+  if (pool) await poolReady(c, template, pool);
+  await once(c, template, network); // warm-up: page cache, base
   for (let i = 0; i < RUNS; i++) {
     if (pool) await poolReady(c, template, pool);
-    const r = await once(c, template);
+    const r = await once(c, template, network);
     if (!!pool !== r.claimed) throw new Error(`a create ${pool ? 'missed' : 'claimed from'} the pool`);
     handle.push(r.handle);
     output.push(r.output);
@@ -75,7 +85,9 @@ async function plainRunsc(rootfs: string): Promise<number[]> {
 }
 
 async function main() {
-  const d = await startDaemon('bench-warm-pool');
+  await new HostNet({ slot: SLOT }).cleanup().catch(() => {});
+  const fi = await startFakeInternet(SLOT);
+  const d = await startDaemon('bench-warm-pool', { args: fi.daemonArgs(SLOT) });
   const c = d.client;
   try {
     console.log(`warm pool benchmark: create -> handle -> first output of "echo hi", ${RUNS} runs per figure, runtime ${(await c.info().catch(() => ({ default_runtime: 'default' })) as { default_runtime?: string }).default_runtime ?? 'default'}, ${new Date().toISOString()}`);
@@ -85,7 +97,10 @@ async function main() {
     const cold = await series(c, 'bench-cold', 0);
     const restore = await series(c, 'bench-svc', 0);
     const warm = await series(c, 'bench-warm', 1);
+    await c.templates.setWarm('bench-warm', 1, { network: 1 });
+    const warmNet = await series(c, 'bench-warm', 1, POLICY);
     await c.templates.setWarm('bench-warm', 0);
+    if ((await fi.outsideHits()) !== 0) throw new Error('traffic left the fake internet');
 
     const rootfs = (await new BaseTemplate(TEMPLATES_DIR).ensure()).lowerDirs[0];
     const docker = await dockerPeer(rootfs, RUNS, (l) => console.log(l));
@@ -99,9 +114,12 @@ async function main() {
     console.log(rowTail('warm pool claim: first output', warm.output));
     const exec = warm.output.map((o, i) => o - warm.handle[i]);
     console.log(rowTail('warm pool claim: first output - handle', exec));
+    console.log(rowTail('warm pool claim + network policy: handle', warmNet.handle));
+    console.log(rowTail('warm pool claim + network policy: first output', warmNet.output));
     if (docker) console.log(rowTail(`docker run (${docker.version}): first output`, docker.run));
     console.log(rowTail('plain runsc run (no daemon): first output', runscRun));
     console.log(`cold / warm (first output): ${ratio(cold.output, warm.output)}`);
+    console.log(`warm + network policy / warm (handle): ${ratio(warmNet.handle, warm.handle)}`);
     console.log(`snapshot / warm (first output): ${ratio(restore.output, warm.output)}`);
     if (docker) console.log(`docker run / warm (first output): ${ratio(docker.run, warm.output)}`);
     else console.log('no docker peer on this machine: plain runsc run is the peer');
@@ -109,6 +127,8 @@ async function main() {
   } finally {
     for (const t of ['bench-warm', 'bench-svc', 'bench-cold']) await c.templates.setWarm(t, 0).catch(() => {});
     await d.cleanup();
+    await new HostNet({ slot: SLOT }).cleanup().catch(() => {});
+    await fi.close();
   }
 }
 

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { cli, startDaemon, type TestDaemon } from './helpers/daemon.js';
+import { cli, freePort, startDaemon, type TestDaemon } from './helpers/daemon.js';
 import { startFakeInternet, tearDownNetSuite, type FakeInternet } from './helpers/net-fake-internet.js';
 import type { TemplateInfo } from '../src/sdk/templates.js';
 
@@ -50,7 +50,7 @@ async function eventTypes(id: string): Promise<string[]> {
 }
 
 const SERVICE = 'FROM base\nRUN mkdir -p /srv && echo served > /srv/index.html\nWORKDIR /srv\n';
-const START = ['--start-cmd', 'python3 -m http.server 8000 --bind 127.0.0.1', '--ready-cmd', 'curl -sf http://127.0.0.1:8000/ > /dev/null'];
+const START = ['--start-cmd', 'python3 -m http.server 8000 --bind 0.0.0.0', '--ready-cmd', 'curl -sf http://127.0.0.1:8000/ > /dev/null'];
 const FIRST_REQUEST = ['curl', '-s', '--max-time', '5', 'http://127.0.0.1:8000/index.html'];
 
 describe('templates with a running service, and warm pools', () => {
@@ -105,26 +105,75 @@ describe('templates with a running service, and warm pools', () => {
     }
   });
 
-  it('a claim with a network policy gets it (a cold create, with a pool-miss event); removal is refused while a pool exists', async () => {
-    await d.client.templates.setWarm('svc', 1);
-    await poolReady('svc', 1);
+  it('members with a deny-all namespace reach nothing; claims get their own policy, secrets, add-hosts and ports; no-network claims get a member without one', async () => {
+    const before = (await d.client.templates.get('svc')).warm.claims;
+    await d.client.templates.setWarm('svc', 3, { network: 2 });
+    let t = await poolReady('svc', 3);
+    assert.equal(t.warm.network, 2);
+    assert.equal(t.warm.network_ready, 2);
     const rm = await cli(d, ['template', 'rm', 'svc']);
     assert.notEqual(rm.code, 0);
     assert.match(rm.stderr, /warm pool/);
-    const sbx = await d.client.create({ template: 'svc', env: { TOKEN: 'net-claim' }, network: { mode: 'allowlist', allow_hosts: ['api.test'] } });
+    // A member waiting in its namespace, acting as an attacker: no name resolves, no address answers.
+    const infos = await Promise.all(t.warm.members.map((id) => d.client.get(id)));
+    const waiting = infos.find((s) => s.info.network?.mode === 'allowlist')!;
+    assert.ok(waiting, 'a networked member is there');
+    const probe = await waiting.exec(['sh', '-c', `getent hosts api.test; curl -sS --max-time 5 http://api.test/member; curl -sS --max-time 5 http://${fi.api}/member; curl -sS --max-time 5 -k https://${fi.other}/member; echo done`]);
+    assert.doesNotMatch(probe.stdout, /"url"/, `a waiting member reached a host: ${probe.stdout}`);
+    assert.match(probe.stdout, /done/);
+
+    const local = await freePort();
+    const [a, b, plain] = await Promise.all([
+      d.client.create({ template: 'svc', env: { TOKEN: 'claim-a' }, network: { mode: 'allowlist', allow_hosts: ['api.test'], secrets: ['API_KEY=real-key-a@api.test'], ports: [`${local}:8000`] } }),
+      d.client.create({ template: 'svc', network: { mode: 'allowlist', allow_hosts: ['other.test', 'svc.internal'], add_hosts: [{ host: 'svc.internal', ip: fi.other }] } }),
+      d.client.create({ template: 'svc', env: { TOKEN: 'plain' } }),
+    ]);
     try {
-      const evs = await eventTypes(sbx.id);
-      assert.ok(evs.includes('pool-miss'), evs.join(','));
-      assert.equal((await sbx.exec(FIRST_REQUEST)).stdout, 'served\n');
-      const out = await sbx.exec(['sh', '-c', 'curl -sS --max-time 8 http://api.test/claimed?t=$TOKEN']);
-      assert.equal(JSON.parse(out.stdout).url, '/claimed?t=net-claim', 'the request policy allows api.test, with the request env');
-      const blocked = await sbx.exec(['curl', '-sS', '--max-time', '8', 'http://other.test/']);
-      assert.notEqual(blocked.exit_code, 0, 'other hosts stay blocked');
-      assert.equal((await d.client.templates.get('svc')).warm.ready, 1, 'the pool member was not used');
+      for (const s of [a, b, plain]) {
+        const evs = await eventTypes(s.id);
+        assert.ok(evs.includes('pool-claim') && !evs.includes('pool-miss'), `${s.id}: ${evs.join(',')}`);
+      }
+      assert.equal((await a.exec(FIRST_REQUEST)).stdout, 'served\n', 'the service answers the first request');
+      // a: api.test with its secret swapped in on the way out, nothing else.
+      const got = JSON.parse((await a.exec(['sh', '-c', 'curl -sS --max-time 8 -H "Authorization: Bearer $API_KEY" "http://api.test/claimed?t=$TOKEN"'])).stdout);
+      assert.equal(got.url, '/claimed?t=claim-a');
+      assert.equal(got.headers.authorization, 'Bearer real-key-a');
+      assert.match((await a.exec(['sh', '-c', 'echo $API_KEY'])).stdout, /^CORDON_SECRET_API_KEY_/, 'the sandbox holds the placeholder only');
+      assert.notEqual((await a.exec(['curl', '-sS', '--max-time', '8', 'http://other.test/'])).exit_code, 0, 'a: other.test stays blocked');
+      const res = await fetch(`http://127.0.0.1:${local}/index.html`);
+      assert.equal(await res.text(), 'served\n', 'the request port forward reaches the service');
+      // b: its own policy (other.test, and a name from its add-hosts), not a's.
+      assert.equal(JSON.parse((await b.exec(['curl', '-sS', '--max-time', '8', 'http://other.test/b'])).stdout).url, '/b');
+      assert.match((await b.exec(['cat', '/etc/hosts'])).stdout, new RegExp(`${fi.other.replace(/\./g, '\\.')}\\s+svc\\.internal`));
+      assert.equal(JSON.parse((await b.exec(['curl', '-sS', '--max-time', '8', 'http://svc.internal/h'])).stdout).url, '/h');
+      assert.notEqual((await b.exec(['curl', '-sS', '--max-time', '8', 'http://api.test/'])).exit_code, 0, 'b: api.test stays blocked');
+      // The no-network claim has what a cold create without network has: no link but loopback.
+      assert.doesNotMatch((await plain.exec(['cat', '/proc/net/dev'])).stdout, /eth0/);
+      assert.equal((await plain.exec(['sh', '-c', 'echo $TOKEN'])).stdout, 'plain\n');
+      t = await d.client.templates.get('svc');
+      assert.equal(t.warm.claims, before + 3);
+    } finally {
+      await Promise.all([a, b, plain].map((s) => s.remove({ force: true })));
+    }
+    assert.equal(await fi.outsideHits(), 0);
+  });
+
+  it('a claim the networked members cannot serve (another mtu) is a cold create saying why', async () => {
+    await d.client.templates.setWarm('svc', 1, { network: 1 });
+    await poolReady('svc', 1);
+    const sbx = await d.client.create({ template: 'svc', network: { mode: 'allowlist', allow_hosts: ['api.test'], mtu: 1400 } });
+    try {
+      const miss = (await sbx.events_()).find((e) => e.type === 'pool-miss');
+      assert.match(miss?.message ?? '', /mtu 1400/);
+      assert.equal(JSON.parse((await sbx.exec(['curl', '-sS', '--max-time', '8', 'http://api.test/cold'])).stdout).url, '/cold');
     } finally {
       await sbx.remove({ force: true });
     }
-    assert.equal(await fi.outsideHits(), 0);
+    const bad = await cli(d, ['template', 'warm', 'svc', '1', '--network', '2']);
+    assert.equal(bad.code, 64, bad.stderr);
+    assert.match(bad.stderr, /network/);
+    await d.client.templates.setWarm('svc', 1, { network: 0 });
+    assert.equal((await poolReady('svc', 1)).warm.network_ready, 0);
   });
 
   it('a ready command that never passes fails the build with the output of both, and leaves no template', async () => {

@@ -15,6 +15,12 @@ import type { ImageConfig, SandboxRecord } from './types.js';
 
 const NO_TRAFFIC = { rx: 0, tx: 0 };
 
+/** The sandbox's /etc/hosts (bind-mounted from its bundle): localhost, its hostname, the network's add-hosts. */
+export function hostsFile(spec: SandboxRecord['spec']): string {
+  const added = (spec.network?.addHosts ?? []).map((h) => `${h.ip}\t${h.host}\n`).join('');
+  return `127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t${spec.hostname}\n${added}`;
+}
+
 export interface RestoreOptions {
   /** When the sandbox expires (undefined: no expiry); the caller carries the time left over a pause. */
   expiresAt?: number;
@@ -97,8 +103,7 @@ export class ContainerBoot {
       const problem = await runcAccountFilesProblem(dirs.rootfs);
       if (problem) throw errors.invalid('runtime', `${problem}; use --runtime crun or runsc for this image`);
     }
-    const added = (spec.network?.addHosts ?? []).map((h) => `${h.ip}\t${h.host}\n`).join('');
-    await writeFile(join(dirs.bundle, 'hosts'), `127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t${spec.hostname}\n${added}`);
+    await writeFile(join(dirs.bundle, 'hosts'), hostsFile(spec));
     let network: NetworkAttachment | undefined;
     if (spec.network && needsNamespace(spec.network)) {
       if (!net) throw errors.invalid('network', 'this daemon has no network capability');

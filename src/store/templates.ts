@@ -29,6 +29,11 @@ export interface TemplateRecord {
   snapshot?: string;
   /** How many started, unclaimed sandboxes of it the daemon keeps (its warm pool). */
   warm?: number;
+  /**
+   * How many of those members wait in a network namespace that reaches nothing, for creates with a
+   * network policy (the others have no namespace, for creates without one). At most `warm`.
+   */
+  warmNetwork?: number;
   dockerfile: string;
   createdAt: number;
 }

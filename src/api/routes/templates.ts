@@ -42,7 +42,14 @@ const buildQuery = z
   .strict();
 // Inspect and remove also take E2B's tagged records ("name:tag").
 const nameParams = z.object({ name: z.string().regex(/^[a-z0-9][a-z0-9._-]{0,62}(?::[a-z0-9][a-z0-9._-]{0,62})?$/, 'template names are lowercase letters, digits, . _ - (at most 63), optionally with :tag') });
-const warmBody = z.object({ size: z.number().int().min(0).max(64) }).strict();
+const warmBody = z
+  .object({
+    size: z.number().int().min(0).max(64),
+    // How many of the members wait in a deny-all network namespace, for creates with a network policy.
+    network: z.number().int().min(0).max(64).optional(),
+  })
+  .strict()
+  .refine((b) => b.network === undefined || b.network <= b.size, { message: 'network counts members among size: give at most size', path: ['network'] });
 
 export function templateView(t: TemplateRecord, pool?: PoolView) {
   return {
@@ -60,7 +67,7 @@ export function templateView(t: TemplateRecord, pool?: PoolView) {
     memory: t.memoryBytes ?? null,
     // A memory snapshot with the start command's service up (runsc); null: creates boot and start it.
     snapshot: t.snapshot ?? null,
-    warm: pool ?? { size: t.warm ?? 0, ready: 0, starting: 0, claims: 0, misses: 0, last_error: null, members: [] },
+    warm: pool ?? { size: t.warm ?? 0, network: Math.min(t.warm ?? 0, t.warmNetwork ?? 0), ready: 0, network_ready: 0, starting: 0, claims: 0, misses: 0, last_error: null, members: [] },
     dockerfile: t.dockerfile,
     created_at: new Date(t.createdAt).toISOString(),
   };
@@ -93,10 +100,10 @@ export function registerTemplateRoutes(app: TypedApp, deps: ApiDeps): void {
 
   app.get('/v1/templates/:name', { schema: { summary: 'Inspect a built template', params: nameParams } }, async (req) => view(templates(deps).service.get(req.params.name)));
 
-  app.put('/v1/templates/:name/warm', { schema: { summary: 'Set how many started, unclaimed sandboxes of the template the daemon keeps (0 empties its warm pool)', params: nameParams, body: warmBody } }, async (req) => {
+  app.put('/v1/templates/:name/warm', { schema: { summary: 'Set how many started, unclaimed sandboxes of the template the daemon keeps (0 empties its warm pool), and how many of them have a deny-all network namespace for creates with a network policy', params: nameParams, body: warmBody } }, async (req) => {
     const t = templates(deps);
     if (!t.pools) throw new CordonError('not_implemented', 'this daemon keeps no warm pools');
-    return view(await t.pools.setSize(req.params.name, req.body.size));
+    return view(await t.pools.setSize(req.params.name, req.body.size, req.body.network));
   });
 
   app.delete('/v1/templates/:name', { schema: { summary: 'Remove a template (refused while sandboxes or other templates use it)', params: nameParams } }, async (req) => {

@@ -147,12 +147,14 @@ export function registerTemplate(program: Command): void {
     .description('keep N started, unclaimed sandboxes of a template; creates of it claim one (0 empties the pool)')
     .argument('<name>')
     .argument('<n>')
+    .option('--network <m>', 'M of the N wait in a network namespace that reaches nothing, for creates with a network policy (default: as before, at most N)')
     .option('--json', 'print JSON')
-    .action(async (name: string, n: string, o: { json?: boolean }) => {
+    .action(async (name: string, n: string, o: { json?: boolean; network?: string }) => {
       if (!/^\d+$/.test(n)) throw new CordonError('invalid_argument', `N must be a whole number, got ${n}`);
-      const tpl = await client().templates.setWarm(name, Number(n));
+      if (o.network !== undefined && !/^\d+$/.test(o.network)) throw new CordonError('invalid_argument', `--network must be a whole number, got ${o.network}`);
+      const tpl = await client().templates.setWarm(name, Number(n), { network: o.network === undefined ? undefined : Number(o.network) });
       if (o.json) return printJson(tpl);
-      console.log(`template ${name} keeps ${tpl.warm.size} warm (${tpl.warm.ready} ready, ${tpl.warm.starting} starting)`);
+      console.log(`template ${name} keeps ${tpl.warm.size} warm, ${tpl.warm.network} of them with a network namespace (${tpl.warm.ready} ready, ${tpl.warm.starting} starting)`);
     });
 
   t.command('rm')

@@ -99,8 +99,10 @@ export class TemplateService {
   async record(rec: TemplateRecord, warm?: number): Promise<void> {
     const old = this.store.get(rec.name);
     const size = warm ?? old?.warm;
-    const { warm: _w, ...rest } = rec;
-    this.store.put(size ? { ...rest, warm: size } : rest);
+    // The networked share of the pool stays what it was (at most the new size).
+    const net = Math.min(size ?? 0, old?.warmNetwork ?? 0);
+    const { warm: _w, warmNetwork: _wn, ...rest } = rec;
+    this.store.put(size ? { ...rest, warm: size, ...(net ? { warmNetwork: net } : {}) } : rest);
     if (old?.snapshot && old.snapshot !== rec.snapshot) await this.mgr?.snapshots.release(old.snapshot);
     if (old || size) await this.pools?.renew(rec.name);
   }
@@ -113,7 +115,7 @@ export class TemplateService {
     const t = this.get(source);
     if (target === 'base') throw new CordonError('invalid_argument', '"base" is the built-in template; choose another name');
     // The alias shares the snapshot (kept while either name holds it), not the warm pool.
-    const { warm: _warm, ...rest } = t;
+    const { warm: _warm, warmNetwork: _warmNetwork, ...rest } = t;
     const rec: TemplateRecord = { ...rest, name: target, createdAt: Date.now() };
     this.store.put(rec);
     return rec;

@@ -4,7 +4,8 @@ import type { TemplateRecord } from '../../store/templates.js';
 import type { CreateInput } from '../sandbox-create.js';
 import { POOL_LABEL } from '../sandbox-manager.js';
 import type { SandboxRecord } from '../types.js';
-import { fixedField, networkMismatch } from './template-fast.js';
+import { fixedField } from './template-fast.js';
+import { applyClaimNetwork, claimEnv, claimNetworkMismatch, kindOf, memberNetwork, type MemberKind } from './claim-network.js';
 import type { TemplateService } from './template-service.js';
 
 /** The most sandboxes one template's pool may keep (the daemon's sandbox cap bounds it further). */
@@ -24,7 +25,11 @@ const REFILL_AFTER_CLAIM_MS = 300;
 
 export interface PoolView {
   size: number;
+  /** How many of the `size` members wait in a deny-all network namespace (for creates with a network policy). */
+  network: number;
   ready: number;
+  /** Of the ready members, those with a network namespace. */
+  network_ready: number;
   starting: number;
   claims: number;
   misses: number;
@@ -63,8 +68,15 @@ export class WarmPools {
     return this.mgr.store.list().filter((r) => r.labels[POOL_LABEL] !== undefined && (name === undefined || r.labels[POOL_LABEL] === name));
   }
 
-  private idle(name?: string): SandboxRecord[] {
-    return this.members(name).filter((r) => r.state === 'running' && !this.claiming.has(r.id));
+  private idle(name?: string, kind?: MemberKind): SandboxRecord[] {
+    return this.members(name).filter((r) => r.state === 'running' && !this.claiming.has(r.id) && (kind === undefined || kindOf(r.spec.network) === kind));
+  }
+
+  /** How many members of each kind the template wants. */
+  private wanted(name: string): Record<MemberKind, number> {
+    const t = this.svc.find(name);
+    const net = Math.min(t?.warm ?? 0, t?.warmNetwork ?? 0);
+    return { plain: (t?.warm ?? 0) - net, net };
   }
 
   private count(name: string) {
@@ -76,9 +88,12 @@ export class WarmPools {
   view(t: TemplateRecord): PoolView {
     const m = this.members(t.name);
     const c = this.count(t.name);
+    const ready = m.filter((r) => r.state === 'running');
     return {
       size: t.warm ?? 0,
-      ready: m.filter((r) => r.state === 'running').length,
+      network: Math.min(t.warm ?? 0, t.warmNetwork ?? 0),
+      ready: ready.length,
+      network_ready: ready.filter((r) => kindOf(r.spec.network) === 'net').length,
       starting: m.filter((r) => r.state === 'creating' || r.state === 'restoring').length,
       claims: c.claims,
       misses: c.misses,
@@ -87,31 +102,46 @@ export class WarmPools {
     };
   }
 
-  /** Set how many started sandboxes a template keeps; shrinking removes idle members at once. */
-  async setSize(name: string, n: number): Promise<TemplateRecord> {
+  /**
+   * Set how many started sandboxes a template keeps, and how many of them wait in a deny-all network
+   * namespace (`network`; undefined keeps the current number, at most n); shrinking removes idle members at once.
+   */
+  async setSize(name: string, n: number, network?: number): Promise<TemplateRecord> {
     const max = Math.min(MAX_WARM, Math.max(0, this.mgr.cfg.maxSandboxes - 1));
     if (!Number.isInteger(n) || n < 0 || n > max) {
       throw new CordonError('invalid_argument', `warm: give a whole number from 0 to ${max} (the pool keeps one place of the daemon's --max-sandboxes ${this.mgr.cfg.maxSandboxes} free for users)`);
     }
+    if (network !== undefined && (!Number.isInteger(network) || network < 0 || network > n)) {
+      throw new CordonError('invalid_argument', `warm: network gives how many of the ${n} members have a network namespace; give a whole number from 0 to ${n}`);
+    }
     const t = this.svc.get(name);
-    const { warm: _old, ...rest } = t;
-    this.svc.store.put(n > 0 ? { ...rest, warm: n } : rest);
-    if (n < this.members(name).length) await this.shrink(name, n);
+    const net = network ?? Math.min(n, t.warmNetwork ?? 0);
+    if (net > 0) {
+      if (!this.mgr.net) throw new CordonError('invalid_argument', 'warm: network members need the network capability, which this daemon does not have; leave network out or 0');
+      this.mgr.net.validate(memberNetwork());
+    }
+    const { warm: _old, warmNetwork: _oldNet, ...rest } = t;
+    this.svc.store.put(n > 0 ? { ...rest, warm: n, ...(net ? { warmNetwork: net } : {}) } : rest);
+    const over = () => (['plain', 'net'] as const).some((k) => this.alive(name, k).length > this.wanted(name)[k]);
+    if (over()) await this.shrink(name);
     this.kick(name);
     // A member still starting is removed by the refill once it is up: wait for that, so the pool holds
     // at most n when this returns (a `template rm` right after `warm NAME 0` is not refused).
-    if (n < this.members(name).length) {
+    if (over()) {
       await this.loops.get(name);
-      if (n < this.members(name).length) await this.shrink(name, n);
+      if (over()) await this.shrink(name);
     }
     return this.svc.get(name);
   }
 
-  /** Remove idle members past `n` (members still starting are removed by the refill when they are up). */
-  private async shrink(name: string, n: number): Promise<void> {
-    const alive = this.members(name).filter((r) => ALIVE.has(r.state));
-    const extra = alive.length - n;
-    const idle = this.idle(name).slice(0, Math.max(0, extra));
+  private alive(name: string, kind: MemberKind): SandboxRecord[] {
+    return this.members(name).filter((r) => ALIVE.has(r.state) && kindOf(r.spec.network) === kind);
+  }
+
+  /** Remove idle members past what the template wants of each kind (members still starting are removed by the refill when they are up). */
+  private async shrink(name: string): Promise<void> {
+    const want = this.wanted(name);
+    const idle = (['plain', 'net'] as const).flatMap((k) => this.idle(name, k).slice(0, Math.max(0, this.alive(name, k).length - want[k])));
     await Promise.all(idle.map((r) => this.mgr.remove(r.id, true).catch((e: Error) => this.log(`removing pool member ${r.id} of template ${name} failed: ${e.message}`))));
   }
 
@@ -135,13 +165,14 @@ export class WarmPools {
     let backoff = RETRY_FIRST_MS;
     const { cfg } = this.mgr;
     while (!this.closed) {
-      const want = this.svc.find(name)?.warm ?? 0;
-      const all = this.members(name);
+      const want = this.wanted(name);
       // A member that died (its service crashed, the runtime lost it) is replaced, not kept.
-      for (const r of all.filter((x) => !ALIVE.has(x.state))) await this.mgr.remove(r.id, true).catch(() => {});
-      const alive = all.filter((r) => ALIVE.has(r.state)).length;
-      if (alive > want) return this.shrink(name, want);
-      if (alive >= want) return;
+      for (const r of this.members(name).filter((x) => !ALIVE.has(x.state))) await this.mgr.remove(r.id, true).catch(() => {});
+      const short = { plain: want.plain - this.alive(name, 'plain').length, net: want.net - this.alive(name, 'net').length };
+      if (short.plain < 0 || short.net < 0) await this.shrink(name);
+      if (short.plain <= 0 && short.net <= 0) return;
+      // The kind further below its number goes first (plain on a tie).
+      const kind: MemberKind = short.net > short.plain ? 'net' : 'plain';
       // Users first: no pool create while a user's create waits for a slot, and one place stays free.
       if (this.mgr.admission.slots.waiting > 0) {
         await sleep(HOLD_BACK_MS);
@@ -153,7 +184,7 @@ export class WarmPools {
         continue;
       }
       try {
-        await this.one(name);
+        await this.one(name, kind);
         backoff = RETRY_FIRST_MS;
         this.count(name).lastError = undefined;
       } catch (e) {
@@ -165,13 +196,17 @@ export class WarmPools {
     }
   }
 
-  private one(name: string): Promise<unknown> {
-    const next = this.serial.catch(() => {}).then(() => (this.closed ? undefined : this.mgr.create({ template: name, labels: { [POOL_LABEL]: name }, timeoutMs: 0 })));
+  private one(name: string, kind: MemberKind): Promise<unknown> {
+    // A networked member boots (files, start and ready commands) in a namespace that reaches nothing, as a
+    // cold create of a networked request does: the template's memory snapshot was taken without a
+    // namespace, and its checkpoint's mounts lack the network's files, so it cannot be restored into one.
+    const network = kind === 'net' ? { network: memberNetwork() } : {};
+    const next = this.serial.catch(() => {}).then(() => (this.closed ? undefined : this.mgr.create({ template: name, labels: { [POOL_LABEL]: name }, timeoutMs: 0, ...network })));
     this.serial = next.catch(() => {});
     return next;
   }
 
-  /** Hand an idle member to a create of its template, with the request's env, labels and timeout. */
+  /** Hand an idle member to a create of its template, with the request's env, labels, timeout and network. */
   async claim(input: CreateInput, runtime: RuntimeName): Promise<{ rec: SandboxRecord } | { miss?: string }> {
     const name = input.template!;
     if (input.labels?.[POOL_LABEL] !== undefined) return {};
@@ -184,38 +219,63 @@ export class WarmPools {
     if (runtime !== this.mgr.cfg.defaultRuntime) return miss(`the pool runs ${this.mgr.cfg.defaultRuntime}, the request asked for ${runtime}`);
     const field = fixedField(input);
     if (field) return miss(`the request sets ${field}, which a started sandbox has fixed`);
-    const net = networkMismatch(input, false);
-    if (net) return miss(net);
+    const kind = kindOf(input.network);
+    if (!this.wanted(name)[kind]) {
+      return miss(kind === 'net'
+        ? `the request has a network policy and the pool keeps no members with a network namespace; \`cordon template warm ${name} N --network M\` keeps M of them`
+        : `the request has no network and every member of the pool has a network namespace; \`cordon template warm ${name} N --network M\` with M below N keeps some without`);
+    }
     try {
-      for (const r of this.idle(name)) {
+      let failed: string | undefined;
+      for (const r of this.idle(name, kind)) {
+        if (kind === 'net') {
+          const why = claimNetworkMismatch(input.network!, r.spec.network);
+          if (why) return miss(why);
+        }
         this.claiming.add(r.id);
         try {
-          const rec = await this.take(r.id, name, input);
-          if (rec) {
+          const got = await this.take(r.id, name, input, kind);
+          if (got && 'rec' in got) {
             this.count(name).claims++;
-            return { rec };
+            return { rec: got.rec };
+          }
+          if (got) {
+            // Applying the request's network failed part way: the member is never handed out, nor kept.
+            failed = got.failed;
+            await this.mgr.remove(r.id, true).catch((e: Error) => this.log(`removing pool member ${r.id} of template ${name} failed: ${e.message}`));
+            break;
           }
         } finally {
           this.claiming.delete(r.id);
         }
       }
-      const starting = this.members(name).filter((r) => r.state === 'creating' || r.state === 'restoring').length;
-      return miss(`the pool is empty${starting ? ` (${starting} starting)` : ''}`);
+      if (failed) return miss(`giving a member the request's network failed (${failed})`);
+      const starting = this.members(name).filter((r) => (r.state === 'creating' || r.state === 'restoring') && kindOf(r.spec.network) === kind).length;
+      return miss(`the pool has no ready member${kind === 'net' ? ' with a network namespace' : ' without a network namespace'}${starting ? ` (${starting} starting)` : ''}`);
     } finally {
       setTimeout(() => this.kick(name), REFILL_AFTER_CLAIM_MS).unref();
     }
   }
 
-  private take(id: string, name: string, input: CreateInput): Promise<SandboxRecord | undefined> {
+  private take(id: string, name: string, input: CreateInput, kind: MemberKind): Promise<{ rec: SandboxRecord } | { failed: string } | undefined> {
     const mgr = this.mgr;
     return mgr.exclusive(id, async () => {
       const rec = mgr.store.get(id);
       const live = mgr.live.get(id);
-      if (!rec || rec.state !== 'running' || rec.labels[POOL_LABEL] !== name || !live) return undefined;
+      if (!rec || rec.state !== 'running' || rec.labels[POOL_LABEL] !== name || !live || kindOf(rec.spec.network) !== kind) return undefined;
+      // The request's network first, while the member is still unlisted and deny-all: the handle goes
+      // out only with the request's policy in force.
+      if (kind === 'net') {
+        try {
+          await applyClaimNetwork(mgr, rec, input.network!);
+        } catch (e) {
+          return { failed: (e as Error).message };
+        }
+      }
       const timeoutMs = input.timeoutMs ?? mgr.cfg.defaultTimeoutMs;
       const spec = {
         ...rec.spec,
-        env: { ...rec.spec.env, ...(input.env ?? {}) },
+        env: claimEnv(rec, input),
         timeoutMs,
         ...(input.onTimeout && input.onTimeout !== 'kill' ? { onTimeout: input.onTimeout } : {}),
         ...(input.network ? { network: input.network } : {}),
@@ -225,8 +285,9 @@ export class WarmPools {
       mgr.store.update(id, { spec, labels: input.labels ?? {}, startedAt: now, expiresAt });
       live.setSpec(spec);
       mgr.schedule(id, expiresAt);
-      mgr.store.addEvent(id, 'pool-claim', `claimed from the warm pool of template ${name}, where it had waited ${Math.round((now - (rec.startedAt ?? rec.createdAt)) / 1000)} s`, { template: name });
-      return mgr.get(id);
+      const policy = kind === 'net' ? `, with the request's network policy (mode ${input.network!.mode})` : '';
+      mgr.store.addEvent(id, 'pool-claim', `claimed from the warm pool of template ${name}, where it had waited ${Math.round((now - (rec.startedAt ?? rec.createdAt)) / 1000)} s${policy}`, { template: name, network: kind === 'net' });
+      return { rec: mgr.get(id) };
     });
   }
 
