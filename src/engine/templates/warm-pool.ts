@@ -45,6 +45,12 @@ export class WarmPools {
   private readonly again = new Set<string>();
   private readonly claiming = new Set<string>();
   private readonly counts = new Map<string, { claims: number; misses: number; lastError?: string }>();
+  /**
+   * Members whose create has returned. A restored member is `running` before its create is done (the
+   * agent reconnecting, events): a claim of it waits for the rest under the sandbox's lock, so only these
+   * count as ready, and claims take them first.
+   */
+  private readonly done = new Set<string>();
   /** One pool create at a time, across templates. */
   private serial: Promise<unknown> = Promise.resolve();
   private closed = false;
@@ -63,8 +69,10 @@ export class WarmPools {
     return this.mgr.store.list().filter((r) => r.labels[POOL_LABEL] !== undefined && (name === undefined || r.labels[POOL_LABEL] === name));
   }
 
+  /** Running members nobody is claiming, those whose create has returned first. */
   private idle(name?: string): SandboxRecord[] {
-    return this.members(name).filter((r) => r.state === 'running' && !this.claiming.has(r.id));
+    const idle = this.members(name).filter((r) => r.state === 'running' && !this.claiming.has(r.id));
+    return [...idle.filter((r) => this.done.has(r.id)), ...idle.filter((r) => !this.done.has(r.id))];
   }
 
   private count(name: string) {
@@ -76,10 +84,11 @@ export class WarmPools {
   view(t: TemplateRecord): PoolView {
     const m = this.members(t.name);
     const c = this.count(t.name);
+    const ready = m.filter((r) => r.state === 'running' && this.done.has(r.id)).length;
     return {
       size: t.warm ?? 0,
-      ready: m.filter((r) => r.state === 'running').length,
-      starting: m.filter((r) => r.state === 'creating' || r.state === 'restoring').length,
+      ready,
+      starting: m.filter((r) => ALIVE.has(r.state)).length - ready,
       claims: c.claims,
       misses: c.misses,
       last_error: c.lastError ?? null,
@@ -166,7 +175,16 @@ export class WarmPools {
   }
 
   private one(name: string): Promise<unknown> {
-    const next = this.serial.catch(() => {}).then(() => (this.closed ? undefined : this.mgr.create({ template: name, labels: { [POOL_LABEL]: name }, timeoutMs: 0 })));
+    const next = this.serial
+      .catch(() => {})
+      .then(async () => {
+        if (this.closed) return;
+        const rec = await this.mgr.create({ template: name, labels: { [POOL_LABEL]: name }, timeoutMs: 0 });
+        this.done.add(rec.id);
+        // Forget members that are gone or were claimed (a claim may take one before its create returned).
+        const left = new Set(this.members().map((r) => r.id));
+        for (const id of this.done) if (!left.has(id)) this.done.delete(id);
+      });
     this.serial = next.catch(() => {});
     return next;
   }
@@ -192,6 +210,7 @@ export class WarmPools {
         try {
           const rec = await this.take(r.id, name, input);
           if (rec) {
+            this.done.delete(r.id);
             this.count(name).claims++;
             return { rec };
           }
