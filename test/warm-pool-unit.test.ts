@@ -43,6 +43,10 @@ function standIn() {
       // As the engine does: the create holds the sandbox's lock until it returns.
       return lock.run(id, () => new Promise<SandboxRecord>((res) => finishers.set(id, () => res(structuredClone(recs.get(id)!)))));
     },
+    /** A create that is still restoring (not yet running) when the test looks. */
+    restoring(id: string) {
+      recs.set(id, { ...recs.get(id)!, state: 'restoring' });
+    },
   };
   let tmpl: TemplateRecord = { name: 't', warm: 0 } as TemplateRecord;
   const svc = {
@@ -52,8 +56,11 @@ function standIn() {
     list: () => [tmpl],
     store: { put: (t: TemplateRecord) => (tmpl = t) },
   };
-  const finish = (id: string) => finishers.get(id)!();
-  return { pools: new WarmPools(svc as unknown as TemplateService), recs, events, started, finish, tmpl: () => tmpl };
+  const finish = (id: string) => {
+    recs.set(id, { ...recs.get(id)!, state: 'running' });
+    finishers.get(id)!();
+  };
+  return { pools: new WarmPools(svc as unknown as TemplateService), mgr, recs, events, started, finish, tmpl: () => tmpl };
 }
 
 async function until(what: string, ok: () => boolean): Promise<void> {
@@ -92,6 +99,14 @@ describe('warm pool bookkeeping (unit)', () => {
     s.finish('m2');
     const c2 = await next;
     assert.ok('rec' in c2 && c2.rec.id === 'm2', JSON.stringify(c2));
+
+    // The refill's member still restoring: a claim waits for it rather than starting a sandbox of its own.
+    await until('the refill starts a member', () => s.started.length === 3);
+    s.mgr.restoring('m3');
+    const third = s.pools.claim({ template: 't' }, 'runsc');
+    s.finish('m3');
+    const c3 = await third;
+    assert.ok('rec' in c3 && c3.rec.id === 'm3', JSON.stringify(c3));
     s.pools.close();
   });
 });

@@ -205,7 +205,9 @@ export class WarmPools {
     const net = networkMismatch(input, false);
     if (net) return miss(net);
     try {
-      for (const r of this.idle(name)) {
+      // A member still starting is taken too, last: the rest of its start is sooner than a start of our own.
+      const starting = this.members(name).filter((r) => (r.state === 'creating' || r.state === 'restoring') && !this.claiming.has(r.id));
+      for (const r of [...this.idle(name), ...starting]) {
         this.claiming.add(r.id);
         try {
           const rec = await this.take(r.id, name, input);
@@ -218,8 +220,7 @@ export class WarmPools {
           this.claiming.delete(r.id);
         }
       }
-      const starting = this.members(name).filter((r) => r.state === 'creating' || r.state === 'restoring').length;
-      return miss(`the pool is empty${starting ? ` (${starting} starting)` : ''}`);
+      return miss(`the pool is empty${starting.length ? ` (its ${starting.length} starting member${starting.length > 1 ? 's' : ''} failed to start)` : ''}`);
     } finally {
       setTimeout(() => this.kick(name), REFILL_AFTER_CLAIM_MS).unref();
     }
