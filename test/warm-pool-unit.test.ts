@@ -3,7 +3,12 @@
 // must not report it ready, nor hand it out before a member whose create is done.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { KeyedLock } from '../src/engine/keyed-lock.js';
+import { openDatabase } from '../src/store/db.js';
+import { SandboxStore } from '../src/store/sandboxes.js';
 import { WarmPools } from '../src/engine/templates/warm-pool.js';
 import type { TemplateService } from '../src/engine/templates/template-service.js';
 import type { SandboxRecord } from '../src/engine/types.js';
@@ -26,6 +31,7 @@ function standIn() {
     store: {
       list: () => [...recs.values()].map((r) => structuredClone(r)),
       get: (id: string) => (recs.has(id) ? structuredClone(recs.get(id)!) : undefined),
+      withLabel: (k: string, v?: string) => [...recs.values()].filter((r) => (v === undefined ? r.labels[k] !== undefined : r.labels[k] === v)).map((r) => structuredClone(r)),
       update: (id: string, patch: Partial<SandboxRecord>) => recs.set(id, { ...recs.get(id)!, ...patch }),
       addEvent: (id: string, type: string) => events.push({ id, type }),
     },
@@ -108,5 +114,23 @@ describe('warm pool bookkeeping (unit)', () => {
     const c3 = await third;
     assert.ok('rec' in c3 && c3.rec.id === 'm3', JSON.stringify(c3));
     s.pools.close();
+  });
+
+  it('the store finds pool members by label in SQL, by template or all', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'cordon-pool-unit-'));
+    try {
+      const db = openDatabase(join(dir, 'db.sqlite'));
+      const store = new SandboxStore(db);
+      const labels: Record<string, string>[] = [{ [POOL]: 'a' }, { [POOL]: 'b', owner: 'x' }, { owner: 'a' }, { [`${POOL}x`]: 'a' }, {}];
+      labels.forEach((l, i) => store.insert({ id: `s${i}`, state: 'running', runtime: 'runsc', spec: { env: {} } as never, labels: l, createdAt: i, updatedAt: i }));
+      assert.deepEqual(store.withLabel(POOL).map((r) => r.id), ['s0', 's1']);
+      assert.deepEqual(store.withLabel(POOL, 'a').map((r) => r.id), ['s0']);
+      assert.deepEqual(store.withLabel(POOL, 'c'), []);
+      assert.deepEqual(store.withLabel('owner', 'a').map((r) => r.id), ['s2']);
+      assert.throws(() => store.withLabel('a"b'));
+      db.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -66,7 +66,7 @@ export class WarmPools {
 
   /** Pool members (every state) of one template, or of all. */
   members(name?: string): SandboxRecord[] {
-    return this.mgr.store.list().filter((r) => r.labels[POOL_LABEL] !== undefined && (name === undefined || r.labels[POOL_LABEL] === name));
+    return this.mgr.store.withLabel(POOL_LABEL, name);
   }
 
   /** Running members nobody is claiming, those whose create has returned first. */
