@@ -109,8 +109,12 @@ describe('e2b Template API', () => {
       const s = await Sandbox.create(NAME, { ...o, timeoutMs: 120_000 });
       try {
         // The server was started and found listening before create returned.
-        const r = await s.commands.run('curl -s http://127.0.0.1:8000/index.html; cat /srv/site/sub/deep.txt /srv/built.txt /home/user/who.txt; echo "$GREETING|$PRICE"; id -un');
-        assert.deepEqual(r.stdout.trim().split('\n'), ['hello from the template', 'deep', 'built as root in /srv', 'user /srv', 'hi there|$5 "quoted"', 'user']);
+        // Commands start in the template's last WORKDIR (E2B's defaultWorkdir), not the home.
+        const r = await s.commands.run('curl -s http://127.0.0.1:8000/index.html; cat /srv/site/sub/deep.txt /srv/built.txt /home/user/who.txt; echo "$GREETING|$PRICE"; id -un; pwd');
+        assert.deepEqual(r.stdout.trim().split('\n'), ['hello from the template', 'deep', 'built as root in /srv', 'user /srv', 'hi there|$5 "quoted"', 'user', '/srv']);
+        // A relative cwd is taken from the home, as envd does; cordon's own exec starts in the WORKDIR too.
+        assert.equal((await s.commands.run('pwd', { cwd: '.' })).stdout, '/home/user\n');
+        assert.equal((await d.client.sandbox(s.sandboxId).exec(['pwd'])).stdout, '/srv\n');
       } finally {
         await s.kill();
       }

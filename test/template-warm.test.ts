@@ -62,8 +62,10 @@ describe('templates with a running service, and warm pools', () => {
     assert.equal(t.warm.size, 1);
     // Its snapshot is the template's own: not among the user's snapshots.
     assert.equal((await cli(d, ['snapshot', 'ls', '--json'])).stdout.includes(t.snapshot!), false);
-    await poolReady('svc', 1);
+    const pool = await poolReady('svc', 1);
     assert.deepEqual(await d.client.list(), [], 'pool members are not listed as user sandboxes');
+    // Ready means its create has returned (the restore's last step records 'created'), not only that it runs.
+    assert.ok((await eventTypes(pool.warm.members[0])).includes('created'));
   });
 
   it('a claim answers on the first request, with the request env, metadata and timeout, and the pool refills', async () => {
@@ -71,7 +73,7 @@ describe('templates with a running service, and warm pools', () => {
     try {
       assert.equal((await sbx.exec(FIRST_REQUEST)).stdout, 'served\n', 'the service answers the first request right after create');
       assert.ok((await eventTypes(sbx.id)).includes('pool-claim'));
-      assert.equal((await sbx.exec(['sh', '-c', 'echo $GREETING'])).stdout, 'from-claim\n', 'later commands see the request env');
+      assert.equal((await sbx.exec(['sh', '-c', 'echo $GREETING; pwd'])).stdout, 'from-claim\n/srv\n', 'later commands see the request env, in the WORKDIR');
       const info = await sbx.refresh();
       assert.equal(info.labels.owner, 'alice');
       assert.equal(info.labels['cordon.pool'], undefined);

@@ -127,6 +127,11 @@ export class LiveSandbox {
     return this.rec.spec.user ?? this.image.user ?? 'root';
   }
 
+  /** The sandbox's working directory as its create or its image (WORKDIR) set it; undefined when neither did. */
+  workdir(): string | undefined {
+    return this.rec.spec.workdir || this.image.workdir || undefined;
+  }
+
   resolveUser(user?: string): Promise<ResolvedUser> {
     return resolveUser(this.rootfs, user || this.defaultUser());
   }
@@ -136,7 +141,7 @@ export class LiveSandbox {
     const user = await this.resolveUser(req.user);
     const accountProblem = this.runtime.capabilities.readsAccountFiles ? await runcAccountFilesProblem(this.rootfs) : undefined;
     if (accountProblem) throw new CordonError('invalid_state', `${accountProblem}; a process already running inside can replace it with a regular file, otherwise remove the sandbox (crun and runsc are not affected)`);
-    const cwd = req.cwd ?? this.rec.spec.workdir ?? this.image.workdir ?? '/';
+    const cwd = req.cwd ?? this.workdir() ?? '/';
     const spec = {
       args: req.cmd,
       env: composeEnv(this.image, this.rec.spec, user, req.env),

@@ -95,6 +95,16 @@ export class SandboxStore {
     return (this.db.prepare('SELECT * FROM sandboxes ORDER BY created_at').all() as Row[]).map(fromRow);
   }
 
+  /** Sandboxes carrying label `key` (with `value` when given), without reading every record (warm pools ask on each create). */
+  withLabel(key: string, value?: string): SandboxRecord[] {
+    if (!/^[A-Za-z0-9._/-]+$/.test(key)) throw new Error(`withLabel: unsupported label key ${key}`);
+    const path = `$."${key}"`;
+    const rows = value === undefined
+      ? this.db.prepare('SELECT * FROM sandboxes WHERE json_extract(labels, ?) IS NOT NULL ORDER BY created_at').all(path)
+      : this.db.prepare('SELECT * FROM sandboxes WHERE json_extract(labels, ?) = ? ORDER BY created_at').all(path, value);
+    return (rows as Row[]).map(fromRow);
+  }
+
   /** Sandboxes in any of `states`. */
   countIn(states: readonly SandboxState[]): number {
     const r = this.db.prepare(`SELECT COUNT(*) AS n FROM sandboxes WHERE state IN (SELECT value FROM json_each(?))`).get(JSON.stringify(states)) as { n: number };

@@ -41,6 +41,16 @@ export async function resolveEnvdUser(live: LiveSandbox, requested: string | und
   }
 }
 
+/**
+ * Where envd starts a command given no cwd: the template's last WORKDIR (E2B's defaultWorkdir), else the
+ * user's home. `/` counts as unset: it is the image default (cordon's base has it), and E2B's own base
+ * starts commands in the home.
+ */
+export function envdWorkdir(live: LiveSandbox, user: EnvdUser): string {
+  const w = live.workdir();
+  return w && w !== '/' && w.startsWith('/') ? w : user.home;
+}
+
 /** envd resolves relative paths (and "~") against the user's home. */
 export function envdPath(p: unknown, home: string, field = 'path'): string {
   if (typeof p === 'string' && (p === '~' || p.startsWith('~/'))) p = home + p.slice(1);

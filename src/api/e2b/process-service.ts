@@ -3,7 +3,7 @@ import { z } from 'zod';
 import type { LiveSandbox } from '../../engine/live-sandbox.js';
 import type { ManagedProcess, ProcessEvent } from '../../engine/process-manager.js';
 import { RpcError, StreamDropped, type Json, type MethodDef, type RpcContext, type StreamSender } from './connect.js';
-import { envdPath, parseMsg, resolveEnvdUser, userFromAuthorization } from './envd-context.js';
+import { envdPath, envdWorkdir, parseMsg, resolveEnvdUser, userFromAuthorization } from './envd-context.js';
 
 const u32 = z.number().int().min(0).max(2 ** 32 - 1);
 const bytes = z.string().max(24 * 1024 * 1024).regex(/^[A-Za-z0-9+/_-]*=*$/, 'must be base64');
@@ -113,7 +113,8 @@ export function processService(live: () => LiveSandbox): Record<string, MethodDe
         const proc = await sb.start({
           cmd: [req.process.cmd, ...(req.process.args ?? [])],
           env: req.process.envs,
-          cwd: req.process.cwd ? envdPath(req.process.cwd, user.home, 'process.cwd') : user.home,
+          // As envd: no cwd means the template's workdir; a relative one is taken from the home.
+          cwd: req.process.cwd ? envdPath(req.process.cwd, user.home, 'process.cwd') : envdWorkdir(sb, user),
           user: user.name,
           tag: req.tag,
           // envd keeps stdin open unless told otherwise; a terminal always takes input.

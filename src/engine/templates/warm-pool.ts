@@ -50,6 +50,12 @@ export class WarmPools {
   private readonly again = new Set<string>();
   private readonly claiming = new Set<string>();
   private readonly counts = new Map<string, { claims: number; misses: number; lastError?: string }>();
+  /**
+   * Members whose create has returned. A restored member is `running` before its create is done (the
+   * agent reconnecting, events): a claim of it waits for the rest under the sandbox's lock, so only these
+   * count as ready, and claims take them first.
+   */
+  private readonly done = new Set<string>();
   /** One pool create at a time, across templates. */
   private serial: Promise<unknown> = Promise.resolve();
   private closed = false;
@@ -65,11 +71,13 @@ export class WarmPools {
 
   /** Pool members (every state) of one template, or of all. */
   members(name?: string): SandboxRecord[] {
-    return this.mgr.store.list().filter((r) => r.labels[POOL_LABEL] !== undefined && (name === undefined || r.labels[POOL_LABEL] === name));
+    return this.mgr.store.withLabel(POOL_LABEL, name);
   }
 
+  /** Running members of a kind nobody is claiming, those whose create has returned first. */
   private idle(name?: string, kind?: MemberKind): SandboxRecord[] {
-    return this.members(name).filter((r) => r.state === 'running' && !this.claiming.has(r.id) && (kind === undefined || kindOf(r.spec.network) === kind));
+    const idle = this.members(name).filter((r) => r.state === 'running' && !this.claiming.has(r.id) && (kind === undefined || kindOf(r.spec.network) === kind));
+    return [...idle.filter((r) => this.done.has(r.id)), ...idle.filter((r) => !this.done.has(r.id))];
   }
 
   /** How many members of each kind the template wants. */
@@ -88,13 +96,13 @@ export class WarmPools {
   view(t: TemplateRecord): PoolView {
     const m = this.members(t.name);
     const c = this.count(t.name);
-    const ready = m.filter((r) => r.state === 'running');
+    const ready = m.filter((r) => r.state === 'running' && this.done.has(r.id));
     return {
       size: t.warm ?? 0,
       network: Math.min(t.warm ?? 0, t.warmNetwork ?? 0),
       ready: ready.length,
       network_ready: ready.filter((r) => kindOf(r.spec.network) === 'net').length,
-      starting: m.filter((r) => r.state === 'creating' || r.state === 'restoring').length,
+      starting: m.filter((r) => ALIVE.has(r.state)).length - ready.length,
       claims: c.claims,
       misses: c.misses,
       last_error: c.lastError ?? null,
@@ -201,7 +209,16 @@ export class WarmPools {
     // cold create of a networked request does: the template's memory snapshot was taken without a
     // namespace, and its checkpoint's mounts lack the network's files, so it cannot be restored into one.
     const network = kind === 'net' ? { network: memberNetwork() } : {};
-    const next = this.serial.catch(() => {}).then(() => (this.closed ? undefined : this.mgr.create({ template: name, labels: { [POOL_LABEL]: name }, timeoutMs: 0, ...network })));
+    const next = this.serial
+      .catch(() => {})
+      .then(async () => {
+        if (this.closed) return;
+        const rec = await this.mgr.create({ template: name, labels: { [POOL_LABEL]: name }, timeoutMs: 0, ...network });
+        this.done.add(rec.id);
+        // Forget members that are gone or were claimed (a claim may take one before its create returned).
+        const left = new Set(this.members().map((r) => r.id));
+        for (const id of this.done) if (!left.has(id)) this.done.delete(id);
+      });
     this.serial = next.catch(() => {});
     return next;
   }
@@ -227,7 +244,9 @@ export class WarmPools {
     }
     try {
       let failed: string | undefined;
-      for (const r of this.idle(name, kind)) {
+      // A member still starting is taken too, last: the rest of its start is sooner than a start of our own.
+      const starting = this.members(name).filter((r) => (r.state === 'creating' || r.state === 'restoring') && !this.claiming.has(r.id) && kindOf(r.spec.network) === kind);
+      for (const r of [...this.idle(name, kind), ...starting]) {
         if (kind === 'net') {
           const why = claimNetworkMismatch(input.network!, r.spec.network);
           if (why) return miss(why);
@@ -236,6 +255,7 @@ export class WarmPools {
         try {
           const got = await this.take(r.id, name, input, kind);
           if (got && 'rec' in got) {
+            this.done.delete(r.id);
             this.count(name).claims++;
             return { rec: got.rec };
           }
@@ -250,8 +270,8 @@ export class WarmPools {
         }
       }
       if (failed) return miss(`giving a member the request's network failed (${failed})`);
-      const starting = this.members(name).filter((r) => (r.state === 'creating' || r.state === 'restoring') && kindOf(r.spec.network) === kind).length;
-      return miss(`the pool has no ready member${kind === 'net' ? ' with a network namespace' : ' without a network namespace'}${starting ? ` (${starting} starting)` : ''}`);
+      const what = kind === 'net' ? ' with a network namespace' : ' without a network namespace';
+      return miss(`the pool has no ready member${what}${starting.length ? ` (its ${starting.length} starting member${starting.length > 1 ? 's' : ''} failed to start)` : ''}`);
     } finally {
       setTimeout(() => this.kick(name), REFILL_AFTER_CLAIM_MS).unref();
     }
