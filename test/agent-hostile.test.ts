@@ -178,8 +178,14 @@ describe(`a hostile agent (${runtime})`, () => {
         // has to miss its deadline, so a command may fail with unavailable meanwhile).
         // Each try is bounded: a lying agent may claim a process that never ends.
         const tryExec = () => Promise.race([s.exec(['echo', 'ok']), new Promise<never>((_, no) => setTimeout(() => no(new Error('no answer in 30s')), 30_000).unref())]);
-        // A read first: the inline liar breaks the protocol only when asked for a file.
-        await s.files.read('/etc/hostname').catch(() => {});
+        // The inline liar breaks the protocol only when asked for a file (once it is connected: a read
+        // before that goes through the exec path).
+        if (mode === 'inline') {
+          await until('a read the agent answers with too much', async () => {
+            await s.files.read('/etc/hostname').catch(() => {});
+            return (await s.events_()).some((e) => e.type === 'agent');
+          }, 60_000);
+        }
         await until('a command works', async () => (await tryExec()).stdout === 'ok\n', 90_000);
         const file = await s.files.write('/tmp/x.txt', 'data');
         assert.equal(file.path, '/tmp/x.txt');

@@ -203,11 +203,16 @@ export class AgentFiles {
   async read(path: string, user: AgentUser): Promise<{ stream: Readable; size: number }> {
     const conn = this.conn();
     const stream = new ChannelReadable();
+    // Until the stream is handed out nobody listens for its errors (destroying it then would be an
+    // unhandled 'error' that ends the daemon): a failure before that fails the read instead.
+    let handedOut = false;
+    let early: Error | undefined;
+    const failed = (e: Error) => (handedOut ? stream.fail(e) : (early ??= e));
     const ch = conn.openIn(READ_WINDOW, {
       data: (b) => stream.data(b),
       eof: () => stream.push(null),
-      error: (e) => stream.fail(fileError(path, new AgentOpError(e.errno, e.message))),
-      lost: (reason) => stream.fail(unavailable(`the sandbox's agent went away while ${path} was read (${reason})`)),
+      error: (e) => failed(fileError(path, new AgentOpError(e.errno, e.message))),
+      lost: (reason) => failed(unavailable(`the sandbox's agent went away while ${path} was read (${reason})`)),
     });
     stream.channel = ch;
     let r;
@@ -244,6 +249,11 @@ export class AgentFiles {
       if (conn.isOpen) conn.request({ op: 'cancel', ch: ch.id }, replies.empty, { timeoutMs: TIMEOUT_MS }).catch(() => {});
     };
     stream.once('end', () => stream.cancel?.());
+    if (early) {
+      stream.cancel();
+      throw early;
+    }
+    handedOut = true;
     return { stream, size: r.entry.size };
   }
 
