@@ -66,6 +66,10 @@ type request struct {
 	Value      []byte  `json:"value,omitempty"`
 	Action     string  `json:"action,omitempty"`
 	MaxEntries int     `json:"maxEntries,omitempty"`
+	// read: the largest file (bytes) the daemon takes inline in the reply (0: stream it).
+	Inline int `json:"inline,omitempty"`
+	// write with ch 0: the whole content (the daemon sends it only to an agent whose hello offers inline).
+	Data []byte `json:"data,omitempty"`
 }
 
 // opError is an error with the errno name the daemon maps to its own error codes.
@@ -275,7 +279,10 @@ func (c *conn) dispatch(req *request) {
 		c.a.release(req.Proc)
 		c.reply(req.ID, nil)
 	case "write":
-		in := c.openIn(req.Ch, writeWindow)
+		var in *inChan
+		if req.Ch != 0 {
+			in = c.openIn(req.Ch, writeWindow)
+		}
 		go c.run(req, func() (map[string]any, error) { return writeFile(c, req, in) })
 	case "read":
 		go c.run(req, func() (map[string]any, error) { return readFile(c, req) })

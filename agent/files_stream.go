@@ -47,6 +47,17 @@ func readFile(c *conn, req *request) (map[string]any, error) {
 	if err != nil {
 		return nil, err
 	}
+	if limit := min(req.Inline, maxInline); limit > 0 && e.Size <= int64(limit) {
+		if data, ok := readSmall(f, limit); ok {
+			f.Close()
+			return map[string]any{"entry": e, "data": data}, nil
+		}
+		// It grew past the bound since the stat: stream it from the start.
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
+			f.Close()
+			return nil, err
+		}
+	}
 	frame := frameSize(req.Frame)
 	s := &readStream{c: c, ch: req.Ch, f: f, window: uint64(max(req.Window, frame)), frame: frame}
 	s.limit = s.window
@@ -58,6 +69,23 @@ func readFile(c *conn, req *request) (map[string]any, error) {
 	c.reply(req.ID, map[string]any{"entry": e})
 	go s.pump()
 	return nil, errReplied
+}
+
+// readSmall reads a whole file of at most limit bytes; false when there is more (or a read fails).
+func readSmall(f *os.File, limit int) ([]byte, bool) {
+	buf := make([]byte, limit+1)
+	n := 0
+	for n < len(buf) {
+		m, err := f.Read(buf[n:])
+		n += m
+		if err == io.EOF {
+			return buf[:n], true
+		}
+		if err != nil {
+			return nil, false
+		}
+	}
+	return nil, false
 }
 
 type readStream struct {
@@ -141,10 +169,12 @@ func (s *readStream) waitDetach() {
 	s.mu.Unlock()
 }
 
-// writeFile creates (or appends to) a file and copies the daemon's stream on req.Ch into it; the
-// reply comes once everything is written.
+// writeFile creates (or appends to) a file and copies the daemon's stream on req.Ch into it (or
+// writes req.Data when the content came inline: in is nil); the reply comes once everything is written.
 func writeFile(c *conn, req *request, in *inChan) (map[string]any, error) {
-	defer c.closeIn(req.Ch)
+	if in != nil {
+		defer c.closeIn(req.Ch)
+	}
 	if req.Path == "" || req.Path[0] != '/' {
 		return nil, &opError{"EINVAL", "path must be absolute"}
 	}
@@ -194,8 +224,13 @@ func writeFile(c *conn, req *request, in *inChan) (map[string]any, error) {
 		return nil, err
 	}
 	defer f.Close()
+	if in == nil {
+		if _, err := f.Write(req.Data); err != nil {
+			return nil, err
+		}
+	}
 	var werr error
-	for {
+	for in != nil {
 		b, eof, ok := in.next()
 		if !ok {
 			return nil, &opError{"EIO", "connection closed during the write"}

@@ -25,6 +25,10 @@ const (
 	// busy channel still never holds the connection for long.
 	maxData      = 64 << 10
 	maxDataLimit = 256 << 10
+	// A file of at most this many bytes travels inside the request or reply itself (base64 in the
+	// JSON) instead of on a channel: a small read or write is then one frame each way, with no
+	// channel, acknowledgement, end-of-stream frame or cancel round trip. The hello says so.
+	maxInline = 64 << 10
 )
 
 // frameSize is the data payload to use for a request: what the daemon said it accepts, within bounds.

@@ -65,7 +65,7 @@ func (a *agent) setConn(c *conn) {
 	for _, p := range a.procs {
 		list = append(list, p.describe())
 	}
-	c.sendJSON(map[string]any{"op": "hello", "version": protocolVersion, "boot": a.bootID, "pid": os.Getpid(), "processes": list, "writeWindow": writeWindow})
+	c.sendJSON(map[string]any{"op": "hello", "version": protocolVersion, "boot": a.bootID, "pid": os.Getpid(), "processes": list, "writeWindow": writeWindow, "inline": maxInline})
 }
 
 func (a *agent) dropConn(c *conn) {

@@ -126,12 +126,26 @@ switch (mode) {
       });
     });
     break;
+  case 'inline':
+    // Offers inline file contents, then answers a read with more bytes than the daemon asked for.
+    connect((c) => {
+      c.write(json({ op: 'hello', version: 1, boot: 'abc123', pid: process.pid, processes: [], inline: 65536 }));
+      requests(c, (r) => {
+        if (r.op === 'ping') return c.write(json({ id: r.id }));
+        if (r.op === 'read') {
+          const entry = { path: r.path, type: 'file', size: 1, mode: 33188, uid: 0, gid: 0, owner: 'root', group: 'root', mtime: 0 };
+          return c.write(json({ id: r.id, entry, data: Buffer.alloc(r.inline + 1000, 65).toString('base64') }));
+        }
+        c.write(json({ id: r.id, error: { errno: 'EIO', message: 'no' } }));
+      });
+    });
+    break;
   default:
     setInterval(() => {}, 1 << 30);
 }
 `;
 
-const MODES = ['garbage', 'oversized', 'flood', 'badhello', 'mute', 'connflood', 'liar'];
+const MODES = ['garbage', 'oversized', 'flood', 'badhello', 'mute', 'connflood', 'liar', 'inline'];
 const runtime = RUNTIMES[0];
 const script = `/var/lib/cordon-test/hostile-agent-${process.pid}.js`;
 let d: TestDaemon;
@@ -164,6 +178,14 @@ describe(`a hostile agent (${runtime})`, () => {
         // has to miss its deadline, so a command may fail with unavailable meanwhile).
         // Each try is bounded: a lying agent may claim a process that never ends.
         const tryExec = () => Promise.race([s.exec(['echo', 'ok']), new Promise<never>((_, no) => setTimeout(() => no(new Error('no answer in 30s')), 30_000).unref())]);
+        // The inline liar breaks the protocol only when asked for a file (once it is connected: a read
+        // before that goes through the exec path).
+        if (mode === 'inline') {
+          await until('a read the agent answers with too much', async () => {
+            await s.files.read('/etc/hostname').catch(() => {});
+            return (await s.events_()).some((e) => e.type === 'agent');
+          }, 60_000);
+        }
         await until('a command works', async () => (await tryExec()).stdout === 'ok\n', 90_000);
         const file = await s.files.write('/tmp/x.txt', 'data');
         assert.equal(file.path, '/tmp/x.txt');

@@ -8,7 +8,7 @@ import { CordonError, errors } from '../../errors/registry.js';
 import { MAX_LISTING_BYTES, type FileEntry } from '../files.js';
 import { MAX_DATA, ProtocolError } from './frame-codec.js';
 import { AgentOpError, unavailable, type AgentConnection, type InboundChannel } from './agent-connection.js';
-import { replies, type AgentEntry } from './messages.js';
+import { INLINE_MAX, replies, type AgentEntry } from './messages.js';
 
 export interface AgentUser {
   uid: number;
@@ -105,6 +105,11 @@ export function fileError(path: string, e: unknown): Error {
   }
 }
 
+/** The caller's data stream failed (client gone, upload limit). */
+function sourceFailed(path: string, e: Error): CordonError {
+  return e instanceof CordonError ? e : new CordonError('invalid_argument', `${path}: the data stream failed: ${e.message}`, { path });
+}
+
 /** An entry the agent returned must be the path asked about (the agent could name anything). */
 function expectPath(conn: AgentConnection, e: AgentEntry, path: string): FileEntry {
   if (e.path !== path) {
@@ -198,16 +203,22 @@ export class AgentFiles {
   async read(path: string, user: AgentUser): Promise<{ stream: Readable; size: number }> {
     const conn = this.conn();
     const stream = new ChannelReadable();
+    // Until the stream is handed out nobody listens for its errors (destroying it then would be an
+    // unhandled 'error' that ends the daemon): a failure before that fails the read instead.
+    let handedOut = false;
+    let early: Error | undefined;
+    const failed = (e: Error) => (handedOut ? stream.fail(e) : (early ??= e));
     const ch = conn.openIn(READ_WINDOW, {
       data: (b) => stream.data(b),
       eof: () => stream.push(null),
-      error: (e) => stream.fail(fileError(path, new AgentOpError(e.errno, e.message))),
-      lost: (reason) => stream.fail(unavailable(`the sandbox's agent went away while ${path} was read (${reason})`)),
+      error: (e) => failed(fileError(path, new AgentOpError(e.errno, e.message))),
+      lost: (reason) => failed(unavailable(`the sandbox's agent went away while ${path} was read (${reason})`)),
     });
     stream.channel = ch;
     let r;
     try {
-      r = await conn.request({ op: 'read', path, user, ch: ch.id, window: READ_WINDOW, frame: MAX_DATA }, replies.entry, { timeoutMs: TIMEOUT_MS });
+      // A small file comes back inside the reply (an older agent ignores `inline` and streams it).
+      r = await conn.request({ op: 'read', path, user, ch: ch.id, window: READ_WINDOW, frame: MAX_DATA, inline: INLINE_MAX }, replies.read, { timeoutMs: TIMEOUT_MS });
     } catch (e) {
       ch.close();
       throw fileError(path, e);
@@ -215,6 +226,19 @@ export class AgentFiles {
     if (r.entry.type === 'dir') {
       ch.close();
       throw new CordonError('invalid_argument', `${path} is a directory; list it instead`, { path });
+    }
+    if (r.data !== undefined) {
+      // The agent kept no channel open for it: nothing to cancel.
+      ch.close();
+      const content = Buffer.from(r.data, 'base64');
+      if (content.length > INLINE_MAX) {
+        conn.fail(new ProtocolError(`an inline read of ${content.length} bytes, more than the ${INLINE_MAX} asked for`));
+        throw unavailable(`the sandbox's agent sent more of ${path} than asked for`);
+      }
+      const inline = new Readable({ read() {} });
+      if (content.length) inline.push(content);
+      inline.push(null);
+      return { stream: inline, size: r.entry.size };
     }
     let cancelled = false;
     // Also once it ended: the agent keeps the channel (and the file open) until told.
@@ -225,6 +249,11 @@ export class AgentFiles {
       if (conn.isOpen) conn.request({ op: 'cancel', ch: ch.id }, replies.empty, { timeoutMs: TIMEOUT_MS }).catch(() => {});
     };
     stream.once('end', () => stream.cancel?.());
+    if (early) {
+      stream.cancel();
+      throw early;
+    }
+    handedOut = true;
     return { stream, size: r.entry.size };
   }
 
@@ -234,14 +263,33 @@ export class AgentFiles {
    */
   async write(path: string, data: Readable | Buffer, user: AgentUser, opts: { mode?: number; append?: boolean; parents?: boolean; ownParents?: boolean }): Promise<FileEntry> {
     const conn = this.conn();
+    const msg = { op: 'write', path, user, append: !!opts.append, parents: opts.parents !== false, ownParents: !!opts.ownParents, ...(opts.mode !== undefined ? { mode: opts.mode & 0o7777 } : {}) };
+    // Content up to the agent's inline bound goes inside the request; a stream is read ahead that far
+    // to find out. An agent whose hello offers no inline bound (an older one) gets every write on a channel.
+    const inlineMax = Math.min(conn.helloInfo?.inline ?? 0, INLINE_MAX);
+    const head: Buffer[] = [];
+    let rest: AsyncIterableIterator<unknown> | undefined;
+    if (inlineMax > 0 && Buffer.isBuffer(data) && data.length <= inlineMax) return this.writeInline(conn, path, msg, data);
+    if (inlineMax > 0 && !Buffer.isBuffer(data)) {
+      // destroyOnReturn false: an early answer must not destroy the source (see the pump below).
+      rest = data.iterator({ destroyOnReturn: false });
+      let n = 0;
+      try {
+        while (n <= inlineMax) {
+          const r = await rest.next();
+          if (r.done) return this.writeInline(conn, path, msg, Buffer.concat(head));
+          const b = typeof r.value === 'string' ? Buffer.from(r.value) : (r.value as Buffer);
+          head.push(b);
+          n += b.length;
+        }
+      } catch (e) {
+        throw sourceFailed(path, e as Error);
+      }
+    }
     const window = conn.helloInfo?.writeWindow ?? DEFAULT_WRITE_WINDOW;
     const out = conn.openOut(window);
     let refresh = () => {};
-    const reply = conn.request(
-      { op: 'write', path, user, ch: out.id, append: !!opts.append, parents: opts.parents !== false, ownParents: !!opts.ownParents, ...(opts.mode !== undefined ? { mode: opts.mode & 0o7777 } : {}) },
-      replies.entry,
-      { timeoutMs: TIMEOUT_MS, progress: (r) => (refresh = r) },
-    );
+    const reply = conn.request({ ...msg, ch: out.id }, replies.entry, { timeoutMs: TIMEOUT_MS, progress: (r) => (refresh = r) });
     let settled = false;
     const answered = reply.then(
       () => void (settled = true),
@@ -257,9 +305,10 @@ export class AgentFiles {
       if (Buffer.isBuffer(data)) {
         for (let off = 0; off < data.length; off += window) await send(data.subarray(off, off + window));
       } else {
+        for (const chunk of head) await send(chunk);
         // An early answer (disk full, refused path) must not destroy the source: for an HTTP upload that
         // would reset the client's connection under the error answer. The API drains what is left.
-        for await (const chunk of data.iterator({ destroyOnReturn: false })) await send(typeof chunk === 'string' ? Buffer.from(chunk) : (chunk as Buffer));
+        for await (const chunk of rest ?? data.iterator({ destroyOnReturn: false })) await send(typeof chunk === 'string' ? Buffer.from(chunk) : (chunk as Buffer));
       }
       out.end();
     };
@@ -276,7 +325,7 @@ export class AgentFiles {
     ]);
     if (sourceError) {
       reply.catch(() => {});
-      throw sourceError instanceof CordonError ? sourceError : new CordonError('invalid_argument', `${path}: the data stream failed: ${sourceError.message}`, { path });
+      throw sourceFailed(path, sourceError);
     }
     try {
       const r = await reply;
@@ -285,6 +334,16 @@ export class AgentFiles {
       throw fileError(path, e);
     } finally {
       out.close();
+    }
+  }
+
+  /** A write whose whole content goes in the request: one frame each way. */
+  private async writeInline(conn: AgentConnection, path: string, msg: Record<string, unknown>, content: Buffer): Promise<FileEntry> {
+    try {
+      const r = await conn.request({ ...msg, ch: 0, data: content.toString('base64') }, replies.entry, { timeoutMs: TIMEOUT_MS });
+      return expectPath(conn, r.entry, path);
+    } catch (e) {
+      throw fileError(path, e);
     }
   }
 

@@ -3,6 +3,12 @@
 import { posix } from 'node:path';
 import { z } from 'zod';
 
+/**
+ * Files of at most this many bytes travel inside the request (a write) or the reply (a read) instead
+ * of on a channel: one frame each way, no channel, acknowledgement, end-of-stream or cancel.
+ */
+export const INLINE_MAX = 64 * 1024;
+
 const u32 = z.number().int().min(0).max(2 ** 32 - 1);
 const offset = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
 export const PROC_ID = /^p-\d{1,9}$/;
@@ -33,6 +39,8 @@ export const hello = z.object({
   processes: z.array(helloProcess).max(1024),
   /** The credit the agent gives a file being written (absent: an older agent, 512 KiB). */
   writeWindow: z.number().int().min(64 * 1024).max(16 * 1024 * 1024).optional(),
+  /** The largest file content the agent takes inline in a write request (absent: an older agent, none). */
+  inline: z.number().int().min(0).max(16 * 1024 * 1024).optional(),
 });
 export type Hello = z.infer<typeof hello>;
 
@@ -72,6 +80,8 @@ export const replies = {
   ]),
   attach: z.object({ starts: z.array(offset).min(1).max(2), stdin: z.boolean() }),
   entry: z.object({ entry }),
+  /** A read: the entry, and the whole content (base64) when the file was small enough to come inline. */
+  read: z.object({ entry, data: z.string().max(4 * Math.ceil(INLINE_MAX / 3)).optional() }),
   entries: z.object({ entries: z.array(entry).max(1000) }),
   xattrNames: z.object({ names: z.array(z.string().max(255)).max(4096).optional().nullable() }),
   xattrValue: z.object({ value: z.string().max(128 * 1024).optional().nullable() }),
