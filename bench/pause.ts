@@ -110,28 +110,28 @@ async function main(): Promise<void> {
     S.cSmall.bytes = await events(small, 'paused', 'imageBytes');
     S.cBig.bytes = await events(big, 'paused', 'imageBytes');
 
-    const same = 'same sandbox, cordon\'s flags';
+    const same = 'same sandbox, cordon flags';
     const def = 'same sandbox, runsc defaults';
-    print('pause (ms, client side)', [
+    print('pause: cordon pause / bare runsc checkpoint (ms, client side)', [
       ['cordon pause to disk, idle', S.cSmall.p],
-      [`bare runsc checkpoint, idle (${same})`, S.tSmall.p],
-      [`bare runsc checkpoint, idle (${def})`, S.tSmallDef.p],
-      ['bare runsc checkpoint, idle (plain sleep)', S.pSmall.p],
+      [`bare ${same}, idle`, S.tSmall.p],
+      [`bare ${def}, idle`, S.tSmallDef.p],
+      ['bare plain sleep, runsc defaults, idle', S.pSmall.p],
       [`cordon pause to disk, ${MIB} MiB`, S.cBig.p],
-      [`bare runsc checkpoint, ${MIB} MiB (${same})`, S.tBig.p],
-      [`bare runsc checkpoint, ${MIB} MiB (${def})`, S.tBigDef.p],
-      [`bare runsc checkpoint, ${MIB} MiB (plain sleep)`, S.pBig.p],
+      [`bare ${same}, ${MIB} MiB`, S.tBig.p],
+      [`bare ${def}, ${MIB} MiB`, S.tBigDef.p],
+      [`bare plain sleep, runsc defaults, ${MIB} MiB`, S.pBig.p],
       ['cordon pause, crun (cgroup freeze)', S.crun.p],
     ]);
-    print('resume (ms, client side)', [
+    print('resume: cordon resume / bare runsc restore (ms, client side)', [
       ['cordon resume from disk, idle', S.cSmall.r],
-      [`bare runsc restore, idle (${same})`, S.tSmall.r],
-      [`bare runsc restore, idle (${def})`, S.tSmallDef.r],
-      ['bare runsc restore, idle (plain sleep)', S.pSmall.r],
+      [`bare ${same}, idle`, S.tSmall.r],
+      [`bare ${def}, idle`, S.tSmallDef.r],
+      ['bare plain sleep, runsc defaults, idle', S.pSmall.r],
       [`cordon resume from disk, ${MIB} MiB`, S.cBig.r],
-      [`bare runsc restore, ${MIB} MiB (${same})`, S.tBig.r],
-      [`bare runsc restore, ${MIB} MiB (${def})`, S.tBigDef.r],
-      [`bare runsc restore, ${MIB} MiB (plain sleep)`, S.pBig.r],
+      [`bare ${same}, ${MIB} MiB`, S.tBig.r],
+      [`bare ${def}, ${MIB} MiB`, S.tBigDef.r],
+      [`bare plain sleep, runsc defaults, ${MIB} MiB`, S.pBig.r],
       ['cordon resume, crun (thaw)', S.crun.r],
     ]);
     console.log(`\nratios: cordon / bare runsc of the same sandbox with cordon's checkpoint flags (the goal: <= 1.2x)`);
