@@ -11,17 +11,17 @@
 //  - cordon pause/resume under crun: an in-memory cgroup freeze, the peer without checkpoint.
 // The bare rows' `runsc delete` after the checkpoint is not timed, as cordon's pause answers before its
 // container has ended. Client-side milliseconds per call; BENCH_RUNS (default 8) rounds each.
-import { readFileSync, rmSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { BaseTemplate } from '../src/image/base-template.js';
 import type { Sandbox } from '../src/sdk/index.js';
 import { startDaemon, TEMPLATES_DIR, type TestDaemon } from '../test/helpers/daemon.js';
-import { type BareContainer, cordonCheckpointFlags, fillBare, startPlain, startTwin } from './lib/runsc-twin.js';
+import { type BareContainer, cordonCheckpointFlags, fillBare, removeDir, startPlain, startTwin } from './lib/runsc-twin.js';
 import { pct, ratio, row } from './lib/stats.js';
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 8);
 const MIB = 256;
-const FLOOR_DIR = '/var/lib/cordon-bench/pause-floor';
+const FLOOR_DIR = `/var/lib/cordon-bench/pause-floor-${process.pid}`;
 
 async function timed(fn: () => Promise<unknown>): Promise<number> {
   const t = performance.now();
@@ -178,7 +178,7 @@ async function main(): Promise<void> {
     for (const c of bare) await c.remove().catch(() => {});
     for (const s of await d.client.list().catch(() => [])) await d.client.remove(s.id, { force: true }).catch(() => {});
     await d.cleanup();
-    rmSync(FLOOR_DIR, { recursive: true, force: true });
+    await removeDir(FLOOR_DIR);
   }
 }
 

@@ -26,6 +26,11 @@ export interface BareContainer {
   remove(): Promise<void>;
 }
 
+/** Remove a directory without ever descending into a mount left on it (a twin's rootfs overlay). */
+export async function removeDir(dir: string): Promise<void> {
+  await run('rm', ['-rf', '--one-file-system', '--', dir]);
+}
+
 /** Bytes of the files in a flat image directory. */
 export function imageBytes(dir: string): number {
   return readdirSync(dir).reduce((n, f) => n + statSync(join(dir, f)).size, 0);
@@ -83,7 +88,7 @@ export async function startTwin(dataDir: string, sandboxId: string, dir: string,
   const spec = JSON.parse(readFileSync(join(src, 'bundle', 'config.json'), 'utf8'));
   const { lowerDirs } = JSON.parse(readFileSync(join(src, 'layers.json'), 'utf8')) as { lowerDirs: string[] };
   const flags = await cordonRunscFlags(dataDir, sandboxId);
-  rmSync(dir, { recursive: true, force: true });
+  await removeDir(dir);
   const rootfs = join(dir, 'rootfs');
   for (const d of ['upper', 'work', 'rootfs', 'bundle', 'agent', 'state']) mkdirSync(join(dir, d), { recursive: true, mode: 0o700 });
   await run('mount', ['-t', 'overlay', 'overlay', '-o', `nodev,lowerdir=${lowerDirs.join(':')},upperdir=${join(dir, 'upper')},workdir=${join(dir, 'work')}`, rootfs]);
@@ -97,7 +102,7 @@ export async function startTwin(dataDir: string, sandboxId: string, dir: string,
   writeFileSync(join(bundle, 'config.json'), JSON.stringify(spec));
   const cleanup = async () => {
     await run('umount', [rootfs]).catch(() => {});
-    rmSync(dir, { recursive: true, force: true });
+    await removeDir(dir);
   };
   const c = bare(id, dir, [`--root=${join(dir, 'state')}`, ...flags], bundle, cleanup) as BareContainer & { start(): Promise<void> };
   await c.start().catch(async (e) => {
