@@ -1,24 +1,27 @@
-// Pause and resume latency, in one run on this machine:
+// Pause and resume latency, in one run on this machine, the samples of every row interleaved round by
+// round so that all of them see the same load:
 //  - cordon pause to disk + resume (runsc checkpoint/restore through the REST API) of an idle sandbox
 //    and of one holding 256 MiB in memory (random bytes on its tmpfs, so nothing compresses them);
-//  - bare `runsc checkpoint` / `runsc restore` of a plain runsc container on the same rootfs, the
-//    floor, idle and with the same 256 MiB (its `runsc delete` after the checkpoint is not timed, as
-//    cordon's pause answers before its container has ended);
+//  - the floor the issue asks for: bare `runsc checkpoint` / `runsc restore` of the same sandbox, i.e. a
+//    twin made from the OCI document cordon wrote for it (agent as init, the same mounts, an overlay of
+//    the same layers, cordon's runsc flags), once with the checkpoint flags cordon passes and once with
+//    runsc's defaults (flate compression);
+//  - a plain `sleep` container (no agent, no helper mounts, runsc's defaults), the old floor, so the
+//    cost of the agent itself stays visible;
 //  - cordon pause/resume under crun: an in-memory cgroup freeze, the peer without checkpoint.
-// Client-side milliseconds per call; BENCH_RUNS (default 10) rounds each.
-import { execFile, spawn } from 'node:child_process';
-import { closeSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+// The bare rows' `runsc delete` after the checkpoint is not timed, as cordon's pause answers before its
+// container has ended. Client-side milliseconds per call; BENCH_RUNS (default 8) rounds each.
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { BaseTemplate } from '../src/image/base-template.js';
 import type { Sandbox } from '../src/sdk/index.js';
 import { startDaemon, TEMPLATES_DIR, type TestDaemon } from '../test/helpers/daemon.js';
+import { type BareContainer, cordonCheckpointFlags, fillBare, removeDir, startPlain, startTwin } from './lib/runsc-twin.js';
 import { pct, ratio, row } from './lib/stats.js';
 
-const RUNS = Number(process.env.BENCH_RUNS ?? 10);
+const RUNS = Number(process.env.BENCH_RUNS ?? 8);
 const MIB = 256;
-const run = promisify(execFile);
-const FLOOR_DIR = '/var/lib/cordon-bench/pause-floor';
+const FLOOR_DIR = `/var/lib/cordon-bench/pause-floor-${process.pid}`;
 
 async function timed(fn: () => Promise<unknown>): Promise<number> {
   const t = performance.now();
@@ -37,79 +40,34 @@ async function waitEnded(sb: Sandbox, n: number): Promise<void> {
   for (let i = 0; i < 600 && (await endedCount(sb)) < n; i++) await new Promise((res) => setTimeout(res, 50));
 }
 
-/** Pause and resume `sb` RUNS times through the daemon; returns [pause ms, resume ms]. */
-async function cordonRounds(sb: Sandbox): Promise<[number[], number[]]> {
-  const p: number[] = [];
-  const r: number[] = [];
-  for (let i = 0; i < RUNS; i++) {
-    const ended = await endedCount(sb);
-    p.push(await timed(() => sb.pause()));
-    // As for the floor (whose `runsc delete` is not timed), the resume starts once the container has
-    // ended: a resume issued earlier waits for that end first.
-    if (sb.info.runtime === 'runsc') await waitEnded(sb, ended + 1);
-    r.push(await timed(() => sb.resume()));
-    // The agent is back before the next pause (a pause quiesces it first anyway).
-    await sb.exec(['true']);
-  }
-  return [p, r];
+/** Samples of one row: pause (checkpoint) ms, resume (restore) ms, image bytes. */
+interface Series { p: number[]; r: number[]; bytes: number[] }
+const series = (): Series => ({ p: [], r: [], bytes: [] });
+
+/** One pause and resume of `sb` through the daemon. */
+async function cordonRound(sb: Sandbox, s: Series): Promise<void> {
+  const ended = await endedCount(sb);
+  s.p.push(await timed(() => sb.pause()));
+  // As for the floor (whose `runsc delete` is not timed), the resume starts once the container has
+  // ended: a resume issued earlier waits for that end first.
+  if (sb.info.runtime === 'runsc') await waitEnded(sb, ended + 1);
+  s.r.push(await timed(() => sb.resume()));
+  // The agent is back before the next pause (a pause quiesces it first anyway).
+  await sb.exec(['true']);
 }
 
-/** The floor: a plain runsc container (no daemon, no agent, no shim) checkpointed and restored. */
-async function floorRounds(rootfs: string, fillMib: number): Promise<[number[], number[]]> {
-  const root = join(FLOOR_DIR, 'state');
-  const bundle = join(FLOOR_DIR, `bundle-${fillMib}`);
-  const image = join(FLOOR_DIR, `image-${fillMib}`);
-  const id = `pause-floor-${fillMib}-${process.pid}`;
-  rmSync(bundle, { recursive: true, force: true });
-  mkdirSync(bundle, { recursive: true });
-  const fill = fillMib ? `head -c ${fillMib * 1024 * 1024} /dev/urandom > /tmp/blob; ` : '';
-  const spec = {
-    ociVersion: '1.0.2',
-    process: { terminal: false, user: { uid: 0, gid: 0 }, args: ['/bin/sh', '-c', `${fill}exec sleep 100000`], env: ['PATH=/usr/bin:/bin'], cwd: '/' },
-    root: { path: rootfs, readonly: true },
-    hostname: 'floor',
-    mounts: [{ destination: '/proc', type: 'proc', source: 'proc' }, { destination: '/tmp', type: 'tmpfs', source: 'tmpfs', options: [`size=${MIB + 64}m`] }],
-    linux: { namespaces: [{ type: 'pid' }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' }, { type: 'network' }] },
-  };
-  writeFileSync(join(bundle, 'config.json'), JSON.stringify(spec));
-  const flags = [`--root=${root}`, '--platform=systrap', '--network=none'];
-  const runsc = (args: string[]) => run('runsc', [...flags, ...args], { timeout: 120_000 });
-  // --detach with stdio to a file, or the caller waits on the sandbox's stdio (HOST-NOTES).
-  const log = join(FLOOR_DIR, `runsc-${fillMib}.log`);
-  const detached = (args: string[]) =>
-    new Promise<void>((resolve, reject) => {
-      const fd = openSync(log, 'w');
-      const p = spawn('runsc', [...flags, ...args], { stdio: ['ignore', fd, fd] });
-      closeSync(fd);
-      p.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`runsc ${args[0]}: ${readFileSync(log, 'utf8').split('\n')[0]}`))));
-    });
-  await runsc(['delete', '--force', id]).catch(() => {});
-  await detached(['run', '--detach', '--bundle', bundle, id]);
-  try {
-    // Wait until the fill is done (the blob has its full size).
-    for (let i = 0; fillMib && i < 600; i++) {
-      const r = await runsc(['exec', id, '/bin/sh', '-c', 'stat -c %s /tmp/blob 2>/dev/null || echo 0']).catch(() => ({ stdout: '0' }));
-      if (Number(r.stdout.trim()) >= fillMib * 1024 * 1024) break;
-      await new Promise((res) => setTimeout(res, 100));
-    }
-    const c: number[] = [];
-    const r: number[] = [];
-    for (let i = 0; i < RUNS; i++) {
-      rmSync(image, { recursive: true, force: true });
-      mkdirSync(image, { recursive: true });
-      c.push(await timed(() => runsc(['checkpoint', '--image-path', image, id])));
-      await runsc(['delete', '--force', id]).catch(() => {});
-      r.push(await timed(() => detached(['restore', '--image-path', image, '--bundle', bundle, '--detach', id])));
-    }
-    return [c, r];
-  } finally {
-    await runsc(['delete', '--force', id]).catch(() => {});
-    rmSync(image, { recursive: true, force: true });
-  }
+/** One bare checkpoint (then an untimed delete) and restore of `c`. */
+async function bareRound(c: BareContainer, image: string, flags: string[], s: Series): Promise<void> {
+  let bytes = 0;
+  s.p.push(await timed(async () => (bytes = await c.checkpoint(image, flags))));
+  s.bytes.push(bytes);
+  await c.runsc(['delete', '--force', c.id]).catch(() => {});
+  s.r.push(await timed(() => c.restore(image)));
 }
 
 async function main(): Promise<void> {
   const d: TestDaemon = await startDaemon('bench-pause');
+  const bare: BareContainer[] = [];
   try {
     const small = await d.client.create({ runtime: 'runsc' });
     const big = await d.client.create({ runtime: 'runsc', memory: `${2 * MIB + 256}m`, tmpfs: [{ path: '/tmp', size: `${MIB + 64}m` }] });
@@ -118,61 +76,109 @@ async function main(): Promise<void> {
     const frozen = await d.client.create({ runtime: 'crun' });
     for (const sb of [small, big, frozen]) await sb.exec(['true']);
 
-    const [sp, sr] = await cordonRounds(small);
-    const [bp, br] = await cordonRounds(big);
-    const [fp, fr] = await cordonRounds(frozen);
-    const imageBytes = (await big.events_()).filter((e) => e.type === 'paused').map((e) => Number(e.data?.imageBytes ?? 0));
-    const released = async (sb: Sandbox) => (await sb.events_()).filter((e) => e.type === 'released').map((e) => Number(e.data?.ms ?? 0));
-    const resumedPhase = async (sb: Sandbox, field: string) => (await sb.events_()).filter((e) => e.type === 'resumed').map((e) => Number(e.data?.[field] ?? 0));
-    const inDaemon = async (sb: Sandbox, field: string) => (await sb.events_()).filter((e) => e.type === 'paused').map((e) => Number(e.data?.[field] ?? 0));
-
     const rootfs = (await new BaseTemplate(TEMPLATES_DIR).ensure()).lowerDirs[0];
-    const [fc0, fr0] = await floorRounds(rootfs, 0);
-    const [fc1, fr1] = await floorRounds(rootfs, MIB);
+    const platform = process.env.CORDON_RUNSC_PLATFORM ?? 'systrap';
+    const twinSmall = await startTwin(d.dataDir, small.id, join(FLOOR_DIR, 'twin-idle'), 'pause-twin-idle');
+    bare.push(twinSmall);
+    const twinBig = await startTwin(d.dataDir, big.id, join(FLOOR_DIR, 'twin-big'), 'pause-twin-big');
+    bare.push(twinBig);
+    const plainSmall = await startPlain(rootfs, join(FLOOR_DIR, 'plain-idle'), 'pause-plain-idle', MIB + 64, platform);
+    bare.push(plainSmall);
+    const plainBig = await startPlain(rootfs, join(FLOOR_DIR, 'plain-big'), 'pause-plain-big', MIB + 64, platform);
+    bare.push(plainBig);
+    await Promise.all([fillBare(twinBig, MIB), fillBare(plainBig, MIB)]);
+    // Let the twins' agents fall into their slow redial (no daemon answers them), as idle as cordon's.
+    await new Promise((res) => setTimeout(res, 2000));
 
-    print('pause (ms, client side)', [
-      ['cordon pause to disk, idle (runsc)', sp],
-      ['bare runsc checkpoint, idle (floor)', fc0],
-      [`cordon pause to disk, ${MIB} MiB in memory`, bp],
-      [`bare runsc checkpoint, ${MIB} MiB (floor)`, fc1],
-      ['cordon pause, crun (cgroup freeze)', fp],
+    const cordonFlags = await cordonCheckpointFlags();
+    console.log(`runsc checkpoint flags cordon passes here: ${cordonFlags.join(' ') || '(none)'}`);
+    const S = { cSmall: series(), tSmall: series(), tSmallDef: series(), pSmall: series(), cBig: series(), tBig: series(), tBigDef: series(), pBig: series(), crun: series() };
+    const img = (n: string) => join(FLOOR_DIR, `image-${n}`);
+    for (let i = 0; i < RUNS; i++) {
+      await cordonRound(small, S.cSmall);
+      await bareRound(twinSmall, img('twin-idle'), cordonFlags, S.tSmall);
+      await bareRound(twinSmall, img('twin-idle'), [], S.tSmallDef);
+      await bareRound(plainSmall, img('plain-idle'), [], S.pSmall);
+      await cordonRound(big, S.cBig);
+      await bareRound(twinBig, img('twin-big'), cordonFlags, S.tBig);
+      await bareRound(twinBig, img('twin-big'), [], S.tBigDef);
+      await bareRound(plainBig, img('plain-big'), [], S.pBig);
+      await cordonRound(frozen, S.crun);
+      process.stderr.write(`round ${i + 1}/${RUNS}\n`);
+    }
+    const events = async (sb: Sandbox, type: string, field: string) => (await sb.events_()).filter((e) => e.type === type).map((e) => Number(e.data?.[field] ?? 0));
+    S.cSmall.bytes = await events(small, 'paused', 'imageBytes');
+    S.cBig.bytes = await events(big, 'paused', 'imageBytes');
+
+    const same = 'same sandbox, cordon flags';
+    const def = 'same sandbox, runsc defaults';
+    print('pause: cordon pause / bare runsc checkpoint (ms, client side)', [
+      ['cordon pause to disk, idle', S.cSmall.p],
+      [`bare ${same}, idle`, S.tSmall.p],
+      [`bare ${def}, idle`, S.tSmallDef.p],
+      ['bare plain sleep, runsc defaults, idle', S.pSmall.p],
+      [`cordon pause to disk, ${MIB} MiB`, S.cBig.p],
+      [`bare ${same}, ${MIB} MiB`, S.tBig.p],
+      [`bare ${def}, ${MIB} MiB`, S.tBigDef.p],
+      [`bare plain sleep, runsc defaults, ${MIB} MiB`, S.pBig.p],
+      ['cordon pause, crun (cgroup freeze)', S.crun.p],
     ]);
-    print('resume (ms, client side)', [
-      ['cordon resume from disk, idle (runsc)', sr],
-      ['bare runsc restore, idle (floor)', fr0],
-      [`cordon resume from disk, ${MIB} MiB in memory`, br],
-      [`bare runsc restore, ${MIB} MiB (floor)`, fr1],
-      ['cordon resume, crun (thaw)', fr],
+    print('resume: cordon resume / bare runsc restore (ms, client side)', [
+      ['cordon resume from disk, idle', S.cSmall.r],
+      [`bare ${same}, idle`, S.tSmall.r],
+      [`bare ${def}, idle`, S.tSmallDef.r],
+      ['bare plain sleep, runsc defaults, idle', S.pSmall.r],
+      [`cordon resume from disk, ${MIB} MiB`, S.cBig.r],
+      [`bare ${same}, ${MIB} MiB`, S.tBig.r],
+      [`bare ${def}, ${MIB} MiB`, S.tBigDef.r],
+      [`bare plain sleep, runsc defaults, ${MIB} MiB`, S.pBig.r],
+      ['cordon resume, crun (thaw)', S.crun.r],
     ]);
-    console.log('\nratios (cordon / bare runsc, same run)');
-    console.log(`  pause idle:   ${ratio(sp, fc0)}`);
-    console.log(`  resume idle:  ${ratio(sr, fr0)}`);
-    console.log(`  pause ${MIB} MiB: ${ratio(bp, fc1)}`);
-    console.log(`  resume ${MIB} MiB: ${ratio(br, fr1)}`);
+    console.log(`\nratios: cordon / bare runsc of the same sandbox with cordon's checkpoint flags (the goal: <= 1.2x)`);
+    console.log(`  pause idle:      ${ratio(S.cSmall.p, S.tSmall.p)}`);
+    console.log(`  resume idle:     ${ratio(S.cSmall.r, S.tSmall.r)}`);
+    console.log(`  pause ${MIB} MiB:  ${ratio(S.cBig.p, S.tBig.p)}`);
+    console.log(`  resume ${MIB} MiB: ${ratio(S.cBig.r, S.tBig.r)}`);
+    console.log(`ratios: cordon / bare runsc of the same sandbox with runsc's default flags`);
+    console.log(`  pause idle:      ${ratio(S.cSmall.p, S.tSmallDef.p)}`);
+    console.log(`  resume idle:     ${ratio(S.cSmall.r, S.tSmallDef.r)}`);
+    console.log(`  pause ${MIB} MiB:  ${ratio(S.cBig.p, S.tBigDef.p)}`);
+    console.log(`  resume ${MIB} MiB: ${ratio(S.cBig.r, S.tBigDef.r)}`);
+    console.log(`ratios: cordon / bare runsc of a plain sleep container (no agent, runsc defaults)`);
+    console.log(`  pause idle:      ${ratio(S.cSmall.p, S.pSmall.p)}`);
+    console.log(`  resume idle:     ${ratio(S.cSmall.r, S.pSmall.r)}`);
+    console.log(`  pause ${MIB} MiB:  ${ratio(S.cBig.p, S.pBig.p)}`);
+    console.log(`  resume ${MIB} MiB: ${ratio(S.cBig.r, S.pBig.r)}`);
     console.log('ratios (pause to disk / crun freeze, same run)');
-    console.log(`  pause idle:   ${ratio(sp, fp)}`);
-    console.log(`  resume idle:  ${ratio(sr, fr)}`);
+    console.log(`  pause idle:   ${ratio(S.cSmall.p, S.crun.p)}`);
+    console.log(`  resume idle:  ${ratio(S.cSmall.r, S.crun.r)}`);
+    const inDaemon = (sb: Sandbox, field: string) => events(sb, 'paused', field);
+    const resumed = (sb: Sandbox, field: string) => events(sb, 'resumed', field);
     print('inside the daemon (event data)', [
-      ['pause total, small', await inDaemon(small, 'ms')],
-      ['up to the image, small', await inDaemon(small, 'checkpointMs')],
-      ['of which space check + exec-path end, small', await inDaemon(small, 'prepMs')],
-      ['of which agent quiesce, small', await inDaemon(small, 'quiesceMs')],
+      ['pause total, idle', await inDaemon(small, 'ms')],
+      ['up to the image, idle', await inDaemon(small, 'checkpointMs')],
+      ['of which space check + exec-path end, idle', await inDaemon(small, 'prepMs')],
+      ['of which agent quiesce, idle', await inDaemon(small, 'quiesceMs')],
       [`pause total, ${MIB} MiB`, await inDaemon(big, 'ms')],
       [`up to the image, ${MIB} MiB`, await inDaemon(big, 'checkpointMs')],
-      ['resume: overlay + network ready, small', await resumedPhase(small, 'prepareMs')],
-      ['resume: runsc restore, small', await resumedPhase(small, 'restoreMs')],
-      ['resume: agent reconnected, small', await resumedPhase(small, 'agentMs')],
-      [`resume: runsc restore, ${MIB} MiB`, await resumedPhase(big, 'restoreMs')],
-      [`resume: agent reconnected, ${MIB} MiB`, await resumedPhase(big, 'agentMs')],
-      ['container ended after the answer, small', await released(small)],
-      [`container ended after the answer, ${MIB} MiB`, await released(big)],
+      ['resume: overlay + network ready, idle', await resumed(small, 'prepareMs')],
+      ['resume: runsc restore, idle', await resumed(small, 'restoreMs')],
+      ['resume: agent reconnected, idle', await resumed(small, 'agentMs')],
+      [`resume: runsc restore, ${MIB} MiB`, await resumed(big, 'restoreMs')],
+      [`resume: agent reconnected, ${MIB} MiB`, await resumed(big, 'agentMs')],
+      ['container ended after the answer, idle', await events(small, 'released', 'ms')],
+      [`container ended after the answer, ${MIB} MiB`, await events(big, 'released', 'ms')],
     ]);
-    console.log(`\ncheckpoint image of the ${MIB} MiB sandbox: p50 ${(pct(imageBytes, 50) / 1024 / 1024).toFixed(1)} MiB on disk`);
-    console.log(`host memory: ${readFileSync('/proc/meminfo', 'utf8').split('\n')[2]}`);
+    const size = (xs: number[]) => `${(pct(xs, 50) / 1024 / 1024).toFixed(2)} MiB`;
+    console.log('\ncheckpoint image on disk (p50)');
+    console.log(`  idle:    cordon ${size(S.cSmall.bytes)}   bare same sandbox, cordon's flags ${size(S.tSmall.bytes)}   runsc defaults ${size(S.tSmallDef.bytes)}   plain sleep ${size(S.pSmall.bytes)}`);
+    console.log(`  ${MIB} MiB: cordon ${size(S.cBig.bytes)}   bare same sandbox, cordon's flags ${size(S.tBig.bytes)}   runsc defaults ${size(S.tBigDef.bytes)}   plain sleep ${size(S.pBig.bytes)}`);
+    console.log(`host memory: ${readFileSync('/proc/meminfo', 'utf8').split('\n')[2]}   load: ${readFileSync('/proc/loadavg', 'utf8').trim()}`);
   } finally {
+    for (const c of bare) await c.remove().catch(() => {});
     for (const s of await d.client.list().catch(() => [])) await d.client.remove(s.id, { force: true }).catch(() => {});
     await d.cleanup();
-    rmSync(FLOOR_DIR, { recursive: true, force: true });
+    await removeDir(FLOOR_DIR);
   }
 }
 

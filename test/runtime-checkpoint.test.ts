@@ -5,6 +5,8 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { CordonError } from '../src/errors/registry.js';
 import { BaseTemplate } from '../src/image/base-template.js';
 import { SandboxRootfs } from '../src/image/sandbox-rootfs.js';
@@ -20,6 +22,7 @@ const BB = '/.cordon/busybox';
 // keeps in the sandbox's memory too). A restart from zero would write 1 again.
 const COUNTER = `i=0; while :; do i=$((i+1)); echo $i >> /tmp/count; ${BB} sleep 0.1; done`;
 const CALLS = { timeoutMs: 60_000 };
+const execFileP = promisify(execFile);
 
 async function until<T>(what: string, fn: () => Promise<T | undefined | false>, ms = 60_000): Promise<T> {
   const deadline = Date.now() + ms;
@@ -111,6 +114,11 @@ describe('runtime checkpoint and restore (runsc)', () => {
 
     const image = join(dataDir, 'image-1');
     const [, checkpointMs] = await timed(() => rt.checkpoint(id, image, { leaveRunning: false }));
+    // Memory is written uncompressed where runsc lets us choose, and this runsc then keeps the pages
+    // in a file of their own; compressed, they are inside checkpoint.img.
+    const help = await execFileP('runsc', ['checkpoint', '--help']).catch((e: { stdout?: string; stderr?: string }) => e);
+    const canChoose = /^\s*-compression\b/m.test(`${help.stdout}\n${help.stderr}`);
+    assert.equal(existsSync(join(image, 'pages.img')), canChoose, `pages.img ${canChoose ? 'missing: the image was compressed' : 'written by a runsc without --compression'}`);
     // The init exited and the runtime holds nothing of the container any more (memory freed).
     const exit = await rt.wait(id, state, AbortSignal.timeout(30_000));
     assert.equal(exit.oomKilled, false);
