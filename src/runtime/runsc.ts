@@ -160,10 +160,13 @@ export class RunscRuntime extends OciCliRuntime {
     await super.resume(id);
   }
 
-  /** runsc's own state says running while its cgroup is frozen. */
+  /**
+   * A frozen sandbox is paused. `runsc state` is not asked then: it waits on the stopped sentry
+   * (measured: past a 15 s deadline), and runsc's own record would say running anyway.
+   */
   override async status(id: string): Promise<ContainerStatus> {
-    const st = await super.status(id);
-    return st === 'running' && (await cgroupFrozen(id)) ? 'paused' : st;
+    if (await cgroupFrozen(id)) return 'paused';
+    return super.status(id);
   }
 
   /**
