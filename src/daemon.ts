@@ -28,6 +28,8 @@ import { TemplateFastPathsImpl } from './engine/templates/template-fast.js';
 import { WarmPools } from './engine/templates/warm-pool.js';
 import { TemplateLayerDirs } from './image/template-build/layer-dirs.js';
 import { TemplateStore } from './store/templates.js';
+import { TemplateBuildStore } from './store/template-builds.js';
+import { BuildRecords } from './engine/templates/build-records.js';
 import { VolumeManager } from './engine/volumes.js';
 import { SandboxStorage } from './engine/sandbox-storage.js';
 import { VolumeStore } from './store/volumes.js';
@@ -130,6 +132,10 @@ export async function createDaemon(cfg: DaemonConfig, log: (msg: string) => void
   for (const r of mgr.list().filter((x) => x.labels['cordon.build'] && x.spec.template?.startsWith(TRANSIENT_PREFIX))) {
     await mgr.remove(r.id, true).catch((e: Error) => log(`removing build sandbox ${r.id} left by an interrupted build failed: ${e.message}`));
   }
+  // Build records: those that were running when the daemon stopped read as failed from now on.
+  const builds = new BuildRecords(new TemplateBuildStore(db));
+  const interrupted = builds.recoverInterrupted();
+  if (interrupted) log(`${interrupted} template build(s) were interrupted by the restart; they report an error`);
   // Pool members from before the restart go; the pools refill in the background.
   await pools.restart();
   // Processes started through the agents keep running across a restart; let the agents re-attach them first.
@@ -158,7 +164,7 @@ export async function createDaemon(cfg: DaemonConfig, log: (msg: string) => void
     net,
     metrics: telemetry,
     logger: cfg.requestLog === 'on' ? createLogger(cfg.logLevel) : undefined,
-    templates: { service: templates, builder: new TemplateBuilder(templates), pools },
+    templates: { service: templates, builder: new TemplateBuilder(templates), builds, pools },
     volumes,
     readiness: () => {
       if (base.isBuilt()) return { ready: true, runtimes: runtimeStatus };
@@ -183,6 +189,7 @@ export async function createDaemon(cfg: DaemonConfig, log: (msg: string) => void
       // Containers that pauses to disk left ending: their namespaces and mounts go before the network closes.
       await mgr.pauses.settleAll();
       await net.close().catch(() => {});
+      builds.close();
       store.flush();
       db.close();
     },

@@ -23,6 +23,8 @@ const BAD = `e2b-bad-${process.pid}`;
 let d: TestDaemon;
 let work: string;
 let o: { apiKey: string; apiUrl: string; sandboxUrl: string; domain: string };
+/** A build run in the background that ended ready, and its log, for the restart test. */
+let finished: { data: Awaited<ReturnType<typeof Template.buildInBackground>>; messages: string[] } | undefined;
 
 before(async () => {
   d = await startDaemon('e2b-templates', { apiKey: KEY, args: ['--max-upload', '1m'] });
@@ -159,6 +161,7 @@ describe('e2b Template API', () => {
     const rest = (await Template.getBuildStatus(data, { ...o, logsOffset: 2 })).logEntries.map((l) => l.message);
     assert.deepEqual(rest, all.slice(2));
     assert.deepEqual((await Template.getBuildStatus(data, { ...o, logsOffset: all.length })).logEntries, [], 'an empty page after the end');
+    finished = { data, messages: all };
 
     const s = await Sandbox.create(`${BG}:v1`, { ...o, timeoutMs: 60_000 });
     try {
@@ -220,6 +223,29 @@ describe('e2b Template API', () => {
     assert.equal((await api('POST', '/v3/templates', { name: 'Bad Name' })).status, 400);
     assert.equal((await api('POST', '/v3/templates', { name: 'base' })).status, 400);
     assert.equal((await api('GET', `/templates/${req.json.templateID}/builds/nosuchbuild/status`)).status, 404);
+  });
+
+  test('build records outlive a daemon restart: a finished build pages its log by offset, one the restart cut short reads as error', async () => {
+    assert.ok(finished, 'the buildInBackground test ran first');
+    const cutName = `e2b-cut-${process.pid}`;
+    const cut = await Template.buildInBackground(Template().fromTemplate('base').runCmd('echo long-step-started; sleep 600'), cutName, o);
+    await until('the long step runs', async () => (await Template.getBuildStatus(cut, o)).logEntries.some((l) => l.message === 'long-step-started'), 120_000);
+    await d.stop('SIGKILL');
+    await d.restart();
+
+    const st = await Template.getBuildStatus(finished.data, { ...o, logsOffset: 0 });
+    assert.equal(st.status, 'ready');
+    assert.deepEqual(st.logEntries.map((l) => l.message), finished.messages);
+    assert.deepEqual((await Template.getBuildStatus(finished.data, { ...o, logsOffset: 2 })).logEntries.map((l) => l.message), finished.messages.slice(2));
+    assert.deepEqual((await Template.getBuildStatus(finished.data, { ...o, logsOffset: finished.messages.length })).logEntries, []);
+
+    const c = await Template.getBuildStatus(cut, o);
+    assert.equal(c.status, 'error');
+    assert.equal(c.reason?.step, '1');
+    assert.match(c.reason!.message, /daemon restarted while this build was running.*start the build again/);
+    assert.ok(c.logEntries.some((l) => l.message === 'long-step-started'), 'its log up to the restart is kept');
+    assert.equal(await Template.exists(cutName, o), false);
+    assert.deepEqual((await d.client.list()).filter((s) => s.labels['cordon.build']), [], 'the step sandbox went with the restart');
   });
 
   test('the upload URL: no API key needed, refuses a wrong signature, a path-escaping tar, a device, an oversized body', async () => {

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import tar from 'tar-stream';
@@ -285,15 +285,60 @@ describe('template build from a Dockerfile', () => {
     assert.equal((await cli(d, ['template', 'rm', 'hostile'])).code, 0);
   });
 
+  it('what a RUN step writes to /tmp is kept for the next step and in the template, under runsc and crun', async () => {
+    const c = context('tmpkeep', { Dockerfile: 'FROM base\nRUN echo x > /tmp/a\nRUN cat /tmp/a && cp /tmp/a /tmp/b\n' });
+    const crun = await startDaemon('template-build-crun', { args: ['--runtime', 'crun'] });
+    try {
+      for (const daemon of [d, crun]) {
+        const r = await cli(daemon, ['template', 'build', 'tmpkeep', '--context', c]);
+        assert.equal(r.code, 0, r.stderr);
+        const sbx = await daemon.client.create({ template: 'tmpkeep' });
+        try {
+          const x = await sbx.exec(['sh', '-c', 'cat /tmp/a /tmp/b; stat -c %a /tmp; grep -c " /tmp tmpfs " /proc/mounts']);
+          assert.equal(x.stdout, `x\nx\n1777\n0\n`, `${sbx.info.runtime}: ${x.stderr}`);
+          // Mounted from the rootfs under runsc, /tmp cannot be swapped for a link while the sandbox runs.
+          if (daemon === d) assert.notEqual((await sbx.exec(['sh', '-c', 'mv /tmp /tmp-moved || rmdir /tmp'])).exit_code, 0);
+        } finally {
+          await sbx.remove({ force: true });
+        }
+        assert.equal((await cli(daemon, ['template', 'rm', 'tmpkeep'])).code, 0);
+      }
+    } finally {
+      await crun.stop();
+      await crun.cleanup();
+    }
+  });
+
+  it('an image whose /tmp is a link to a host path: steps and sandboxes write inside the sandbox, never on the host', async () => {
+    const probe = `cordon-tmp-probe-${process.pid}`;
+    const entries = baseEntries().map((e) => (e.name === 'tmp' ? { name: 'tmp', type: 'symlink' as const, linkname: '/etc' } : e));
+    writeLayout(join(work, 'tmplink-img'), { layers: [{ tar: await layerTar(entries), compression: 'gzip' }], config: { Env: ['PATH=/bin'] } }, { refName: 'latest' });
+    push(join(work, 'tmplink-img'), `${reg.host}/test/tmplink:1`);
+    const c = context('tmplink', { Dockerfile: `FROM ${reg.host}/test/tmplink:1\nRUN echo probe > /tmp/${probe}\n` });
+    const r = await cli(d, ['template', 'build', 'tmplink', '--context', c]);
+    assert.equal(r.code, 0, r.stderr);
+    const sbx = await d.client.create({ template: 'tmplink' });
+    try {
+      const x = await sbx.exec(['sh', '-c', `echo again > /tmp/${probe}-2; readlink /tmp; cat /etc/${probe} /etc/${probe}-2`]);
+      assert.equal(x.stdout, '/etc\nprobe\nagain\n', x.stderr);
+    } finally {
+      await sbx.remove({ force: true });
+    }
+    assert.equal(existsSync(`/etc/${probe}`) || existsSync(`/etc/${probe}-2`), false, "nothing reached the host's /etc");
+    assert.equal((await cli(d, ['template', 'rm', 'tmplink'])).code, 0);
+  });
+
   it('a template with start and ready commands has its service answering when create returns', async () => {
     const c = context('service', { Dockerfile: 'FROM base\nRUN mkdir -p /srv && echo served > /srv/index.html\nWORKDIR /srv\n' });
-    const r = await cli(d, ['template', 'build', 'service', '--context', c, '--start-cmd', 'python3 -m http.server 8000 --bind 127.0.0.1', '--ready-cmd', 'curl -sf http://127.0.0.1:8000/ > /dev/null']);
+    const r = await cli(d, ['template', 'build', 'service', '--context', c, '--start-cmd', 'echo started > /tmp/started; python3 -m http.server 8000 --bind 127.0.0.1', '--ready-cmd', 'curl -sf http://127.0.0.1:8000/ > /dev/null']);
     assert.equal(r.code, 0, r.stderr);
     const sbx = await d.client.create({ template: 'service' });
     try {
       const x = await sbx.exec(['curl', '-s', 'http://127.0.0.1:8000/index.html']);
       assert.equal(x.stdout, 'served\n', 'the first request right after create is answered');
       assert.ok((await sbx.processes()).some((p) => p.tag === 'start' && p.running));
+      // Restored from the template's memory snapshot, whose /tmp was on its rootfs.
+      assert.equal((await sbx.exec(['cat', '/tmp/started'])).stdout, 'started\n');
     } finally {
       await sbx.remove({ force: true });
     }

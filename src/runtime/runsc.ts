@@ -6,6 +6,7 @@ import { capabilitiesOf } from './capabilities.js';
 import { OciCliRuntime, type RuntimeCallOptions } from './oci-cli.js';
 import { HELPER_DIR } from './oci-spec.js';
 import { cgroupFrozen, freezeCgroup, thawCgroup } from './cgroup/index.js';
+import { withRootfsTmp } from './rootfs-tmp.js';
 import { SentryUnreachable, sentryCall } from './runsc-control.js';
 import type { CheckpointOptions, ContainerSpec, ContainerStatus, ExecHandle, ExecSpec, RuntimeCapabilities, RuntimeState } from './types.js';
 
@@ -55,6 +56,11 @@ export class RunscRuntime extends OciCliRuntime {
     this.allowSuid = /^\s*-allow-suid\b/m.test(`${r.stdout}\n${r.stderr}`);
     const help = await run(this.binary('runsc'), ['checkpoint', '--help'], { timeoutMs: 15_000 }).catch(() => ({ stdout: '', stderr: '' }));
     this.compressionFlag = /^\s*-compression\b/m.test(`${help.stdout}\n${help.stderr}`);
+  }
+
+  // /tmp stays on the rootfs, as under crun and Docker, instead of gVisor's own tmpfs (rootfs-tmp.ts).
+  override async create(spec: ContainerSpec): Promise<RuntimeState> {
+    return super.create(await withRootfsTmp(spec));
   }
 
   protected command(sub: string, spec?: ContainerSpec): [string, string[]] {
@@ -176,7 +182,8 @@ export class RunscRuntime extends OciCliRuntime {
    * caller is gone): only the init and its descendants come back. The network is that of the namespace
    * given now: gVisor takes the link's addresses and routes at restore, not those in the image.
    */
-  override async restore(spec: ContainerSpec, dir: string): Promise<RuntimeState> {
+  override async restore(given: ContainerSpec, dir: string): Promise<RuntimeState> {
+    const spec = await withRootfsTmp(given);
     try {
       const pidFile = await this.startUnderShim(spec, 'restore', ['--image-path', dir, '--detach']);
       return await this.stateFrom(pidFile);

@@ -110,6 +110,27 @@ export const MIGRATIONS: readonly string[] = [
      doc TEXT NOT NULL,
      created_at INTEGER NOT NULL
    );`,
+  // Template builds as E2B's getBuildStatus pages them (src/engine/templates/build-records.ts): the
+  // record (targets, tags, reason) as a document, its log entries numbered from 0 for logsOffset.
+  `CREATE TABLE template_builds (
+     id TEXT PRIMARY KEY,
+     template_id TEXT NOT NULL,
+     status TEXT NOT NULL,
+     doc TEXT NOT NULL,
+     log_bytes INTEGER NOT NULL DEFAULT 0,
+     created_at INTEGER NOT NULL
+   );
+   CREATE INDEX template_builds_created ON template_builds(created_at);
+   CREATE INDEX template_builds_template ON template_builds(template_id);
+   CREATE TABLE template_build_logs (
+     build_id TEXT NOT NULL,
+     seq INTEGER NOT NULL,
+     ts INTEGER NOT NULL,
+     level TEXT NOT NULL,
+     message TEXT NOT NULL,
+     step TEXT,
+     PRIMARY KEY (build_id, seq)
+   ) WITHOUT ROWID;`,
 ];
 
 /** Open (and migrate) the daemon's SQLite database. WAL keeps readers off the writer's back. */

@@ -12,7 +12,7 @@ import { e2bErrors } from './errors.js';
 import type { TemplateRecord } from '../../store/templates.js';
 import type { TemplateDeps } from '../routes/templates.js';
 import type { ApiDeps, TypedApp } from '../server.js';
-import { buildStatusView, cordonName, E2bBuilds } from './template-builds.js';
+import { cordonName, E2bBuilds } from './template-builds.js';
 import { E2bTemplateFiles, UPLOAD_PREFIX } from './template-files.js';
 import { buildStartBody, FILES_HASH } from './template-steps.js';
 
@@ -122,7 +122,7 @@ export async function registerE2bTemplates(app: FastifyInstance, deps: ApiDeps):
       if (name === 'base') throw new CordonError('invalid_argument', 'name: "base" is the built-in template; choose another name');
       const tags = [...new Set([...(given.includes(':') ? [tag] : []), ...(req.body.tags ?? [])])];
       const b = builds.request(name, tags.length ? tags : ['default'], req.body.cpuCount ?? undefined, req.body.memoryMB ?? undefined);
-      reply.status(202).send({ templateID: b.templateID, buildID: b.buildID, names: [name], aliases: [name], tags: b.tags, public: false });
+      reply.status(202).send({ templateID: b.templateID, buildID: b.id, names: [name], aliases: [name], tags: b.tags, public: false });
     });
 
     r.get('/templates/:templateID/files/:hash', { schema: { params: fileParams, hide: true } }, async (req, reply) => {
@@ -159,8 +159,7 @@ export async function registerE2bTemplates(app: FastifyInstance, deps: ApiDeps):
     });
 
     r.get('/templates/:templateID/builds/:buildID/status', { schema: { params: buildParams, querystring: statusQuery, hide: true } }, async (req) => {
-      const b = builds.get(req.params.templateID, req.params.buildID);
-      return buildStatusView(b, req.query.logsOffset ?? 0, req.query.limit ?? 100, req.query.level);
+      return builds.status(req.params.templateID, req.params.buildID, req.query.logsOffset ?? 0, req.query.limit ?? 100, req.query.level);
     });
 
     r.get('/templates/aliases/:alias', { schema: { params: aliasParams, hide: true } }, async (req) => {

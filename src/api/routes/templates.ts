@@ -4,6 +4,7 @@ import type { Readable } from 'node:stream';
 import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import { CordonError } from '../../errors/registry.js';
+import type { BuildRecords } from '../../engine/templates/build-records.js';
 import type { TemplateBuilder } from '../../engine/templates/template-builder.js';
 import type { TemplateService } from '../../engine/templates/template-service.js';
 import type { PoolView, WarmPools } from '../../engine/templates/warm-pool.js';
@@ -18,6 +19,8 @@ import type { ApiDeps, TypedApp } from '../server.js';
 export interface TemplateDeps {
   service: TemplateService;
   builder: TemplateBuilder;
+  /** Build records (E2B's getBuildStatus), kept across restarts. */
+  builds: BuildRecords;
   /** Warm pools (absent in daemons built without them). */
   pools?: WarmPools;
 }
