@@ -183,12 +183,13 @@ export class AgentProcess implements ProcessHandle {
       );
     } catch (e) {
       for (const c of chans) c.close();
-      this.stdinCh.close();
+      // A lost connection may have closed it already (and cleared it) while the start was awaited.
+      this.stdinCh?.close();
       // An errno (EAGAIN: no process slot) goes up as is: the caller may start the command another way.
       throw e instanceof CordonError || e instanceof AgentOpError ? e : unavailable(`the sandbox's agent could not start the command: ${(e as Error).message}`);
     }
     if ('fail' in reply) {
-      this.stdinCh.close();
+      this.stdinCh?.close();
       this.stdinCh = undefined;
       this.rejectPid(new Error('the command did not start'));
       this.resolveFailure({ exitCode: reply.fail.code, message: reply.fail.message });
