@@ -1,5 +1,5 @@
 import { OutputFanout, type EventSink, type FlowLimits, type Source, type StreamDrop } from './output-fanout.js';
-import type { ProcessHandle } from './process-handle.js';
+import type { ProcessHandle, ProcessMeta } from './process-handle.js';
 
 // One process's record and output buffer; the ProcessManager (process-manager.ts) starts and finds them.
 
@@ -10,19 +10,11 @@ export type ProcessEvent =
 
 export type ProcessSink = EventSink<ProcessEvent>;
 
-export interface ProcessInfo {
-  /** cordon's id for the process ("p-N"): unique in its sandbox, unlike a pid, which can come back. */
-  id: string;
+/** What a restarted daemon keeps of a process (ProcessMeta), and what only a live one knows. */
+export interface ProcessInfo extends ProcessMeta {
   pid: number;
-  tag?: string;
-  cmd: string[];
-  cwd: string;
-  user: string;
-  env: Record<string, string>;
-  pty: boolean;
   running: boolean;
   stdinOpen: boolean;
-  startedAt: number;
   exitedAt?: number;
   exitCode?: number;
 }

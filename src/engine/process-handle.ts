@@ -21,6 +21,7 @@ export interface ProcessHandle extends ExecHandle {
 
 /** What is kept with an agent-run process so that a restarted daemon can list it again. */
 export interface ProcessMeta {
+  /** cordon's id for the process ("p-N"): unique in its sandbox, unlike a pid, which can come back. */
   id: string;
   tag?: string;
   cmd: string[];
