@@ -191,6 +191,10 @@ describe('e2b Template API', () => {
       { name: `e2b-guest-${process.pid}`, t: Template().fromTemplate('base').runCmd('useradd -m -s /bin/bash guest', { user: 'root' }).setUser('guest'), user: 'guest', home: '/home/guest' },
     ];
     await Promise.all(cases.map((c) => Template.build(c.t, c.name, o)));
+    // A template built on it keeps its user and its home as the start directory.
+    const child = { name: `e2b-child-${process.pid}`, t: Template().fromTemplate(cases[0].name).runCmd('touch ~/child-was-here'), user: 'root', home: '/root' };
+    await Template.build(child.t, child.name, o);
+    cases.unshift(child);
     for (const c of cases) {
       const s = await Sandbox.create(c.name, { ...o, timeoutMs: 60_000 });
       try {
