@@ -10,6 +10,7 @@ package main
 // nothing, left the directory and umask as they were and exited 0; otherwise the real login shell
 // runs. A file changed within the last second is not trusted to show its next change (timestamps
 // move in clock ticks), so the real login shell runs until it has settled.
+// Commands that are plain words skip even `bash -c` (directexec.go).
 // What differs: shell variables and functions the profile set without exporting them, shell options
 // (shopt login_shell), and side effects of running the profile (other than its environment).
 
@@ -37,6 +38,14 @@ const (
 type loginEntry struct {
 	stamps string
 	env    []string // nil: not usable, run the real login shell
+	direct []string // what `bash -c` hands a command it execs (without `_`); nil: always run bash
+}
+
+// launch is what start runs: args with env, or first the direct form when there is one (a start
+// failure of the direct form falls back to args, which then fails or runs the way bash would).
+type launch struct {
+	args, env []string
+	direct    *directCmd
 }
 
 type loginCache struct {
@@ -58,25 +67,26 @@ func isLoginShell(args []string) bool {
 	return len(args) == 4 && args[1] == "-l" && args[2] == "-c" && path.Base(args[0]) == "bash" && path.IsAbs(args[0])
 }
 
-// rewrite returns the argv and environment to run: the cached form of a login shell when known.
-func (l *loginCache) rewrite(args, env []string, cwd string, u *userSpec) ([]string, []string) {
+// rewrite returns what to run: the cached form of a login shell when known, and the command
+// itself when bash would only exec it (directexec.go).
+func (l *loginCache) rewrite(args, env []string, cwd string, u *userSpec) launch {
 	if !isLoginShell(args) || l.self == "" {
-		return args, env
+		return launch{args: args, env: env}
 	}
 	key := cacheKey(args[0], env, cwd, u)
 	home, _ := envValue(env, "HOME")
 	stamps, newest := profileStamps(args[0], home)
 	if time.Since(newest) < settleTime {
-		return args, env
+		return launch{args: args, env: env}
 	}
 	l.mu.Lock()
 	e := l.entries[key]
 	if e != nil && e.stamps == stamps {
 		l.mu.Unlock()
 		if e.env == nil {
-			return args, env
+			return launch{args: args, env: env}
 		}
-		return []string{args[0], "-c", args[3]}, mergeShellVars(e.env, env)
+		return launch{args: []string{args[0], "-c", args[3]}, env: mergeShellVars(e.env, env), direct: directCommand(args[3], e.direct, cwd, u)}
 	}
 	start := !l.pending[key]
 	if start {
@@ -86,7 +96,7 @@ func (l *loginCache) rewrite(args, env []string, cwd string, u *userSpec) ([]str
 	if start {
 		go l.learn(key, stamps, args[0], env, cwd, u)
 	}
-	return args, env
+	return launch{args: args, env: env}
 }
 
 func cacheKey(shell string, env []string, cwd string, u *userSpec) string {
@@ -133,7 +143,11 @@ func profileStamps(shell, home string) (string, time.Time) {
 
 // learn runs the login shell once to print its environment (the agent's dump-env mode).
 func (l *loginCache) learn(key, stamps, shell string, env []string, cwd string, u *userSpec) {
-	learned := l.run(shell, env, cwd, u)
+	learned := l.run(shell, []string{shell, "-l", "-c", "exec " + shellQuote(l.self) + " dump-env"}, env, cwd, u)
+	var direct []string
+	if learned != nil {
+		direct = l.learnDirect(shell, mergeShellVars(learned, env), cwd, u)
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	delete(l.pending, key)
@@ -143,16 +157,18 @@ func (l *loginCache) learn(key, stamps, shell string, env []string, cwd string, 
 			break
 		}
 	}
-	l.entries[key] = &loginEntry{stamps: stamps, env: learned}
+	l.entries[key] = &loginEntry{stamps: stamps, env: learned, direct: direct}
 }
 
-func (l *loginCache) run(shell string, env []string, cwd string, u *userSpec) []string {
+// run runs a shell command that ends by exec'ing the agent's dump-env mode, and returns the
+// environment it printed; nil when the shell printed anything else, failed, or changed the directory or umask.
+func (l *loginCache) run(shell string, argv, env []string, cwd string, u *userSpec) []string {
 	groups := u.Groups
 	if groups == nil {
 		groups = []uint32{}
 	}
 	cred := &syscall.Credential{Uid: u.UID, Gid: u.GID, Groups: groups}
-	stdout, stderr, ws, err := runCaptured(shell, []string{shell, "-l", "-c", "exec " + shellQuote(l.self) + " dump-env"}, env, cwd, cred, learnTimeout)
+	stdout, stderr, ws, err := runCaptured(shell, argv, env, cwd, cred, learnTimeout)
 	if err != nil || ws.ExitStatus() != 0 || ws.Signaled() || len(stderr) > 0 || !bytes.HasPrefix(stdout, []byte(dumpMarker)) {
 		return nil
 	}

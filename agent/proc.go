@@ -111,8 +111,17 @@ func (a *agent) start(c *conn, req *request, stdin *inChan) (map[string]any, err
 	if req.Nproc > 0 {
 		a.setNproc(req.Nproc)
 	}
-	args, env := a.login.rewrite(req.Args, req.Env, req.Cwd, req.User)
-	p, fail, err := spawn(req, args, env)
+	run := a.login.rewrite(req.Args, req.Env, req.Cwd, req.User)
+	var p *proc
+	var fail *startFailure
+	var err error
+	if run.direct != nil {
+		p, fail, err = spawn(req, run.direct.path, run.direct.args, run.direct.env)
+	}
+	if run.direct == nil || fail != nil {
+		// A direct exec that could not start leaves nothing behind: bash then says what is wrong.
+		p, fail, err = spawn(req, "", run.args, run.env)
+	}
 	if err != nil {
 		c.closeIn(req.Stdin)
 		return nil, err

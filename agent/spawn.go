@@ -60,7 +60,8 @@ func checkExecutable(p, name string) *startFailure {
 	return nil
 }
 
-func spawn(req *request, args, env []string) (*proc, *startFailure, error) {
+// spawn starts args with env; execPath, when set, is the program already found (args[0] stays argv[0]).
+func spawn(req *request, execPath string, args, env []string) (*proc, *startFailure, error) {
 	cwd := req.Cwd
 	if cwd == "" {
 		cwd = "/"
@@ -68,9 +69,12 @@ func spawn(req *request, args, env []string) (*proc, *startFailure, error) {
 	if st, err := os.Stat(cwd); err != nil || !st.IsDir() {
 		return nil, &startFailure{126, "cordon: working directory " + cwd + " does not exist in the sandbox\n"}, nil
 	}
-	path, fail := lookPath(args[0], env, cwd)
-	if fail != nil {
-		return nil, fail, nil
+	path := execPath
+	if path == "" {
+		var fail *startFailure
+		if path, fail = lookPath(args[0], env, cwd); fail != nil {
+			return nil, fail, nil
+		}
 	}
 	cred := &syscall.Credential{Uid: req.User.UID, Gid: req.User.GID, Groups: req.User.Groups}
 	if cred.Groups == nil {

@@ -141,6 +141,67 @@ describe('e2b commands and pty', () => {
     }
   });
 
+  test('plain commands run without the shell, as bash would run them; anything else goes through bash', { timeout: 120_000 }, async () => {
+    // bash -c execs a lone simple command in its own place, so skipping bash shows only in the bytes
+    // the process has read: bash's start adds its own reads to the count in /proc/self/io.
+    const run = async (cmd: string, opts: { cwd?: string; envs?: Record<string, string> } = {}) =>
+      sb.commands.run(cmd, opts).catch((e: unknown) => (e instanceof CommandExitError ? e : Promise.reject(e)));
+    const rchar = async (cmd: string, opts?: { cwd?: string; envs?: Record<string, string> }) => Number(/^r?char: (\d+)/.exec((await run(cmd, opts)).stdout)?.[1]);
+    const direct = async (opts?: { cwd?: string; envs?: Record<string, string> }) => (await rchar('cat /proc/self/io', opts)) < (await rchar('"cat" /proc/self/io', opts));
+    if (!AGENT_MISSING) {
+      await until('plain commands to skip bash', direct);
+      assert.ok(await direct(), 'a plain command reads less than the same command through bash');
+    }
+    // The environment is bash's (SHLVL, PWD, `_`, ...): `"env"` is the same one command through bash.
+    const lines = async (cmd: string, opts?: { cwd?: string; envs?: Record<string, string> }) => (await run(cmd, opts)).stdout.split('\n').sort();
+    assert.deepEqual(await lines('env'), await lines('"env"'));
+    const opts = { cwd: '/tmp', envs: { PER_COMMAND: 'x y', OLDPWD: '/etc' } };
+    if (!AGENT_MISSING) await until('plain commands with these options to skip bash', () => direct(opts));
+    assert.deepEqual(await lines('env a=b', opts), await lines('"env" a=b', opts));
+    assert.ok((await lines('env', opts)).includes('PER_COMMAND=x y'));
+    // Not plain words, builtins and keywords: bash runs them as before.
+    assert.equal((await run('echo "a b" $HOME')).stdout, 'a b /home/user\n');
+    assert.equal((await run('ls -d /etc/hostnam*')).stdout, '/etc/hostname\n');
+    assert.equal((await run('a=b env')).stdout.split('\n').includes('a=b'), true);
+    assert.equal((await run('true; false')).exitCode, 1);
+    assert.equal((await run('echo --version')).stdout, '--version\n', 'the builtin, not /bin/echo');
+    assert.deepEqual([(await run('true')).exitCode, (await run('false')).exitCode, (await run('true x')).exitCode], [0, 1, 0]);
+    // Exit codes, output and bash's own failures.
+    const ls = await run('ls /nonexistent');
+    assert.equal(ls.exitCode, 2);
+    assert.match(ls.stderr, /^ls: cannot access '\/nonexistent': No such file or directory\n$/);
+    const missing = await run('cordon-no-such-command x');
+    assert.deepEqual([missing.exitCode, missing.stdout, missing.stderr], [127, '', '/bin/bash: line 1: cordon-no-such-command: command not found\n']);
+    // On PATH but not executable: bash's 126; a script without #! runs as a bash script.
+    await sb.files.write('/usr/local/bin/cordon-noexec', 'echo never\n', { user: 'root' });
+    await sb.files.write('/usr/local/bin/cordon-noshebang', 'echo "from a script: $0"\n', { user: 'root' });
+    try {
+      await sb.commands.run('chmod 644 /usr/local/bin/cordon-noexec && chmod 755 /usr/local/bin/cordon-noshebang', { user: 'root' });
+      const noexec = await run('cordon-noexec');
+      assert.equal(noexec.exitCode, 126);
+      assert.match(noexec.stderr, /cordon-noexec: Permission denied/);
+      assert.equal((await run('cordon-noshebang')).stdout, 'from a script: /usr/local/bin/cordon-noshebang\n');
+    } finally {
+      await sb.commands.run('rm -f /usr/local/bin/cordon-noexec /usr/local/bin/cordon-noshebang', { user: 'root' }).catch(() => {});
+    }
+    // The pid reported is the program's, and kill ends it.
+    const sleeper = await sb.commands.run('sleep 600', { background: true });
+    assert.equal((await run(`cat /proc/${sleeper.pid}/cmdline`)).stdout, 'sleep\x00600\x00');
+    assert.equal(await sb.commands.kill(sleeper.pid), true);
+    await assert.rejects(sleeper.wait(), (e: unknown) => e instanceof CommandExitError);
+    // A changed profile: the real login shell runs (it reads the profile), and its variables show.
+    if (!AGENT_MISSING) {
+      const settled = await rchar('cat /proc/self/io');
+      await sb.files.write('/etc/profile.d/cordon-direct.sh', 'export CORDON_DIRECT=yes\n', { user: 'root' });
+      try {
+        assert.ok((await rchar('cat /proc/self/io')) > settled, 'the login shell ran');
+        assert.ok((await lines('env')).includes('CORDON_DIRECT=yes'));
+      } finally {
+        await sb.files.remove('/etc/profile.d/cordon-direct.sh', { user: 'root' });
+      }
+    }
+  });
+
   test('streaming callbacks see output as it comes', async () => {
     const out: string[] = [];
     const errs: string[] = [];

@@ -136,15 +136,19 @@ export class ContainerBoot {
     // The init of the checkpoint decides: it ran the agent or it did not (the bind mounts must match).
     const withAgent = !!this.mgr.helpers.agent && (opts.withAgent ?? this.startedWithAgent(id));
     if (withAgent) await writeFile(join(dirs.bundle, AGENT_MARKER), '1\n');
+    let live = this.mgr.live.get(id);
+    // Handles kept over a pause: their agent is listened for again before the restore, so that its
+    // first redial after the restore connects (no window in which the exec path serves the sandbox).
+    await live?.agent?.listenAgain();
     const t1 = Date.now();
     const runtimeState = await rt.restore(this.containerSpec(rec, dirs, network, storageBinds, withAgent), checkpointDir).catch(async (e: Error) => {
+      await live?.agent?.quiesce().catch(() => {});
       await net?.detach(id);
       await this.mgr.storage?.release(id).catch(() => {});
       throw e;
     });
     const now = Date.now();
     store.update(id, { state: 'running', stateReason: undefined, runtimeState, startedAt: opts.startedAt ?? rec.startedAt ?? now, expiresAt: opts.expiresAt });
-    let live = this.mgr.live.get(id);
     let agentBack = false;
     if (live) {
       this.watch(id, rt, runtimeState, live);

@@ -37,9 +37,11 @@ export type PauseRecord = z.infer<typeof pauseRecord>;
 
 /**
  * Pause and resume. Where the runtime checkpoints memory (runsc) a pause writes the sandbox's
- * processes and memory to its own directory and ends the container, its network namespace, its host
- * mounts and its overlay mount: it then costs disk only. A resume re-mounts the overlay, attaches a new namespace
- * under the same policy and restores the container under the same id. Elsewhere (crun, runc) a pause
+ * processes and memory to its own directory and ends the container, its network namespace and its
+ * volume mounts: it then costs disk only. Its overlay stays mounted while this daemon runs (a mount
+ * holds no memory worth the ~20 ms a `mount` costs at resume; a daemon start unmounts it, a resume
+ * mounts it again). A resume attaches a new namespace under the same policy and restores the
+ * container under the same id. Elsewhere (crun, runc) a pause
  * freezes the cgroup in memory. Either way the timeout clock stops and starts again at resume.
  * Callers hold the sandbox's lock.
  */
@@ -154,13 +156,16 @@ export class SandboxPauses {
   }
 
   /**
-   * End the frozen container a checkpoint left, then give back its namespace and mounts (a resume makes
-   * them again). It runs after the pause has answered; the sandbox's lock makes the next operation wait.
+   * End the frozen container a checkpoint left, then give back its namespace and volume mounts (a
+   * resume makes them again). It starts after the pause has answered (the daemon's first process
+   * start blocks its event loop for as long as a fork of it takes: ~10-30 ms here); the sandbox's lock
+   * makes the next operation wait.
    */
   private endInBackground(id: string, runtime: SandboxRecord['runtime']): void {
     this.ended.delete(id);
     const started = Date.now();
     const work = (async () => {
+      await new Promise((r) => setImmediate(r));
       let failed: string | undefined;
       await this.mgr.runtimeFor(runtime).delete(id, this.mgr.rootfs.dirs(id).bundle).then(
         () => this.ended.add(id),
@@ -168,7 +173,6 @@ export class SandboxPauses {
       );
       await this.mgr.net?.detach(id).catch(() => {});
       await this.mgr.storage?.release(id).catch(() => {});
-      await this.mgr.rootfs.unmount(id).catch(() => {});
       const ms = Date.now() - started;
       if (!this.mgr.store.get(id)) return;
       if (failed) this.event(id, 'error', `ending the paused sandbox's container failed after ${ms} ms: ${failed}; a resume or removal tries again`, { ms, op: 'pause-teardown' });
@@ -205,7 +209,7 @@ export class SandboxPauses {
     try {
       const out = await this.mgr.boot.restore(this.mgr.get(id), await this.mgr.imageConfig(id), image, { expiresAt, agentWaitMs: AGENT_WAIT_MS, containerGone });
       const ms = Date.now() - started;
-      await this.drop(id);
+      await this.drop(id, { background: true });
       this.event(id, 'resumed', `sandbox resumed from disk in ${ms} ms${out.agentReconnected ? ', agent reconnected' : ''}`, { ms, kind: 'disk', agent: out.agentReconnected, ...out.phases });
       return this.mgr.get(id);
     } catch (e) {
@@ -245,11 +249,19 @@ export class SandboxPauses {
     await this.drop(id);
   }
 
-  /** Forget the pause: its record and its image. */
-  async drop(id: string): Promise<void> {
+  /**
+   * Forget the pause: its record and its image. `background`: the image is moved aside at once and
+   * deleted after the caller has answered (unlinking a large image takes tens of ms); a later drop,
+   * pause or removal of the sandbox's directory takes what is left.
+   */
+  async drop(id: string, opts: { background?: boolean } = {}): Promise<void> {
+    const image = this.imageDir(id);
     await rm(this.recordPath(id), { force: true });
-    await rm(this.imageDir(id), { recursive: true, force: true });
-    await rm(`${this.imageDir(id)}.partial`, { recursive: true, force: true });
+    await rm(`${image}.partial`, { recursive: true, force: true });
+    await rm(`${image}.old`, { recursive: true, force: true });
+    if (!opts.background) return rm(image, { recursive: true, force: true });
+    if (!(await rename(image, `${image}.old`).then(() => true, () => false))) return;
+    setImmediate(() => void rm(`${image}.old`, { recursive: true, force: true }).catch(() => {}));
   }
 
   /**

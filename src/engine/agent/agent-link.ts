@@ -262,12 +262,15 @@ export class AgentLink implements AgentControl {
     if (conn.isOpen) conn.close('it did not hang up for the checkpoint');
   }
 
+  async listenAgain(): Promise<void> {
+    if (this.state !== 'quiesced') return;
+    this.state = 'listening';
+    await this.listen();
+  }
+
   async expectReconnect(timeoutMs = RECONNECT_TIMEOUT_MS): Promise<boolean> {
     if (this.state === 'closed') return false;
-    if (this.state === 'quiesced') {
-      this.state = 'listening';
-      await this.listen();
-    }
+    await this.listenAgain();
     return this.waitConnected(timeoutMs);
   }
 

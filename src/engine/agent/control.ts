@@ -9,9 +9,14 @@ export interface AgentControl {
   /**
    * Before a checkpoint: stop accepting the agent, ask it to hang up and wait until its connection
    * is closed (at most `timeoutMs`). Its processes keep running; their streams wait for it.
-   * Until expectReconnect, the agent finds no socket and the exec path serves the sandbox.
+   * Until listenAgain (or expectReconnect), the agent finds no socket and the exec path serves the sandbox.
    */
   quiesce(timeoutMs?: number): Promise<void>;
+  /**
+   * Accept the agent again without waiting for it: called before a restore, so that the restored
+   * agent's first redial finds the socket (it redials every few ms after a quiesce).
+   */
+  listenAgain(): Promise<void>;
   /**
    * After the checkpoint was written (the sandbox runs on) or a restore: accept the agent again and
    * wait up to `timeoutMs` for it to reconnect and re-attach its processes. Resolves false if it
