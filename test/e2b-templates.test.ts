@@ -1,7 +1,8 @@
 // The official `e2b` SDK's Template API against cordon: Template.build with copy of a local directory,
 // env, workdir, user and a start command checked by waitForPort; Sandbox.create by name and by
-// name:tag; tags; a failing step (error status with its output, no template left); buildInBackground
-// with getBuildStatus paged by logsOffset; and the signed upload URL refusing hostile requests.
+// name:tag; tags; the template's last setUser as its sandboxes' default user; a failing step (error
+// status with its output, no template left); buildInBackground with getBuildStatus paged by
+// logsOffset; and the signed upload URL refusing hostile requests.
 import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
@@ -80,6 +81,11 @@ describe('E2B steps as a Dockerfile (unit)', () => {
     bad([{ type: 'RUN', args: ['true', 'two users'] }]);
     bad([{ type: 'HEALTHCHECK', args: [] }]);
     assert.throws(() => translateBuild({ fromImage: 'x', fromImageRegistry: { type: 'registry' } }, (n) => n, 'n'), /credentials/);
+    // Without a WORKDIR step the sandbox starts in its user's home; from another template, the parent decides.
+    assert.equal(tr.homeWorkdir, false);
+    assert.equal(translateBuild({ fromTemplate: 'base', steps: [{ type: 'USER', args: ['root'] }] }, (n) => n, 'n').homeWorkdir, true);
+    assert.equal(translateBuild({ steps: [{ type: 'RUN', args: ['true'] }] }, (n) => n, 'n').homeWorkdir, true);
+    assert.equal(translateBuild({ fromTemplate: 'mine', steps: [{ type: 'USER', args: ['root'] }] }, (n) => n, 'n').homeWorkdir, false);
   });
 
   test('waitForPort works without ss; other ready commands pass through', () => {
@@ -166,12 +172,47 @@ describe('e2b Template API', () => {
     const s = await Sandbox.create(`${BG}:v1`, { ...o, timeoutMs: 60_000 });
     try {
       assert.equal((await s.commands.run('cat /home/user/lines')).stdout, 'line-1\nline-2\nline-3\n');
+      // No setUser: E2B's default user `user`, in its home, for commands and files alike.
+      assert.equal((await s.commands.run('whoami; pwd')).stdout, 'user\n/home/user\n');
+      assert.equal((await s.files.write('rel.txt', 'r')).path, '/home/user/rel.txt');
+      assert.equal((await s.files.getInfo('/home/user/rel.txt')).owner, 'user');
     } finally {
       await s.kill();
     }
     await assert.rejects(Sandbox.create(BG, { ...o, timeoutMs: 10_000 }), 'only the v1 tag was built');
     assert.equal((await api('DELETE', `/templates/${BG}`)).status, 204);
     assert.equal(await Template.exists(BG, o), false);
+  });
+
+  test("the template's last setUser is the sandbox's default user (commands, cwd, files); a named user still wins", async () => {
+    const cases = [
+      { name: `e2b-root-${process.pid}`, t: Template().fromTemplate('base').setUser('root'), user: 'root', home: '/root' },
+      // A user made by a step, as E2B's docs show it: its home is where commands start.
+      { name: `e2b-guest-${process.pid}`, t: Template().fromTemplate('base').runCmd('useradd -m -s /bin/bash guest', { user: 'root' }).setUser('guest'), user: 'guest', home: '/home/guest' },
+    ];
+    await Promise.all(cases.map((c) => Template.build(c.t, c.name, o)));
+    // A template built on it keeps its user and its home as the start directory.
+    const child = { name: `e2b-child-${process.pid}`, t: Template().fromTemplate(cases[0].name).runCmd('touch ~/child-was-here'), user: 'root', home: '/root' };
+    await Template.build(child.t, child.name, o);
+    cases.unshift(child);
+    for (const c of cases) {
+      const s = await Sandbox.create(c.name, { ...o, timeoutMs: 60_000 });
+      try {
+        assert.equal((await s.commands.run('whoami; pwd; echo $HOME')).stdout, `${c.user}\n${c.home}\n${c.home}\n`, c.name);
+        // files: owner, a relative path and ~ follow the same default user.
+        assert.equal((await s.files.write('rel.txt', 'r')).path, `${c.home}/rel.txt`);
+        assert.equal((await s.files.write('~/tilde.txt', 't')).path, `${c.home}/tilde.txt`);
+        for (const f of ['rel.txt', 'tilde.txt']) assert.equal((await s.files.getInfo(`${c.home}/${f}`)).owner, c.user, f);
+        assert.equal((await s.files.read('rel.txt')), 'r');
+        // The user named in the request wins over the template's.
+        assert.equal((await s.commands.run('whoami; pwd', { user: 'user' })).stdout, 'user\n/home/user\n');
+        await s.files.write('/tmp/by-user.txt', 'u', { user: 'user' });
+        assert.equal((await s.files.getInfo('/tmp/by-user.txt')).owner, 'user');
+      } finally {
+        await s.kill();
+      }
+    }
+    for (const c of cases) assert.equal((await api('DELETE', `/templates/${c.name}`)).status, 204);
   });
 
   test('a failing step: error status naming the step with its output, and no template left', async () => {

@@ -124,12 +124,22 @@ export class LiveSandbox {
   }
 
   defaultUser(): string {
-    return this.rec.spec.user ?? this.image.user ?? 'root';
+    return this.chosenUser() ?? 'root';
+  }
+
+  /** The user the sandbox's create or its image/template (USER) chose; undefined when neither did. */
+  chosenUser(): string | undefined {
+    return this.rec.spec.user || this.image.user || undefined;
   }
 
   /** The sandbox's working directory as its create or its image (WORKDIR) set it; undefined when neither did. */
   workdir(): string | undefined {
     return this.rec.spec.workdir || this.image.workdir || undefined;
+  }
+
+  /** Whether the template left the workdir to the user's home (E2B's default) and the create did not set one. */
+  workdirIsHome(): boolean {
+    return !this.rec.spec.workdir && !!this.image.homeWorkdir;
   }
 
   resolveUser(user?: string): Promise<ResolvedUser> {

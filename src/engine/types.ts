@@ -87,6 +87,11 @@ export interface SandboxEvent {
 export interface ImageConfig {
   env: string[];
   workdir?: string;
+  /**
+   * E2B: no step of the template gave a WORKDIR (the one above is where its build ran), so its
+   * sandboxes start commands in the user's home. A WORKDIR in a later build clears it.
+   */
+  homeWorkdir?: boolean;
   user?: string;
   entrypoint?: string[];
   cmd?: string[];

@@ -45,10 +45,11 @@ export const BASE_RECIPE = {
   user: { name: 'user', uid: 1000, home: '/home/user' },
 };
 
+// No USER: root is the default anyway, and a template's own USER (root included) must stay
+// distinguishable from none, since E2B's default user follows it (src/api/e2b/envd-context.ts).
 export const BASE_CONFIG: ImageConfig = {
   env: ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', 'LANG=C.UTF-8'],
   workdir: '/',
-  user: 'root',
 };
 
 export function recipeHash(): string {

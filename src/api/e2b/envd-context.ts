@@ -4,7 +4,7 @@ import { cleanPath, type FileEntry } from '../../engine/files.js';
 import type { LiveSandbox } from '../../engine/live-sandbox.js';
 import { RpcError } from './connect.js';
 
-/** E2B's default user inside a sandbox; templates without it fall back to the sandbox's own default. */
+/** E2B's default user inside a sandbox when the template chose none; without it, the sandbox's own default. */
 export const E2B_USER = 'user';
 export const ENVD_PORT = 49983;
 /** The envd version we claim: >= 0.6.4 unlocks every feature the 2.x SDK gates on. */
@@ -29,13 +29,21 @@ export interface EnvdUser {
   home: string;
 }
 
-/** Resolve the caller's user, defaulting to `user` when the template has one. */
+/**
+ * The caller's user: the one named in the request (Authorization, ?username=) as given; else, as E2B's
+ * default, the template's last USER (SDK setUser, Dockerfile USER) or the create's user; else `user`
+ * when the sandbox has it; else the sandbox's default (root).
+ */
 export async function resolveEnvdUser(live: LiveSandbox, requested: string | undefined): Promise<EnvdUser> {
-  try {
-    const u = await live.resolveUser(requested ?? E2B_USER);
+  const name = requested ?? live.chosenUser();
+  if (name !== undefined) {
+    const u = await live.resolveUser(name);
     return { name: u.name, home: u.home };
-  } catch (e) {
-    if (requested !== undefined) throw e;
+  }
+  try {
+    const u = await live.resolveUser(E2B_USER);
+    return { name: u.name, home: u.home };
+  } catch {
     const u = await live.resolveUser();
     return { name: u.name, home: u.home };
   }
@@ -43,10 +51,11 @@ export async function resolveEnvdUser(live: LiveSandbox, requested: string | und
 
 /**
  * Where envd starts a command given no cwd: the template's last WORKDIR (E2B's defaultWorkdir), else the
- * user's home. `/` counts as unset: it is the image default (cordon's base has it), and E2B's own base
- * starts commands in the home.
+ * user's home. The home also when no step of an E2B template set a workdir (its build's /home/user is
+ * not one), and for `/`, the image default (cordon's base has it; E2B's own base starts in the home).
  */
 export function envdWorkdir(live: LiveSandbox, user: EnvdUser): string {
+  if (live.workdirIsHome()) return user.home;
   const w = live.workdir();
   return w && w !== '/' && w.startsWith('/') ? w : user.home;
 }

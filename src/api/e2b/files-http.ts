@@ -10,7 +10,7 @@ import { Busboy, type BusboyInstance } from '@fastify/busboy';
 import type { LiveSandbox } from '../../engine/live-sandbox.js';
 import { stallDeadline } from '../stream-flow.js';
 import { CordonError } from '../../errors/registry.js';
-import { E2B_USER, envdPath, resolveEnvdUser, type EnvdUser, type FileMetadata } from './envd-context.js';
+import { envdPath, resolveEnvdUser, type EnvdUser, type FileMetadata } from './envd-context.js';
 import type { WatcherRegistry } from './filesystem-service.js';
 
 const METADATA_KEY = /^[A-Za-z0-9!#$%&'*+\-.^_`|~]{1,128}$/;
@@ -80,7 +80,7 @@ export async function handleFiles(req: IncomingMessage, res: ServerResponse, cal
   try {
     const q = call.url.searchParams;
     const requested = q.get('username') || call.headerUser || undefined;
-    const user = await resolveEnvdUser(call.live, requested === E2B_USER ? undefined : requested);
+    const user = await resolveEnvdUser(call.live, requested);
     if (req.method === 'GET') return await download(req, res, call, user, q.get('path'), meta);
     if (req.method === 'POST') return await upload(req, res, call, user, q.get('path'), meta, watchers);
     res.writeHead(405, { allow: 'GET, POST', 'content-type': 'application/json' });

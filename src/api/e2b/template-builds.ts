@@ -110,6 +110,7 @@ export class E2bBuilds {
           noCache: tr.noCache,
           startCmd: tr.startCmd,
           readyCmd: tr.readyCmd,
+          homeWorkdir: tr.homeWorkdir,
         },
         { event: onEvent, backlog: () => 0, onDrain: (cb) => cb() },
       );

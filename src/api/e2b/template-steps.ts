@@ -43,6 +43,11 @@ export interface TranslatedBuild {
   startCmd?: string;
   readyCmd?: string;
   noCache: boolean;
+  /**
+   * No step sets a workdir: E2B then starts the sandbox's commands in its user's home (a setUser('guest')
+   * gives /home/guest), whatever WORKDIR the build ran in. From a template, the parent's choice carries over.
+   */
+  homeWorkdir: boolean;
 }
 
 const bad = (msg: string) => new CordonError('invalid_argument', msg);
@@ -101,6 +106,7 @@ export function translateBuild(body: BuildStart, resolveTemplate: (name: string)
   if (/\s/.test(base) || base.startsWith('-')) throw bad(`fromImage: ${base} is not an image reference`);
   push(`FROM ${base}`, 0);
   // E2B builds on its base as `user` in /home/user (not Docker's root in /): the same on cordon's base.
+  // That USER is the template's last one unless a setUser follows: its sandboxes default to `user` too.
   if (base === 'base') {
     push('USER "user"', 0);
     push('WORKDIR "/home/user"', 0);
@@ -164,5 +170,6 @@ export function translateBuild(body: BuildStart, resolveTemplate: (name: string)
     startCmd: body.startCmd || undefined,
     readyCmd: body.readyCmd ? mapReadyCmd(body.readyCmd) : undefined,
     noCache: !!body.force,
+    homeWorkdir: (base === 'base' || !fromTemplate) && !(body.steps ?? []).some((s) => s.type === 'WORKDIR'),
   };
 }

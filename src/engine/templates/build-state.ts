@@ -106,6 +106,7 @@ export function applyConfig(s: BuildState, ins: Instruction, buildArgs: Record<s
       if (!w) throw bad(ins, 'needs a path');
       const dir = posix.normalize(posix.isAbsolute(w) ? w : posix.join(s.config.workdir ?? '/', w));
       s.config.workdir = dir;
+      delete s.config.homeWorkdir;
       s.workdirPending = dir;
       return true;
     }

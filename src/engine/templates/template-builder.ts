@@ -40,6 +40,8 @@ export interface BuildRequest {
   warm?: number;
   stepTimeoutMs?: number;
   signal?: AbortSignal;
+  /** E2B: the build's steps gave no WORKDIR, so the template's sandboxes start commands in the user's home. */
+  homeWorkdir?: boolean;
 }
 
 /** Builds templates from Dockerfiles, one sandbox per RUN/COPY/ADD step, each step cached by content. */
@@ -162,6 +164,7 @@ class BuildRun {
     if (!this.state) throw new CordonError('invalid_argument', 'Dockerfile: no FROM instruction');
     const s = this.state;
     if (s.workdirPending) await this.layerStep({ kind: 'WORKDIR', dir: s.workdirPending }, async () => {});
+    if (this.req.homeWorkdir) s.config.homeWorkdir = true;
     const rec: TemplateRecord = {
       name: this.req.name,
       base: s.base,
