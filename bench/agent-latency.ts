@@ -62,15 +62,16 @@ async function e2bFigures(sides: Side[]): Promise<void> {
     print(sides, "commands.run('true')", await paired(boxes, (e) => e.commands.run('true')));
     print(sides, 'commands.run(\'echo "a b" $HOME\')', await paired(boxes, (e) => e.commands.run('echo "a b" $HOME')));
     print(sides, 'files.write 1 KiB', await paired(boxes, (e) => e.files.write('/tmp/e2b-1k', 'x'.repeat(1024))));
-    // A process inside creates files named by the time (ns) it creates them; the delay to the event
-    // at the SDK is the watch latency (it includes starting `touch` inside the sandbox).
+    // Bash inside creates files named by the time (ns) it creates them, with builtins only
+    // (EPOCHREALTIME and a redirection: no process start between the stamp and the file); the delay
+    // to the event at the SDK is the watch latency.
     const latency = async (e: E2bSandbox) => {
       const got: number[] = [];
       await e.files.makeDir('/tmp/w');
       const h = await e.files.watchDir('/tmp/w', (ev) => {
         if (ev.type === 'create') got.push(Date.now() - Number(BigInt(ev.name) / 1_000_000n));
       });
-      await e.commands.run(`for i in $(seq ${RUNS}); do touch /tmp/w/$(date +%s%N); sleep 0.1; done`);
+      await e.commands.run(`for i in $(seq ${RUNS}); do : > /tmp/w/\${EPOCHREALTIME/./}000; sleep 0.1; done`);
       await new Promise((r) => setTimeout(r, 1500));
       await h.stop();
       return got;

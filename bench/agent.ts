@@ -198,15 +198,16 @@ async function e2bFigures(on: Side, off: Side): Promise<void> {
       ['agent', wa],
       ['exec path', wb],
     ]);
-    // A process in the sandbox creates files named by the time (ns) it creates them; the delay to the
-    // event reaching the SDK is the watch latency.
+    // Bash in the sandbox creates files named by the time (ns) it creates them, with builtins only
+    // (EPOCHREALTIME and a redirection: no process start between the stamp and the file); the delay
+    // to the event reaching the SDK is the watch latency.
     const latency = async (sb: E2bSandbox) => {
       const got: number[] = [];
       await sb.files.makeDir('/tmp/w');
       const h = await sb.files.watchDir('/tmp/w', (e) => {
         if (e.type === 'create') got.push(Date.now() - Number(BigInt(e.name) / 1_000_000n));
       });
-      await sb.commands.run('for i in $(seq 30); do touch /tmp/w/$(date +%s%N); sleep 0.1; done');
+      await sb.commands.run('for i in $(seq 30); do : > /tmp/w/${EPOCHREALTIME/./}000; sleep 0.1; done');
       await new Promise((r) => setTimeout(r, 1500));
       await h.stop();
       return got;
