@@ -73,6 +73,10 @@ describe('templates with a running service, and warm pools', () => {
     try {
       assert.equal((await sbx.exec(FIRST_REQUEST)).stdout, 'served\n', 'the service answers the first request right after create');
       assert.ok((await eventTypes(sbx.id)).includes('pool-claim'));
+      // The member ran one warm-up command before it counted as ready; the claimer sees only its own.
+      assert.ok((await eventTypes(sbx.id)).includes('pool-ready'));
+      const procs = await sbx.processes();
+      assert.ok(procs.every((p) => !p.tag?.startsWith('cordon-warm-up') && p.cmd.join(' ') !== 'true'), JSON.stringify(procs));
       assert.equal((await sbx.exec(['sh', '-c', 'echo $GREETING; pwd'])).stdout, 'from-claim\n/srv\n', 'later commands see the request env, in the WORKDIR');
       const info = await sbx.refresh();
       assert.equal(info.labels.owner, 'alice');

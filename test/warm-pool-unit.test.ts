@@ -27,7 +27,7 @@ function standIn() {
   const mgr = {
     cfg: { maxSandboxes: 10, defaultRuntime: 'runsc', defaultTimeoutMs: 300_000 },
     admission: { slots: { waiting: 0 } },
-    live: new Map<string, { setSpec(s: unknown): void }>(),
+    live: new Map<string, { setSpec(s: unknown): void; warmUp(ms: number): Promise<{ ms: number; exitCode?: number }> }>(),
     store: {
       list: () => [...recs.values()].map((r) => structuredClone(r)),
       get: (id: string) => (recs.has(id) ? structuredClone(recs.get(id)!) : undefined),
@@ -44,7 +44,7 @@ function standIn() {
       const id = `m${++n}`;
       const now = Date.now();
       recs.set(id, { id, state: 'running', runtime: 'runsc', spec: { template: input.template, env: { FROM_TEMPLATE: '1' }, timeoutMs: 0 } as never, labels: input.labels, createdAt: now, updatedAt: now, startedAt: now });
-      mgr.live.set(id, { setSpec: () => {} });
+      mgr.live.set(id, { setSpec: () => {}, warmUp: async () => ({ ms: 1, exitCode: 0 }) });
       started.push(id);
       // As the engine does: the create holds the sandbox's lock until it returns.
       return lock.run(id, () => new Promise<SandboxRecord>((res) => finishers.set(id, () => res(structuredClone(recs.get(id)!)))));
@@ -97,6 +97,7 @@ describe('warm pool bookkeeping (unit)', () => {
     assert.equal(c.rec.spec.timeoutMs, 60_000);
     assert.ok(c.rec.expiresAt! > Date.now());
     assert.ok(s.events.some((e) => e.id === 'm1' && e.type === 'pool-claim'));
+    assert.ok(s.events.some((e) => e.id === 'm1' && e.type === 'pool-ready'), 'the member warmed up before it counted as ready');
     v = s.pools.view(s.tmpl());
     assert.deepEqual([v.ready, v.starting, v.claims], [0, 1, 1], 'the claimed member left the pool');
 

@@ -261,6 +261,21 @@ export class LiveSandbox {
   }
 
   /** Run to completion and collect output (capped; `truncated` says when the cap was hit). */
+  /**
+   * Run `true` once, then forget it: the first process start in a restored sandbox pays for pages its
+   * restore left to load on first touch (the dynamic loader, libc, the agent's own), so a warm pool
+   * member does this before it counts as ready instead of its claimer's first command. An image
+   * without `true` fails it, harmlessly.
+   */
+  async warmUp(timeoutMs: number): Promise<{ ms: number; exitCode?: number }> {
+    const started = Date.now();
+    const tag = `cordon-warm-up-${this.rec.id}`;
+    const r = await this.exec({ cmd: ['true'], tag, timeoutMs }).catch(() => undefined);
+    const proc = this.processes.byTag(tag);
+    if (proc) this.processes.forget(proc.info.id);
+    return { ms: Date.now() - started, exitCode: r?.exitCode };
+  }
+
   exec(req: CommandRequest): Promise<ExecResult> {
     return timed(this.telemetry, 'exec', this.runtime.name, () => this.execToEnd(req));
   }

@@ -361,6 +361,16 @@ export class ProcessManager {
     this.tags.clear();
   }
 
+  /** Forget one finished process (an internal command the sandbox's user did not start). */
+  forget(id: string): void {
+    const proc = this.procs.get(id);
+    if (!proc || proc.info.running) return;
+    this.procs.delete(id);
+    const at = this.finished.indexOf(id);
+    if (at !== -1) this.finished.splice(at, 1);
+    this.releaseTag(proc);
+  }
+
   /** Forget every process, e.g. when the sandbox stops; their runtime processes die with it. */
   clear(): void {
     this.procs.clear();

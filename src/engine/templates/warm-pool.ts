@@ -22,6 +22,8 @@ const CAP_WAIT_MS = 2_000;
  * few hundred ms, and the claimer's first commands, which usually follow at once, go first.
  */
 const REFILL_AFTER_CLAIM_MS = 300;
+/** Deadline of the one command a new member runs before it counts as ready (LiveSandbox.warmUp). */
+const WARM_UP_MS = 10_000;
 
 export interface PoolView {
   size: number;
@@ -214,6 +216,8 @@ export class WarmPools {
       .then(async () => {
         if (this.closed) return;
         const rec = await this.mgr.create({ template: name, labels: { [POOL_LABEL]: name }, timeoutMs: 0, ...network });
+        const warm = await this.mgr.live.get(rec.id)?.warmUp(WARM_UP_MS);
+        if (warm) this.mgr.store.addEvent(rec.id, 'pool-ready', `ready in the warm pool after a warm-up command (exit ${warm.exitCode ?? 'none'}, ${warm.ms} ms)`, warm);
         this.done.add(rec.id);
         // Forget members that are gone or were claimed (a claim may take one before its create returned).
         const left = new Set(this.members().map((r) => r.id));
