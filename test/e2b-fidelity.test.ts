@@ -46,6 +46,9 @@ const envdHeaders = (sb: Sandbox, token = (sb as unknown as { envdAccessToken: s
   'X-Access-Token': token,
 });
 const message = (body: string) => (JSON.parse(body) as { message: string }).message;
+/** The sandbox's `agent` and `error` events, for a failure message. */
+const agentEvents = async (id: string) =>
+  (await d.client.sandbox(id).events_().catch(() => [])).filter((e) => e.type === 'agent' || e.type === 'error').map((e) => e.message);
 
 describe('e2b api key and envd tokens', () => {
   test('the control plane needs the daemon key; one sandbox envd token does not open another', async () => {
@@ -302,7 +305,11 @@ for (const runtime of RUNTIMES) {
       });
       req.write(part('/tmp/stream-1.txt', 'first file') + `--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="/tmp/stream-2.txt"\r\n\r\nsecond `);
       // The first file is in the sandbox while the request is still open: nothing waits for the whole body.
-      await until('the first part to land before the body ends', async () => (await sb.commands.run('cat /tmp/stream-1.txt 2>/dev/null || true')).stdout === 'first file', 30_000);
+      // A start that fails names the sandbox's agent events (a rare Unavailable here was an agent connection lost mid-start).
+      const landed = () => sb.commands.run('cat /tmp/stream-1.txt 2>/dev/null || true').catch(async (e: Error) => {
+        throw new Error(`${e.message}; the sandbox's agent events: ${JSON.stringify(await agentEvents(sb.sandboxId))}`);
+      });
+      await until('the first part to land before the body ends', async () => (await landed()).stdout === 'first file', 30_000);
       req.end(`file\r\n--${boundary}--\r\n`);
       await done;
       assert.equal(status, 200, answer);
