@@ -1,4 +1,5 @@
-import { readFileSync } from 'node:fs';
+import { totalmem } from 'node:os';
+import { hostMemAvailable } from './admission.js';
 import type { SandboxManager } from './sandbox-manager.js';
 import { POOL_LABEL } from './pool-label.js';
 
@@ -206,7 +207,7 @@ export class IdlePause {
     const frozen = [...this.frozenAt.entries()].filter(([id]) => !this.waking.has(id) && !this.inflight.has(id)).sort((a, b) => a[1] - b[1]);
     if (!frozen.length) return;
     const due = this.diskMs > 0 ? frozen.filter(([, at]) => now - at >= this.diskMs) : [];
-    const short = memoryShort() ? frozen.slice(0, DISK_PER_SWEEP) : [];
+    const short = (await memoryShort()) ? frozen.slice(0, DISK_PER_SWEEP) : [];
     const ids = [...new Set([...due, ...short].map(([id]) => id))].slice(0, DISK_PER_SWEEP);
     for (const id of ids) {
       const rec = this.mgr.store.get(id);
@@ -249,14 +250,8 @@ export class IdlePause {
   }
 }
 
-/** Whether the host's available memory is below LOW_MEMORY_FRACTION of its total. */
-function memoryShort(): boolean {
-  try {
-    const text = readFileSync('/proc/meminfo', 'utf8');
-    const total = Number(/MemTotal:\s+(\d+)/.exec(text)?.[1]);
-    const avail = Number(/MemAvailable:\s+(\d+)/.exec(text)?.[1]);
-    return total > 0 && avail / total < LOW_MEMORY_FRACTION;
-  } catch {
-    return false;
-  }
+/** Whether the host's available memory (admission's reading) is below LOW_MEMORY_FRACTION of its total. */
+async function memoryShort(): Promise<boolean> {
+  const avail = await hostMemAvailable().catch(() => Number.MAX_SAFE_INTEGER);
+  return avail / totalmem() < LOW_MEMORY_FRACTION;
 }

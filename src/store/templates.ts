@@ -38,6 +38,17 @@ export interface TemplateRecord {
   createdAt: number;
 }
 
+/** How many of a template's warm members wait in a network namespace (its `warmNetwork`, at most `warm`). */
+export function warmNetworkOf(t: Pick<TemplateRecord, 'warm' | 'warmNetwork'> | undefined, size = t?.warm ?? 0): number {
+  return Math.min(size, t?.warmNetwork ?? 0);
+}
+
+/** The record with a warm pool of `size` members, `network` of them networked (none at size 0). */
+export function withWarmPool(t: TemplateRecord, size: number, network: number): TemplateRecord {
+  const { warm: _warm, warmNetwork: _net, ...rest } = t;
+  return size > 0 ? { ...rest, warm: size, ...(network ? { warmNetwork: network } : {}) } : rest;
+}
+
 export interface LayerRow {
   id: string;
   cacheKey: string;

@@ -12,7 +12,7 @@ import type { BuildEvent } from '../../engine/templates/step-sandbox.js';
 import { extractContext } from '../../image/template-build/context.js';
 import { removeTree } from '../../image/template-build/layer-dirs.js';
 import { networkBody, toNetworkSpec } from '../../net/schema.js';
-import type { TemplateRecord } from '../../store/templates.js';
+import { warmNetworkOf, type TemplateRecord } from '../../store/templates.js';
 import { parseSize } from '../../util/units.js';
 import type { ApiDeps, TypedApp } from '../server.js';
 
@@ -70,7 +70,7 @@ export function templateView(t: TemplateRecord, pool?: PoolView) {
     memory: t.memoryBytes ?? null,
     // A memory snapshot with the start command's service up (runsc); null: creates boot and start it.
     snapshot: t.snapshot ?? null,
-    warm: pool ?? { size: t.warm ?? 0, network: Math.min(t.warm ?? 0, t.warmNetwork ?? 0), ready: 0, network_ready: 0, starting: 0, claims: 0, misses: 0, last_error: null, members: [] },
+    warm: pool ?? { size: t.warm ?? 0, network: warmNetworkOf(t), ready: 0, network_ready: 0, starting: 0, claims: 0, misses: 0, last_error: null, members: [] },
     dockerfile: t.dockerfile,
     created_at: new Date(t.createdAt).toISOString(),
   };

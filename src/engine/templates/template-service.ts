@@ -1,7 +1,7 @@
 import { CordonError } from '../../errors/registry.js';
 import type { BaseTemplate } from '../../image/base-template.js';
 import { TemplateLayerDirs } from '../../image/template-build/layer-dirs.js';
-import type { TemplateBase, TemplateRecord, TemplateStore } from '../../store/templates.js';
+import { warmNetworkOf, withWarmPool, type TemplateBase, type TemplateRecord, type TemplateStore } from '../../store/templates.js';
 import type { SandboxManager } from '../sandbox-manager.js';
 import type { ImageConfig, RootfsSource } from '../types.js';
 import type { WarmPools } from './warm-pool.js';
@@ -100,9 +100,7 @@ export class TemplateService {
     const old = this.store.get(rec.name);
     const size = warm ?? old?.warm;
     // The networked share of the pool stays what it was (at most the new size).
-    const net = Math.min(size ?? 0, old?.warmNetwork ?? 0);
-    const { warm: _w, warmNetwork: _wn, ...rest } = rec;
-    this.store.put(size ? { ...rest, warm: size, ...(net ? { warmNetwork: net } : {}) } : rest);
+    this.store.put(withWarmPool(rec, size ?? 0, warmNetworkOf(old, size ?? 0)));
     if (old?.snapshot && old.snapshot !== rec.snapshot) await this.mgr?.snapshots.release(old.snapshot);
     if (old || size) await this.pools?.renew(rec.name);
   }
@@ -115,8 +113,7 @@ export class TemplateService {
     const t = this.get(source);
     if (target === 'base') throw new CordonError('invalid_argument', '"base" is the built-in template; choose another name');
     // The alias shares the snapshot (kept while either name holds it), not the warm pool.
-    const { warm: _warm, warmNetwork: _warmNetwork, ...rest } = t;
-    const rec: TemplateRecord = { ...rest, name: target, createdAt: Date.now() };
+    const rec: TemplateRecord = { ...withWarmPool(t, 0, 0), name: target, createdAt: Date.now() };
     this.store.put(rec);
     return rec;
   }

@@ -1,6 +1,6 @@
 import type { RuntimeName } from '../../config.js';
 import { CordonError } from '../../errors/registry.js';
-import type { TemplateRecord } from '../../store/templates.js';
+import { warmNetworkOf, withWarmPool, type TemplateRecord } from '../../store/templates.js';
 import type { CreateInput } from '../sandbox-create.js';
 import { POOL_LABEL } from '../sandbox-manager.js';
 import type { SandboxRecord } from '../types.js';
@@ -85,7 +85,7 @@ export class WarmPools {
   /** How many members of each kind the template wants. */
   private wanted(name: string): Record<MemberKind, number> {
     const t = this.svc.find(name);
-    const net = Math.min(t?.warm ?? 0, t?.warmNetwork ?? 0);
+    const net = warmNetworkOf(t);
     return { plain: (t?.warm ?? 0) - net, net };
   }
 
@@ -101,7 +101,7 @@ export class WarmPools {
     const ready = m.filter((r) => r.state === 'running' && this.done.has(r.id));
     return {
       size: t.warm ?? 0,
-      network: Math.min(t.warm ?? 0, t.warmNetwork ?? 0),
+      network: warmNetworkOf(t),
       ready: ready.length,
       network_ready: ready.filter((r) => kindOf(r.spec.network) === 'net').length,
       starting: m.filter((r) => ALIVE.has(r.state)).length - ready.length,
@@ -125,13 +125,12 @@ export class WarmPools {
       throw new CordonError('invalid_argument', `warm: network gives how many of the ${n} members have a network namespace; give a whole number from 0 to ${n}`);
     }
     const t = this.svc.get(name);
-    const net = network ?? Math.min(n, t.warmNetwork ?? 0);
+    const net = network ?? warmNetworkOf(t, n);
     if (net > 0) {
       if (!this.mgr.net) throw new CordonError('invalid_argument', 'warm: network members need the network capability, which this daemon does not have; leave network out or 0');
       this.mgr.net.validate(memberNetwork());
     }
-    const { warm: _old, warmNetwork: _oldNet, ...rest } = t;
-    this.svc.store.put(n > 0 ? { ...rest, warm: n, ...(net ? { warmNetwork: net } : {}) } : rest);
+    this.svc.store.put(withWarmPool(t, n, net));
     const over = () => (['plain', 'net'] as const).some((k) => this.alive(name, k).length > this.wanted(name)[k]);
     if (over()) await this.shrink(name);
     this.kick(name);
