@@ -112,28 +112,20 @@ async function main(): Promise<void> {
 
     const same = 'same sandbox, cordon flags';
     const def = 'same sandbox, runsc defaults';
-    print('pause: cordon pause / bare runsc checkpoint (ms, client side)', [
-      ['cordon pause to disk, idle', S.cSmall.p],
-      [`bare ${same}, idle`, S.tSmall.p],
-      [`bare ${def}, idle`, S.tSmallDef.p],
-      ['bare plain sleep, runsc defaults, idle', S.pSmall.p],
-      [`cordon pause to disk, ${MIB} MiB`, S.cBig.p],
-      [`bare ${same}, ${MIB} MiB`, S.tBig.p],
-      [`bare ${def}, ${MIB} MiB`, S.tBigDef.p],
-      [`bare plain sleep, runsc defaults, ${MIB} MiB`, S.pBig.p],
-      ['cordon pause, crun (cgroup freeze)', S.crun.p],
-    ]);
-    print('resume: cordon resume / bare runsc restore (ms, client side)', [
-      ['cordon resume from disk, idle', S.cSmall.r],
-      [`bare ${same}, idle`, S.tSmall.r],
-      [`bare ${def}, idle`, S.tSmallDef.r],
-      ['bare plain sleep, runsc defaults, idle', S.pSmall.r],
-      [`cordon resume from disk, ${MIB} MiB`, S.cBig.r],
-      [`bare ${same}, ${MIB} MiB`, S.tBig.r],
-      [`bare ${def}, ${MIB} MiB`, S.tBigDef.r],
-      [`bare plain sleep, runsc defaults, ${MIB} MiB`, S.pBig.r],
-      ['cordon resume, crun (thaw)', S.crun.r],
-    ]);
+    // The pause table and the resume table list the same rows, of the pause (p) or resume (r) samples.
+    const rows = (f: 'p' | 'r', cordon: string, crun: string): [string, number[]][] => [
+      [`cordon ${cordon}, idle`, S.cSmall[f]],
+      [`bare ${same}, idle`, S.tSmall[f]],
+      [`bare ${def}, idle`, S.tSmallDef[f]],
+      ['bare plain sleep, runsc defaults, idle', S.pSmall[f]],
+      [`cordon ${cordon}, ${MIB} MiB`, S.cBig[f]],
+      [`bare ${same}, ${MIB} MiB`, S.tBig[f]],
+      [`bare ${def}, ${MIB} MiB`, S.tBigDef[f]],
+      [`bare plain sleep, runsc defaults, ${MIB} MiB`, S.pBig[f]],
+      [crun, S.crun[f]],
+    ];
+    print('pause: cordon pause / bare runsc checkpoint (ms, client side)', rows('p', 'pause to disk', 'cordon pause, crun (cgroup freeze)'));
+    print('resume: cordon resume / bare runsc restore (ms, client side)', rows('r', 'resume from disk', 'cordon resume, crun (thaw)'));
     console.log(`\nratios: cordon / bare runsc of the same sandbox with cordon's checkpoint flags (the goal: <= 1.2x)`);
     console.log(`  pause idle:      ${ratio(S.cSmall.p, S.tSmall.p)}`);
     console.log(`  resume idle:     ${ratio(S.cSmall.r, S.tSmall.r)}`);
