@@ -2,7 +2,7 @@ import type { DaemonConfig } from '../config.js';
 import { CordonError, errors } from '../errors/registry.js';
 import { DEFAULT_PATH } from '../runtime/oci-spec.js';
 import type { ExecSpec, Runtime } from '../runtime/types.js';
-import { AgentOpError } from './agent/agent-connection.js';
+import { AgentOpError } from './agent/connection-types.js';
 import { AgentLink } from './agent/agent-link.js';
 import { AgentProcesses } from './agent/agent-processes.js';
 import { AgentWatch } from './agent/agent-watch.js';

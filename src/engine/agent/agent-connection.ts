@@ -5,9 +5,10 @@
 // credit it granted.
 import type { Socket } from 'node:net';
 import type { z } from 'zod';
-import { CordonError } from '../../errors/registry.js';
 import { FRAME, FrameDecoder, HEADER_LEN, MAX_DATA, MAX_PAYLOAD, ProtocolError, ackPayload, encodeFrame, readAck, type Frame } from './frame-codec.js';
-import { agentError, channelError, exitMessage, hello, watchEvents, type AgentError, type Hello } from './messages.js';
+import { CordonError } from '../../errors/registry.js';
+import { AgentOpError, unavailable, type CloseKind, type ConnectionHooks, type EventHandlers, type InboundChannel, type InboundHandlers, type Json, type OutboundChannel } from './connection-types.js';
+import { agentError, channelError, exitMessage, hello, watchEvents, type Hello } from './messages.js';
 
 /** Bytes written to the agent that it has not read yet, past which it counts as stuck. */
 const MAX_WRITE_BACKLOG = 16 * 1024 * 1024;
@@ -15,46 +16,6 @@ const MAX_WRITE_BACKLOG = 16 * 1024 * 1024;
 const MAX_LATE_REPLIES = 1000;
 /** Bytes (or events) tolerated on a channel after the daemon closed it: what was in flight. */
 const CLOSED_CHANNELS_KEPT = 1024;
-
-export type Json = Record<string, unknown>;
-
-/** The error of a request the agent answered with an errno. */
-export class AgentOpError extends Error {
-  override name = 'AgentOpError';
-  constructor(readonly errno: string, message: string) {
-    super(message);
-  }
-}
-
-export interface InboundHandlers {
-  data(chunk: Buffer): void;
-  eof(): void;
-  error(e: AgentError): void;
-  /** The connection ended before the stream did. */
-  lost?(reason: string): void;
-}
-
-/** Bytes from the agent on one channel; `ack` grants it `window` bytes past the offset. */
-export interface InboundChannel {
-  readonly id: number;
-  ack(offset: number): void;
-  close(): void;
-}
-
-/** Bytes to the agent on one channel, never more than it granted. */
-export interface OutboundChannel {
-  readonly id: number;
-  /** Resolves once the chunk is on its way (after waiting for credit). */
-  write(chunk: Buffer): Promise<void>;
-  end(): void;
-  close(): void;
-}
-
-export interface EventHandlers {
-  events(evs: z.infer<typeof watchEvents>['events']): void;
-  error(e: AgentError): void;
-  lost?(reason: string): void;
-}
 
 interface Pending {
   resolve(v: Json): void;
@@ -68,15 +29,6 @@ type Channel =
   | { kind: 'in'; window: number; received: number; acked: number; h: InboundHandlers }
   | { kind: 'out'; window: number; sent: number; limit: number; wake?: () => void }
   | { kind: 'events'; window: number; received: number; acked: number; h: EventHandlers };
-
-/** Why a connection ended: the peer hung up (or the daemon did), it broke the protocol, or it stopped answering. */
-export type CloseKind = 'closed' | 'violation' | 'hung';
-
-export interface ConnectionHooks {
-  hello(h: Hello): void;
-  exit(m: z.infer<typeof exitMessage>): void;
-  closed(reason: string, kind: CloseKind): void;
-}
 
 export class AgentConnection {
   private readonly decoder = new FrameDecoder();
@@ -408,8 +360,4 @@ export class AgentConnection {
     }
     this.hooks.closed(reason, kind);
   }
-}
-
-export function unavailable(message: string): CordonError {
-  return new CordonError('unavailable', message);
 }

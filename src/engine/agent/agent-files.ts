@@ -7,7 +7,8 @@ import type { z } from 'zod';
 import { CordonError, errors } from '../../errors/registry.js';
 import { MAX_LISTING_BYTES, type FileEntry } from '../files.js';
 import { MAX_DATA, ProtocolError } from './frame-codec.js';
-import { AgentOpError, unavailable, type AgentConnection, type InboundChannel } from './agent-connection.js';
+import type { AgentConnection } from './agent-connection.js';
+import { AgentOpError, unavailable, type InboundChannel } from './connection-types.js';
 import { INLINE_MAX, replies, type AgentEntry } from './messages.js';
 
 export interface AgentUser {

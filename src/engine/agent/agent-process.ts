@@ -9,7 +9,8 @@ import type { ExitStatus } from '../../runtime/types.js';
 import type { StreamDrop } from '../output-fanout.js';
 import type { ProcessHandle } from '../process-handle.js';
 import type { StartFailure } from '../start-failure.js';
-import { AgentOpError, unavailable, type AgentConnection, type InboundChannel, type OutboundChannel } from './agent-connection.js';
+import type { AgentConnection } from './agent-connection.js';
+import { AgentOpError, unavailable, type InboundChannel, type OutboundChannel } from './connection-types.js';
 import { MAX_DATA } from './frame-codec.js';
 import { replies, type HelloProcess } from './messages.js';
 

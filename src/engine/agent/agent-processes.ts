@@ -6,7 +6,8 @@
 import { z } from 'zod';
 import type { ExecSpec } from '../../runtime/types.js';
 import type { ProcessMeta } from '../process-handle.js';
-import { unavailable, type AgentConnection } from './agent-connection.js';
+import type { AgentConnection } from './agent-connection.js';
+import { unavailable } from './connection-types.js';
 import type { AgentLink } from './agent-link.js';
 import { AgentProcess } from './agent-process.js';
 import { PROC_ID, type Hello, type HelloProcess } from './messages.js';

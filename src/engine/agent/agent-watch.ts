@@ -3,7 +3,8 @@
 // round trip after which every change made before it has been reported.
 import { CordonError, errors } from '../../errors/registry.js';
 import type { DirWatch, WatchEvent } from '../dir-watcher.js';
-import { AgentOpError, type AgentConnection, type InboundChannel } from './agent-connection.js';
+import type { AgentConnection } from './agent-connection.js';
+import { AgentOpError, type InboundChannel } from './connection-types.js';
 import type { AgentUser } from './agent-files.js';
 import { replies } from './messages.js';
 
