@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Build the in-sandbox agent (agent/, Go standard library only) into dist/agent/cordon-agent: a static
-# binary (no cgo), reproducible (-trimpath), with no network (GOPROXY=off, GOTOOLCHAIN=local: the module
-# has no dependencies). Go comes from Debian (golang-1.23-go from bookworm-backports, installed by
+# Build the in-sandbox agent (agent/, Go standard library only) into dist/agent/cordon-agent, and the
+# daemon's process starter (spawner/, likewise) into dist/spawner/cordon-spawner: static binaries (no
+# cgo), reproducible (-trimpath), with no network (GOPROXY=off, GOTOOLCHAIN=local: the modules have no
+# dependencies). Go comes from Debian (golang-1.23-go from bookworm-backports, installed by
 # scripts/setup-host.sh).
 # Without a Go >= 1.23 the build says so and leaves no agent: the daemon then serves every sandbox through
-# the runtime's exec path (and records an `agent` event per sandbox). CORDON_REQUIRE_AGENT=1 makes that an error.
+# the runtime's exec path (and records an `agent` event per sandbox), and starts helper programs itself
+# (each start then blocks its event loop for a fork of the daemon). CORDON_REQUIRE_AGENT=1 makes that an error.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-out=dist/agent/cordon-agent
 
 go_ok() { # a Go toolchain of at least 1.23 (agent/go.mod)
   local v
@@ -20,7 +21,7 @@ for candidate in "${CORDON_GO:-}" /usr/lib/go-1.23/bin/go "$(command -v go 2>/de
   if [[ -n $candidate && -x $candidate ]] && go_ok "$candidate"; then go=$candidate; break; fi
 done
 if [[ -z $go ]]; then
-  rm -f "$out" # never leave an agent built from older sources behind
+  rm -f dist/agent/cordon-agent dist/spawner/cordon-spawner # never leave binaries built from older sources behind
   cat >&2 <<'MSG'
 build-agent: WARNING: no Go toolchain >= 1.23 found, so the sandbox agent was NOT built.
 build-agent: the daemon will run every command and file operation through the runtime's exec path
@@ -31,10 +32,12 @@ MSG
   [[ ${CORDON_REQUIRE_AGENT:-0} == 1 ]] && exit 1
   exit 0
 fi
-mkdir -p dist/agent
 export CGO_ENABLED=0 GOPROXY=off GOTOOLCHAIN=local GOFLAGS=-mod=mod GOWORK=off GONOSUMDB= GOSUMDB=off
 export GOCACHE="${GOCACHE:-$PWD/node_modules/.cache/cordon-go/build}"
 export GOPATH="${GOPATH:-$PWD/node_modules/.cache/cordon-go/path}"
-cd agent
-"$go" build -trimpath -ldflags "-s -w -buildid=" -o "../$out.tmp" .
-mv "../$out.tmp" "../$out"
+for name in agent spawner; do
+  out=dist/$name/cordon-$name
+  mkdir -p "dist/$name"
+  (cd "$name" && "$go" build -trimpath -ldflags "-s -w -buildid=" -o "../$out.tmp" .)
+  mv "$out.tmp" "$out"
+done

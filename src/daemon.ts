@@ -36,6 +36,8 @@ import { VolumeStore } from './store/volumes.js';
 import { VolumeDisks } from './volume/volume-disk.js';
 import { HostMounts } from './volume/host-mounts.js';
 import { FileGates, fsgateBinary } from './volume/file-gate.js';
+import { BUILT_SPAWNER, Spawner } from './util/spawner.js';
+import { useSpawner } from './util/proc.js';
 import { fileEventSink } from './engine/file-events.js';
 import { S3CredentialStore } from './s3/credentials.js';
 import { S3fsMounts } from './s3/s3fs-mounts.js';
@@ -75,6 +77,7 @@ export async function createDaemon(cfg: DaemonConfig, log: (msg: string) => void
   for (const [name, path] of Object.entries(HELPERS)) {
     if (!existsSync(path)) throw new Error(`${path} is missing (the sandbox ${name}); install it with apt-get install busybox-static tini`);
   }
+  const spawner = startSpawner(log);
   const paths = dataPaths(cfg.dataDir, cfg.templatesDir);
   await privateDataDir(cfg.dataDir, log);
   await mkdir(paths.sandboxes, { recursive: true });
@@ -192,6 +195,8 @@ export async function createDaemon(cfg: DaemonConfig, log: (msg: string) => void
       builds.close();
       store.flush();
       db.close();
+      useSpawner(undefined);
+      spawner?.stop();
     },
   };
 }
@@ -203,6 +208,19 @@ function agentBinary(cfg: DaemonConfig, log: (msg: string) => void): string | un
   if (existsSync(path)) return path;
   log(`the sandbox agent ${path} is missing (build it with npm run build, which needs golang-1.23-go); sandboxes run without it, through the runtime's exec path`);
   return undefined;
+}
+
+/**
+ * The daemon's process starter, through which helper programs start from here on; undefined (they
+ * start from the daemon itself, each blocking it for a fork) when it was not built, or with
+ * CORDON_SPAWNER=off (to compare the two).
+ */
+function startSpawner(log: (msg: string) => void): Spawner | undefined {
+  if (process.env.CORDON_SPAWNER === 'off') return undefined;
+  const spawner = Spawner.start(BUILT_SPAWNER, log);
+  if (!spawner) log(`the process starter ${BUILT_SPAWNER} is missing (npm run build makes it, with golang-1.23-go); the daemon starts helper programs itself, each blocking it for as long as a fork of it takes`);
+  useSpawner(spawner);
+  return spawner;
 }
 
 /** Prune the event log to the configured retention now and then every minute. */

@@ -1,8 +1,7 @@
-import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { open, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { deadlineError, sleep } from '../util/proc.js';
+import { deadlineError, sleep, startDetached } from '../util/proc.js';
 
 const SHIM_INIT = '/usr/bin/tini-static';
 const SHIM_SLEEP = '/bin/busybox sleep';
@@ -21,35 +20,22 @@ export async function createUnderShim(o: { label: string; cmd: string; args: str
   const logFile = join(o.bundleDir, 'create.log');
   const marker = join(o.bundleDir, 'created');
   await rm(marker, { force: true });
-  const log = await open(logFile, 'w');
-  try {
-    const script = `"$@" || exit $?; : > ${JSON.stringify(marker)}; exec ${SHIM_SLEEP} 2147483647`;
-    const child = spawn(SHIM_INIT, ['-s', '--', '/bin/sh', '-c', script, SHIM_TAG, o.cmd, ...o.args], {
-      detached: true,
-      stdio: ['ignore', log.fd, log.fd],
-    });
-    child.unref();
-    const exited = new Promise<number | null>((resolve, reject) => {
-      child.on('error', reject);
-      child.on('exit', resolve);
-    });
-    let done = false;
-    exited.finally(() => (done = true)).catch(() => {});
-    if (child.pid) await writeFile(join(o.bundleDir, 'shim.pid'), String(child.pid));
-    const deadline = Date.now() + o.timeoutMs;
-    for (let i = 0; !done && !existsSync(marker); i++) {
-      if (Date.now() > deadline) {
-        if (child.pid) await killSession(child.pid);
-        throw deadlineError(o.label, o.timeoutMs);
-      }
-      await sleep(i < 100 ? 2 : 10);
+  const script = `"$@" || exit $?; : > ${JSON.stringify(marker)}; exec ${SHIM_SLEEP} 2147483647`;
+  const child = await startDetached(SHIM_INIT, ['-s', '--', '/bin/sh', '-c', script, SHIM_TAG, o.cmd, ...o.args], { log: logFile, label: o.label });
+  let done = false;
+  child.exited.finally(() => (done = true)).catch(() => {});
+  await writeFile(join(o.bundleDir, 'shim.pid'), String(child.pid));
+  const deadline = Date.now() + o.timeoutMs;
+  for (let i = 0; !done && !existsSync(marker); i++) {
+    if (Date.now() > deadline) {
+      await killSession(child.pid);
+      throw deadlineError(o.label, o.timeoutMs);
     }
-    if (!existsSync(marker)) {
-      const code = await exited;
-      throw new Error(`${o.label} failed (exit ${code}): ${(await readFile(logFile, 'utf8')).trim().split('\n').slice(-3).join(' | ')}`);
-    }
-  } finally {
-    await log.close();
+    await sleep(i < 100 ? 2 : 10);
+  }
+  if (!existsSync(marker)) {
+    const { code, signal } = await child.exited;
+    throw new Error(`${o.label} failed (exit ${signal ?? code}): ${(await readFile(logFile, 'utf8')).trim().split('\n').slice(-3).join(' | ')}`);
   }
 }
 

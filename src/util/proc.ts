@@ -1,6 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { spawn, type SpawnOptions } from 'node:child_process';
 import { CordonError } from '../errors/registry.js';
+import { open } from 'node:fs/promises';
+import type { DetachedChild, Spawner } from './spawner.js';
 
 export interface RunResult {
   code: number;
@@ -42,6 +44,16 @@ export function killGroup(pid: number | undefined, sig: NodeJS.Signals = 'SIGKIL
   }
 }
 
+let spawner: Spawner | undefined;
+
+/** Start helper programs through this spawner from now on (the daemon's; undefined: start them here). */
+export function useSpawner(s: Spawner | undefined): void {
+  spawner = s;
+}
+
+/** The options a spawner carries; a call with any other (stdio, uid, ...) is started here. */
+const SPAWNER_OPTIONS = new Set(['input', 'timeoutMs', 'label', 'cwd', 'env']);
+
 /**
  * Run a helper program to completion, capturing output. Never uses a shell. It runs in its own
  * process group, and the whole group is killed at the deadline: the promise then rejects with a
@@ -49,6 +61,9 @@ export function killGroup(pid: number | undefined, sig: NodeJS.Signals = 'SIGKIL
  */
 export function run(cmd: string, args: string[], opts: RunOptions = {}): Promise<RunResult> {
   const { input, timeoutMs = DEFAULT_DEADLINE_MS, label = `${cmd} ${args.slice(0, 3).join(' ')}`.trim(), ...spawnOpts } = opts;
+  if (spawner?.alive && Object.keys(opts).every((k) => SPAWNER_OPTIONS.has(k))) {
+    return runThrough(spawner, cmd, args, { input, timeoutMs, label, cwd: spawnOpts.cwd, env: spawnOpts.env });
+  }
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, { ...spawnOpts, detached: true, stdio: ['pipe', 'pipe', 'pipe'] });
     const out = collector();
@@ -73,6 +88,46 @@ export function run(cmd: string, args: string[], opts: RunOptions = {}): Promise
     child.stdin!.on('error', () => {});
     child.stdin!.end(input ?? '');
   });
+}
+
+/**
+ * Start a long-lived program in its own session (the shim a container lives under): stdin /dev/null,
+ * stdout and stderr to the file `log`. It may outlive the daemon, so nothing waits for it but `exited`.
+ */
+export async function startDetached(cmd: string, args: string[], o: { log: string; label: string }): Promise<DetachedChild> {
+  if (spawner?.alive) return spawner.startDetached({ path: cmd, args, log: o.log }, o.label);
+  const log = await open(o.log, 'w');
+  try {
+    const child = spawn(cmd, args, { detached: true, stdio: ['ignore', log.fd, log.fd] });
+    child.unref();
+    const exited = new Promise<{ code: number; signal: NodeJS.Signals | null }>((resolve, reject) => {
+      child.on('error', reject);
+      child.on('exit', (code, signal) => resolve({ code: code ?? -1, signal }));
+    });
+    // A program that cannot be started fails here, as through the spawner.
+    if (!child.pid) await exited;
+    return { pid: child.pid!, exited };
+  } finally {
+    await log.close();
+  }
+}
+
+async function runThrough(s: Spawner, cmd: string, args: string[], o: { input?: string | Buffer; timeoutMs: number; label: string; cwd?: string | URL; env?: NodeJS.ProcessEnv }): Promise<RunResult> {
+  const env = o.env && Object.entries(o.env).flatMap(([k, v]) => (v === undefined ? [] : [`${k}=${v}`]));
+  const a = await s.run(
+    {
+      path: cmd,
+      args,
+      dir: o.cwd === undefined ? undefined : String(o.cwd instanceof URL ? o.cwd.pathname : o.cwd),
+      env,
+      stdin: o.input === undefined ? undefined : Buffer.from(o.input),
+      timeoutMs: o.timeoutMs,
+      maxOutput: MAX_OUTPUT_BYTES,
+    },
+    o.label,
+  );
+  if (a.timedOut) throw deadlineError(o.label, o.timeoutMs);
+  return { code: a.code, signal: a.signal, stdout: a.stdout, stderr: a.stderr };
 }
 
 function collector() {

@@ -1,0 +1,3 @@
+module cordon/spawner
+
+go 1.23

@@ -1,0 +1,167 @@
+// The daemon's process starter (cordon-spawner) against Node's own spawn: every call `run` makes must
+// come back the same either way (output, exit code, signal, start errors, the deadline killing the
+// program's whole group), and a spawner that dies must fail only the calls it held. Real binary, no daemon.
+import assert from 'node:assert/strict';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { pidAlive, run, sleep, startDetached, useSpawner, type RunOptions } from '../src/util/proc.js';
+import { BUILT_SPAWNER, Spawner } from '../src/util/spawner.js';
+import { CordonError } from '../src/errors/registry.js';
+
+describe('cordon-spawner', { skip: !existsSync(BUILT_SPAWNER) && 'cordon-spawner was not built (no Go toolchain)' }, () => {
+  let spawner: Spawner;
+  let dir: string;
+  const logs: string[] = [];
+
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), 'cordon-spawner-'));
+    spawner = Spawner.start(BUILT_SPAWNER, (m) => logs.push(m))!;
+  });
+  after(() => {
+    useSpawner(undefined);
+    spawner?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** The same call through Node's spawn and through the spawner: both outcomes, settled. */
+  async function both(cmd: string, args: string[], opts: RunOptions = {}) {
+    const settle = (p: Promise<unknown>) => p.then((v) => ({ ok: v }), (e: NodeJS.ErrnoException) => ({ err: e.code ?? e.message }));
+    useSpawner(undefined);
+    const node = await settle(run(cmd, args, opts));
+    useSpawner(spawner);
+    const through = await settle(run(cmd, args, opts));
+    useSpawner(undefined);
+    return { node, through };
+  }
+
+  test('output, exit codes, stdin, cwd and environment come back as from Node spawn', async () => {
+    const cases: Array<[string, string[], RunOptions]> = [
+      ['sh', ['-c', 'echo out; echo err >&2; exit 3'], {}],
+      ['cat', [], { input: 'abc\n\u00e9' }],
+      ['cat', [], { input: Buffer.from([0, 1, 2, 255]) }],
+      ['cat', [], {}],
+      ['pwd', [], { cwd: '/usr' }],
+      ['sh', ['-c', 'echo "$FOO ${HOME-unset}"; env | sort'], { env: { FOO: 'bar baz', PATH: '/usr/bin:/bin', NOPE: undefined } }],
+      ['sh', ['-c', 'echo "$PATH $HOME"'], {}],
+      ['sh', ['-c', 'kill -TERM $$'], {}],
+      ['sh', ['-c', 'exit 255'], {}],
+    ];
+    for (const [cmd, args, opts] of cases) {
+      const { node, through } = await both(cmd, args, opts);
+      assert.deepEqual(through, node, `${cmd} ${args.join(' ')}`);
+    }
+    const sig = await both('sh', ['-c', 'kill -TERM $$']);
+    assert.deepEqual(sig.through, { ok: { code: -1, signal: 'SIGTERM', stdout: '', stderr: '' } });
+  });
+
+  test('a program looked up on the PATH it runs with, and start errors named as Node names them', async () => {
+    const bin = join(dir, 'bin');
+    mkdirSync(bin);
+    writeFileSync(join(bin, 'only-here'), '#!/bin/sh\necho found "$0"\n');
+    chmodSync(join(bin, 'only-here'), 0o755);
+    writeFileSync(join(bin, 'not-exec'), '#!/bin/sh\necho no\n');
+    const env = { PATH: `${bin}:/usr/bin:/bin` };
+    const found = await both('only-here', [], { env });
+    assert.deepEqual(found.through, found.node);
+    assert.deepEqual(found.through, { ok: { code: 0, signal: null, stdout: `found ${bin}/only-here\n`, stderr: '' } });
+    for (const [cmd, code] of [['only-here', 'ENOENT'], ['no-such-program-cordon', 'ENOENT'], [join(bin, 'not-exec'), 'EACCES'], [join(dir, 'missing', 'x'), 'ENOENT']] as const) {
+      const r = await both(cmd, [], {});
+      assert.deepEqual(r.through, { err: code }, cmd);
+      assert.deepEqual(r.node, { err: code }, cmd);
+    }
+  });
+
+  test('the deadline kills the program and its group and names the call', async () => {
+    const pidFile = join(dir, 'grandchild');
+    useSpawner(spawner);
+    const err = await run('sh', ['-c', `sleep 60 & echo $! > ${pidFile}; wait`], { timeoutMs: 500, label: 'a wedged helper' }).then(
+      () => assert.fail('a program past its deadline must fail the call'),
+      (e: CordonError) => e,
+    );
+    useSpawner(undefined);
+    assert.equal(err.code, 'deadline_exceeded');
+    assert.match(err.message, /a wedged helper did not finish within 0\.5s/);
+    const grandchild = Number(readFileSync(pidFile, 'utf8'));
+    for (let i = 0; i < 50 && pidAlive(grandchild); i++) await sleep(20);
+    assert.equal(pidAlive(grandchild), false, 'the program group is killed, not only its leader');
+  });
+
+  test('a program that floods its output gets the same cap and does not stall', async () => {
+    const { node, through } = await both('sh', ['-c', 'head -c 6000000 /dev/zero | tr "\\0" a; echo done >&2']);
+    assert.deepEqual(through, node);
+    const r = (through as { ok: { stdout: string; stderr: string } }).ok;
+    assert.equal(r.stdout.length, 4 * 1024 * 1024);
+    assert.equal(r.stderr, 'done\n');
+  });
+
+  test('concurrent calls each get their own answer', async () => {
+    useSpawner(spawner);
+    const outs = await Promise.all(Array.from({ length: 40 }, (_, i) => run('sh', ['-c', `sleep 0.0${i % 10}; echo ${i}; exit ${i % 7}`])));
+    useSpawner(undefined);
+    outs.forEach((r, i) => {
+      assert.equal(r.stdout, `${i}\n`);
+      assert.equal(r.code, i % 7);
+    });
+  });
+
+  test('options the spawner does not carry are started by Node itself', async () => {
+    useSpawner(spawner);
+    const through = await run('sh', ['-c', 'echo $PPID']);
+    const r = await run('sh', ['-c', 'echo $PPID'], { stdio: 'pipe' } as RunOptions);
+    useSpawner(undefined);
+    assert.equal(Number(through.stdout), spawner.pid, 'a plain call is started by the spawner');
+    assert.equal(Number(r.stdout), process.pid);
+  });
+
+  test('a detached program (the shim) logs to its file, leads its own session, and its end is reported and reaped', async () => {
+    const log = join(dir, 'shim.log');
+    // A detached program does not keep its starter alive (it outlives the daemon): the test must.
+    const keepAlive = setInterval(() => {}, 1000);
+    try {
+      for (const s of [undefined, spawner]) {
+        useSpawner(s);
+        writeFileSync(log, 'old content that the start truncates\n');
+        const c = await startDetached('sh', ['-c', 'echo out; echo err >&2; ps -o sid= -p $$; exit 7'], { log, label: 'shim' });
+        assert.deepEqual(await c.exited, { code: 7, signal: null });
+        const [out, err, sid] = readFileSync(log, 'utf8').trim().split('\n');
+        assert.deepEqual([out, err, Number(sid)], ['out', 'err', c.pid], 'output to the log, in a session of its own');
+        const k = await startDetached('sleep', ['30'], { log, label: 'shim' });
+        process.kill(k.pid, 'SIGTERM');
+        assert.deepEqual(await k.exited, { code: -1, signal: 'SIGTERM' });
+        assert.equal(pidAlive(k.pid), false, 'reaped, not left a zombie');
+        const missing = await startDetached('no-such-program-cordon', [], { log, label: 'shim' }).then(() => 'started', (e: NodeJS.ErrnoException) => e.code);
+        assert.equal(missing, 'ENOENT');
+      }
+    } finally {
+      clearInterval(keepAlive);
+    }
+    useSpawner(spawner);
+    // The bundle directory is the daemon's; still, its log is never opened through a symlink.
+    const target = join(dir, 'elsewhere');
+    writeFileSync(target, 'keep');
+    symlinkSync(target, join(dir, 'link.log'));
+    const linked = await startDetached('true', [], { log: join(dir, 'link.log'), label: 'shim' }).then(() => 'started', (e: NodeJS.ErrnoException) => e.code);
+    useSpawner(undefined);
+    assert.equal(linked, 'ELOOP');
+    assert.equal(readFileSync(target, 'utf8'), 'keep');
+  });
+
+  test('a spawner that dies fails the calls it held, and later calls start without it', async () => {
+    const doomed = Spawner.start(BUILT_SPAWNER, (m) => logs.push(m))!;
+    useSpawner(doomed);
+    const held = run('sleep', ['3'], { label: 'held call' });
+    await sleep(100);
+    process.kill(doomed.pid!, 'SIGKILL');
+    const err = await held.then(() => assert.fail('the held call cannot have an answer'), (e: CordonError) => e);
+    assert.equal(err.code, 'internal');
+    assert.match(err.message, /cordon-spawner/);
+    assert.equal(doomed.alive, false);
+    const after = await run('sh', ['-c', 'echo $PPID']);
+    useSpawner(undefined);
+    assert.equal(Number(after.stdout), process.pid, 'started by Node once the spawner is gone');
+    assert.ok(logs.some((l) => /cordon-spawner exited/.test(l)), logs.join('\n'));
+  });
+});
+
