@@ -73,7 +73,19 @@ func main() {
 			os.Exit(1) // the daemon is gone
 		}
 	}
+	// Registered before any request is read: a detached program that ends early still signals its end.
+	signal.Notify(sigchld, syscall.SIGCHLD)
 	go reapDetached()
+	// Only stdin closing ends this process. A Ctrl-C at the daemon's terminal, or a service manager
+	// stopping the daemon, signals its whole group: the daemon shuts down gracefully and still runs
+	// helper programs meanwhile (unmounts, network teardown), through here. Caught, not ignored:
+	// an ignored signal stays ignored in the programs started here; a caught one is reset at exec.
+	stops := make(chan os.Signal, 1)
+	signal.Notify(stops, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	go func() {
+		for range stops {
+		}
+	}()
 	in := bufio.NewReaderSize(os.Stdin, 64*1024)
 	for {
 		line, err := in.ReadBytes('\n')
@@ -212,7 +224,6 @@ var (
 )
 
 func reapDetached() {
-	signal.Notify(sigchld, syscall.SIGCHLD)
 	for range sigchld {
 		reapNow()
 	}

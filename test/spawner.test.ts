@@ -47,6 +47,8 @@ describe('cordon-spawner', { skip: !existsSync(BUILT_SPAWNER) && 'cordon-spawner
       ['sh', ['-c', 'echo "$PATH $HOME"'], {}],
       ['sh', ['-c', 'kill -TERM $$'], {}],
       ['sh', ['-c', 'exit 255'], {}],
+      // The spawner's own signal handling must not reach its programs (no signal ignored or blocked).
+      ['sh', ['-c', 'grep -E "^Sig(Ign|Blk)" /proc/self/status'], {}],
     ];
     for (const [cmd, args, opts] of cases) {
       const { node, through } = await both(cmd, args, opts);
@@ -113,6 +115,15 @@ describe('cordon-spawner', { skip: !existsSync(BUILT_SPAWNER) && 'cordon-spawner
     useSpawner(undefined);
     assert.equal(Number(through.stdout), spawner.pid, 'a plain call is started by the spawner');
     assert.equal(Number(r.stdout), process.pid);
+  });
+
+  test('a stop signal to the daemon\'s process group (Ctrl-C, a service manager) leaves the spawner serving', async () => {
+    for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.kill(spawner.pid!, sig);
+    useSpawner(spawner);
+    const r = await run('sh', ['-c', 'echo $PPID']);
+    useSpawner(undefined);
+    assert.equal(spawner.alive, true, logs.join('\n'));
+    assert.equal(Number(r.stdout), spawner.pid, 'still started by the spawner');
   });
 
   test('a detached program (the shim) logs to its file, leads its own session, and its end is reported and reaped', async () => {
