@@ -116,12 +116,15 @@ func run(req request) answer {
 		a.Errno, a.Error = errno, "spawn "+req.Path+" "+errno
 		return a
 	}
-	cmd := &exec.Cmd{Path: path, Args: append([]string{req.Path}, req.Args...), Env: env, Dir: req.Dir, Stdin: bytes.NewReader(req.Stdin)}
+	cmd := &exec.Cmd{Path: path, Args: append([]string{req.Path}, req.Args...), Env: env, Dir: req.Dir}
 	// Its own session, as Node's detached spawn: the deadline ends the program's whole group.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	// Stdin is written here, not by os/exec: Wait would wait for that copy, and a descendant that holds
+	// stdin without reading it would hold the answer past the program's end (Node does not wait for it).
+	stdin, err0 := cmd.StdinPipe()
 	stdout, err1 := cmd.StdoutPipe()
 	stderr, err2 := cmd.StderrPipe()
-	if err := errors.Join(err1, err2); err != nil {
+	if err := errors.Join(err0, err1, err2); err != nil {
 		a.Errno, a.Error = "EMFILE", err.Error()
 		return a
 	}
@@ -129,6 +132,8 @@ func run(req request) answer {
 		a.Errno, a.Error = errnoName(err), err.Error()
 		return a
 	}
+	// Wait closes stdin's pipe once the program has ended, which ends a write still blocked on it.
+	go func() { stdin.Write(req.Stdin); stdin.Close() }()
 	outBuf, errBuf := &capped{max: req.MaxOutput}, &capped{max: req.MaxOutput}
 	var copies sync.WaitGroup
 	copies.Add(2)

@@ -98,6 +98,23 @@ describe('cordon-spawner', { skip: !existsSync(BUILT_SPAWNER) && 'cordon-spawner
     assert.equal(r.stderr, 'done\n');
   });
 
+  test('a program whose descendant holds its stdin unread ends when the program does, as with Node', async () => {
+    // More input than a pipe holds, and a descendant in another session that keeps stdin but never reads it.
+    const script = 'exec 3<&0; setsid sleep 30 <&3 >/dev/null 2>&1 & echo $!';
+    for (const s of [undefined, spawner]) {
+      useSpawner(s);
+      const r = await run('sh', ['-c', script], { input: Buffer.alloc(300_000, 97), timeoutMs: 3_000 }).then(
+        (v) => v,
+        (e: Error) => e,
+      );
+      useSpawner(undefined);
+      assert.ok(!(r instanceof Error), `${s ? 'spawner' : 'node'}: ${String(r)}`);
+      process.kill(Number(r.stdout), 'SIGKILL');
+      assert.equal(r.code, 0);
+    }
+    assert.equal(spawner.alive, true);
+  });
+
   test('concurrent calls each get their own answer', async () => {
     useSpawner(spawner);
     const outs = await Promise.all(Array.from({ length: 40 }, (_, i) => run('sh', ['-c', `sleep 0.0${i % 10}; echo ${i}; exit ${i % 7}`])));
