@@ -92,7 +92,12 @@ func main() {
 		if len(bytes.TrimSpace(line)) > 0 {
 			var req request
 			if jerr := json.Unmarshal(line, &req); jerr != nil {
-				reply(answer{Code: -1, Errno: "EINVAL", Error: "bad request: " + jerr.Error()})
+				// Answered under its id when that can be read, so the call fails now rather than at its timeout.
+				var idOnly struct {
+					ID uint64 `json:"id"`
+				}
+				json.Unmarshal(line, &idOnly)
+				reply(answer{ID: idOnly.ID, Code: -1, Errno: "EINVAL", Error: "bad request: " + jerr.Error()})
 			} else if req.Log != "" {
 				go startDetached(req, reply)
 			} else {

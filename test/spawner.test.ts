@@ -33,6 +33,8 @@ describe('cordon-spawner', { skip: !existsSync(BUILT_SPAWNER) && 'cordon-spawner
     useSpawner(spawner);
     const through = await settle(run(cmd, args, opts));
     useSpawner(undefined);
+    // A spawner that died would make both calls Node's, and every comparison pass.
+    assert.equal(spawner.alive, true, `the spawner died during ${cmd} ${args.join(' ')}: ${logs.join('\n')}`);
     return { node, through };
   }
 
@@ -47,6 +49,7 @@ describe('cordon-spawner', { skip: !existsSync(BUILT_SPAWNER) && 'cordon-spawner
       ['sh', ['-c', 'echo "$PATH $HOME"'], {}],
       ['sh', ['-c', 'kill -TERM $$'], {}],
       ['sh', ['-c', 'exit 255'], {}],
+      ['true', [], { timeoutMs: 2_500.5 }],
       // The spawner's own signal handling must not reach its programs (no signal ignored or blocked).
       ['sh', ['-c', 'grep -E "^Sig(Ign|Blk)" /proc/self/status'], {}],
     ];
@@ -54,6 +57,12 @@ describe('cordon-spawner', { skip: !existsSync(BUILT_SPAWNER) && 'cordon-spawner
       const { node, through } = await both(cmd, args, opts);
       assert.deepEqual(through, node, `${cmd} ${args.join(' ')}`);
     }
+    // A request the spawner cannot read fails at once, under its own id (not at its timeout, unanswered).
+    const unreadable = await spawner.run({ path: 'true', args: [], timeoutMs: 60_000, maxOutput: 0.5 }, 'unreadable').then(
+      () => 'answered',
+      (e: NodeJS.ErrnoException) => e.code,
+    );
+    assert.equal(unreadable, 'EINVAL');
     const sig = await both('sh', ['-c', 'kill -TERM $$']);
     assert.deepEqual(sig.through, { ok: { code: -1, signal: 'SIGTERM', stdout: '', stderr: '' } });
   });

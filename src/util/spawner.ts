@@ -92,7 +92,8 @@ export class Spawner {
   run(req: SpawnRequest, label: string): Promise<SpawnAnswer> {
     if (this.exited) return Promise.reject(gone(label, 'it had exited'));
     const id = this.nextId++;
-    const line = JSON.stringify({ id, ...req, stdin: req.stdin?.toString('base64') }) + '\n';
+    // Whole milliseconds: the spawner reads an integer, and a fraction would make the request unreadable.
+    const line = JSON.stringify({ id, ...req, timeoutMs: Math.ceil(req.timeoutMs), stdin: req.stdin?.toString('base64') }) + '\n';
     return new Promise((resolve, reject) => {
       // The spawner enforces the deadline; this bounds a spawner that stopped answering.
       const timer = setTimeout(() => {
