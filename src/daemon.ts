@@ -218,7 +218,7 @@ function agentBinary(cfg: DaemonConfig, log: (msg: string) => void): string | un
 function startSpawner(log: (msg: string) => void): Spawner | undefined {
   if (process.env.CORDON_SPAWNER === 'off') return undefined;
   const spawner = Spawner.start(BUILT_SPAWNER, log);
-  if (!spawner) log(`the process starter ${BUILT_SPAWNER} is missing (npm run build makes it, with golang-1.23-go); the daemon starts helper programs itself, each blocking it for as long as a fork of it takes`);
+  if (!spawner) log(`the process starter ${BUILT_SPAWNER} is missing or cannot be started (npm run build makes it, with golang-1.23-go); the daemon starts helper programs itself, each blocking it for as long as a fork of it takes`);
   useSpawner(spawner);
   return spawner;
 }

@@ -200,5 +200,30 @@ describe('cordon-spawner', { skip: !existsSync(BUILT_SPAWNER) && 'cordon-spawner
     assert.equal(Number(after.stdout), process.pid, 'started by Node once the spawner is gone');
     assert.ok(logs.some((l) => /cordon-spawner exited/.test(l)), logs.join('\n'));
   });
+
+  test('answers a spawner wrote before it died are still delivered', async () => {
+    // A stand-in that answers one call and dies at once: its exit can reach Node before its answer is read.
+    const fake = join(dir, 'answers-then-dies');
+    writeFileSync(fake, '#!/bin/sh\nread line\nid=${line#*\\"id\\":}\nprintf \'{"id":%s,"code":5}\\n\' "${id%%,*}"\nkill -9 $$\n');
+    chmodSync(fake, 0o755);
+    const outcomes: Array<number | string> = [];
+    for (let i = 0; i < 30; i++) {
+      const s = Spawner.start(fake, () => {})!;
+      const call = s.run({ path: 'true', args: [], timeoutMs: 5_000, maxOutput: 0 }, 'answered then died');
+      // Keep the event loop busy so both the exit and the answer are waiting when it looks.
+      for (const t = Date.now(); Date.now() - t < 20; );
+      outcomes.push(await call.then((a) => a.code, (e: Error) => e.message));
+    }
+    assert.deepEqual(outcomes.filter((o) => o !== 5), [], 'every call got the answer its spawner wrote');
+  });
+
+  test('a spawner binary that cannot be started is reported as absent, not failing the first calls', async () => {
+    const notExec = join(dir, 'not-executable');
+    writeFileSync(notExec, 'not a program');
+    const said: string[] = [];
+    assert.equal(Spawner.start(notExec, (m) => said.push(m)), undefined);
+    await sleep(50);
+    assert.match(said.join('\n'), /cannot be started .*EACCES/);
+  });
 });
 

@@ -69,7 +69,8 @@ export class Spawner {
     const lines = createInterface({ input: child.stdout!, crlfDelay: Infinity });
     lines.on('line', (line) => this.answer(line));
     child.stdin!.on('error', () => {});
-    child.on('exit', (code, signal) => this.gone(`exited (${signal ?? `code ${code}`})`));
+    // 'close', not 'exit': the answers it wrote before it ended are read first ('exit' can come before them).
+    child.on('close', (code, signal) => this.gone(`exited (${signal ?? `code ${code}`})`));
     child.on('error', (e) => this.gone(e.message));
     this.idle();
   }
@@ -78,6 +79,11 @@ export class Spawner {
   static start(path: string, log: (msg: string) => void): Spawner | undefined {
     if (!existsSync(path)) return undefined;
     const child = spawn(path, [], { stdio: ['pipe', 'pipe', 'inherit'] });
+    if (child.pid === undefined) {
+      // Not startable (not executable, wrong architecture): say so now, rather than fail the first calls.
+      child.on('error', (e) => log(`cordon-spawner ${path} cannot be started (${e.message}); the daemon starts helper programs itself`));
+      return undefined;
+    }
     return new Spawner(child, log);
   }
 
