@@ -258,7 +258,8 @@ func lookPath(name string, env []string) (string, string) {
 	if strings.Contains(name, "/") {
 		return name, ""
 	}
-	dirs := "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+	// Without a PATH, the default Node's spawn (libuv) searches: glibc's _PATH_DEFPATH.
+	dirs := "/usr/bin:/bin"
 	for _, kv := range env {
 		if v, ok := strings.CutPrefix(kv, "PATH="); ok {
 			dirs = v

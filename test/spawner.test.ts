@@ -73,6 +73,9 @@ describe('cordon-spawner', { skip: !existsSync(BUILT_SPAWNER) && 'cordon-spawner
     writeFileSync(join(bin, 'only-here'), '#!/bin/sh\necho found "$0"\n');
     chmodSync(join(bin, 'only-here'), 0o755);
     writeFileSync(join(bin, 'not-exec'), '#!/bin/sh\necho no\n');
+    // An environment without PATH searches the same default (mkfs.ext4 lives in /usr/sbin).
+    const noPath = await both('mkfs.ext4', ['-V'], { env: { FOO: 'x' } });
+    assert.deepEqual(noPath.through, noPath.node);
     const env = { PATH: `${bin}:/usr/bin:/bin` };
     const found = await both('only-here', [], { env });
     assert.deepEqual(found.through, found.node);
