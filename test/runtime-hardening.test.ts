@@ -2,6 +2,8 @@
 // sudo and the per-sandbox no_new_privileges option, and user.* extended attributes in the rootfs.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { statSync } from 'node:fs';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { Sandbox } from '../src/sdk/index.js';
 import { cli, startDaemon, type TestDaemon } from './helpers/daemon.js';
@@ -143,6 +145,16 @@ for (const runtime of RUNTIMES) {
       // gVisor's /proc/PID/status has no NoNewPrivs line; the prctl above is its answer.
       if (shared) assert.equal(await status(nnp, 'NoNewPrivs', 'user'), '1');
       assert.equal((await nnp.exec(['id-suid', '-u'], { user: 'user' })).stdout, '1000\n');
+    });
+
+    test("the init's stdio lead to the sandbox's /dev/null, not to a host file a sandbox could fill", async () => {
+      // The runtime hands the init its own stdio: a file on the host (the shim's create log).
+      const r = await plain.exec(['sh', '-c', 'readlink /proc/1/fd/0 /proc/1/fd/1 /proc/1/fd/2; head -c 1048576 /dev/zero > /proc/1/fd/1 && head -c 1048576 /dev/zero > /proc/1/fd/2 && echo wrote']);
+      assert.equal(r.exit_code, 0, r.stderr);
+      assert.deepEqual(r.stdout.trim().split('\n'), ['/dev/null', '/dev/null', '/dev/null', 'wrote']);
+      const log = statSync(join(d.dataDir, 'sandboxes', plain.id, 'bundle', 'create.log')).size;
+      assert.ok(log < 4096, `the host-side log grew to ${log} bytes`);
+      assert.equal((await plain.exec(['sh', '-c', 'cat /proc/1/cmdline | tr "\\0" " "'])).stdout.split(' ')[0], '/.cordon/tini', 'the init execs in place (pid 1 is tini)');
     });
 
     test('user.* extended attributes on rootfs files, as root and as user', { skip: runscSkip(runtime, RUNSC_XATTRS, "refuses setxattr on the gofer-backed rootfs") }, async () => {

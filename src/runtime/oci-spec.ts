@@ -20,6 +20,13 @@ const capsFor = (uid: number) => {
 
 export const HELPER_DIR = '/.cordon';
 export const INIT_ARGS = [`${HELPER_DIR}/tini`, '-s', '-g', '--', `${HELPER_DIR}/busybox`, 'sleep', '2147483647'];
+/**
+ * The init's stdio are the runtime's own, which lead to a file on the host (the shim's log): anything
+ * inside could append to it through /proc/1/fd/1 without bound and fill the host's disk. So the init
+ * starts as busybox sh, which points them at the sandbox's /dev/null and execs the real init in its
+ * place (same pid). The runtime's own errors still reach the log.
+ */
+const INIT_STDIO_TO_NULL = [`${HELPER_DIR}/busybox`, 'sh', '-c', 'exec </dev/null >/dev/null 2>&1; exec "$@"', 'cordon-init'];
 export const DEFAULT_PATH = 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
 /** Our own hard limit on open files: a runtime that drops privileges first cannot raise past it. */
@@ -83,7 +90,7 @@ export function containerSpec(c: ContainerSpec, opts: SpecOptions) {
   return {
     ociVersion: '1.0.2',
     // HOME given: without it crun opens the sandbox's /etc/passwd to find one, and a FIFO there hangs it.
-    process: processSpec({ args: c.init ?? INIT_ARGS, env: ['HOME=/'], cwd: '/', uid: 0, gid: 0, noNewPrivileges: c.noNewPrivileges }),
+    process: processSpec({ args: [...INIT_STDIO_TO_NULL, ...(c.init ?? INIT_ARGS)], env: ['HOME=/'], cwd: '/', uid: 0, gid: 0, noNewPrivileges: c.noNewPrivileges }),
     root: { path: c.rootfsDir, readonly: c.readOnlyRootfs },
     hostname: c.hostname,
     mounts,
