@@ -110,20 +110,28 @@ func main() {
 	}
 }
 
-func run(req request) answer {
-	a := answer{ID: req.ID, Code: -1}
+// command is the request's program, found on the PATH it runs with, in a session of its own as Node's
+// detached spawn starts it (the deadline ends the whole group); or the answer saying it cannot start.
+func command(req request) (*exec.Cmd, *answer) {
 	env := os.Environ()
 	if req.Env != nil {
 		env = *req.Env
 	}
 	path, errno := lookPath(req.Path, env)
 	if errno != "" {
-		a.Errno, a.Error = errno, "spawn "+req.Path+" "+errno
-		return a
+		return nil, &answer{ID: req.ID, Code: -1, Errno: errno, Error: "spawn " + req.Path + " " + errno}
 	}
 	cmd := &exec.Cmd{Path: path, Args: append([]string{req.Path}, req.Args...), Env: env, Dir: req.Dir}
-	// Its own session, as Node's detached spawn: the deadline ends the program's whole group.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	return cmd, nil
+}
+
+func run(req request) answer {
+	a := answer{ID: req.ID, Code: -1}
+	cmd, failed := command(req)
+	if failed != nil {
+		return *failed
+	}
 	// Stdin is written here, not by os/exec: Wait would wait for that copy, and a descendant that holds
 	// stdin without reading it would hold the answer past the program's end (Node does not wait for it).
 	stdin, err0 := cmd.StdinPipe()
@@ -181,14 +189,9 @@ func run(req request) answer {
 // each, one per running sandbox.
 func startDetached(req request, reply func(answer)) {
 	a := answer{ID: req.ID, Code: -1}
-	env := os.Environ()
-	if req.Env != nil {
-		env = *req.Env
-	}
-	path, errno := lookPath(req.Path, env)
-	if errno != "" {
-		a.Errno, a.Error = errno, "spawn "+req.Path+" "+errno
-		reply(a)
+	cmd, failed := command(req)
+	if failed != nil {
+		reply(*failed)
 		return
 	}
 	log, err := os.OpenFile(req.Log, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0o644)
@@ -198,8 +201,7 @@ func startDetached(req request, reply func(answer)) {
 		return
 	}
 	defer log.Close()
-	cmd := &exec.Cmd{Path: path, Args: append([]string{req.Path}, req.Args...), Env: env, Dir: req.Dir, Stdout: log, Stderr: log}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	cmd.Stdout, cmd.Stderr = log, log
 	reaping.Lock()
 	if err := cmd.Start(); err != nil {
 		reaping.Unlock()

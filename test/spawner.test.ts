@@ -188,6 +188,26 @@ describe('cordon-spawner', { skip: !existsSync(BUILT_SPAWNER) && 'cordon-spawner
     assert.equal(readFileSync(target, 'utf8'), 'keep');
   });
 
+  test('a spawner that stops answering is ended: its calls fail, later ones start without it', async () => {
+    // A stand-in that reads its requests and never answers.
+    const mute = join(dir, 'mute-spawner');
+    writeFileSync(mute, '#!/bin/sh\nexec cat > /dev/null\n');
+    chmodSync(mute, 0o755);
+    for (const call of ['run', 'startDetached'] as const) {
+      const wedged = Spawner.start(mute, (m) => logs.push(m), { graceMs: 300 })!;
+      useSpawner(wedged);
+      const held = call === 'run' ? run('true', [], { timeoutMs: 100, label: 'a mute call' }) : startDetached('true', [], { log: join(dir, 'mute.log'), label: 'a mute call' });
+      const err = await held.then(() => assert.fail('a mute spawner cannot answer'), (e: CordonError) => e);
+      assert.equal(err.code, 'internal');
+      assert.match(err.message, /a mute call: the daemon's process starter \(cordon-spawner\) did not (answer|start it) within/);
+      for (let i = 0; i < 50 && wedged.alive; i++) await sleep(20);
+      assert.equal(wedged.alive, false, `${call}: the mute spawner is ended`);
+      const next = await run('sh', ['-c', 'echo $PPID']);
+      useSpawner(undefined);
+      assert.equal(Number(next.stdout), process.pid);
+    }
+  });
+
   test('a spawner that dies fails the calls it held, and later calls start without it', async () => {
     const doomed = Spawner.start(BUILT_SPAWNER, (m) => logs.push(m))!;
     useSpawner(doomed);

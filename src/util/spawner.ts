@@ -52,7 +52,7 @@ interface Wire {
   pid?: number;
 }
 
-/** How long past a call's own deadline its answer may take before the call fails without it. */
+/** How long past a call's own deadline its answer may take (a start's, at all) before the spawner counts as wedged. */
 const ANSWER_GRACE_MS = 10_000;
 const SIGNAL_NAMES = new Map(Object.entries(constants.signals).map(([name, n]) => [n, name as NodeJS.Signals]));
 
@@ -65,7 +65,11 @@ export class Spawner {
   private starting = 0;
   private exited = false;
 
-  private constructor(private readonly child: ChildProcess, private readonly log: (msg: string) => void) {
+  private constructor(
+    private readonly child: ChildProcess,
+    private readonly log: (msg: string) => void,
+    private readonly graceMs: number,
+  ) {
     const lines = createInterface({ input: child.stdout!, crlfDelay: Infinity });
     lines.on('line', (line) => this.answer(line));
     child.stdin!.on('error', () => {});
@@ -76,7 +80,7 @@ export class Spawner {
   }
 
   /** Start the spawner binary at `path`; undefined when there is none (the caller starts processes itself). */
-  static start(path: string, log: (msg: string) => void): Spawner | undefined {
+  static start(path: string, log: (msg: string) => void, opts: { graceMs?: number } = {}): Spawner | undefined {
     if (!existsSync(path)) return undefined;
     const child = spawn(path, [], { stdio: ['pipe', 'pipe', 'inherit'] });
     if (child.pid === undefined) {
@@ -84,7 +88,7 @@ export class Spawner {
       child.on('error', (e) => log(`cordon-spawner ${path} cannot be started (${e.message}); the daemon starts helper programs itself`));
       return undefined;
     }
-    return new Spawner(child, log);
+    return new Spawner(child, log, opts.graceMs ?? ANSWER_GRACE_MS);
   }
 
   get alive(): boolean {
@@ -96,7 +100,7 @@ export class Spawner {
   }
 
   run(req: SpawnRequest, label: string): Promise<SpawnAnswer> {
-    if (this.exited) return Promise.reject(gone(label, 'it had exited'));
+    if (this.exited) return Promise.reject(gone(label, 'had exited'));
     const id = this.nextId++;
     // Whole milliseconds: the spawner reads an integer, and a fraction would make the request unreadable.
     const line = JSON.stringify({ id, ...req, timeoutMs: Math.ceil(req.timeoutMs), stdin: req.stdin?.toString('base64') }) + '\n';
@@ -105,8 +109,9 @@ export class Spawner {
       const timer = setTimeout(() => {
         this.pending.delete(id);
         this.idle();
-        reject(gone(label, `it did not answer within ${req.timeoutMs + ANSWER_GRACE_MS} ms`));
-      }, req.timeoutMs + ANSWER_GRACE_MS);
+        reject(gone(label, `did not answer within ${req.timeoutMs + this.graceMs} ms`));
+        this.wedged(label);
+      }, req.timeoutMs + this.graceMs);
       this.pending.set(id, { resolve, reject, timer });
       this.busy();
       this.child.stdin!.write(line);
@@ -119,7 +124,7 @@ export class Spawner {
    * cannot be started.
    */
   startDetached(req: { path: string; args: string[]; log: string }, label: string): Promise<DetachedChild> {
-    if (this.exited) return Promise.reject(gone(label, 'it had exited'));
+    if (this.exited) return Promise.reject(gone(label, 'had exited'));
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       let ended!: (w: Wire) => void;
@@ -138,14 +143,24 @@ export class Spawner {
       };
       this.starting++;
       this.busy();
+      // A start answers at once; one that does not is a wedged spawner's.
+      const timer = setTimeout(() => {
+        this.detached.delete(id);
+        answer();
+        reject(gone(label, `did not start it within ${this.graceMs} ms`));
+        failed(gone(label, 'stopped answering'));
+        this.wedged(label);
+      }, this.graceMs);
       this.detached.set(id, {
         started: (w) => {
+          clearTimeout(timer);
           answer();
           if (w.errno) reject(startError(w));
           else resolve({ pid: w.pid!, exited });
         },
         ended,
         failed: (e) => {
+          clearTimeout(timer);
           answer();
           reject(e);
           failed(e);
@@ -153,6 +168,13 @@ export class Spawner {
       });
       this.child.stdin!.write(JSON.stringify({ id, ...req, timeoutMs: 0, maxOutput: 0 }) + '\n');
     });
+  }
+
+  /** A spawner that stopped answering is ended: the calls it holds fail, later ones start without it. */
+  private wedged(label: string): void {
+    if (this.exited) return;
+    this.log(`cordon-spawner did not answer ${label} in time; ending it`);
+    this.child.kill('SIGKILL');
   }
 
   stop(): void {
