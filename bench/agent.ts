@@ -16,6 +16,7 @@ import { pct, ratio, rowTail } from './lib/stats.js';
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 40);
 const RUNTIMES = (process.env.BENCH_RUNTIMES ?? 'runsc,crun').split(',') as ('runsc' | 'crun')[];
+const MEMORY_PAIRS = Number(process.env.BENCH_MEMORY_PAIRS ?? 6);
 
 interface Side {
   name: string;
@@ -223,29 +224,39 @@ async function e2bFigures(on: Side, off: Side): Promise<void> {
 
 /**
  * What the agent costs the host per sandbox: the sandbox's memory (its cgroup, sentry and gofer included
- * under runsc) idle with the agent against a sandbox without it (--agent off), both created fresh for
- * this figure and idle for a few seconds (the agent trims after 2 s). The sandbox's kernel's own VmRSS
- * of the agent is printed too; under gVisor it counts mapped pages the host need not hold.
+ * under runsc) idle with the agent against sandboxes without it (--agent off), MEMORY_PAIRS of each
+ * created fresh for this figure and idle for a few seconds (the agent trims after 2 s); the median of
+ * each side. One pair alone is noise: idle sandboxes without the agent alone differ by up to 1.5 MiB
+ * here. The sandbox's kernel's own VmRSS of the agent is printed too; under gVisor it counts mapped
+ * pages the host need not hold.
  */
 async function memoryFigures(runtime: 'runsc' | 'crun', on: Side, off: Side): Promise<void> {
-  const [a, b] = await Promise.all([on.d.client.create({ runtime }), off.d.client.create({ runtime })]);
+  const withAgent: Sandbox[] = [];
+  const without: Sandbox[] = [];
   try {
-    await new Promise((r) => setTimeout(r, 4000));
-    const rss = await a.exec(['sh', '-c', 'grep -E "^VmRSS" /proc/$PPID/status']);
-    const with_: number[] = [];
-    const without: number[] = [];
-    for (let i = 0; i < 5; i++) {
-      with_.push((await a.stats()).memory_usage / 2 ** 20);
-      without.push((await b.stats()).memory_usage / 2 ** 20);
-      await new Promise((r) => setTimeout(r, 300));
+    for (let i = 0; i < MEMORY_PAIRS; i++) {
+      withAgent.push(await on.d.client.create({ runtime }));
+      without.push(await off.d.client.create({ runtime }));
     }
-    const [mw, mo] = [pct(with_, 50), pct(without, 50)];
+    await new Promise((r) => setTimeout(r, 5000));
+    const rss = await withAgent[0].exec(['sh', '-c', 'grep -E "^VmRSS" /proc/$PPID/status']);
+    // Each sandbox's median of three readings, then the median of the sandboxes.
+    const idleMiB = async (s: Sandbox) => {
+      const xs: number[] = [];
+      for (let i = 0; i < 3; i++) {
+        xs.push((await s.stats()).memory_usage / 2 ** 20);
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      return pct(xs, 50);
+    };
+    const mw = pct(await Promise.all(withAgent.map(idleMiB)), 50);
+    const mo = pct(await Promise.all(without.map(idleMiB)), 50);
     console.log(
-      `\nmemory, ${runtime}: sandbox memory (cgroup, median of 5) idle with the agent ${mw.toFixed(1)} MiB, without ${mo.toFixed(1)} MiB: ` +
+      `\nmemory, ${runtime}: sandbox memory (cgroup; median of ${MEMORY_PAIRS} idle sandboxes each) with the agent ${mw.toFixed(1)} MiB, without ${mo.toFixed(1)} MiB: ` +
         `the agent costs ${(mw - mo).toFixed(1)} MiB per sandbox (goal <= 5 MiB); its VmRSS as the sandbox's kernel reports it: ${rss.stdout.trim().replace(/\s+/g, ' ')}`,
     );
   } finally {
-    await Promise.all([a.remove(), b.remove()]);
+    await Promise.all([...withAgent, ...without].map((s) => s.remove()));
   }
 }
 

@@ -47,7 +47,8 @@ export class SandboxFiles {
     return a ? a.list(path, depth, await this.userOf(user)) : this.exec.list(path, depth, user);
   }
 
-  async read(path: string, user?: string): Promise<{ stream: Readable; size: number }> {
+  /** `content`: the whole file, when the agent sent it at once (small files): no stream needed. */
+  async read(path: string, user?: string): Promise<{ stream: Readable; size: number; content?: Buffer }> {
     const a = this.agent();
     return a ? a.read(path, await this.userOf(user)) : this.exec.read(path, user);
   }

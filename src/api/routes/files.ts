@@ -11,10 +11,11 @@ export function registerFileRoutes(app: TypedApp, { mgr, cfg }: ApiDeps): void {
 
   app.get('/v1/sandboxes/:id/files/content', { schema: { summary: 'Download a file (streamed)', params: idParams, querystring: pathQuery } }, async (req, reply) => {
     const path = cleanPath(req.query.path);
-    const { stream, size } = await files(req.params.id).read(path, req.query.user);
+    const { stream, size, content } = await files(req.params.id).read(path, req.query.user);
     reply.header('content-type', 'application/octet-stream').header('x-file-size', String(size));
     stallDeadline(reply.raw, cfg.streamWriteDeadlineMs);
-    return reply.send(stream);
+    // A small file came whole: sent with its length rather than piped as a chunked stream.
+    return reply.send(content ?? stream);
   });
 
   app.put(

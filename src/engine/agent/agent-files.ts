@@ -201,7 +201,8 @@ export class AgentFiles {
   }
 
   /** Open a file (symlinks followed) and stream it; errors surface before the first byte. */
-  async read(path: string, user: AgentUser): Promise<{ stream: Readable; size: number }> {
+  /** `content` is the whole file when it came inside the reply (the stream then replays it). */
+  async read(path: string, user: AgentUser): Promise<{ stream: Readable; size: number; content?: Buffer }> {
     const conn = this.conn();
     const stream = new ChannelReadable();
     // Until the stream is handed out nobody listens for its errors (destroying it then would be an
@@ -239,7 +240,7 @@ export class AgentFiles {
       const inline = new Readable({ read() {} });
       if (content.length) inline.push(content);
       inline.push(null);
-      return { stream: inline, size: r.entry.size };
+      return { stream: inline, size: r.entry.size, content };
     }
     let cancelled = false;
     // Also once it ended: the agent keeps the channel (and the file open) until told.
