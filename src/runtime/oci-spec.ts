@@ -27,6 +27,8 @@ export const INIT_ARGS = [`${HELPER_DIR}/tini`, '-s', '-g', '--', `${HELPER_DIR}
  * place (same pid). The runtime's own errors still reach the log.
  */
 const INIT_STDIO_TO_NULL = [`${HELPER_DIR}/busybox`, 'sh', '-c', 'exec </dev/null >/dev/null 2>&1; exec "$@"', 'cordon-init'];
+/** A sandbox's init (tini from the helper directory) starts through that guard; a caller's own (the doctor's probe, no helpers) as given. */
+const initArgs = (init = INIT_ARGS) => (init[0].startsWith(`${HELPER_DIR}/`) ? [...INIT_STDIO_TO_NULL, ...init] : init);
 export const DEFAULT_PATH = 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
 /** Our own hard limit on open files: a runtime that drops privileges first cannot raise past it. */
@@ -90,7 +92,7 @@ export function containerSpec(c: ContainerSpec, opts: SpecOptions) {
   return {
     ociVersion: '1.0.2',
     // HOME given: without it crun opens the sandbox's /etc/passwd to find one, and a FIFO there hangs it.
-    process: processSpec({ args: [...INIT_STDIO_TO_NULL, ...(c.init ?? INIT_ARGS)], env: ['HOME=/'], cwd: '/', uid: 0, gid: 0, noNewPrivileges: c.noNewPrivileges }),
+    process: processSpec({ args: initArgs(c.init), env: ['HOME=/'], cwd: '/', uid: 0, gid: 0, noNewPrivileges: c.noNewPrivileges }),
     root: { path: c.rootfsDir, readonly: c.readOnlyRootfs },
     hostname: c.hostname,
     mounts,
