@@ -204,10 +204,11 @@ export class AgentConnection {
     if (this.channels.get(id) !== ch) return;
     this.channels.delete(id);
     if (ch.kind === 'out') ch.wake?.();
-    else {
-      this.closedAllowance.set(id, ch.window);
-      if (this.closedAllowance.size > CLOSED_CHANNELS_KEPT) this.closedAllowance.delete(this.closedAllowance.keys().next().value!);
-    }
+    // What the agent sent before it learned of the close may still come: data within the credit granted
+    // on a channel it wrote to; acks (or a write's error) on one the daemon wrote to, such as an upload
+    // refused mid-way. Either is tolerated, not a protocol violation that would end the connection.
+    this.closedAllowance.set(id, ch.kind === 'out' ? 0 : ch.window);
+    if (this.closedAllowance.size > CLOSED_CHANNELS_KEPT) this.closedAllowance.delete(this.closedAllowance.keys().next().value!);
   }
 
   /** What arrives for a channel the daemon no longer reads: tolerated up to what was granted. */
