@@ -305,11 +305,13 @@ for (const runtime of RUNTIMES) {
       });
       req.write(part('/tmp/stream-1.txt', 'first file') + `--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="/tmp/stream-2.txt"\r\n\r\nsecond `);
       // The first file is in the sandbox while the request is still open: nothing waits for the whole body.
-      // A start that fails names the sandbox's agent events (a rare Unavailable here was an agent connection lost mid-start).
-      const landed = () => sb.commands.run('cat /tmp/stream-1.txt 2>/dev/null || true').catch(async (e: Error) => {
-        throw new Error(`${e.message}; the sandbox's agent events: ${JSON.stringify(await agentEvents(sb.sandboxId))}`);
-      });
-      await until('the first part to land before the body ends', async () => (await landed()).stdout === 'first file', 30_000);
+      // A command that fails names the sandbox's agent events: a rare Unavailable here was the agent
+      // connection ended by late acks for the refused upload below (fixed; agent-connection-unit).
+      const run = (cmd: string) =>
+        sb.commands.run(cmd).catch(async (e: Error) => {
+          throw new Error(`${e.message}; the sandbox's agent events: ${JSON.stringify(await agentEvents(sb.sandboxId))}`);
+        });
+      await until('the first part to land before the body ends', async () => (await run('cat /tmp/stream-1.txt 2>/dev/null || true')).stdout === 'first file', 30_000);
       req.end(`file\r\n--${boundary}--\r\n`);
       await done;
       assert.equal(status, 200, answer);
@@ -320,7 +322,7 @@ for (const runtime of RUNTIMES) {
       const tooBig = await raw('POST', '/files?path=/tmp/too-big.bin', { ...envdHeaders(sb), 'content-type': 'application/octet-stream' }, big);
       assert.equal(tooBig.status, 413);
       assert.match(message(tooBig.body), /--max-upload/);
-      assert.equal((await sb.commands.run('echo alive')).stdout, 'alive\n', 'the sandbox and daemon carry on');
+      assert.equal((await run('echo alive')).stdout, 'alive\n', 'the sandbox and daemon carry on');
       await sleep(0);
     });
   });
