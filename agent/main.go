@@ -1,4 +1,4 @@
-// cordon-agent runs inside every sandbox, started by the sandbox's init (under a respawn loop), and
+// cordon-agent runs inside every sandbox, started by the sandbox's init (under cordon-supervise), and
 // serves the daemon: processes (pipes or a terminal, signals, reconnect), file operations and
 // inotify watches, over one connection to a Unix socket the daemon listens on in a directory
 // bind-mounted read-only at /.cordon/run. It dials out, so it needs no port and no listening
@@ -36,8 +36,9 @@ func main() {
 		os.Exit(dumpEnv())
 	}
 	if len(os.Args) < 2 || os.Args[1] != "serve" {
-		supervise()
-		return
+		// The init runs it through cordon-supervise (supervisor/), which starts it again when it exits.
+		os.Stderr.WriteString("usage: cordon-agent serve [-socket PATH] | dump-env\n")
+		os.Exit(2)
 	}
 	socket := defaultSocket
 	if len(os.Args) > 3 && os.Args[2] == "-socket" {

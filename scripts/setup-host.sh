@@ -45,6 +45,9 @@ apt-get "${apt_net[@]}" install -y -qq -t bookworm-backports runsc >/dev/null
 # the runtime's exec path, so this one may fail (npm run build then says so loudly).
 apt-get "${apt_net[@]}" install -y -qq -t bookworm-backports golang-1.23-go >/dev/null \
   || echo "setup-host: WARNING: golang-1.23-go could not be installed; the sandbox agent will not be built" >&2
+# The agent's supervisor is a small static C program (scripts/build-agent.sh); without a compiler, no agent.
+apt-get "${apt_net[@]}" install -y -qq --no-install-recommends musl-tools >/dev/null \
+  || echo "setup-host: WARNING: musl-tools could not be installed; the sandbox agent is built only if a C compiler with a static libc is present" >&2
 # The file gate (file rules and events on mounts): a FUSE server built from go-fuse's Debian source package.
 apt-get "${apt_net[@]}" install -y -qq --no-install-recommends fuse3 golang-github-hanwen-go-fuse-dev >/dev/null \
   || echo "setup-host: WARNING: fuse3/golang-github-hanwen-go-fuse-dev could not be installed; file rules will be refused" >&2

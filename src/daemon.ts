@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 import type { FastifyInstance } from 'fastify';
 import { buildServer } from './api/server.js';
 import { dataPaths, isLoopback, type DaemonConfig, type RuntimeName } from './config.js';
-import { SandboxManager } from './engine/sandbox-manager.js';
+import { type Helpers, SandboxManager } from './engine/sandbox-manager.js';
 import { TemplateResolver, type RootfsResolver } from './engine/sources.js';
 import { Supervisor } from './engine/supervisor.js';
 import { BaseTemplate } from './image/base-template.js';
@@ -54,6 +54,8 @@ export interface Daemon {
 export const HELPERS = { busybox: '/bin/busybox', tini: '/usr/bin/tini-static' };
 /** The agent this build made (npm run build → dist/agent/cordon-agent). */
 export const BUILT_AGENT = fileURLToPath(new URL('../agent/cordon-agent', import.meta.url));
+/** The agent's supervisor this build made beside it (supervisor/supervise.c); it runs whichever agent binary is given. */
+export const BUILT_SUPERVISOR = fileURLToPath(new URL('../agent/cordon-supervise', import.meta.url));
 /** How long a restarted daemon waits for the agents of running sandboxes to reconnect before it serves. */
 const AGENT_RECONNECT_WAIT_MS = 3_000;
 
@@ -201,13 +203,16 @@ export async function createDaemon(cfg: DaemonConfig, log: (msg: string) => void
   };
 }
 
-/** The agent binary to inject, or undefined (agent off, or not built: the exec path serves every sandbox). */
-function agentBinary(cfg: DaemonConfig, log: (msg: string) => void): string | undefined {
+/** The agent binary to inject and its supervisor, or undefined (agent off, or not built: the exec path serves every sandbox). */
+function agentBinary(cfg: DaemonConfig, log: (msg: string) => void): Helpers['agent'] {
   if (cfg.agent === 'off') return undefined;
-  const path = cfg.agentBinary ?? BUILT_AGENT;
-  if (existsSync(path)) return path;
-  log(`the sandbox agent ${path} is missing (build it with npm run build, which needs golang-1.23-go); sandboxes run without it, through the runtime's exec path`);
-  return undefined;
+  const binary = cfg.agentBinary ?? BUILT_AGENT;
+  for (const path of [binary, BUILT_SUPERVISOR]) {
+    if (existsSync(path)) continue;
+    log(`the sandbox agent's ${path} is missing (build it with npm run build, which needs golang-1.23-go and musl-tools); sandboxes run without the agent, through the runtime's exec path`);
+    return undefined;
+  }
+  return { binary, supervisor: BUILT_SUPERVISOR };
 }
 
 /**

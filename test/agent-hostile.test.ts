@@ -10,13 +10,8 @@ import { RUNTIMES, startDaemon, type TestDaemon } from './helpers/daemon.js';
 import { until } from './helpers/assert.js';
 
 const HOSTILE = `#!/usr/bin/node
-// Picks its misbehaviour from the sandbox's hostname (hostile-MODE). Like the real agent, it is also
-// its own supervisor (the init runs it without "serve"): a hostile agent that exits is started again.
-if (process.argv[2] !== 'serve') {
-  const run = () => require('child_process').spawn(process.argv[1], ['serve'], { stdio: 'ignore' }).on('close', () => setTimeout(run, 1000));
-  run();
-  return;
-}
+// Picks its misbehaviour from the sandbox's hostname (hostile-MODE). The init runs it as it runs the
+// real agent, under cordon-supervise: a hostile agent that exits is started again.
 const net = require('net');
 const fs = require('fs');
 const crypto = require('crypto');

@@ -101,15 +101,16 @@ export async function checkTimeSync(): Promise<CheckResult> {
   return warn('time sync', 'neither timedatectl nor chronyc answered', 'install chrony (or systemd-timesyncd); tokens and signed URLs expire by the clock');
 }
 
-export function checkFiles(agentPath: string): CheckResult[] {
+export function checkFiles(agentPath: string, supervisorPath: string): CheckResult[] {
   const out: CheckResult[] = [];
   for (const [what, path, pkg] of [['busybox', '/bin/busybox', 'busybox-static'], ['tini', '/usr/bin/tini-static', 'tini']]) {
     out.push(existsSync(path) ? ok(`helper ${what}`, path) : fail(`helper ${what}`, `${path} is missing (the daemon refuses to start)`, `apt-get install ${pkg}`));
   }
+  const missing = [agentPath, supervisorPath].find((p) => !existsSync(p));
   out.push(
-    existsSync(agentPath)
-      ? ok('sandbox agent', agentPath, false)
-      : warn('sandbox agent', `${agentPath} is missing; sandboxes run through the runtime's exec path (slower)`, 'build it with npm run build (needs golang-1.23-go from bookworm-backports)'),
+    !missing
+      ? ok('sandbox agent', `${agentPath} (supervisor ${supervisorPath})`, false)
+      : warn('sandbox agent', `${missing} is missing; sandboxes run through the runtime's exec path (slower)`, 'build it with npm run build (needs golang-1.23-go from bookworm-backports and musl-tools)'),
   );
   return out;
 }

@@ -24,6 +24,7 @@ export interface DoctorOptions {
 }
 
 const BUILT_AGENT = fileURLToPath(new URL('../../agent/cordon-agent', import.meta.url));
+const BUILT_SUPERVISOR = fileURLToPath(new URL('../../agent/cordon-supervise', import.meta.url));
 
 export async function runDoctor(o: DoctorOptions): Promise<{ ok: boolean; checks: CheckResult[] }> {
   const checks: CheckResult[] = [];
@@ -33,7 +34,7 @@ export async function runDoctor(o: DoctorOptions): Promise<{ ok: boolean; checks
       o.onResult?.(x);
     }
   };
-  add(checkFiles(o.agentBinary ?? BUILT_AGENT));
+  add(checkFiles(o.agentBinary ?? BUILT_AGENT, BUILT_SUPERVISOR));
   add(checkFileGate(fsgateBinary()));
   add(checkOverlay());
   add(await checkCgroups());

@@ -7,7 +7,7 @@ import { needsNamespace } from '../net/types.js';
 import { HELPER_DIR } from '../runtime/oci-spec.js';
 import type { ContainerSpec, Runtime, RuntimeState } from '../runtime/types.js';
 import type { BindMount, NetworkAttachment, RootfsDirs } from './drivers.js';
-import { AGENT_INIT, AGENT_PATH, AGENT_PIDS_HEADROOM, AGENT_RUN_DIR } from './agent/agent-setup.js';
+import { AGENT_INIT, AGENT_PATH, AGENT_PIDS_HEADROOM, AGENT_RUN_DIR, SUPERVISOR_PATH } from './agent/agent-setup.js';
 import { LiveSandbox } from './live-sandbox.js';
 import { runcAccountFilesProblem } from './users.js';
 import type { SandboxManager } from './sandbox-manager.js';
@@ -185,7 +185,11 @@ export class ContainerBoot {
       const socketDir = this.mgr.agentSocketDir(id);
       // The bind source must exist before the runtime starts (or restores) the container.
       mkdirSync(socketDir, { recursive: true, mode: 0o700 });
-      agentBinds.push({ source: helpers.agent, destination: AGENT_PATH, readOnly: true }, { source: socketDir, destination: AGENT_RUN_DIR, readOnly: true });
+      agentBinds.push(
+        { source: helpers.agent.binary, destination: AGENT_PATH, readOnly: true },
+        { source: helpers.agent.supervisor, destination: SUPERVISOR_PATH, readOnly: true },
+        { source: socketDir, destination: AGENT_RUN_DIR, readOnly: true },
+      );
     }
     return {
       id,

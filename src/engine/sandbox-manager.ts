@@ -44,8 +44,8 @@ export { POOL_LABEL } from './pool-label.js';
 export interface Helpers {
   busybox: string;
   tini: string;
-  /** The agent binary; absent when sandboxes run without an agent. */
-  agent?: string;
+  /** The agent binary and its supervisor; absent when sandboxes run without an agent. */
+  agent?: { binary: string; supervisor: string };
 }
 
 /** What the manager is built from: the runtimes, and the drivers for the sandbox's files and network. */

@@ -108,7 +108,7 @@ export class SandboxRootfs implements RootfsDriver {
     const st = await lstat(dir).catch(() => undefined);
     if (st && !st.isDirectory()) await removeTree(dir);
     if (!st || !st.isDirectory()) await mkdir(dir, { mode: 0o755 });
-    for (const f of ['busybox', 'tini', 'agent']) {
+    for (const f of ['busybox', 'tini', 'agent', 'supervise']) {
       const p = join(dir, f);
       const fst = await lstat(p).catch(() => undefined);
       if (!fst || !fst.isFile()) {

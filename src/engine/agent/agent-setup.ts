@@ -6,16 +6,19 @@ import { AGENT_SOCKET } from './agent-link.js';
 
 /** The agent binary inside the sandbox (a read-only bind mount of the daemon's build). */
 export const AGENT_PATH = `${HELPER_DIR}/agent`;
+/** The agent's supervisor inside the sandbox (a read-only bind mount of the daemon's build). */
+export const SUPERVISOR_PATH = `${HELPER_DIR}/supervise`;
 /** The directory holding the daemon's socket inside the sandbox (read-only bind mount). */
 export const AGENT_RUN_DIR = `${HELPER_DIR}/run`;
 
 /**
- * The container's init with the agent: tini (subreaper) runs the agent's supervisor, which restarts
- * the serving agent a second after it exits, so a crashed or killed agent never takes the sandbox
- * down. The agent's processes are its children, inside the init's tree: a runsc restore brings them
- * back (it kills whatever `runsc exec` started).
+ * The container's init with the agent: tini (subreaper) runs the agent's supervisor (supervisor/,
+ * a small C program: a second Go runtime would cost ~1.8 MiB per sandbox), which restarts the
+ * serving agent a second after it exits, so a crashed or killed agent never takes the sandbox down.
+ * The agent's processes are its children, inside the init's tree: a runsc restore brings them back
+ * (it kills whatever `runsc exec` started).
  */
-export const AGENT_INIT = [`${HELPER_DIR}/tini`, '-s', '-g', '--', AGENT_PATH];
+export const AGENT_INIT = [`${HELPER_DIR}/tini`, '-s', '-g', '--', SUPERVISOR_PATH, AGENT_PATH, 'serve'];
 
 /**
  * Tasks the agent adds to a sandbox's pids cgroup (tini, the supervisor, the agent's threads): a
