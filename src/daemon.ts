@@ -195,6 +195,7 @@ export async function createDaemon(cfg: DaemonConfig, log: (msg: string) => void
       await mgr.pauses.settleAll();
       await net.close().catch(() => {});
       builds.close();
+      mgr.detachAll();
       store.flush();
       db.close();
       useSpawner(undefined);

@@ -370,4 +370,13 @@ export class SandboxManager {
   close(): void {
     this.boot.unwatchAll();
   }
+
+  /**
+   * The daemon's last step before its store closes: the sandboxes run on (a restarted daemon
+   * reattaches them), their agent connections and ping timers end here (a ping would read the closed store).
+   */
+  detachAll(): void {
+    for (const live of this.live.values()) live.close('the daemon stopped while the command ran; the process keeps running in the sandbox');
+    this.live.clear();
+  }
 }
