@@ -3,13 +3,16 @@
 // processes (same pids, counting on in memory), files and timeout clock. The same holds across a
 // daemon killed while the sandbox is paused. Under crun a pause freezes the cgroup in memory.
 // A sandbox whose memory would not fit on the data directory's disk is refused (507) and runs on.
+// A paused sandbox and a memory snapshot restore with the agent they ran, after an upgrade too.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { Sandbox } from '../src/sdk/index.js';
 import { mountsMentioning, rejectsWith, sleep, until } from './helpers/assert.js';
-import { AGENT_MISSING, cli, startDaemon, type TestDaemon } from './helpers/daemon.js';
+import { AGENT_MISSING, cli, REPO, startDaemon, type TestDaemon } from './helpers/daemon.js';
 
 let d: TestDaemon;
 const suite = `pause${Date.now()}`;
@@ -268,5 +271,48 @@ describe('pause without the agent (--agent off): frozen in memory', () => {
     const n = (await counts(sb)).length;
     await until('the count goes on', async () => (await counts(sb)).length >= n + 2);
     assert.equal((await sb.process('counter')).running, true);
+  });
+});
+
+describe('a cordon upgrade while sandboxes are paused to disk or snapshotted', { skip: AGENT_MISSING }, () => {
+  // gVisor restores a process's code from the files it is bound to again: a sandbox checkpointed with
+  // one agent build and restored over another dies at once. Each keeps the programs it ran (copies in
+  // the data directory); only new sandboxes get the new build.
+  const dir = `/var/lib/cordon-test/pause-upgrade-${process.pid}`;
+  const sha = (buf: Buffer) => createHash('sha256').update(buf).digest('hex');
+  const agentSha = async (sb: Sandbox) => (await sb.exec(['sha256sum', '/.cordon/agent'])).stdout.split(' ')[0];
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  test('a paused sandbox and a memory snapshot restore with the agent they ran; a new sandbox gets the new one', async () => {
+    const built = readFileSync(join(REPO, 'dist', 'agent', 'cordon-agent'));
+    // The "upgrade": the same program with other bytes (trailing bytes are not loaded), so a different file.
+    mkdirSync(dir, { recursive: true });
+    const upgraded = join(dir, 'cordon-agent');
+    writeFileSync(upgraded, Buffer.concat([built, randomBytes(64)]), { mode: 0o755 });
+    const sb = await d.client.create({ runtime: 'runsc', timeout: '600s', labels: { suite } });
+    const sleeper = await sb.startProcess(['sleep', '600'], { tag: 'sleeper' });
+    assert.equal(await agentSha(sb), sha(built));
+    const snap = await sb.snapshot();
+    assert.equal(snap.kind, 'memory');
+    await sb.pause();
+    await d.stop();
+    await d.restart(['--agent-binary', upgraded]);
+    try {
+      const fresh = await d.client.create({ runtime: 'runsc', labels: { suite } });
+      assert.equal(await agentSha(fresh), sha(readFileSync(upgraded)), 'a new sandbox runs the new agent');
+      await sb.resume();
+      const [ev] = (await eventsOf(sb, 'resumed')).slice(-1);
+      assert.equal(ev.data?.agent, true, `the agent reconnected: ${JSON.stringify(ev)}`);
+      assert.equal(await agentSha(sb), sha(built), 'the resumed sandbox runs the agent it was paused with');
+      assert.equal((await sb.process('sleeper')).pid, sleeper.pid);
+      const fromSnap = await d.client.create({ snapshot: snap.id, labels: { suite } });
+      assert.equal(await agentSha(fromSnap), sha(built), 'a sandbox from the older snapshot runs the agent it was taken with');
+      assert.equal((await fromSnap.process('sleeper')).running, true);
+      for (const s of [fresh, fromSnap, sb]) await s.remove({ force: true });
+      await d.client.removeSnapshot(snap.id);
+    } finally {
+      await d.stop();
+      await d.restart([]);
+    }
   });
 });

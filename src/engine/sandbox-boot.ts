@@ -1,3 +1,4 @@
+import { type HelperSet, HelperSets } from './helper-sets.js';
 import { existsSync, mkdirSync } from 'node:fs';
 import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -33,6 +34,8 @@ export interface RestoreOptions {
    * it); a sandbox made from another's checkpoint (snapshot, fork) passes what its source had.
    */
   withAgent?: boolean;
+  /** The helper set the checkpoint's processes ran (default: the one the sandbox's bundle records); a snapshot passes its own. */
+  helpers?: string;
   /** The caller knows no container of this id is left (a pause's teardown ended it): skip the delete. */
   containerGone?: boolean;
 }
@@ -49,6 +52,8 @@ export interface RestoreResult {
 const AGENT_BOOT_WAIT_MS = 10_000;
 /** Marks (in the bundle) a sandbox whose init runs the agent, so a restarted daemon waits for it. */
 const AGENT_MARKER = 'agent-init';
+/** Records (in the bundle) the helper set the sandbox's container runs (src/engine/helper-sets.ts). */
+const HELPER_SET_FILE = 'helper-set';
 
 /**
  * A sandbox's container on its runtime: booting it on a prepared rootfs, the in-memory handles of a
@@ -72,6 +77,7 @@ export class ContainerBoot {
     const marker = join(dirs.bundle, AGENT_MARKER);
     if (this.mgr.helpers.agent) await writeFile(marker, '1\n');
     else await rm(marker, { force: true });
+    await writeFile(join(dirs.bundle, HELPER_SET_FILE), `${this.mgr.helpers.id}\n`);
     const runtimeState = await rt.create(this.containerSpec(rec, dirs, network, storageBinds)).catch(async (e: Error) => {
       await net?.detach(id);
       await this.mgr.storage?.release(id).catch(() => {});
@@ -133,15 +139,23 @@ export class ContainerBoot {
     const t0 = Date.now();
     const { dirs, network, storageBinds } = await this.prepare(rec);
     if (!opts.containerGone) await rt.delete(id, dirs.bundle).catch(() => {});
+    // The checkpoint's processes run the programs they were started with: the same files again (a
+    // sandbox from before sets were recorded, or whose set is gone, gets the current one).
+    const recorded = opts.helpers ?? (await HelperSets.readId(join(dirs.bundle, HELPER_SET_FILE)));
+    const helpers = this.mgr.helperSets.get(recorded) ?? this.mgr.helpers;
+    if (recorded && helpers.id !== recorded) {
+      store.addEvent(id, 'restore', `the helper programs its checkpoint ran (set ${recorded}) are gone from the data directory; restoring with this daemon's, which a changed agent or busybox can make fail`);
+    }
+    await writeFile(join(dirs.bundle, HELPER_SET_FILE), `${helpers.id}\n`);
     // The init of the checkpoint decides: it ran the agent or it did not (the bind mounts must match).
-    const withAgent = !!this.mgr.helpers.agent && (opts.withAgent ?? this.startedWithAgent(id));
+    const withAgent = !!this.mgr.helpers.agent && !!helpers.agent && (opts.withAgent ?? this.startedWithAgent(id));
     if (withAgent) await writeFile(join(dirs.bundle, AGENT_MARKER), '1\n');
     let live = this.mgr.live.get(id);
     // Handles kept over a pause: their agent is listened for again before the restore, so that its
     // first redial after the restore connects (no window in which the exec path serves the sandbox).
     await live?.agent?.listenAgain();
     const t1 = Date.now();
-    const runtimeState = await rt.restore(this.containerSpec(rec, dirs, network, storageBinds, withAgent), checkpointDir).catch(async (e: Error) => {
+    const runtimeState = await rt.restore(this.containerSpec(rec, dirs, network, storageBinds, withAgent, helpers), checkpointDir).catch(async (e: Error) => {
       await live?.agent?.quiesce().catch(() => {});
       await net?.detach(id);
       await this.mgr.storage?.release(id).catch(() => {});
@@ -177,9 +191,8 @@ export class ContainerBoot {
   }
 
   /** What the runtime is given for a sandbox (a restore from a checkpoint must give the same again). */
-  containerSpec(rec: SandboxRecord, dirs: RootfsDirs, network?: NetworkAttachment, storageBinds: BindMount[] = [], withAgent = !!this.mgr.helpers.agent): ContainerSpec {
+  containerSpec(rec: SandboxRecord, dirs: RootfsDirs, network?: NetworkAttachment, storageBinds: BindMount[] = [], withAgent = !!this.mgr.helpers.agent, helpers: HelperSet = this.mgr.helpers): ContainerSpec {
     const { id, spec } = rec;
-    const { helpers } = this.mgr;
     const agentBinds = [];
     if (withAgent && helpers.agent) {
       const socketDir = this.mgr.agentSocketDir(id);
@@ -246,6 +259,11 @@ export class ContainerBoot {
       },
       () => {}, // aborted: the engine ended the container itself
     );
+  }
+
+  /** The helper set the sandbox's container runs, as its bundle records it (none for sandboxes from before sets were recorded). */
+  helperSetOf(id: string): Promise<string | undefined> {
+    return HelperSets.readId(join(this.mgr.rootfs.dirs(id).bundle, HELPER_SET_FILE));
   }
 
   /** Whether the sandbox's init runs the agent (so a restarted daemon can wait for it to reconnect). */

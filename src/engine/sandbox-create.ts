@@ -214,6 +214,7 @@ export class SandboxCreation {
               startedAt: Date.now(),
               expiresAt: timeoutMs > 0 ? Date.now() + timeoutMs : undefined,
               withAgent: snap.agent,
+              helpers: snap.helpers,
             });
             const ms = Math.round(performance.now() - t0);
             store.addEvent(id, 'restore', `memory and processes restored from snapshot ${snap.id} in ${ms} ms`, { snapshot_id: snap.id, duration_ms: ms });

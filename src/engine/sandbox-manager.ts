@@ -1,3 +1,4 @@
+import type { HelperSet, HelperSets } from './helper-sets.js';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { DaemonConfig, RuntimeName } from '../config.js';
@@ -41,12 +42,7 @@ export interface ListFilter {
 
 export { POOL_LABEL } from './pool-label.js';
 
-export interface Helpers {
-  busybox: string;
-  tini: string;
-  /** The agent binary and its supervisor; absent when sandboxes run without an agent. */
-  agent?: { binary: string; supervisor: string };
-}
+export type { Helpers } from './helper-sets.js';
 
 /** What the manager is built from: the runtimes, and the drivers for the sandbox's files and network. */
 export interface Drivers {
@@ -103,7 +99,9 @@ export class SandboxManager {
     readonly runtimes: Map<RuntimeName, Runtime>,
     drivers: Drivers,
     readonly sources: RootfsResolver,
-    readonly helpers: Helpers,
+    /** The programs new sandboxes get (copies in the data directory); a restore binds the set it recorded (helperSets). */
+    readonly helpers: HelperSet,
+    readonly helperSets: HelperSets,
     /** Where operation latencies and admission refusals are counted (the daemon's metrics). */
     readonly telemetry: Telemetry = NO_TELEMETRY,
   ) {

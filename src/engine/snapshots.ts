@@ -98,6 +98,7 @@ export class Snapshots {
           sizeBytes: await layerBytes(dirs.root).catch(() => bytes),
           autoRemove: !!opts.autoRemove,
           agent: this.mgr.boot.startedWithAgent(sandboxId),
+          helpers: await this.mgr.boot.helperSetOf(sandboxId),
           createdAt: Date.now(),
         };
         this.store.insert(s);

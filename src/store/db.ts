@@ -131,6 +131,9 @@ export const MIGRATIONS: readonly string[] = [
      step TEXT,
      PRIMARY KEY (build_id, seq)
    ) WITHOUT ROWID;`,
+  // The helper programs (src/engine/helper-sets.ts) a memory snapshot's processes run: a restore
+  // binds the same files again. NULL for snapshots taken before it was recorded.
+  `ALTER TABLE snapshots ADD COLUMN helpers TEXT;`,
 ];
 
 /** Open (and migrate) the daemon's SQLite database. WAL keeps readers off the writer's back. */

@@ -24,6 +24,8 @@ export interface SnapshotRecord {
   autoRemove: boolean;
   /** The source's init ran the agent: a restore must give the same mounts and init again. */
   agent: boolean;
+  /** The helper set (busybox, tini, agent) the source ran: a restore binds the same programs again. */
+  helpers?: string;
   createdAt: number;
 }
 
@@ -40,6 +42,7 @@ interface Row {
   size_bytes: number;
   auto_remove: number;
   agent: number;
+  helpers: string | null;
   created_at: number;
 }
 
@@ -57,6 +60,7 @@ function fromRow(r: Row): SnapshotRecord {
     sizeBytes: r.size_bytes,
     autoRemove: !!r.auto_remove,
     agent: !!r.agent,
+    helpers: r.helpers ?? undefined,
     createdAt: r.created_at,
   };
 }
@@ -71,8 +75,8 @@ export class SnapshotStore {
       if (s.name) this.db.prepare('UPDATE snapshots SET name = NULL WHERE name = ?').run(s.name);
       this.db
         .prepare(
-          `INSERT INTO snapshots (id, name, source_sandbox, runtime, kind, spec, lower_dirs, chain, image_config, size_bytes, auto_remove, agent, created_at)
-           VALUES (@id, @name, @source, @runtime, @kind, @spec, @lowerDirs, @chain, @imageConfig, @size, @autoRemove, @agent, @created)`,
+          `INSERT INTO snapshots (id, name, source_sandbox, runtime, kind, spec, lower_dirs, chain, image_config, size_bytes, auto_remove, agent, helpers, created_at)
+           VALUES (@id, @name, @source, @runtime, @kind, @spec, @lowerDirs, @chain, @imageConfig, @size, @autoRemove, @agent, @helpers, @created)`,
         )
         .run({
           id: s.id,
@@ -87,6 +91,7 @@ export class SnapshotStore {
           size: s.sizeBytes,
           autoRemove: s.autoRemove ? 1 : 0,
           agent: s.agent ? 1 : 0,
+          helpers: s.helpers ?? null,
           created: s.createdAt,
         });
     })();

@@ -14,7 +14,7 @@ export const TEMPLATES_DIR = process.env.CORDON_TEST_TEMPLATES ?? '/var/lib/cord
  * The agent suites need the agent this build made; a host without Go >= 1.23 builds none (npm run build
  * warns) and the daemon uses the exec path, which every other suite covers. Their `skip` says why.
  */
-export const AGENT_MISSING = existsSync(join(REPO, 'dist', 'agent', 'cordon-agent'))
+export const AGENT_MISSING = ['cordon-agent', 'cordon-supervise'].every((f) => existsSync(join(REPO, 'dist', 'agent', f)))
   ? false
   : 'no sandbox agent was built (no Go >= 1.23 on this host; see npm run build output)';
 
@@ -39,7 +39,8 @@ export interface TestDaemon {
   /** Stop gracefully (SIGTERM) or crash it (SIGKILL). */
   stop(signal?: NodeJS.Signals): Promise<void>;
   /** Start again on the same port and data directory. */
-  restart(): Promise<void>;
+  /** Start it again on the same data directory (with other serve arguments, when given). */
+  restart(args?: string[]): Promise<void>;
   /** Remove the data directory (after stop). */
   cleanup(): Promise<void>;
 }
@@ -59,8 +60,9 @@ export async function startDaemon(name: string, opts: { args?: string[]; apiKey?
   const url = `http://127.0.0.1:${port}`;
   let logText = '';
   let proc!: ChildProcess;
+  let args = opts.args ?? [];
   const launch = async () => {
-    proc = spawn(process.execPath, [CLI, 'serve', '--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, '--templates-dir', TEMPLATES_DIR, ...TEST_HOST_ARGS, ...(opts.args ?? [])], {
+    proc = spawn(process.execPath, [CLI, 'serve', '--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, '--templates-dir', TEMPLATES_DIR, ...TEST_HOST_ARGS, ...args], {
       env: { ...process.env, ...(opts.apiKey ? { CORDON_API_KEY: opts.apiKey } : {}), ...(opts.env ?? {}) },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
@@ -90,7 +92,8 @@ export async function startDaemon(name: string, opts: { args?: string[]; apiKey?
       proc.kill(signal);
       await exited;
     },
-    async restart() {
+    async restart(newArgs?: string[]) {
+      if (newArgs) args = newArgs;
       await launch();
     },
     async cleanup() {

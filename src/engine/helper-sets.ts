@@ -1,0 +1,98 @@
+// Content-addressed copies of the programs bind-mounted into every sandbox: busybox, tini, the agent
+// and its supervisor. A checkpoint (a pause to disk, a memory snapshot, a template's or a fork's)
+// holds processes running these programs, and gVisor's restore maps their code from the files it is
+// given: restored over a different build of the agent (any cordon upgrade) or an upgraded busybox,
+// the sandbox's init dies at once. So a sandbox and a snapshot record the set they were started
+// with, and a restore binds that set again; a new sandbox gets the current one.
+import { createHash } from 'node:crypto';
+import { createReadStream, existsSync, readFileSync } from 'node:fs';
+import { chmod, copyFile, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { z } from 'zod';
+
+/** The programs a sandbox gets, by host path. */
+export interface Helpers {
+  busybox: string;
+  tini: string;
+  /** The agent binary and its supervisor; absent when sandboxes run without an agent. */
+  agent?: { binary: string; supervisor: string };
+}
+
+/** A set of helper copies in the data directory, and its id (recorded with sandboxes and snapshots). */
+export interface HelperSet extends Helpers {
+  id: string;
+}
+
+const SET_ID = /^[0-9a-f]{16}$/;
+const Manifest = z.object({
+  busybox: z.string(),
+  tini: z.string(),
+  agent: z.object({ binary: z.string(), supervisor: z.string() }).optional(),
+});
+
+async function sha256(path: string): Promise<string> {
+  const h = createHash('sha256');
+  for await (const chunk of createReadStream(path)) h.update(chunk as Buffer);
+  return h.digest('hex');
+}
+
+export class HelperSets {
+  private readonly files: string;
+  private readonly sets: string;
+
+  /** `dir`: a directory of the daemon's own data directory (only the daemon writes there). */
+  constructor(dir: string) {
+    this.files = join(dir, 'files');
+    this.sets = join(dir, 'sets');
+  }
+
+  /** Copy the given programs in (each once per content) and return their set. */
+  async install(h: Helpers): Promise<HelperSet> {
+    await mkdir(this.files, { recursive: true, mode: 0o700 });
+    await mkdir(this.sets, { recursive: true, mode: 0o700 });
+    const copy = async (name: string, src: string): Promise<string> => {
+      const dest = join(this.files, `${name}-${(await sha256(src)).slice(0, 32)}`);
+      if (existsSync(dest)) return dest;
+      const tmp = `${dest}.tmp-${process.pid}`;
+      try {
+        await copyFile(src, tmp);
+        await chmod(tmp, 0o555);
+        await rename(tmp, dest);
+      } finally {
+        await rm(tmp, { force: true });
+      }
+      return dest;
+    };
+    const set: Helpers = {
+      busybox: await copy('busybox', h.busybox),
+      tini: await copy('tini', h.tini),
+      ...(h.agent ? { agent: { binary: await copy('agent', h.agent.binary), supervisor: await copy('supervise', h.agent.supervisor) } } : {}),
+    };
+    const doc = JSON.stringify(set);
+    const id = createHash('sha256').update(doc).digest('hex').slice(0, 16);
+    const path = join(this.sets, `${id}.json`);
+    if (!existsSync(path)) {
+      await writeFile(`${path}.tmp`, doc);
+      await rename(`${path}.tmp`, path);
+    }
+    return { id, ...set };
+  }
+
+  /** A recorded set, when its id is well-formed and its files are all still here. */
+  get(id: string | undefined): HelperSet | undefined {
+    if (!id || !SET_ID.test(id)) return undefined;
+    try {
+      const set = Manifest.parse(JSON.parse(readFileSync(join(this.sets, `${id}.json`), 'utf8')));
+      const paths = [set.busybox, set.tini, ...(set.agent ? [set.agent.binary, set.agent.supervisor] : [])];
+      return paths.every((p) => p.startsWith(`${this.files}/`) && existsSync(p)) ? { id, ...set } : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** The set id recorded in a file (a sandbox's bundle), or undefined. */
+  static async readId(path: string): Promise<string | undefined> {
+    const id = (await readFile(path, 'utf8').catch(() => '')).trim();
+    return SET_ID.test(id) ? id : undefined;
+  }
+}

@@ -1,0 +1,50 @@
+// Helper sets (src/engine/helper-sets.ts): content-addressed copies of the programs bound into
+// sandboxes, so a restore binds what its checkpoint ran. Unit test on a temporary directory; the
+// upgrade itself (pause, new agent build, resume) is in pause.test.
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+import { HelperSets } from '../src/engine/helper-sets.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'cordon-helper-sets-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+const file = (name: string, content: string) => {
+  const p = join(dir, name);
+  writeFileSync(p, content);
+  return p;
+};
+
+test('the same programs give the same set, copied once, read-only; other content gives another set', async () => {
+  const sets = new HelperSets(join(dir, 'helpers'));
+  const h = { busybox: file('busybox', 'bb'), tini: file('tini', 'tini'), agent: { binary: file('agent', 'a1'), supervisor: file('sup', 's') } };
+  const a = await sets.install(h);
+  const again = await sets.install(h);
+  assert.equal(again.id, a.id);
+  assert.match(a.id, /^[0-9a-f]{16}$/);
+  assert.equal(readdirSync(join(dir, 'helpers', 'files')).length, 4);
+  assert.equal(statSync(a.agent!.binary).mode & 0o777, 0o555);
+  writeFileSync(h.agent.binary, 'a2');
+  const b = await sets.install(h);
+  assert.notEqual(b.id, a.id);
+  assert.equal(b.busybox, a.busybox, 'unchanged programs are shared between sets');
+  assert.equal(readdirSync(join(dir, 'helpers', 'files')).length, 5);
+  assert.deepEqual(sets.get(a.id), a, 'the older set is still there to restore with');
+  const noAgent = await sets.install({ busybox: h.busybox, tini: h.tini });
+  assert.equal(sets.get(noAgent.id)?.agent, undefined);
+});
+
+test('a malformed id, an unknown one, or a set with a file gone is not given', async () => {
+  const sets = new HelperSets(join(dir, 'helpers2'));
+  const s = await sets.install({ busybox: file('bb2', 'x'), tini: file('tini2', 'y') });
+  for (const bad of [undefined, '', '../../etc/passwd', s.id.toUpperCase(), `${s.id}0`, '0123456789abcdef']) assert.equal(sets.get(bad), undefined, String(bad));
+  rmSync(s.tini);
+  assert.equal(existsSync(s.busybox), true);
+  assert.equal(sets.get(s.id), undefined);
+  writeFileSync(join(dir, 'id-file'), `${s.id}\n`);
+  assert.equal(await HelperSets.readId(join(dir, 'id-file')), s.id);
+  writeFileSync(join(dir, 'id-file'), 'nonsense');
+  assert.equal(await HelperSets.readId(join(dir, 'id-file')), undefined);
+  assert.equal(await HelperSets.readId(join(dir, 'no-such-file')), undefined);
+});
