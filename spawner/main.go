@@ -138,6 +138,12 @@ func run(req request) answer {
 	stdout, err1 := cmd.StdoutPipe()
 	stderr, err2 := cmd.StderrPipe()
 	if err := errors.Join(err0, err1, err2); err != nil {
+		// The pipes made before the one that failed (out of descriptors) are not left open.
+		for _, c := range []io.Closer{stdin, stdout, stderr} {
+			if c != nil {
+				c.Close()
+			}
+		}
 		a.Errno, a.Error = "EMFILE", err.Error()
 		return a
 	}
@@ -167,12 +173,16 @@ func run(req request) answer {
 	select {
 	case <-done:
 	case <-timer.C:
-		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		// Descendants in other groups may still hold the pipes: do not wait for them.
-		stdout.Close()
-		stderr.Close()
-		a.TimedOut = true
-		return a
+		select {
+		case <-done: // it ended as the deadline came: its result stands
+		default:
+			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			// Descendants in other groups may still hold the pipes: do not wait for them.
+			stdout.Close()
+			stderr.Close()
+			a.TimedOut = true
+			return a
+		}
 	}
 	st := cmd.ProcessState
 	if ws, ok := st.Sys().(syscall.WaitStatus); ok && ws.Signaled() {

@@ -67,6 +67,23 @@ describe('cordon-spawner', { skip: !existsSync(BUILT_SPAWNER) && 'cordon-spawner
     assert.deepEqual(sig.through, { ok: { code: -1, signal: 'SIGTERM', stdout: '', stderr: '' } });
   });
 
+  test('a NUL in the program, an argument or the environment, and a deadline out of range, fail as through Node', async () => {
+    const cases: Array<[string, string[], RunOptions]> = [
+      ['echo', ['a\0b'], {}],
+      ['ec\0ho', [], {}],
+      ['sh', ['-c', 'echo $X'], { env: { X: 'a\0b' } }],
+      ['true', [], { timeoutMs: 0 }],
+      ['true', [], { timeoutMs: -5 }],
+      ['true', [], { timeoutMs: Infinity }],
+      ['true', [], { timeoutMs: NaN }],
+    ];
+    for (const [cmd, args, opts] of cases) {
+      const { node, through } = await both(cmd, args, opts);
+      assert.ok('err' in node, `${JSON.stringify(cmd)} ${JSON.stringify(args)} ${JSON.stringify(opts)} fails`);
+      assert.deepEqual(through, node, `${JSON.stringify(cmd)} ${JSON.stringify(args)} ${String(opts.timeoutMs)}`);
+    }
+  });
+
   test('a program looked up on the PATH it runs with, and start errors named as Node names them', async () => {
     const bin = join(dir, 'bin');
     mkdirSync(bin);

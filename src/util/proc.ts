@@ -53,6 +53,15 @@ export function useSpawner(s: Spawner | undefined): void {
 
 /** The options a spawner carries; a call with any other (stdio, uid, ...) is started here. */
 const SPAWNER_OPTIONS = new Set(['input', 'timeoutMs', 'label', 'cwd', 'env']);
+/** Largest deadline a timer takes (Node fires a longer one at once). */
+const MAX_DEADLINE_MS = 2 ** 31 - 1;
+
+/** Whether the spawner can carry this call: Node refuses a NUL in a string it passes (ERR_INVALID_ARG_VALUE), so such a call goes there to fail alike. */
+function spawnerCarries(cmd: string, args: string[], opts: RunOptions): boolean {
+  if (!spawner?.alive || !Object.keys(opts).every((k) => SPAWNER_OPTIONS.has(k))) return false;
+  const strings = [cmd, ...args, ...Object.entries(opts.env ?? {}).flatMap(([k, v]) => [k, v ?? ''])];
+  return !strings.some((s) => s.includes('\0'));
+}
 
 /**
  * Run a helper program to completion, capturing output. Never uses a shell. It runs in its own
@@ -61,9 +70,10 @@ const SPAWNER_OPTIONS = new Set(['input', 'timeoutMs', 'label', 'cwd', 'env']);
  */
 export function run(cmd: string, args: string[], opts: RunOptions = {}): Promise<RunResult> {
   const { input, timeoutMs = DEFAULT_DEADLINE_MS, label = `${cmd} ${args.slice(0, 3).join(' ')}`.trim(), ...spawnOpts } = opts;
-  if (spawner?.alive && Object.keys(opts).every((k) => SPAWNER_OPTIONS.has(k))) {
-    return runThrough(spawner, cmd, args, { input, timeoutMs, label, cwd: spawnOpts.cwd, env: spawnOpts.env });
+  if (!(timeoutMs > 0 && timeoutMs <= MAX_DEADLINE_MS)) {
+    return Promise.reject(new RangeError(`run ${label}: timeoutMs must be between 1 and ${MAX_DEADLINE_MS}, got ${timeoutMs}`));
   }
+  if (spawnerCarries(cmd, args, opts)) return runThrough(spawner!, cmd, args, { input, timeoutMs, label, cwd: spawnOpts.cwd, env: spawnOpts.env });
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, { ...spawnOpts, detached: true, stdio: ['pipe', 'pipe', 'pipe'] });
     const out = collector();
@@ -95,7 +105,7 @@ export function run(cmd: string, args: string[], opts: RunOptions = {}): Promise
  * stdout and stderr to the file `log`. It may outlive the daemon, so nothing waits for it but `exited`.
  */
 export async function startDetached(cmd: string, args: string[], o: { log: string; label: string }): Promise<DetachedChild> {
-  if (spawner?.alive) return spawner.startDetached({ path: cmd, args, log: o.log }, o.label);
+  if (spawner?.alive && ![cmd, ...args].some((s) => s.includes('\0'))) return spawner.startDetached({ path: cmd, args, log: o.log }, o.label);
   const log = await open(o.log, 'w');
   try {
     const child = spawn(cmd, args, { detached: true, stdio: ['ignore', log.fd, log.fd] });
