@@ -53,7 +53,7 @@ export function useSpawner(s: Spawner | undefined): void {
 
 /** The options a spawner carries; a call with any other (stdio, uid, ...) is started here. */
 const SPAWNER_OPTIONS = new Set(['input', 'timeoutMs', 'label', 'cwd', 'env']);
-/** Largest deadline a timer takes (Node fires a longer one at once). */
+/** Largest deadline a timer takes (Node fires a longer one after 1 ms). */
 const MAX_DEADLINE_MS = 2 ** 31 - 1;
 
 /** Whether the spawner can carry this call: Node refuses a NUL in a string it passes (ERR_INVALID_ARG_VALUE), so such a call goes there to fail alike. */
@@ -69,10 +69,10 @@ function spawnerCarries(cmd: string, args: string[], opts: RunOptions): boolean 
  * deadline_exceeded error naming the call, instead of waiting on a wedged program forever.
  */
 export function run(cmd: string, args: string[], opts: RunOptions = {}): Promise<RunResult> {
-  const { input, timeoutMs = DEFAULT_DEADLINE_MS, label = `${cmd} ${args.slice(0, 3).join(' ')}`.trim(), ...spawnOpts } = opts;
-  if (!(timeoutMs > 0 && timeoutMs <= MAX_DEADLINE_MS)) {
-    return Promise.reject(new RangeError(`run ${label}: timeoutMs must be between 1 and ${MAX_DEADLINE_MS}, got ${timeoutMs}`));
-  }
+  const { input, timeoutMs: asked = DEFAULT_DEADLINE_MS, label = `${cmd} ${args.slice(0, 3).join(' ')}`.trim(), ...spawnOpts } = opts;
+  if (!(asked > 0)) return Promise.reject(new RangeError(`run ${label}: timeoutMs must be a positive number of ms, got ${asked}`));
+  // Past a timer's range (~24.8 days, Infinity) the deadline is the range's end, not at once.
+  const timeoutMs = Math.min(asked, MAX_DEADLINE_MS);
   if (spawnerCarries(cmd, args, opts)) return runThrough(spawner!, cmd, args, { input, timeoutMs, label, cwd: spawnOpts.cwd, env: spawnOpts.env });
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, { ...spawnOpts, detached: true, stdio: ['pipe', 'pipe', 'pipe'] });

@@ -104,14 +104,16 @@ export class Spawner {
     const id = this.nextId++;
     // Whole milliseconds: the spawner reads an integer, and a fraction would make the request unreadable.
     const line = JSON.stringify({ id, ...req, timeoutMs: Math.ceil(req.timeoutMs), stdin: req.stdin?.toString('base64') }) + '\n';
+    // Within a timer's range (a longer one would fire after 1 ms).
+    const guardMs = Math.min(req.timeoutMs + this.graceMs, 2 ** 31 - 1);
     return new Promise((resolve, reject) => {
       // The spawner enforces the deadline; this bounds a spawner that stopped answering.
       const timer = setTimeout(() => {
         this.pending.delete(id);
         this.idle();
-        reject(gone(label, `did not answer within ${req.timeoutMs + this.graceMs} ms`));
+        reject(gone(label, `did not answer within ${guardMs} ms`));
         this.wedged(label);
-      }, req.timeoutMs + this.graceMs);
+      }, guardMs);
       this.pending.set(id, { resolve, reject, timer });
       this.busy();
       this.child.stdin!.write(line);
