@@ -1,4 +1,3 @@
-import { type HelperSet, HelperSets } from './helper-sets.js';
 import { existsSync, mkdirSync } from 'node:fs';
 import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -7,6 +6,7 @@ import { errors } from '../errors/registry.js';
 import { needsNamespace } from '../net/types.js';
 import { HELPER_DIR } from '../runtime/oci-spec.js';
 import type { ContainerSpec, Runtime, RuntimeState } from '../runtime/types.js';
+import { type HelperSet, HelperSets } from './helper-sets.js';
 import type { BindMount, NetworkAttachment, RootfsDirs } from './drivers.js';
 import { AGENT_INIT, AGENT_PATH, AGENT_PIDS_HEADROOM, AGENT_RUN_DIR, SUPERVISOR_PATH } from './agent/agent-setup.js';
 import { LiveSandbox } from './live-sandbox.js';

@@ -1,4 +1,3 @@
-import type { HelperSet, HelperSets } from './helper-sets.js';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { DaemonConfig, RuntimeName } from '../config.js';
@@ -6,6 +5,7 @@ import { CordonError, errors } from '../errors/registry.js';
 import type { SandboxStore } from '../store/sandboxes.js';
 import { NO_TELEMETRY, timed, type Operation, type Telemetry } from '../telemetry/telemetry.js';
 import type { ContainerExit, Runtime, RuntimeState } from '../runtime/types.js';
+import type { HelperSet, HelperSets } from './helper-sets.js';
 import { Admission } from './admission.js';
 import { agentSocketDir } from './agent/agent-setup.js';
 import type { NetworkDriver, RootfsDriver } from './drivers.js';
