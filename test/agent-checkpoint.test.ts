@@ -7,11 +7,11 @@ import assert from 'node:assert/strict';
 import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { BUILT_AGENT } from '../src/daemon.js';
+import { BUILT_AGENT, BUILT_SUPERVISOR } from '../src/daemon.js';
 import { AgentLink } from '../src/engine/agent/agent-link.js';
 import { AgentProcesses } from '../src/engine/agent/agent-processes.js';
 import type { AgentProcess } from '../src/engine/agent/agent-process.js';
-import { AGENT_INIT, AGENT_PATH, AGENT_RUN_DIR, agentSocketDir } from '../src/engine/agent/agent-setup.js';
+import { AGENT_INIT, AGENT_PATH, AGENT_RUN_DIR, agentSocketDir, SUPERVISOR_PATH } from '../src/engine/agent/agent-setup.js';
 import { BaseTemplate } from '../src/image/base-template.js';
 import { SandboxRootfs } from '../src/image/sandbox-rootfs.js';
 import { prepareCgroups } from '../src/runtime/cgroup/index.js';
@@ -56,6 +56,7 @@ describe('the agent across runsc checkpoint and restore', { skip: AGENT_MISSING 
         { source: '/bin/busybox', destination: '/.cordon/busybox', readOnly: true },
         { source: '/usr/bin/tini-static', destination: '/.cordon/tini', readOnly: true },
         { source: BUILT_AGENT, destination: AGENT_PATH, readOnly: true },
+        { source: BUILT_SUPERVISOR, destination: SUPERVISOR_PATH, readOnly: true },
         { source: socketDir, destination: AGENT_RUN_DIR, readOnly: true },
       ],
       init: AGENT_INIT,
