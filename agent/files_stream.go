@@ -19,45 +19,52 @@ func readFile(c *conn, req *request) (map[string]any, error) {
 	if req.Path == "" || req.Path[0] != '/' {
 		return nil, &opError{"EINVAL", "path must be absolute"}
 	}
-	var f *os.File
+	fd := -1
 	var e *entry
 	err := asUser(req.User, func() error {
-		fd, err := syscall.Open(req.Path, syscall.O_RDONLY|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
+		var err error
+		fd, err = syscall.Open(req.Path, syscall.O_RDONLY|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
 		if err != nil {
+			fd = -1
 			return &os.PathError{Op: "open", Path: req.Path, Err: err}
 		}
 		var st syscall.Stat_t
 		if err := syscall.Fstat(fd, &st); err != nil {
 			syscall.Close(fd)
+			fd = -1
 			return err
 		}
 		if st.Mode&syscall.S_IFMT == syscall.S_IFDIR {
 			syscall.Close(fd)
+			fd = -1
 			return &os.PathError{Op: "read", Path: req.Path, Err: syscall.EISDIR}
 		}
 		if st.Mode&syscall.S_IFMT != syscall.S_IFREG {
 			// A FIFO or device would block the stream or touch hardware; the exec path refuses them too.
 			syscall.Close(fd)
+			fd = -1
 			return errNotRegular
 		}
-		f = os.NewFile(uintptr(fd), req.Path)
 		e = entryOf(req.Path, &st, currentNames())
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
+	// A small file is read and closed on the descriptor itself: an os.File costs three more system
+	// calls (a flags query and the poller's registration and removal), each a trip into gVisor.
 	if limit := min(req.Inline, maxInline); limit > 0 && e.Size <= int64(limit) {
-		if data, ok := readSmall(f, limit); ok {
-			f.Close()
+		if data, ok := readSmall(fd, limit, e.Size); ok {
+			syscall.Close(fd)
 			return map[string]any{"entry": e, "data": data}, nil
 		}
-		// It grew past the bound since the stat: stream it from the start.
-		if _, err := f.Seek(0, io.SeekStart); err != nil {
-			f.Close()
+		// It grew since the stat: stream it from the start.
+		if _, err := syscall.Seek(fd, 0, io.SeekStart); err != nil {
+			syscall.Close(fd)
 			return nil, err
 		}
 	}
+	f := os.NewFile(uintptr(fd), req.Path)
 	frame := frameSize(req.Frame)
 	s := &readStream{c: c, ch: req.Ch, f: f, window: uint64(max(req.Window, frame)), frame: frame}
 	s.limit = s.window
@@ -71,19 +78,25 @@ func readFile(c *conn, req *request) (map[string]any, error) {
 	return nil, errReplied
 }
 
-// readSmall reads a whole file of at most limit bytes; false when there is more (or a read fails).
-func readSmall(f *os.File, limit int) ([]byte, bool) {
-	buf := make([]byte, limit+1)
+// readSmall reads a whole regular file of at most min(size, limit) bytes, size being what fstat said;
+// false when there is more (it grew since) or a read fails. The buffer is the file's size, not the
+// bound (no 64 KiB of garbage per small read), and a first read that stops short at exactly size
+// bytes found the file as it was: the read that would only confirm the end is saved.
+func readSmall(fd int, limit int, size int64) ([]byte, bool) {
+	buf := make([]byte, int(min(int64(limit), size))+1)
 	n := 0
 	for n < len(buf) {
-		m, err := f.Read(buf[n:])
-		n += m
-		if err == io.EOF {
-			return buf[:n], true
+		m, err := syscall.Read(fd, buf[n:])
+		if err == syscall.EINTR {
+			continue
 		}
-		if err != nil {
+		if err != nil || m < 0 {
 			return nil, false
 		}
+		if m == 0 || (n == 0 && int64(m) == size && m < len(buf)) {
+			return buf[:n+m], true
+		}
+		n += m
 	}
 	return nil, false
 }
@@ -178,7 +191,7 @@ func writeFile(c *conn, req *request, in *inChan) (map[string]any, error) {
 	if req.Path == "" || req.Path[0] != '/' {
 		return nil, &opError{"EINVAL", "path must be absolute"}
 	}
-	var f *os.File
+	fd := -1
 	open := func() error {
 		flags := syscall.O_WRONLY | syscall.O_CREAT | syscall.O_NONBLOCK | syscall.O_CLOEXEC
 		if req.Append {
@@ -186,7 +199,7 @@ func writeFile(c *conn, req *request, in *inChan) (map[string]any, error) {
 		} else {
 			flags |= syscall.O_TRUNC
 		}
-		fd, err := syscall.Open(req.Path, flags, 0o666)
+		opened, err := syscall.Open(req.Path, flags, 0o666)
 		if err == syscall.ENXIO { // a FIFO nobody reads (O_NONBLOCK)
 			return errNotRegular
 		}
@@ -194,17 +207,22 @@ func writeFile(c *conn, req *request, in *inChan) (map[string]any, error) {
 			return &os.PathError{Op: "open", Path: req.Path, Err: err}
 		}
 		var st syscall.Stat_t
-		if err := syscall.Fstat(fd, &st); err != nil || st.Mode&syscall.S_IFMT != syscall.S_IFREG {
-			syscall.Close(fd)
+		if err := syscall.Fstat(opened, &st); err != nil || st.Mode&syscall.S_IFMT != syscall.S_IFREG {
+			syscall.Close(opened)
 			if err != nil {
 				return err
 			}
 			return errNotRegular
 		}
-		f = os.NewFile(uintptr(fd), req.Path)
+		fd = opened
 		return nil
 	}
 	err := asUser(req.User, func() error {
+		// The file's directory usually exists: try the open first and make parents only when it fails
+		// (a stat saved per write); the open is then tried again, so errors are what they were.
+		if req.Parents && open() == nil {
+			return nil
+		}
 		if req.Parents {
 			if err := os.MkdirAll(path.Dir(req.Path), 0o777); err != nil {
 				if !req.OwnParents || !errors.Is(err, syscall.EACCES) {
@@ -223,12 +241,19 @@ func writeFile(c *conn, req *request, in *inChan) (map[string]any, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
 	if in == nil {
-		if _, err := f.Write(req.Data); err != nil {
-			return nil, err
+		// Content that came inline is written and closed on the descriptor itself (see readFile).
+		if err := writeAll(fd, req.Data); err != nil {
+			syscall.Close(fd)
+			return nil, &os.PathError{Op: "write", Path: req.Path, Err: err}
 		}
+		if err := syscall.Close(fd); err != nil {
+			return nil, &os.PathError{Op: "close", Path: req.Path, Err: err}
+		}
+		return writeReply(req)
 	}
+	f := os.NewFile(uintptr(fd), req.Path)
+	defer f.Close()
 	var werr error
 	for in != nil {
 		b, eof, ok := in.next()
@@ -250,8 +275,31 @@ func writeFile(c *conn, req *request, in *inChan) (map[string]any, error) {
 	if err := f.Close(); err != nil {
 		return nil, err
 	}
+	return writeReply(req)
+}
+
+// writeAll writes b to a regular file's descriptor (a short write goes on where it stopped).
+func writeAll(fd int, b []byte) error {
+	for len(b) > 0 {
+		n, err := syscall.Write(fd, b)
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if n <= 0 {
+			return io.ErrShortWrite
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+// writeReply sets a written file's mode when asked and answers with its entry.
+func writeReply(req *request) (map[string]any, error) {
 	var out map[string]any
-	err = asUser(req.User, func() error {
+	err := asUser(req.User, func() error {
 		if req.Mode != nil {
 			if err := syscall.Chmod(req.Path, *req.Mode&0o7777); err != nil {
 				return &os.PathError{Op: "chmod", Path: req.Path, Err: err}

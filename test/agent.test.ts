@@ -105,6 +105,31 @@ for (const runtime of RUNTIMES) {
       assert.equal((await s.process('victim')).running, false);
     });
 
+    test('small reads and writes (answered on the agent\'s read loop) are exact around the inline bound, and go on while a large read is held', async () => {
+      for (const size of [0, 1, 1024, 64 * 1024, 64 * 1024 + 1]) {
+        const data = Buffer.alloc(size, size % 251);
+        const w = await s.files.write(`/tmp/inline-${size}/f.bin`, data);
+        assert.equal(w.size, size);
+        assert.deepEqual(await s.files.read(`/tmp/inline-${size}/f.bin`), data, `${size} bytes read back`);
+      }
+      // An overwrite truncates; the reply and a read see only the new content.
+      await s.files.write('/tmp/inline-1024/f.bin', 'abc');
+      assert.equal((await s.files.stat('/tmp/inline-1024/f.bin')).size, 3);
+      assert.equal(await s.files.readText('/tmp/inline-1024/f.bin'), 'abc');
+      // A streamed read left unconsumed (its credit runs out) holds up neither small operations nor itself.
+      const big = Buffer.alloc(8 * 1024 * 1024, 7);
+      await s.files.write('/tmp/inline-big.bin', big);
+      const held = await s.files.readStream('/tmp/inline-big.bin');
+      for (let i = 0; i < 20; i++) {
+        await s.files.write('/tmp/inline-1/f.bin', String(i));
+        assert.equal(await s.files.readText('/tmp/inline-1/f.bin'), String(i));
+      }
+      const parts: Buffer[] = [];
+      for await (const c of held) parts.push(c as Buffer);
+      assert.ok(Buffer.concat(parts).equals(big), 'the held read delivers the whole file');
+      await s.exec(['sh', '-c', 'rm -rf /tmp/inline-*']);
+    });
+
     test('files: write, chmod, chown and xattrs through the agent', async () => {
       const f = await s.files.write('/tmp/agent-file.txt', 'hello', { mode: 0o640 });
       assert.equal(f.permissions, '-rw-r-----');
