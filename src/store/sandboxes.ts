@@ -1,4 +1,5 @@
 import { EventEmitter } from 'node:events';
+import type Database from 'better-sqlite3';
 import type { DB } from './db.js';
 import type { SandboxEvent, SandboxRecord, SandboxState } from '../engine/types.js';
 
@@ -61,6 +62,7 @@ export class SandboxStore {
   private flushTimer?: NodeJS.Timeout;
   /** Events written per sandbox since its last prune; undefined until the first prune looks at all. */
   private written?: Set<string>;
+  private getById?: Database.Statement;
   constructor(readonly db: DB) {}
 
   insert(rec: SandboxRecord): void {
@@ -87,7 +89,9 @@ export class SandboxStore {
   }
 
   get(id: string): SandboxRecord | undefined {
-    const r = this.db.prepare('SELECT * FROM sandboxes WHERE id = ?').get(id) as Row | undefined;
+    // Every API call on a sandbox reads its row: the statement is compiled once, not per call.
+    this.getById ??= this.db.prepare('SELECT * FROM sandboxes WHERE id = ?');
+    const r = this.getById.get(id) as Row | undefined;
     return r ? fromRow(r) : undefined;
   }
 
