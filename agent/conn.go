@@ -18,6 +18,9 @@ type userSpec struct {
 	UID    uint32   `json:"uid"`
 	GID    uint32   `json:"gid"`
 	Groups []uint32 `json:"groups,omitempty"`
+	// The daemon's key for the content of /etc/passwd and /etc/group as it just found them (see
+	// currentNames); empty when it has none.
+	Accounts string `json:"accounts,omitempty"`
 }
 
 type ttySize struct {

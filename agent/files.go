@@ -106,7 +106,7 @@ func fileOp(c *conn, req *request) (map[string]any, error) {
 }
 
 func fileOpAsUser(c *conn, req *request) (map[string]any, error) {
-	n := currentNames()
+	n := currentNames(req.User)
 	switch req.Op {
 	case "stat":
 		e, err := statEntry(req.Path, req.Follow, n)

@@ -45,7 +45,7 @@ func readFile(c *conn, req *request) (map[string]any, error) {
 			fd = -1
 			return errNotRegular
 		}
-		e = entryOf(req.Path, &st, currentNames())
+		e = entryOf(req.Path, &st, currentNames(req.User))
 		return nil
 	})
 	if err != nil {
@@ -306,7 +306,7 @@ func writeReply(req *request) (map[string]any, error) {
 			}
 		}
 		var e error
-		out, e = statReply(req.Path, currentNames())
+		out, e = statReply(req.Path, currentNames(req.User))
 		return e
 	})
 	return out, err

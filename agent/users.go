@@ -87,11 +87,29 @@ func refresh(cache *idNames, path string) {
 // names is a snapshot of both tables, taken once per operation.
 type names struct{ users, groups map[uint32]string }
 
-func currentNames() *names {
+// namesKey is the daemon's key (userSpec.Accounts) under which both tables were last found current.
+var namesKey string
+
+// currentNames gives the tables for an operation of user u. The daemon reads the same two files from
+// the host for every operation (to resolve the user) and sends a key of their stamps when neither
+// changed in the last second: while that key stays what it was when both tables were last checked
+// and settled, the files are unchanged and the two stat calls here (each a trip into gVisor) are saved.
+func currentNames(u *userSpec) *names {
 	namesMu.Lock()
 	defer namesMu.Unlock()
+	key := ""
+	if u != nil {
+		key = u.Accounts
+	}
+	if key != "" && key == namesKey && users.stamp != "" && groups.stamp != "" {
+		return &names{users.names, groups.names}
+	}
 	refresh(&users, "/etc/passwd")
 	refresh(&groups, "/etc/group")
+	namesKey = ""
+	if users.stamp != "" && groups.stamp != "" {
+		namesKey = key
+	}
 	return &names{users.names, groups.names}
 }
 

@@ -130,6 +130,27 @@ for (const runtime of RUNTIMES) {
       await s.exec(['sh', '-c', 'rm -rf /tmp/inline-*']);
     });
 
+    test('owner names follow /etc/passwd edits at once, also once the agent keeps its names under the daemon\'s key', async () => {
+      const f = '/tmp/names.txt';
+      await s.files.write(f, 'x');
+      assert.equal((await s.files.chown(f, { uid: 4321, gid: 4321 })).owner, 'UNKNOWN');
+      const sh = async (cmd: string) => assert.equal((await s.exec(['sh', '-c', cmd])).exit_code, 0, cmd);
+      await sh('echo "nm1:x:4321:4321::/:/bin/sh" >> /etc/passwd');
+      assert.equal((await s.files.stat(f)).owner, 'nm1', 'an append is seen by the next operation');
+      // Settled (a second without change): the daemon sends its key and the agent stops checking the files.
+      await new Promise((r) => setTimeout(r, 1100));
+      assert.equal((await s.files.stat(f)).owner, 'nm1');
+      assert.equal((await s.files.stat(f)).owner, 'nm1');
+      await sh("sed -i 's/^nm1:/nm2:/' /etc/passwd"); // replaced by a rename
+      assert.equal((await s.files.stat(f)).owner, 'nm2', 'a replaced file is seen by the next operation');
+      await new Promise((r) => setTimeout(r, 1100));
+      assert.equal((await s.files.stat(f)).owner, 'nm2');
+      await sh('c=$(sed s/^nm2:/nm3:/ /etc/passwd) && printf "%s\\n" "$c" > /etc/passwd'); // rewritten in place, same size
+      assert.equal((await s.files.stat(f)).owner, 'nm3', 'a rewrite in place is seen by the next operation');
+      await sh("sed -i '/^nm3:/d' /etc/passwd");
+      assert.equal((await s.files.stat(f)).owner, 'UNKNOWN');
+    });
+
     test('files: write, chmod, chown and xattrs through the agent', async () => {
       const f = await s.files.write('/tmp/agent-file.txt', 'hello', { mode: 0o640 });
       assert.equal(f.permissions, '-rw-r-----');

@@ -109,7 +109,7 @@ export class LiveSandbox {
     const execFiles = new FileService(this.helperExec, (u) => this.resolveUser(u));
     this.files = new SandboxFiles(execFiles, () => this.agentLink?.current(), async (u) => {
       const r = await this.resolveUser(u);
-      return { uid: r.uid, gid: r.gid, groups: r.additionalGids };
+      return { uid: r.uid, gid: r.gid, groups: r.additionalGids, ...(r.accountsKey ? { accounts: r.accountsKey } : {}) };
     });
     void runtime.stats(rec.id).then((s) => (this.oomBaseline = s.oomKills)).catch(() => {});
   }

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { CordonError } from '../errors/registry.js';
 import { InRootError, readFileInRoot, statInRoot } from '../util/read-in-root.js';
 
@@ -7,6 +8,12 @@ export interface ResolvedUser {
   gid: number;
   home: string;
   additionalGids: number[];
+  /**
+   * Identifies the content of both /etc/passwd and /etc/group as this lookup found them, when both
+   * were read and neither changed in the last second (a digest of their stamps; undefined otherwise).
+   * The agent keeps its uid/gid names while it stays the same instead of checking both files itself.
+   */
+  accountsKey?: string;
 }
 
 /** Bigger account files than this are treated as absent (a real one with thousands of users is < 1 MiB). */
@@ -17,6 +24,8 @@ interface AccountFile {
   rows: string[][];
   /** Why the file counts as absent, for messages ("... is a FIFO, not a regular file"). */
   absent?: string;
+  /** The file's stamp, when it is settled (unchanged for ACCOUNT_SETTLE_MS): equal stamps, equal content. */
+  settledStamp?: string;
 }
 
 /**
@@ -39,20 +48,37 @@ async function readAccounts(rootfs: string, path: string): Promise<AccountFile> 
   const key = `${rootfs}\0${path}`;
   try {
     const cached = accountCache.get(key);
-    if (cached && statInRoot(rootfs, path, MAX_ACCOUNT_FILE).key === cached.stamp) return { rows: cached.rows };
+    if (cached && statInRoot(rootfs, path, MAX_ACCOUNT_FILE).key === cached.stamp) return { rows: cached.rows, settledStamp: cached.stamp };
     const { data, stamp } = await readFileInRoot(rootfs, path, MAX_ACCOUNT_FILE);
     const rows = data.toString('utf8').split('\n').map((l) => l.split(':'));
     accountCache.delete(key);
-    if (data.length <= ACCOUNT_CACHE_MAX_FILE && Date.now() - stamp.changedAtMs >= ACCOUNT_SETTLE_MS) {
+    const settled = Date.now() - stamp.changedAtMs >= ACCOUNT_SETTLE_MS;
+    if (data.length <= ACCOUNT_CACHE_MAX_FILE && settled) {
       accountCache.set(key, { stamp: stamp.key, rows });
       if (accountCache.size > ACCOUNT_CACHE_ENTRIES) accountCache.delete(accountCache.keys().next().value!);
     }
-    return { rows };
+    return { rows, settledStamp: settled ? stamp.key : undefined };
   } catch (e) {
     accountCache.delete(key);
     if (!(e instanceof InRootError)) throw e;
     return { rows: [], absent: e.problem === 'missing' ? `the sandbox has no ${path}` : e.message };
   }
+}
+
+/** Digests of stamp pairs (hashing per request would cost more than the lookup it saves). */
+const accountsKeys = new Map<string, string>();
+
+/** A digest of both files' stamps (which hold host inode numbers: those stay on the host). */
+function accountsKeyOf(passwd: AccountFile, group: AccountFile): string | undefined {
+  if (!passwd.settledStamp || !group.settledStamp) return undefined;
+  const both = `${passwd.settledStamp}\n${group.settledStamp}`;
+  let key = accountsKeys.get(both);
+  if (key === undefined) {
+    key = createHash('sha256').update(both).digest('base64url').slice(0, 32);
+    accountsKeys.set(both, key);
+    if (accountsKeys.size > ACCOUNT_CACHE_ENTRIES) accountsKeys.delete(accountsKeys.keys().next().value!);
+  }
+  return key;
 }
 
 const isId = (s: string | undefined) => s !== undefined && /^\d+$/.test(s);
@@ -114,6 +140,7 @@ export async function resolveUser(rootfs: string, spec: string): Promise<Resolve
     user.additionalGids = group.rows
       .filter((f) => f.length >= 4 && isId(f[2]) && f[3].split(',').includes(user.name) && Number(f[2]) !== user.gid && Number(f[2]) <= MAX_ID)
       .map((f) => Number(f[2]));
+    user.accountsKey = accountsKeyOf(passwd, group);
   }
   return user;
 }

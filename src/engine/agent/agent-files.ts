@@ -15,6 +15,8 @@ export interface AgentUser {
   uid: number;
   gid: number;
   groups: number[];
+  /** ResolvedUser.accountsKey: while it stays the same, the agent need not check /etc/passwd and /etc/group for its names. */
+  accounts?: string;
 }
 
 const TIMEOUT_MS = 30_000;
