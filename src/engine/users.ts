@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHmac, randomBytes } from 'node:crypto';
 import { CordonError } from '../errors/registry.js';
 import { InRootError, readFileInRoot, statInRoot } from '../util/read-in-root.js';
 
@@ -67,14 +67,16 @@ async function readAccounts(rootfs: string, path: string): Promise<AccountFile> 
 
 /** Digests of stamp pairs (hashing per request would cost more than the lookup it saves). */
 const accountsKeys = new Map<string, string>();
+/** Keys the digests: a sandbox cannot search the stamps' host inode and device numbers out of them. */
+const ACCOUNTS_KEY_SECRET = randomBytes(32);
 
-/** A digest of both files' stamps (which hold host inode numbers: those stay on the host). */
+/** A keyed digest of both files' stamps (which hold host inode numbers: those stay on the host). */
 function accountsKeyOf(passwd: AccountFile, group: AccountFile): string | undefined {
   if (!passwd.settledStamp || !group.settledStamp) return undefined;
   const both = `${passwd.settledStamp}\n${group.settledStamp}`;
   let key = accountsKeys.get(both);
   if (key === undefined) {
-    key = createHash('sha256').update(both).digest('base64url').slice(0, 32);
+    key = createHmac('sha256', ACCOUNTS_KEY_SECRET).update(both).digest('base64url').slice(0, 32);
     accountsKeys.set(both, key);
     if (accountsKeys.size > ACCOUNT_CACHE_ENTRIES) accountsKeys.delete(accountsKeys.keys().next().value!);
   }
