@@ -77,6 +77,7 @@ describe('cordon-spawner', { skip: !existsSync(BUILT_SPAWNER) && 'cordon-spawner
       ['echo', ['a\0b'], {}],
       ['ec\0ho', [], {}],
       ['sh', ['-c', 'echo $X'], { env: { X: 'a\0b' } }],
+      ['true', [], { cwd: '/tmp\0x' }],
       ['true', [], { timeoutMs: 0 }],
       ['true', [], { timeoutMs: -5 }],
       ['true', [], { timeoutMs: NaN }],
