@@ -6,7 +6,7 @@
 // with, and a restore binds that set again; a new sandbox gets the current one.
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, existsSync, readFileSync } from 'node:fs';
-import { chmod, copyFile, mkdir, open, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, open, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 
@@ -43,6 +43,11 @@ async function syncFile(path: string): Promise<void> {
   } finally {
     await fh.close();
   }
+}
+
+async function olderThanAnHour(path: string): Promise<boolean> {
+  const st = await stat(path).catch(() => undefined);
+  return !!st && Date.now() - st.mtimeMs > 3_600_000;
 }
 
 export class HelperSets {
@@ -96,6 +101,41 @@ export class HelperSets {
       }
     }
     return { id, ...set };
+  }
+
+  /**
+   * Remove the sets nothing can restore with any more and the files no kept set names (each upgrade
+   * adds an agent build of a few MiB). `keep`: the current set and every set a sandbox's bundle or a
+   * snapshot records. Run before the daemon serves, so no restore or install runs meanwhile; a
+   * temporary file is removed only once it is an hour old (another install may be writing it).
+   */
+  async collect(keep: Iterable<string>): Promise<{ sets: number; files: number }> {
+    const kept = new Set(keep);
+    const named = new Set<string>();
+    const removed = { sets: 0, files: 0 };
+    for (const name of await readdir(this.sets).catch(() => [] as string[])) {
+      const path = join(this.sets, name);
+      const id = name.endsWith('.json') ? name.slice(0, -'.json'.length) : undefined;
+      if (id && kept.has(id)) {
+        try {
+          const set = Manifest.parse(JSON.parse(await readFile(path, 'utf8')));
+          for (const p of [set.busybox, set.tini, set.agent?.binary, set.agent?.supervisor]) if (p) named.add(p);
+        } catch {
+          // Unreadable: kept as it is (get() refuses it); its files may go.
+        }
+        continue;
+      }
+      if (!id && !(await olderThanAnHour(path))) continue;
+      await rm(path, { force: true });
+      if (id) removed.sets++;
+    }
+    for (const name of await readdir(this.files).catch(() => [] as string[])) {
+      const path = join(this.files, name);
+      if (named.has(path) || (name.startsWith('.') && !(await olderThanAnHour(path)))) continue;
+      await rm(path, { force: true });
+      removed.files++;
+    }
+    return removed;
   }
 
   /** A recorded set, when its id is well-formed and its files are all still here. */
