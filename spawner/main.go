@@ -138,12 +138,10 @@ func run(req request) answer {
 	stdout, err1 := cmd.StdoutPipe()
 	stderr, err2 := cmd.StderrPipe()
 	if err := errors.Join(err0, err1, err2); err != nil {
-		// The pipes made before the one that failed (out of descriptors) are not left open.
-		for _, c := range []io.Closer{stdin, stdout, stderr} {
-			if c != nil {
-				c.Close()
-			}
-		}
+		// The pipes made before the one that failed (out of descriptors) are not left open: both ends.
+		// os/exec keeps the child's ends until Start, which with Err set closes every end and returns.
+		cmd.Err = err
+		cmd.Start()
 		a.Errno, a.Error = "EMFILE", err.Error()
 		return a
 	}

@@ -15,9 +15,11 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -30,11 +32,25 @@ static long now_ms(void) {
 	return ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/*
+ * 0-2 become /dev/null (opened without O_CLOEXEC: when 0, 1 or 2 was closed the open takes that number,
+ * and dup2 onto itself would leave the flag on, so the program would start without it), and every other
+ * descriptor it was given is closed at exec: the agent starts with 0-2 only, as under the Go supervisor.
+ */
 static void stdio_to_null(void) {
-	int fd = open("/dev/null", O_RDWR | O_CLOEXEC);
-	if (fd < 0) return;
-	for (int i = 0; i < 3; i++) dup2(fd, i); /* dup2 clears O_CLOEXEC on the copies */
-	if (fd > 2) close(fd);
+	int fd = open("/dev/null", O_RDWR);
+	if (fd >= 0) {
+		for (int i = 0; i < 3; i++) dup2(fd, i);
+		if (fd > 2) close(fd);
+	}
+	DIR *d = opendir("/proc/self/fd");
+	if (!d) return;
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		int n = atoi(e->d_name);
+		if (n > 2 && n != dirfd(d)) fcntl(n, F_SETFD, FD_CLOEXEC);
+	}
+	closedir(d);
 }
 
 /* Starts the command with the signal mask the supervisor was given; 0 when the fork failed. */

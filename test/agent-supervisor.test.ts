@@ -5,7 +5,7 @@
 // (an agent killed mid-command is back for the next command) and limits.test (a fork bomb).
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -79,6 +79,20 @@ describe('cordon-supervise', () => {
     const pid = Number(starts(log)[0].split(' ')[0]);
     for (const fd of [0, 1, 2]) assert.equal(readlinkSync(`/proc/${pid}/fd/${fd}`), '/dev/null', `fd ${fd}`);
     for (const fd of [1, 2]) assert.equal(readlinkSync(`/proc/${p.pid}/fd/${fd}`), '/dev/null', `the supervisor's own fd ${fd}`);
+    p.kill('SIGKILL');
+  });
+
+  test('its program gets 0-2 on /dev/null and nothing else, also when the supervisor was started with stdin closed and another descriptor open', async () => {
+    const { path, log } = program('fds', 'exec sleep 60');
+    // fd 0 closed: /dev/null is opened as 0 (it must not stay close-on-exec); fd 7 open: not passed on.
+    const p = spawn('sh', ['-c', `exec 0<&- 7<${path} ${BUILT_SUPERVISOR} ${path}`], { stdio: ['ignore', 'ignore', 'ignore'] });
+    started.push(p);
+    await until('the program started', () => starts(log).length === 1, 5000);
+    const pid = Number(starts(log)[0].split(' ')[0]);
+    await until('the program is sleep', () => readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === 'sleep', 5000);
+    const fds = readdirSync(`/proc/${pid}/fd`).map(Number).sort((a, b) => a - b);
+    assert.deepEqual(fds, [0, 1, 2]);
+    for (const fd of fds) assert.equal(readlinkSync(`/proc/${pid}/fd/${fd}`), '/dev/null', `fd ${fd}`);
     p.kill('SIGKILL');
   });
 

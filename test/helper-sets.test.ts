@@ -2,7 +2,7 @@
 // sandboxes, so a restore binds what its checkpoint ran. Unit test on a temporary directory; the
 // upgrade itself (pause, new agent build, resume) is in pause.test.
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, truncateSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
@@ -47,4 +47,47 @@ test('a malformed id, an unknown one, or a set with a file gone is not given', a
   writeFileSync(join(dir, 'id-file'), 'nonsense');
   assert.equal(await HelperSets.readId(join(dir, 'id-file')), undefined);
   assert.equal(await HelperSets.readId(join(dir, 'no-such-file')), undefined);
+});
+
+test('a short copy or an empty set file left under the final name (a crash before the data reached the disk) is written again', async () => {
+  const sets = new HelperSets(join(dir, 'helpers3'));
+  const h = { busybox: file('bb3', 'busybox bytes'), tini: file('tini3', 'tini bytes') };
+  const s = await sets.install(h);
+  for (const p of [s.busybox, s.tini]) {
+    chmodSync(p, 0o644);
+    truncateSync(p, 3);
+  }
+  writeFileSync(join(dir, 'helpers3', 'sets', `${s.id}.json`), '');
+  assert.equal(sets.get(s.id), undefined);
+  const again = await sets.install(h);
+  assert.deepEqual(again, s);
+  assert.equal(readFileSync(again.busybox, 'utf8'), 'busybox bytes');
+  assert.equal(readFileSync(again.tini, 'utf8'), 'tini bytes');
+  assert.deepEqual(sets.get(s.id), s);
+  const names = [...readdirSync(join(dir, 'helpers3', 'files')), ...readdirSync(join(dir, 'helpers3', 'sets'))];
+  assert.deepEqual(names.filter((n) => n.includes('tmp')), [], 'no temporary file is left');
+});
+
+test('collect removes the sets not kept and the files only they named; kept sets stay whole', async () => {
+  const sets = new HelperSets(join(dir, 'helpers4'));
+  const bb = file('bb4', 'busybox');
+  const tini = file('tini4', 'tini');
+  const old = await sets.install({ busybox: bb, tini, agent: { binary: file('agent4a', 'agent v1'), supervisor: file('sup4', 's') } });
+  const mid = await sets.install({ busybox: bb, tini, agent: { binary: file('agent4b', 'agent v2'), supervisor: file('sup4', 's') } });
+  const cur = await sets.install({ busybox: bb, tini, agent: { binary: file('agent4c', 'agent v3'), supervisor: file('sup4', 's') } });
+  // A fresh temporary file (another install writing it) stays; an hour-old one goes.
+  const fresh = join(dir, 'helpers4', 'files', '.agent.tmp-1-aa');
+  const stale = join(dir, 'helpers4', 'files', '.agent.tmp-2-bb');
+  writeFileSync(fresh, 'x');
+  writeFileSync(stale, 'x');
+  const hourAgo = new Date(Date.now() - 2 * 3_600_000);
+  utimesSync(stale, hourAgo, hourAgo);
+  const removed = await sets.collect([cur.id, old.id, 'ffffffffffffffff']);
+  assert.deepEqual(removed, { sets: 1, files: 2 });
+  assert.deepEqual(sets.get(old.id), old);
+  assert.deepEqual(sets.get(cur.id), cur);
+  assert.equal(sets.get(mid.id), undefined);
+  assert.equal(existsSync(mid.agent!.binary), false, "the agent only the removed set named is gone");
+  assert.equal(existsSync(fresh), true);
+  assert.equal(existsSync(stale), false);
 });

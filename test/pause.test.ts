@@ -315,4 +315,21 @@ describe('a cordon upgrade while sandboxes are paused to disk or snapshotted', {
       await d.restart([]);
     }
   });
+
+  test('a sandbox paused to disk with the agent resumes under a daemon now without one (--agent off, or an upgrade that built none)', async () => {
+    const sb = await d.client.create({ runtime: 'runsc', timeout: '600s', labels: { suite } });
+    const sleeper = await sb.startProcess(['sleep', '600'], { tag: 'sleeper' });
+    await sb.pause();
+    await d.stop();
+    await d.restart(['--agent', 'off']);
+    try {
+      await sb.resume();
+      assert.equal((await sb.process('sleeper')).pid, sleeper.pid, 'its processes came back');
+      assert.equal((await sb.exec(['echo', 'ok'])).stdout.trim(), 'ok');
+      await sb.remove({ force: true });
+    } finally {
+      await d.stop();
+      await d.restart([]);
+    }
+  });
 });

@@ -2,9 +2,11 @@
 // come back the same either way (output, exit code, signal, start errors, the deadline killing the
 // program's whole group), and a spawner that dies must fail only the calls it held. Real binary, no daemon.
 import assert from 'node:assert/strict';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
 import { after, before, describe, test } from 'node:test';
 import { pidAlive, run, sleep, startDetached, useSpawner, type RunOptions } from '../src/util/proc.js';
 import { BUILT_SPAWNER, Spawner } from '../src/util/spawner.js';
@@ -75,6 +77,7 @@ describe('cordon-spawner', { skip: !existsSync(BUILT_SPAWNER) && 'cordon-spawner
       ['echo', ['a\0b'], {}],
       ['ec\0ho', [], {}],
       ['sh', ['-c', 'echo $X'], { env: { X: 'a\0b' } }],
+      ['true', [], { cwd: '/tmp\0x' }],
       ['true', [], { timeoutMs: 0 }],
       ['true', [], { timeoutMs: -5 }],
       ['true', [], { timeoutMs: NaN }],
@@ -83,6 +86,28 @@ describe('cordon-spawner', { skip: !existsSync(BUILT_SPAWNER) && 'cordon-spawner
       const { node, through } = await both(cmd, args, opts);
       assert.ok('err' in node, `${JSON.stringify(cmd)} ${JSON.stringify(args)} ${JSON.stringify(opts)} fails`);
       assert.deepEqual(through, node, `${JSON.stringify(cmd)} ${JSON.stringify(args)} ${String(opts.timeoutMs)}`);
+    }
+  });
+
+  test('out of descriptors, a call fails with EMFILE and leaves no pipe end open (the next calls work once descriptors are free)', async () => {
+    const p = spawn(BUILT_SPAWNER, [], { stdio: ['pipe', 'pipe', 'ignore'] });
+    const lines = createInterface({ input: p.stdout! })[Symbol.asyncIterator]();
+    const call = async (id: number) => {
+      p.stdin!.write(`${JSON.stringify({ id, path: '/bin/true', args: [], timeoutMs: 5000, maxOutput: 100 })}\n`);
+      return JSON.parse((await lines.next()).value as string) as { id: number; code: number; errno?: string };
+    };
+    const fds = () => readdirSync(`/proc/${p.pid}/fd`).length;
+    try {
+      assert.equal((await call(1)).code, 0);
+      const open = fds();
+      // Room for two of the three pipes: the third fails, after two were made.
+      execFileSync('prlimit', ['--pid', String(p.pid), `--nofile=${open + 4}:`]);
+      for (let id = 2; id < 5; id++) assert.equal((await call(id)).errno, 'EMFILE');
+      assert.equal(fds(), open, 'no pipe end left open');
+      execFileSync('prlimit', ['--pid', String(p.pid), '--nofile=1024:']);
+      assert.equal((await call(5)).code, 0);
+    } finally {
+      p.kill('SIGKILL');
     }
   });
 

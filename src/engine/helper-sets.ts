@@ -4,9 +4,9 @@
 // given: restored over a different build of the agent (any cordon upgrade) or an upgraded busybox,
 // the sandbox's init dies at once. So a sandbox and a snapshot record the set they were started
 // with, and a restore binds that set again; a new sandbox gets the current one.
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, existsSync, readFileSync } from 'node:fs';
-import { chmod, copyFile, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, open, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 
@@ -36,6 +36,20 @@ async function sha256(path: string): Promise<string> {
   return h.digest('hex');
 }
 
+async function syncFile(path: string): Promise<void> {
+  const fh = await open(path, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+async function olderThanAnHour(path: string): Promise<boolean> {
+  const st = await stat(path).catch(() => undefined);
+  return !!st && Date.now() - st.mtimeMs > 3_600_000;
+}
+
 export class HelperSets {
   private readonly files: string;
   private readonly sets: string;
@@ -50,18 +64,23 @@ export class HelperSets {
   async install(h: Helpers): Promise<HelperSet> {
     await mkdir(this.files, { recursive: true, mode: 0o700 });
     await mkdir(this.sets, { recursive: true, mode: 0o700 });
+    // The name is the hash of the copy itself (a source replaced meanwhile cannot give a name other
+    // bytes), synced before its rename; a file already under the name is used only when its bytes
+    // still hash to it (a crash can leave a short file behind a rename that was never synced).
     const copy = async (name: string, src: string): Promise<string> => {
-      const dest = join(this.files, `${name}-${(await sha256(src)).slice(0, 32)}`);
-      if (existsSync(dest)) return dest;
-      const tmp = `${dest}.tmp-${process.pid}`;
+      const tmp = join(this.files, `.${name}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
       try {
         await copyFile(src, tmp);
         await chmod(tmp, 0o555);
+        await syncFile(tmp);
+        const hash = (await sha256(tmp)).slice(0, 32);
+        const dest = join(this.files, `${name}-${hash}`);
+        if (existsSync(dest) && (await sha256(dest).catch(() => '')).startsWith(hash)) return dest;
         await rename(tmp, dest);
+        return dest;
       } finally {
         await rm(tmp, { force: true });
       }
-      return dest;
     };
     const set: Helpers = {
       busybox: await copy('busybox', h.busybox),
@@ -71,11 +90,52 @@ export class HelperSets {
     const doc = JSON.stringify(set);
     const id = createHash('sha256').update(doc).digest('hex').slice(0, 16);
     const path = join(this.sets, `${id}.json`);
-    if (!existsSync(path)) {
-      await writeFile(`${path}.tmp`, doc);
-      await rename(`${path}.tmp`, path);
+    if ((await readFile(path, 'utf8').catch(() => '')) !== doc) {
+      const tmp = `${path}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
+      try {
+        await writeFile(tmp, doc);
+        await syncFile(tmp);
+        await rename(tmp, path);
+      } finally {
+        await rm(tmp, { force: true });
+      }
     }
     return { id, ...set };
+  }
+
+  /**
+   * Remove the sets nothing can restore with any more and the files no kept set names (each upgrade
+   * adds an agent build of a few MiB). `keep`: the current set and every set a sandbox's bundle or a
+   * snapshot records. Run before the daemon serves, so no restore or install runs meanwhile; a
+   * temporary file is removed only once it is an hour old (another install may be writing it).
+   */
+  async collect(keep: Iterable<string>): Promise<{ sets: number; files: number }> {
+    const kept = new Set(keep);
+    const named = new Set<string>();
+    const removed = { sets: 0, files: 0 };
+    for (const name of await readdir(this.sets).catch(() => [] as string[])) {
+      const path = join(this.sets, name);
+      const id = name.endsWith('.json') ? name.slice(0, -'.json'.length) : undefined;
+      if (id && kept.has(id)) {
+        try {
+          const set = Manifest.parse(JSON.parse(await readFile(path, 'utf8')));
+          for (const p of [set.busybox, set.tini, set.agent?.binary, set.agent?.supervisor]) if (p) named.add(p);
+        } catch {
+          // Unreadable: kept as it is (get() refuses it); its files may go.
+        }
+        continue;
+      }
+      if (!id && !(await olderThanAnHour(path))) continue;
+      await rm(path, { force: true });
+      if (id) removed.sets++;
+    }
+    for (const name of await readdir(this.files).catch(() => [] as string[])) {
+      const path = join(this.files, name);
+      if (named.has(path) || (name.startsWith('.') && !(await olderThanAnHour(path)))) continue;
+      await rm(path, { force: true });
+      removed.files++;
+    }
+    return removed;
   }
 
   /** A recorded set, when its id is well-formed and its files are all still here. */

@@ -148,7 +148,8 @@ export class ContainerBoot {
     }
     await writeFile(join(dirs.bundle, HELPER_SET_FILE), `${helpers.id}\n`);
     // The init of the checkpoint decides: it ran the agent or it did not (the bind mounts must match).
-    const withAgent = !!this.mgr.helpers.agent && !!helpers.agent && (opts.withAgent ?? this.startedWithAgent(id));
+    // Its set has the agent even when this daemon runs without one (--agent off, or an upgrade built none).
+    const withAgent = !!helpers.agent && (opts.withAgent ?? this.startedWithAgent(id));
     if (withAgent) await writeFile(join(dirs.bundle, AGENT_MARKER), '1\n');
     let live = this.mgr.live.get(id);
     // Handles kept over a pause: their agent is listened for again before the restore, so that its

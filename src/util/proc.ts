@@ -56,10 +56,10 @@ const SPAWNER_OPTIONS = new Set(['input', 'timeoutMs', 'label', 'cwd', 'env']);
 /** Largest deadline a timer takes (Node fires a longer one after 1 ms). */
 const MAX_DEADLINE_MS = 2 ** 31 - 1;
 
-/** Whether the spawner can carry this call: Node refuses a NUL in a string it passes (ERR_INVALID_ARG_VALUE), so such a call goes there to fail alike. */
+/** Whether the spawner can carry this call: Node refuses a NUL in a string it passes (program, arguments, cwd, environment: ERR_INVALID_ARG_VALUE), so such a call goes there to fail alike. */
 function spawnerCarries(cmd: string, args: string[], opts: RunOptions): boolean {
   if (!spawner?.alive || !Object.keys(opts).every((k) => SPAWNER_OPTIONS.has(k))) return false;
-  const strings = [cmd, ...args, ...Object.entries(opts.env ?? {}).flatMap(([k, v]) => [k, v ?? ''])];
+  const strings = [cmd, ...args, String(opts.cwd ?? ''), ...Object.entries(opts.env ?? {}).flatMap(([k, v]) => [k, v ?? ''])];
   return !strings.some((s) => s.includes('\0'));
 }
 
