@@ -146,7 +146,6 @@ export class ContainerBoot {
     if (recorded && helpers.id !== recorded) {
       store.addEvent(id, 'restore', `the helper programs its checkpoint ran (set ${recorded}) are gone from the data directory; restoring with this daemon's, which a changed agent or busybox can make fail`);
     }
-    await writeFile(join(dirs.bundle, HELPER_SET_FILE), `${helpers.id}\n`);
     // The init of the checkpoint decides: it ran the agent or it did not (the bind mounts must match).
     // Its set has the agent even when this daemon runs without one (--agent off, or an upgrade built none).
     const withAgent = !!helpers.agent && (opts.withAgent ?? this.startedWithAgent(id));
@@ -162,6 +161,8 @@ export class ContainerBoot {
       await this.mgr.storage?.release(id).catch(() => {});
       throw e;
     });
+    // Recorded once restored: a failed restore keeps the record it had (a snapshot's set, for a new sandbox).
+    await writeFile(join(dirs.bundle, HELPER_SET_FILE), `${helpers.id}\n`);
     const now = Date.now();
     store.update(id, { state: 'running', stateReason: undefined, runtimeState, startedAt: opts.startedAt ?? rec.startedAt ?? now, expiresAt: opts.expiresAt });
     let agentBack = false;
