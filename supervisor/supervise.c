@@ -53,10 +53,16 @@ static void stdio_to_null(void) {
 	closedir(d);
 }
 
-/* Starts the command with the signal mask the supervisor was given; 0 when the fork failed. */
+/*
+ * Starts the command with the signal mask the supervisor was given and the stop signals it passes on
+ * at their default action (whatever it inherited); 0 when the fork failed.
+ */
 static pid_t start(char **argv, const sigset_t *orig) {
 	pid_t pid = fork();
 	if (pid == 0) {
+		signal(SIGTERM, SIG_DFL);
+		signal(SIGINT, SIG_DFL);
+		signal(SIGHUP, SIG_DFL);
 		sigprocmask(SIG_SETMASK, orig, NULL);
 		execv(argv[0], argv);
 		_exit(127);
