@@ -216,7 +216,7 @@ function agentBinary(cfg: DaemonConfig, log: (msg: string) => void): Helpers['ag
   const binary = cfg.agentBinary ?? BUILT_AGENT;
   for (const path of [binary, BUILT_SUPERVISOR]) {
     if (existsSync(path)) continue;
-    log(`the sandbox agent's ${path} is missing (build it with npm run build, which needs golang-1.23-go and musl-tools); sandboxes run without the agent, through the runtime's exec path`);
+    log(`the sandbox agent ${path === binary ? '' : 'supervisor '}${path} is missing (build it with npm run build, which needs golang-1.23-go and musl-tools); sandboxes run without the agent, through the runtime's exec path`);
     return undefined;
   }
   return { binary, supervisor: BUILT_SUPERVISOR };
