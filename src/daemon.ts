@@ -128,8 +128,7 @@ export async function createDaemon(cfg: DaemonConfig, log: (msg: string) => void
   const helpers = await helperSets.install({ ...HELPERS, agent: agentBinary(cfg, log) });
   const mgr = new SandboxManager(cfg, store, usable, drivers, new TemplateResolver(base, imageResolver ?? images, templates), helpers, helperSets, telemetry);
   // Sets no sandbox or snapshot records any more go (before anything can restore or install one).
-  const recordedSets = [...(await Promise.all(store.list().map((r) => mgr.boot.helperSetOf(r.id)))), ...mgr.snapshots.store.list({ includeAuto: true }).map((s) => s.helpers)];
-  await helperSets.collect([helpers.id, ...recordedSets.flatMap((id) => (id ? [id] : []))]).catch((e: Error) => log(`removing unused helper programs failed: ${e.message}`));
+  await helperSets.collect([helpers.id, ...(await mgr.recordedHelperSets())]).catch((e: Error) => log(`removing unused helper programs failed: ${e.message}`));
   templates.mgr = mgr;
   const pools = new WarmPools(templates, log);
   templates.pools = pools;

@@ -369,6 +369,12 @@ export class SandboxManager {
     this.boot.unwatchAll();
   }
 
+  /** The helper sets sandboxes and snapshots record (a restore binds them again): they must stay. */
+  async recordedHelperSets(): Promise<string[]> {
+    const ids = [...(await Promise.all(this.store.list().map((r) => this.boot.helperSetOf(r.id)))), ...this.snapshots.store.list({ includeAuto: true }).map((s) => s.helpers)];
+    return ids.filter((id): id is string => !!id);
+  }
+
   /**
    * The daemon's last step before its store closes: the sandboxes run on (a restarted daemon
    * reattaches them), their agent connections and ping timers end here (a ping would read the closed store).
