@@ -1,12 +1,12 @@
 import { existsSync } from 'node:fs';
 import { chmod, mkdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { FastifyInstance } from 'fastify';
 import { buildServer } from './api/server.js';
 import { dataPaths, isLoopback, type DaemonConfig, type RuntimeName } from './config.js';
 import { SandboxManager } from './engine/sandbox-manager.js';
 import { type Helpers, HelperSets } from './engine/helper-sets.js';
+import { BUILT_AGENT, BUILT_SUPERVISOR } from './engine/agent/agent-setup.js';
 import { TemplateResolver, type RootfsResolver } from './engine/sources.js';
 import { Supervisor } from './engine/supervisor.js';
 import { BaseTemplate } from './image/base-template.js';
@@ -53,10 +53,7 @@ export interface Daemon {
 }
 
 export const HELPERS = { busybox: '/bin/busybox', tini: '/usr/bin/tini-static' };
-/** The agent this build made (npm run build → dist/agent/cordon-agent). */
-export const BUILT_AGENT = fileURLToPath(new URL('../agent/cordon-agent', import.meta.url));
-/** The agent's supervisor this build made beside it (supervisor/supervise.c); it runs whichever agent binary is given. */
-export const BUILT_SUPERVISOR = fileURLToPath(new URL('../agent/cordon-supervise', import.meta.url));
+export { BUILT_AGENT, BUILT_SUPERVISOR };
 /** How long a restarted daemon waits for the agents of running sandboxes to reconnect before it serves. */
 const AGENT_RECONNECT_WAIT_MS = 3_000;
 

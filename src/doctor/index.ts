@@ -1,11 +1,11 @@
 // `cordon doctor`: is this host fit to run the daemon? Runs without a daemon; every finding that is
 // not ok says what to do.
-import { fileURLToPath } from 'node:url';
 import { RUNTIME_NAMES, type RuntimeName } from '../config.js';
 import type { CheckResult } from './check.js';
 import { checkCgroups, checkDisk, checkEgress, checkFileGate, checkFiles, checkMmdebstrap, checkNamespaces, checkNftables, checkOverlay, checkPressure, checkTimeSync } from './host-checks.js';
 import { checkRuntime } from './runtime-check.js';
 import { fsgateBinary } from '../volume/file-gate.js';
+import { BUILT_AGENT, BUILT_SUPERVISOR } from '../engine/agent/agent-setup.js';
 
 export type { CheckResult } from './check.js';
 
@@ -23,8 +23,6 @@ export interface DoctorOptions {
   onResult?: (r: CheckResult) => void;
 }
 
-const BUILT_AGENT = fileURLToPath(new URL('../../agent/cordon-agent', import.meta.url));
-const BUILT_SUPERVISOR = fileURLToPath(new URL('../../agent/cordon-supervise', import.meta.url));
 
 export async function runDoctor(o: DoctorOptions): Promise<{ ok: boolean; checks: CheckResult[] }> {
   const checks: CheckResult[] = [];

@@ -1,8 +1,14 @@
 // Where the agent sits in a sandbox and how the sandbox's init starts it.
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { HELPER_DIR } from '../../runtime/oci-spec.js';
 import { AGENT_SOCKET } from './agent-link.js';
+
+/** The agent this build made (npm run build → dist/agent/cordon-agent). */
+export const BUILT_AGENT = fileURLToPath(new URL('../../../agent/cordon-agent', import.meta.url));
+/** The agent's supervisor this build made beside it (supervisor/supervise.c); it runs whichever agent binary is given. */
+export const BUILT_SUPERVISOR = fileURLToPath(new URL('../../../agent/cordon-supervise', import.meta.url));
 
 /** The agent binary inside the sandbox (a read-only bind mount of the daemon's build). */
 export const AGENT_PATH = `${HELPER_DIR}/agent`;
