@@ -30,6 +30,9 @@ const Manifest = z.object({
   agent: z.object({ binary: z.string(), supervisor: z.string() }).optional(),
 });
 
+/** Every program a set names, by host path. */
+const pathsOf = (set: Helpers): string[] => [set.busybox, set.tini, ...(set.agent ? [set.agent.binary, set.agent.supervisor] : [])];
+
 async function sha256(path: string): Promise<string> {
   const h = createHash('sha256');
   for await (const chunk of createReadStream(path)) h.update(chunk as Buffer);
@@ -64,10 +67,14 @@ export class HelperSets {
   async install(h: Helpers): Promise<HelperSet> {
     await mkdir(this.files, { recursive: true, mode: 0o700 });
     await mkdir(this.sets, { recursive: true, mode: 0o700 });
-    // The name is the hash of the copy itself (a source replaced meanwhile cannot give a name other
-    // bytes), synced before its rename; a file already under the name is used only when its bytes
-    // still hash to it (a crash can leave a short file behind a rename that was never synced).
+    // A file already under a name is used only when its bytes still hash to it (a crash can leave a
+    // short file behind a rename that was never synced); the usual start, with nothing changed, then
+    // copies nothing. Otherwise the name is the hash of the copy itself (a source replaced meanwhile
+    // cannot give a name other bytes), synced before its rename.
+    const intact = async (dest: string, hash: string) => existsSync(dest) && (await sha256(dest).catch(() => '')).startsWith(hash);
     const copy = async (name: string, src: string): Promise<string> => {
+      const known = join(this.files, `${name}-${(await sha256(src)).slice(0, 32)}`);
+      if (await intact(known, known.slice(-32))) return known;
       const tmp = join(this.files, `.${name}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
       try {
         await copyFile(src, tmp);
@@ -75,7 +82,7 @@ export class HelperSets {
         await syncFile(tmp);
         const hash = (await sha256(tmp)).slice(0, 32);
         const dest = join(this.files, `${name}-${hash}`);
-        if (existsSync(dest) && (await sha256(dest).catch(() => '')).startsWith(hash)) return dest;
+        if (await intact(dest, hash)) return dest;
         await rename(tmp, dest);
         return dest;
       } finally {
@@ -117,12 +124,9 @@ export class HelperSets {
       const path = join(this.sets, name);
       const id = name.endsWith('.json') ? name.slice(0, -'.json'.length) : undefined;
       if (id && kept.has(id)) {
-        try {
-          const set = Manifest.parse(JSON.parse(await readFile(path, 'utf8')));
-          for (const p of [set.busybox, set.tini, set.agent?.binary, set.agent?.supervisor]) if (p) named.add(p);
-        } catch {
-          // Unreadable: kept as it is (get() refuses it); its files may go.
-        }
+        // Unreadable: kept as it is (get() refuses it); its files may go.
+        const set = this.manifest(id);
+        if (set) for (const p of pathsOf(set)) named.add(p);
         continue;
       }
       if (!id && !(await olderThanAnHour(path))) continue;
@@ -138,16 +142,19 @@ export class HelperSets {
     return removed;
   }
 
-  /** A recorded set, when its id is well-formed and its files are all still here. */
-  get(id: string | undefined): HelperSet | undefined {
-    if (!id || !SET_ID.test(id)) return undefined;
+  /** A set's manifest as written, or undefined when missing or unreadable. */
+  private manifest(id: string): Helpers | undefined {
     try {
-      const set = Manifest.parse(JSON.parse(readFileSync(join(this.sets, `${id}.json`), 'utf8')));
-      const paths = [set.busybox, set.tini, ...(set.agent ? [set.agent.binary, set.agent.supervisor] : [])];
-      return paths.every((p) => p.startsWith(`${this.files}/`) && existsSync(p)) ? { id, ...set } : undefined;
+      return Manifest.parse(JSON.parse(readFileSync(join(this.sets, `${id}.json`), 'utf8')));
     } catch {
       return undefined;
     }
+  }
+
+  /** A recorded set, when its id is well-formed and its files are all still here. */
+  get(id: string | undefined): HelperSet | undefined {
+    const set = id && SET_ID.test(id) ? this.manifest(id) : undefined;
+    return set && pathsOf(set).every((p) => p.startsWith(`${this.files}/`) && existsSync(p)) ? { id: id!, ...set } : undefined;
   }
 
   /** The set id recorded in a file (a sandbox's bundle), or undefined. */

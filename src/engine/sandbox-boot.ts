@@ -141,7 +141,7 @@ export class ContainerBoot {
     if (!opts.containerGone) await rt.delete(id, dirs.bundle).catch(() => {});
     // The checkpoint's processes run the programs they were started with: the same files again (a
     // sandbox from before sets were recorded, or whose set is gone, gets the current one).
-    const recorded = opts.helpers ?? (await HelperSets.readId(join(dirs.bundle, HELPER_SET_FILE)));
+    const recorded = opts.helpers ?? (await this.helperSetOf(id));
     const helpers = this.mgr.helperSets.get(recorded) ?? this.mgr.helpers;
     if (recorded && helpers.id !== recorded) {
       store.addEvent(id, 'restore', `the helper programs its checkpoint ran (set ${recorded}) are gone from the data directory; restoring with this daemon's, which a changed agent or busybox can make fail`);
