@@ -56,11 +56,13 @@ const SPAWNER_OPTIONS = new Set(['input', 'timeoutMs', 'label', 'cwd', 'env']);
 /** Largest deadline a timer takes (Node fires a longer one after 1 ms). */
 const MAX_DEADLINE_MS = 2 ** 31 - 1;
 
-/** Whether the spawner can carry this call: Node refuses a NUL in a string it passes (program, arguments, cwd, environment: ERR_INVALID_ARG_VALUE), so such a call goes there to fail alike. */
+/** Node refuses a NUL in a string it passes (program, arguments, cwd, environment: ERR_INVALID_ARG_VALUE): such a call goes there to fail alike. */
+const hasNul = (strings: string[]) => strings.some((s) => s.includes('\0'));
+
+/** Whether the spawner can carry this call. */
 function spawnerCarries(cmd: string, args: string[], opts: RunOptions): boolean {
   if (!spawner?.alive || !Object.keys(opts).every((k) => SPAWNER_OPTIONS.has(k))) return false;
-  const strings = [cmd, ...args, String(opts.cwd ?? ''), ...Object.entries(opts.env ?? {}).flatMap(([k, v]) => [k, v ?? ''])];
-  return !strings.some((s) => s.includes('\0'));
+  return !hasNul([cmd, ...args, String(opts.cwd ?? ''), ...Object.entries(opts.env ?? {}).flatMap(([k, v]) => [k, v ?? ''])]);
 }
 
 /**
@@ -105,7 +107,7 @@ export function run(cmd: string, args: string[], opts: RunOptions = {}): Promise
  * stdout and stderr to the file `log`. It may outlive the daemon, so nothing waits for it but `exited`.
  */
 export async function startDetached(cmd: string, args: string[], o: { log: string; label: string }): Promise<DetachedChild> {
-  if (spawner?.alive && ![cmd, ...args].some((s) => s.includes('\0'))) return spawner.startDetached({ path: cmd, args, log: o.log }, o.label);
+  if (spawner?.alive && !hasNul([cmd, ...args])) return spawner.startDetached({ path: cmd, args, log: o.log }, o.label);
   const log = await open(o.log, 'w');
   try {
     const child = spawn(cmd, args, { detached: true, stdio: ['ignore', log.fd, log.fd] });
