@@ -8,7 +8,7 @@ import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { resolveUser } from '../src/engine/users.js';
-import { InRootError, readFileInRoot, statInRoot, type InRootProblem } from '../src/util/read-in-root.js';
+import { InRootError, readFileInRoot, stampsInTopDir, statInRoot, type InRootProblem } from '../src/util/read-in-root.js';
 
 const MiB = 1024 * 1024;
 let tmp: string;
@@ -232,6 +232,40 @@ describe('resolveUser', () => {
     assert.deepEqual(await ids('app'), [8000, 8000, '/home/app', [998]]);
     rmSync(join(r, 'etc', 'p1'));
     rmSync(join(r, 'etc', 'p2'));
+    // The whole /etc swapped: moved aside for a new one, then for a symlink to another directory.
+    await settled();
+    assert.deepEqual(await ids('app'), [8000, 8000, '/home/app', [998]]);
+    renameSync(join(r, 'etc'), join(r, 'etc-old'));
+    mkdirSync(join(r, 'etc'));
+    writeFileSync(join(r, 'etc', 'passwd'), passwd('8001'));
+    writeFileSync(join(r, 'etc', 'group'), 'root:x:0:\n');
+    assert.deepEqual(await ids('app'), [8001, 8001, '/home/app', []]);
+    await settled();
+    assert.deepEqual(await ids('app'), [8001, 8001, '/home/app', []]);
+    rmSync(join(r, 'etc'), { recursive: true });
+    symlinkSync('etc-old', join(r, 'etc'));
+    assert.deepEqual(await ids('app'), [8000, 8000, '/home/app', [998]]);
+    rmSync(join(r, 'etc'));
+    renameSync(join(r, 'etc-old'), join(r, 'etc'));
+  });
+
+  test('stampsInTopDir: the stamps statInRoot gives for plain files, and nothing for anything else', () => {
+    const t = join(tmp, 'top');
+    mkdirSync(join(t, 'etc'), { recursive: true });
+    writeFileSync(join(t, 'etc', 'passwd'), 'root:x:0:0::/:/bin/sh\n');
+    mkfifo(join(t, 'etc', 'group'));
+    symlinkSync('passwd', join(t, 'etc', 'shadow'));
+    const [passwd, group, shadow, missing] = stampsInTopDir(t, 'etc', ['passwd', 'group', 'shadow', 'missing']);
+    assert.equal(passwd?.key, statInRoot(t, '/etc/passwd', MiB).key);
+    assert.deepEqual([group, shadow, missing], [undefined, undefined, undefined], 'a FIFO, a symlink and a missing name get nothing');
+    // A top directory that is a symlink (here to the host's /etc) is not followed: nothing for any name.
+    const u = join(tmp, 'top-link');
+    mkdirSync(u);
+    symlinkSync('/etc', join(u, 'etc'));
+    assert.deepEqual(stampsInTopDir(u, 'etc', ['passwd', 'group']), [undefined, undefined]);
+    assert.deepEqual(stampsInTopDir(join(tmp, 'no-such-root'), 'etc', ['passwd']), [undefined]);
+    assert.throws(() => stampsInTopDir(t, '../etc', ['passwd']), /not one path component/);
+    assert.throws(() => stampsInTopDir(t, '..', ['passwd']), /not one path component/);
   });
 
   test('statInRoot: a stamp that changes with the content and refuses what readFileInRoot refuses', async () => {

@@ -1,4 +1,4 @@
-import { closeSync, constants, fstatSync, openSync, readlinkSync, type Stats } from 'node:fs';
+import { closeSync, constants, fstatSync, lstatSync, openSync, readlinkSync, type Stats } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 
 // Reads a file of a sandbox's (or an image's) root filesystem from the host without ever leaving that
@@ -150,6 +150,34 @@ export function statInRoot(root: string, path: string, maxBytes: number, opts: I
   const leaf = walkInRoot(root, path, maxBytes, opts);
   closeSync(leaf.fd);
   return stampOf(leaf);
+}
+
+/**
+ * The stamps statInRoot would give for regular files that sit directly in a directory `dir` at the top
+ * of `root` (e.g. etc: passwd, group), in a few calls: that directory opened without following a
+ * symlink, each name looked at with lstat inside it (nothing is opened). A name that is anything but a
+ * regular file there (missing, a symlink, a FIFO) gets undefined, as do all of them when `dir` is not a
+ * plain directory: the caller then walks with statInRoot, which resolves what is there. `root` is the
+ * host's own path; only the names under it are the sandbox's.
+ */
+export function stampsInTopDir(root: string, dir: string, names: string[]): (InRootStamp | undefined)[] {
+  if (!/^[^/]+$/.test(dir) || dir === '.' || dir === '..') throw new Error(`stampsInTopDir: ${dir} is not one path component`);
+  let fd: number;
+  try {
+    fd = openSync(`${root}/${dir}`, O_PATH | constants.O_NOFOLLOW | constants.O_DIRECTORY);
+  } catch {
+    return names.map(() => undefined);
+  }
+  try {
+    return names.map((name) => {
+      const st = lstatSync(`/proc/self/fd/${fd}/${name}`, { throwIfNoEntry: false });
+      return st?.isFile() ? stampOf({ fd: -1, st, path: `/${dir}/${name}` }) : undefined;
+    });
+  } catch {
+    return names.map(() => undefined);
+  } finally {
+    closeSync(fd);
+  }
 }
 
 export interface InRootStamp {
