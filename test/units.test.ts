@@ -229,4 +229,34 @@ describe('runtime state and capabilities', () => {
       rmSync(dir, { recursive: true, force: true });
     }
   });
+  test('sandbox rows read again are kept in memory: every write is seen, a rolled-back one is not, no caller shares a record', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'cordon-db-'));
+    try {
+      const db = openDatabase(join(dir, 'cordon.db'));
+      const store = new SandboxStore(db);
+      store.insert({ id: 'a', state: 'creating', runtime: 'runsc', spec: { env: {} } as never, labels: { k: 'v' }, createdAt: 1, updatedAt: 1 });
+      assert.equal(store.get('a')?.state, 'creating');
+      store.update('a', { state: 'running', labels: { k: 'w' } });
+      assert.deepEqual([store.get('a')?.state, store.get('a')?.labels], ['running', { k: 'w' }]);
+      const mine = store.get('a')!;
+      mine.labels.k = 'changed by a caller';
+      mine.state = 'error';
+      assert.deepEqual([store.get('a')?.state, store.get('a')?.labels], ['running', { k: 'w' }], "a caller's changes to its record are its own");
+      assert.throws(() =>
+        db.transaction(() => {
+          store.update('a', { state: 'stopped' });
+          assert.equal(store.get('a')?.state, 'stopped');
+          throw new Error('rolled back');
+        })(),
+      );
+      assert.equal(store.get('a')?.state, 'running', 'a rolled-back update leaves the row as it was');
+      store.delete('a');
+      assert.equal(store.get('a'), undefined);
+      store.insert({ id: 'a', state: 'running', runtime: 'crun', spec: { env: {} } as never, labels: {}, createdAt: 2, updatedAt: 2 });
+      assert.equal(store.get('a')?.runtime, 'crun', 'a new row under an old id is read afresh');
+      db.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });

@@ -63,9 +63,17 @@ export class SandboxStore {
   /** Events written per sandbox since its last prune; undefined until the first prune looks at all. */
   private written?: Set<string>;
   private getById?: Database.Statement;
+  /**
+   * Rows as last read, by id: every API call on a sandbox reads its row, and the query was a tenth of
+   * the daemon's time on a small file operation. Every write here drops the row, so the next read
+   * goes to the database; a row read inside a transaction is not kept (it may be rolled back).
+   * Records are built from the row on each read, so callers never share an object.
+   */
+  private readonly rows = new Map<string, Row>();
   constructor(readonly db: DB) {}
 
   insert(rec: SandboxRecord): void {
+    this.rows.delete(rec.id);
     this.db
       .prepare(
         `INSERT INTO sandboxes (id, state, state_reason, runtime, template, image, config, labels, runtime_state, created_at, updated_at, started_at, expires_at)
@@ -89,9 +97,13 @@ export class SandboxStore {
   }
 
   get(id: string): SandboxRecord | undefined {
-    // Every API call on a sandbox reads its row: the statement is compiled once, not per call.
-    this.getById ??= this.db.prepare('SELECT * FROM sandboxes WHERE id = ?');
-    const r = this.getById.get(id) as Row | undefined;
+    let r = this.rows.get(id);
+    if (!r) {
+      this.getById ??= this.db.prepare('SELECT * FROM sandboxes WHERE id = ?');
+      r = this.getById.get(id) as Row | undefined;
+      // Inside a transaction the row may yet be rolled back: not kept.
+      if (r && !this.db.inTransaction) this.rows.set(id, r);
+    }
     return r ? fromRow(r) : undefined;
   }
 
@@ -116,6 +128,7 @@ export class SandboxStore {
   }
 
   update(id: string, patch: Partial<Pick<SandboxRecord, 'state' | 'stateReason' | 'runtimeState' | 'startedAt' | 'expiresAt' | 'spec' | 'labels'>>): void {
+    this.rows.delete(id);
     const sets: string[] = ['updated_at = @updated'];
     const params: Record<string, unknown> = { id, updated: Date.now() };
     if ('state' in patch) (sets.push('state = @state'), (params.state = patch.state));
@@ -129,6 +142,7 @@ export class SandboxStore {
   }
 
   delete(id: string): void {
+    this.rows.delete(id);
     this.flush();
     this.written?.delete(id);
     this.db.transaction(() => {
