@@ -53,6 +53,21 @@ test('multiple files at once, gzip both ways, metadata', async () => {
 
   await sb.files.write('/tmp/gz.txt', 'compressed '.repeat(1000), { gzip: true });
   assert.equal(await sb.files.read('/tmp/gz.txt', { gzip: true }), 'compressed '.repeat(1000));
+  // On the wire: a client that accepts gzip gets it for the 11 KB file; a file of a few bytes comes
+  // as it is, with its length; a directory is refused.
+  await sb.files.write('/tmp/small.txt', 'tiny');
+  const get = (path: string) =>
+    fetch(`${d.url}/files?path=${encodeURIComponent(path)}&username=user`, {
+      headers: { 'e2b-sandbox-id': sb.sandboxId, 'e2b-sandbox-port': '49983', 'x-access-token': (sb as unknown as { envdAccessToken: string }).envdAccessToken, 'accept-encoding': 'gzip' },
+    });
+  const gz = await get('/tmp/gz.txt');
+  assert.equal(gz.headers.get('content-encoding'), 'gzip');
+  assert.equal(await gz.text(), 'compressed '.repeat(1000));
+  const small = await get('/tmp/small.txt');
+  assert.deepEqual([small.headers.get('content-encoding'), small.headers.get('content-length'), await small.text()], [null, '4', 'tiny']);
+  const dir = await get('/tmp');
+  assert.equal(dir.status, 400);
+  assert.match(((await dir.json()) as { message: string }).message, /is a directory/);
 
   const w = await sb.files.write('/tmp/meta.txt', 'm', { metadata: { owner: 'tests' } });
   assert.deepEqual(w.metadata, { owner: 'tests' });
