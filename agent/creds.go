@@ -10,6 +10,7 @@ package main
 // gVisor does not implement it.
 
 import (
+	"errors"
 	"runtime"
 	"syscall"
 	"unsafe"
@@ -45,18 +46,50 @@ func credWorker() {
 	for i, g := range groups {
 		own[i] = uint32(g)
 	}
+	// The thread keeps the last user's identity between jobs: the next job for the same user (the
+	// usual case: a client works as one user) needs no switch, where each switch and switch back was
+	// eight system calls, every one a trip into gVisor. Nothing but these jobs runs on this thread,
+	// and the Go runtime starts no thread from a locked one, so no other code sees that identity.
+	var cur *userSpec // nil: root
 	for job := range credJobs {
-		err := setIDs(&userSpec{UID: job.u.UID, GID: job.u.GID, Groups: job.u.Groups})
+		err := error(nil)
+		if cur == nil || !sameIDs(cur, job.u) {
+			if cur != nil && !toRoot(own) {
+				job.done <- errors.New("a credential thread could not return to root")
+				go credWorker()
+				return
+			}
+			cur = nil
+			if err = setIDs(&userSpec{UID: job.u.UID, GID: job.u.GID, Groups: job.u.Groups}); err == nil {
+				cur = &userSpec{UID: job.u.UID, GID: job.u.GID, Groups: append([]uint32(nil), job.u.Groups...)}
+			} else if !toRoot(own) {
+				job.done <- err
+				go credWorker()
+				return
+			}
+		}
 		if err == nil {
 			err = job.fn()
 		}
-		back := setIDs(&userSpec{UID: 0, GID: 0, Groups: own}) == nil && syscall.Geteuid() == 0 && syscall.Getegid() == 0
 		job.done <- err
-		if !back {
-			go credWorker()
-			return
+	}
+}
+
+// toRoot switches this thread back to root with the agent's own groups, and says whether it is.
+func toRoot(own []uint32) bool {
+	return setIDs(&userSpec{UID: 0, GID: 0, Groups: own}) == nil && syscall.Geteuid() == 0 && syscall.Getegid() == 0
+}
+
+func sameIDs(a, b *userSpec) bool {
+	if a.UID != b.UID || a.GID != b.GID || len(a.Groups) != len(b.Groups) {
+		return false
+	}
+	for i := range a.Groups {
+		if a.Groups[i] != b.Groups[i] {
+			return false
 		}
 	}
+	return true
 }
 
 // asUser runs fn with u's effective uid, gid and groups (root runs it in place). fn must not start

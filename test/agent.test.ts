@@ -151,6 +151,33 @@ for (const runtime of RUNTIMES) {
       assert.equal((await s.files.stat(f)).owner, 'UNKNOWN');
     });
 
+    test('file operations as different users, alternating, each get exactly their own identity (the agent keeps one between operations)', async () => {
+      const denied = (e: Error & { code?: string }) => e.code === 'permission_denied';
+      // The agent has two credential threads and hands jobs to them in turn: each step runs twice, so
+      // both threads go from every identity here to the next.
+      const twice = async (fn: () => Promise<unknown>) => {
+        await fn();
+        await fn();
+      };
+      await s.files.write('/tmp/ids-root', 'r', { mode: 0o600 });
+      await s.files.write('/tmp/ids-grp', 'g', { mode: 0o640 });
+      await s.files.chown('/tmp/ids-grp', { uid: 0, gid: 4242 });
+      for (let round = 0; round < 2; round++) {
+        const mine = `/tmp/ids-user-${round}`;
+        await twice(async () => assert.equal((await s.files.write(mine, 'u', { user: 'user', mode: 0o600 })).owner, 'user'));
+        await twice(() => assert.rejects(s.files.readText('/tmp/ids-root', { user: 'user' }), denied, "user cannot read root's file"));
+        await twice(async () => assert.equal((await s.files.write(`/tmp/ids-4000-${round}`, 'n', { user: '4000' })).owner, 'UNKNOWN'));
+        await twice(() => assert.rejects(s.files.chmod(mine, 0o644, { user: '4000' }), denied, "uid 4000 cannot change the user's file"));
+        await twice(async () => assert.equal(await s.files.readText('/tmp/ids-grp', { user: '1000:4242' }), 'g', 'the group given is used'));
+        await twice(() => assert.rejects(s.files.readText('/tmp/ids-grp', { user: 'user' }), denied, 'the same uid without that group is refused'));
+        await twice(async () => assert.equal(await s.files.readText(mine, { user: 'user' }), 'u'));
+        assert.equal(await s.files.readText('/tmp/ids-root'), 'r', 'root is root after them');
+        assert.equal((await s.files.write(`/tmp/ids-root-${round}`, 'r')).owner, 'root');
+      }
+      const r = await s.exec(['sh', '-c', 'stat -c %u /tmp/ids-user-* /tmp/ids-4000-* /tmp/ids-root-*']);
+      assert.deepEqual(r.stdout.trim().split('\n'), ['1000', '1000', '4000', '4000', '0', '0']);
+    });
+
     test('files: write, chmod, chown and xattrs through the agent', async () => {
       const f = await s.files.write('/tmp/agent-file.txt', 'hello', { mode: 0o640 });
       assert.equal(f.permissions, '-rw-r-----');
