@@ -4,11 +4,12 @@
 // and bare `runsc exec` (many minutes), this is the loop for working on the agent channel itself.
 // BENCH_BASELINE_AGENT=/path/to/cordon-agent runs a second daemon injecting that binary (e.g. one built
 // from an earlier commit) and alternates the two sample by sample, so both see the same machine load,
-// and prints the ratio. BENCH_RUNS (default 40), BENCH_RUNTIMES (default runsc).
+// and prints the ratio. BENCH_RUNS (default 40), BENCH_RUNTIMES (default runsc), BENCH_WARMUP (lib/warm.ts).
 import { Sandbox as E2bSandbox } from 'e2b';
 import type { Sandbox } from '../src/sdk/index.js';
 import { startDaemon, type TestDaemon } from '../test/helpers/daemon.js';
 import { ratio, rowTail } from './lib/stats.js';
+import { WARMUP, warmFiles } from './lib/warm.js';
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 40);
 const RUNTIMES = (process.env.BENCH_RUNTIMES ?? 'runsc').split(',') as ('runsc' | 'crun')[];
@@ -46,8 +47,13 @@ async function restFigures(sides: Side[], runtime: 'runsc' | 'crun'): Promise<vo
     console.log(`\n${runtime}`);
     print(sides, 'REST exec true', await paired(boxes, async (s) => inside[boxes.indexOf(s)].push((await s.exec(['true'])).duration_ms)));
     print(sides, '  start→exit inside the daemon', inside);
-    print(sides, 'REST write 1 KiB', await paired(boxes, (s) => s.files.write('/tmp/1k', kib)));
-    print(sides, 'REST read 1 KiB', await paired(boxes, (s) => s.files.read('/tmp/1k')));
+    print(sides, 'REST write 1 KiB (new daemon)', await paired(boxes, (s) => s.files.write('/tmp/1k', kib)));
+    print(sides, 'REST read 1 KiB (new daemon)', await paired(boxes, (s) => s.files.read('/tmp/1k')));
+    if (WARMUP > 0) {
+      await warmFiles(boxes);
+      print(sides, `REST write 1 KiB (warm: +${WARMUP}×3 requests)`, await paired(boxes, (s) => s.files.write('/tmp/1k', kib)));
+      print(sides, `REST read 1 KiB (warm: +${WARMUP}×3 requests)`, await paired(boxes, (s) => s.files.read('/tmp/1k')));
+    }
   } finally {
     await Promise.all(boxes.map((s) => s.remove()));
   }
