@@ -266,6 +266,7 @@ describe('resolveUser', () => {
     assert.deepEqual(stampsInTopDir(join(tmp, 'no-such-root'), 'etc', ['passwd']), [undefined]);
     assert.throws(() => stampsInTopDir(t, '../etc', ['passwd']), /not one path component/);
     assert.throws(() => stampsInTopDir(t, '..', ['passwd']), /not one path component/);
+    assert.throws(() => stampsInTopDir(t, 'etc', ['ssl/x']), /not one path component/);
   });
 
   test('statInRoot: a stamp that changes with the content and refuses what readFileInRoot refuses', async () => {

@@ -161,7 +161,7 @@ export function statInRoot(root: string, path: string, maxBytes: number, opts: I
  * host's own path; only the names under it are the sandbox's.
  */
 export function stampsInTopDir(root: string, dir: string, names: string[]): (InRootStamp | undefined)[] {
-  if (!/^[^/]+$/.test(dir) || dir === '.' || dir === '..') throw new Error(`stampsInTopDir: ${dir} is not one path component`);
+  for (const c of [dir, ...names]) if (!/^[^/\0]+$/.test(c) || c === '.' || c === '..') throw new Error(`stampsInTopDir: ${c} is not one path component`);
   let fd: number;
   try {
     fd = openSync(`${root}/${dir}`, O_PATH | constants.O_NOFOLLOW | constants.O_DIRECTORY);
