@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"sync"
 	"time"
 )
@@ -85,7 +84,7 @@ func (e *opError) Error() string { return e.Message }
 
 type conn struct {
 	a   *agent
-	nc  net.Conn
+	nc  *rawConn
 	wmu sync.Mutex
 
 	mu      sync.Mutex
@@ -101,7 +100,7 @@ type creditTarget interface {
 	detach()
 }
 
-func newConn(a *agent, nc net.Conn) *conn {
+func newConn(a *agent, nc *rawConn) *conn {
 	return &conn{a: a, nc: nc, in: map[uint32]*inChan{}, out: map[uint32]creditTarget{}, watches: map[uint32]*watcher{}}
 }
 
@@ -112,8 +111,7 @@ func (c *conn) send(typ byte, ch uint32, payload []byte) error {
 	putHeader(hdr[:], typ, ch, len(payload))
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	bufs := net.Buffers{hdr[:], payload}
-	_, err := bufs.WriteTo(c.nc)
+	err := c.nc.writev(hdr[:], payload)
 	if err != nil {
 		c.nc.Close()
 	}

@@ -8,7 +8,6 @@
 package main
 
 import (
-	"net"
 	"os"
 	"runtime"
 	"sync"
@@ -54,7 +53,7 @@ func main() {
 	a := newAgent()
 	backoff := dialMin
 	for {
-		nc, err := net.Dial("unix", socket)
+		nc, err := dialRaw(socket)
 		if err != nil {
 			if time.Now().UnixNano() < fastRedialUntil.Load() {
 				time.Sleep(dialQuiesced)

@@ -1,0 +1,114 @@
+package main
+
+// The connection to the daemon on a plain blocking descriptor instead of Go's network poller. Under
+// gVisor every system call is a trip into the sentry: with the poller, each request costs an epoll
+// wait, the read that gets it and a read that finds nothing more; a blocking read is one call that
+// returns with the request. Writes are one writev of header and payload.
+
+import (
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"unsafe"
+)
+
+type rawConn struct {
+	fd int
+	// Held shared by each read and write, exclusively by the close: the descriptor number is never
+	// closed (and so never reused by another open) while a call may still use it.
+	mu     sync.RWMutex
+	closed bool
+	shut   atomic.Bool
+}
+
+// dialRaw connects a blocking Unix stream socket to path.
+func dialRaw(path string) (*rawConn, error) {
+	fd, err := syscall.Socket(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	for {
+		err = syscall.Connect(fd, &syscall.SockaddrUnix{Name: path})
+		if err != syscall.EINTR {
+			break
+		}
+	}
+	if err != nil {
+		syscall.Close(fd)
+		return nil, err
+	}
+	return &rawConn{fd: fd}, nil
+}
+
+func (r *rawConn) Read(p []byte) (int, error) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if r.closed {
+		return 0, net.ErrClosed
+	}
+	for {
+		n, err := syscall.Read(r.fd, p)
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			return 0, err
+		}
+		if n == 0 && len(p) > 0 {
+			return 0, io.EOF
+		}
+		return n, nil
+	}
+}
+
+// writev writes all of bufs, in as few calls as the socket takes.
+func (r *rawConn) writev(bufs ...[]byte) error {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if r.closed {
+		return net.ErrClosed
+	}
+	for {
+		iov := make([]syscall.Iovec, 0, len(bufs))
+		for _, b := range bufs {
+			if len(b) > 0 {
+				iov = append(iov, syscall.Iovec{Base: &b[0], Len: uint64(len(b))})
+			}
+		}
+		if len(iov) == 0 {
+			return nil
+		}
+		n, _, e := syscall.Syscall(syscall.SYS_WRITEV, uintptr(r.fd), uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
+		if e == syscall.EINTR {
+			continue
+		}
+		if e != 0 {
+			return e
+		}
+		// A partial write: drop what went, go on with the rest.
+		left := int(n)
+		for len(bufs) > 0 && left >= len(bufs[0]) {
+			left -= len(bufs[0])
+			bufs = bufs[1:]
+		}
+		if len(bufs) == 0 {
+			return nil
+		}
+		bufs[0] = bufs[0][left:]
+	}
+}
+
+// Close shuts the socket down at once (a blocked read or write returns) and closes the descriptor
+// once no call uses it.
+func (r *rawConn) Close() error {
+	if r.shut.Swap(true) {
+		return nil
+	}
+	syscall.Shutdown(r.fd, syscall.SHUT_RDWR)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.closed = true
+	return syscall.Close(r.fd)
+}
