@@ -109,21 +109,22 @@ async function fileFigures(runtime: string, on: Sandbox, off: Sandbox, bare?: Ba
   await Promise.all([on.files.write('/tmp/1k', kib), off.files.write('/tmp/1k', kib)]);
   const [wa, we] = await paired(RUNS, () => on.files.write('/tmp/1k', kib), () => off.files.write('/tmp/1k', kib));
   const [ra, re] = await paired(RUNS, () => on.files.read('/tmp/1k'), () => off.files.read('/tmp/1k'));
-  // The agent's daemon warmed up as one that has been running a while (lib/warm.ts); the exec path's
-  // figures are its process starts, which warming does not change.
+  // The agent's daemon warmed up as one that has been running a while (lib/warm.ts), then timed on
+  // its own: each sample above follows an exec-path one, whose process starts leave the host busy.
+  // The exec path's figures are those process starts, which warming does not change.
   await warmFiles([on]);
   const waWarm = WARMUP > 0 ? await times(RUNS, () => on.files.write('/tmp/1k', kib)) : [];
   const raWarm = WARMUP > 0 ? await times(RUNS, () => on.files.read('/tmp/1k')) : [];
   const bw = bare ? await times(RUNS, () => bare.run(['/bin/sh', '-c', 'cat > /tmp/1k-bare'], kib)) : [];
   const br = bare ? await times(RUNS, () => bare.run(['/bin/cat', '/tmp/1k'])) : [];
   print(`1 KiB file write, ${runtime}`, [
-    ['agent: write 1 KiB (new daemon)', wa],
+    ['agent: write 1 KiB (new daemon, alternating with the exec path)', wa],
     ...(WARMUP > 0 ? ([[`agent: write 1 KiB (warm: +${WARMUP}×3 requests)`, waWarm]] as [string, number[]][]) : []),
     ['exec path: write 1 KiB', we],
     ...(bare ? ([['bare runsc exec sh -c "cat > f"', bw]] as [string, number[]][]) : []),
   ]);
   print(`1 KiB file read, ${runtime}`, [
-    ['agent: read 1 KiB (new daemon)', ra],
+    ['agent: read 1 KiB (new daemon, alternating with the exec path)', ra],
     ...(WARMUP > 0 ? ([[`agent: read 1 KiB (warm: +${WARMUP}×3 requests)`, raWarm]] as [string, number[]][]) : []),
     ['exec path: read 1 KiB', re],
     ...(bare ? ([['bare runsc exec cat f', br]] as [string, number[]][]) : []),
