@@ -72,9 +72,10 @@ func main() {
 
 // warmThreads makes the runtime start a few threads now, while it can: they stay parked for later
 // blocking calls, so the agent does not need a new thread (which would be fatal to fail) when a
-// full pids limit leaves none.
+// full pids limit leaves none. Five: the socket's blocking reader holds one for good, and a frame
+// held up by a slow daemon holds another in its write.
 func warmThreads() {
-	const n = 3
+	const n = 5
 	var wg sync.WaitGroup
 	for i := 0; i < n; i++ {
 		wg.Add(1)

@@ -9,18 +9,18 @@ import (
 	"io"
 	"net"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"unsafe"
 )
 
 type rawConn struct {
 	fd int
-	// Held shared by each read and write, exclusively by the close: the descriptor number is never
-	// closed (and so never reused by another open) while a call may still use it.
-	mu     sync.RWMutex
-	closed bool
-	shut   atomic.Bool
+	// Calls in progress, and whether Close came: the descriptor is closed by Close when nothing uses
+	// it, else by the last call to return, so its number is never reused by another open while a
+	// call may still use it, and Close never waits.
+	mu      sync.Mutex
+	users   int
+	closing bool
 }
 
 // dialRaw connects a blocking Unix stream socket to path.
@@ -43,11 +43,10 @@ func dialRaw(path string) (*rawConn, error) {
 }
 
 func (r *rawConn) Read(p []byte) (int, error) {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	if r.closed {
+	if !r.acquire() {
 		return 0, net.ErrClosed
 	}
+	defer r.release()
 	for {
 		n, err := syscall.Read(r.fd, p)
 		if err == syscall.EINTR {
@@ -65,16 +64,17 @@ func (r *rawConn) Read(p []byte) (int, error) {
 
 // writev writes all of bufs, in as few calls as the socket takes.
 func (r *rawConn) writev(bufs ...[]byte) error {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	if r.closed {
+	if !r.acquire() {
 		return net.ErrClosed
 	}
+	defer r.release()
 	for {
 		iov := make([]syscall.Iovec, 0, len(bufs))
 		for _, b := range bufs {
 			if len(b) > 0 {
-				iov = append(iov, syscall.Iovec{Base: &b[0], Len: uint64(len(b))})
+				v := syscall.Iovec{Base: &b[0]}
+				v.SetLen(len(b))
+				iov = append(iov, v)
 			}
 		}
 		if len(iov) == 0 {
@@ -100,15 +100,40 @@ func (r *rawConn) writev(bufs ...[]byte) error {
 	}
 }
 
-// Close shuts the socket down at once (a blocked read or write returns) and closes the descriptor
-// once no call uses it.
-func (r *rawConn) Close() error {
-	if r.shut.Swap(true) {
-		return nil
-	}
-	syscall.Shutdown(r.fd, syscall.SHUT_RDWR)
+func (r *rawConn) acquire() bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.closed = true
-	return syscall.Close(r.fd)
+	if r.closing {
+		return false
+	}
+	r.users++
+	return true
+}
+
+func (r *rawConn) release() {
+	r.mu.Lock()
+	r.users--
+	last := r.closing && r.users == 0
+	r.mu.Unlock()
+	if last {
+		syscall.Close(r.fd)
+	}
+}
+
+// Close shuts the socket down at once (a blocked read or write returns) and closes the descriptor
+// now if no call uses it, else when the last one returns. It never waits.
+func (r *rawConn) Close() error {
+	r.mu.Lock()
+	if r.closing {
+		r.mu.Unlock()
+		return nil
+	}
+	r.closing = true
+	syscall.Shutdown(r.fd, syscall.SHUT_RDWR)
+	now := r.users == 0
+	r.mu.Unlock()
+	if now {
+		return syscall.Close(r.fd)
+	}
+	return nil
 }
