@@ -29,8 +29,10 @@ export const AGENT_INIT = [`${HELPER_DIR}/tini`, '-s', '-g', '--', SUPERVISOR_PA
 /**
  * Tasks the agent adds to a sandbox's pids cgroup (tini, the supervisor, the agent's threads): a
  * cgroup-limited sandbox gets them on top of its limit, so its own processes still get all of theirs.
+ * Counted: tini and the supervisor 2, the agent 12 threads once it has served (its blocking socket
+ * reader and five spare threads among them), and a little room.
  */
-export const AGENT_PIDS_HEADROOM = 12;
+export const AGENT_PIDS_HEADROOM = 16;
 
 /** Unix socket paths are limited to 107 bytes; past this the socket goes to a short directory under /run. */
 const MAX_SOCKET_PATH = 100;
