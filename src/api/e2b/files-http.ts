@@ -117,7 +117,8 @@ async function download(req: IncomingMessage, res: ServerResponse, call: FilesCa
   };
   for (const [k, v] of Object.entries(meta.get(call.sandboxId, path) ?? {})) headers[`x-metadata-${k}`] = v;
   if (gzip) headers['content-encoding'] = 'gzip';
-  else headers['content-length'] = String(size);
+  // The length of what is sent: a file cut short after the agent's stat came with fewer bytes.
+  else headers['content-length'] = String(content ? content.length : size);
   res.writeHead(200, headers);
   if (content && !gzip) {
     // A small file came whole with the answer.
