@@ -176,6 +176,17 @@ for (const runtime of RUNTIMES) {
       }
       const r = await s.exec(['sh', '-c', 'stat -c %u /tmp/ids-user-* /tmp/ids-4000-* /tmp/ids-root-*']);
       assert.deepEqual(r.stdout.trim().split('\n'), ['1000', '1000', '4000', '4000', '0', '0']);
+      // Only the supplementary groups differ: user (now in group 4242 by /etc/group) and 1000:1000 (a
+      // group given, so none from /etc/group).
+      assert.equal((await s.exec(['sh', '-c', 'echo ids:x:4242:user >> /etc/group'])).exit_code, 0);
+      try {
+        for (let round = 0; round < 2; round++) {
+          await twice(async () => assert.equal(await s.files.readText('/tmp/ids-grp', { user: 'user' }), 'g', 'a supplementary group counts'));
+          await twice(() => assert.rejects(s.files.readText('/tmp/ids-grp', { user: '1000:1000' }), denied, 'the same uid and gid without the group is refused'));
+        }
+      } finally {
+        await s.exec(['sh', '-c', "sed -i '/^ids:x:4242:/d' /etc/group"]);
+      }
     });
 
     test('files: write, chmod, chown and xattrs through the agent', async () => {
