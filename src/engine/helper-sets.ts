@@ -73,8 +73,9 @@ export class HelperSets {
     // cannot give a name other bytes), synced before its rename.
     const intact = async (dest: string, hash: string) => existsSync(dest) && (await sha256(dest).catch(() => '')).startsWith(hash);
     const copy = async (name: string, src: string): Promise<string> => {
-      const known = join(this.files, `${name}-${(await sha256(src)).slice(0, 32)}`);
-      if (await intact(known, known.slice(-32))) return known;
+      const srcHash = (await sha256(src)).slice(0, 32);
+      const known = join(this.files, `${name}-${srcHash}`);
+      if (await intact(known, srcHash)) return known;
       const tmp = join(this.files, `.${name}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
       try {
         await copyFile(src, tmp);

@@ -149,7 +149,7 @@ function walkInRoot(root: string, path: string, maxBytes: number, opts: InRootOp
 export function statInRoot(root: string, path: string, maxBytes: number, opts: InRootOptions = {}): InRootStamp {
   const leaf = walkInRoot(root, path, maxBytes, opts);
   closeSync(leaf.fd);
-  return stampOf(leaf);
+  return stampOf(leaf.path, leaf.st);
 }
 
 /**
@@ -171,7 +171,7 @@ export function stampsInTopDir(root: string, dir: string, names: string[]): (InR
   try {
     return names.map((name) => {
       const st = lstatSync(`/proc/self/fd/${fd}/${name}`, { throwIfNoEntry: false });
-      return st?.isFile() ? stampOf({ fd: -1, st, path: `/${dir}/${name}` }) : undefined;
+      return st?.isFile() ? stampOf(`/${dir}/${name}`, st) : undefined;
     });
   } catch {
     return names.map(() => undefined);
@@ -187,9 +187,8 @@ export interface InRootStamp {
   changedAtMs: number;
 }
 
-function stampOf(leaf: InRootLeaf): InRootStamp {
-  const { st } = leaf;
-  return { key: `${leaf.path}\0${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}`, changedAtMs: st.ctimeMs };
+function stampOf(path: string, st: Stats): InRootStamp {
+  return { key: `${path}\0${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}`, changedAtMs: st.ctimeMs };
 }
 
 /**
@@ -204,7 +203,7 @@ export async function readFileInRoot(root: string, path: string, maxBytes: numbe
     reader = await open(`/proc/self/fd/${leaf.fd}`, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
     const data = await readCapped(reader, maxBytes);
     if (data === undefined) throw new InRootError('too-large', `${path} in the sandbox is larger than ${maxBytes} bytes`);
-    return { path: leaf.path, data, stamp: stampOf(leaf) };
+    return { path: leaf.path, data, stamp: stampOf(leaf.path, leaf.st) };
   } finally {
     closeSync(leaf.fd);
     await reader?.close().catch(() => {});
