@@ -52,7 +52,7 @@ func credWorker() {
 	// and the Go runtime starts no thread from a locked one, so no other code sees that identity.
 	var cur *userSpec // nil: root
 	for job := range credJobs {
-		err := error(nil)
+		var err error
 		if cur == nil || !sameIDs(cur, job.u) {
 			if cur != nil && !toRoot(own) {
 				job.done <- errors.New("a credential thread could not return to root")
@@ -60,7 +60,7 @@ func credWorker() {
 				return
 			}
 			cur = nil
-			if err = setIDs(&userSpec{UID: job.u.UID, GID: job.u.GID, Groups: job.u.Groups}); err == nil {
+			if err = setIDs(job.u); err == nil {
 				cur = &userSpec{UID: job.u.UID, GID: job.u.GID, Groups: append([]uint32(nil), job.u.Groups...)}
 			} else if !toRoot(own) {
 				job.done <- err
