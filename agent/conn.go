@@ -265,8 +265,12 @@ func (c *conn) dispatch(req *request) {
 		// Before a checkpoint: nothing the checkpoint cannot save (this host socket) may stay open.
 		// The daemon has already closed its listener, so the dial loop finds nothing until restore.
 		fastRedialUntil.Store(time.Now().Add(quiescedRedialS * time.Second).UnixNano())
+		// The descriptor is closed outright, with no call on it (see rawConn.Close): this runs on the
+		// reading goroutine, and holding the write lock waits out a frame being sent.
 		c.reply(req.ID, nil)
+		c.wmu.Lock()
 		c.nc.Close()
+		c.wmu.Unlock()
 	case "start":
 		stdin := c.openIn(req.Stdin, stdinWindow)
 		go c.run(req, func() (map[string]any, error) { return c.a.start(c, req, stdin) })

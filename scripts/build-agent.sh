@@ -8,6 +8,7 @@
 # Without a Go >= 1.23 (or a C compiler that links statically) the build says so and leaves no agent: the daemon then serves every sandbox through
 # the runtime's exec path (and records an `agent` event per sandbox), and starts helper programs itself
 # (each start then blocks its event loop for a fork of the daemon). CORDON_REQUIRE_AGENT=1 makes that an error.
+# With --test it builds nothing and runs the agent's Go unit tests instead (scripts/test.sh does).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +22,10 @@ go=""
 for candidate in "${CORDON_GO:-}" /usr/lib/go-1.23/bin/go "$(command -v go 2>/dev/null || true)"; do
   if [[ -n $candidate && -x $candidate ]] && go_ok "$candidate"; then go=$candidate; break; fi
 done
+if [[ ${1:-} == --test && -z $go ]]; then
+  echo "build-agent: no Go toolchain >= 1.23, so the agent's unit tests (agent/*_test.go) were not run" >&2
+  exit 0
+fi
 if [[ -z $go ]]; then
   rm -f dist/agent/cordon-agent dist/agent/cordon-supervise dist/spawner/cordon-spawner # never leave binaries built from older sources behind
   cat >&2 <<'MSG'
@@ -36,6 +41,10 @@ fi
 export CGO_ENABLED=0 GOPROXY=off GOTOOLCHAIN=local GOFLAGS=-mod=mod GOWORK=off GONOSUMDB= GOSUMDB=off
 export GOCACHE="${GOCACHE:-$PWD/node_modules/.cache/cordon-go/build}"
 export GOPATH="${GOPATH:-$PWD/node_modules/.cache/cordon-go/path}"
+if [[ ${1:-} == --test ]]; then # the test command runs the agent's Go unit tests this way
+  (cd agent && "$go" test -count=1 -v .)
+  exit
+fi
 for name in agent spawner; do
   out=dist/$name/cordon-$name
   mkdir -p "dist/$name"

@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 npm run build --silent
+# The agent's own unit tests (Go, no sandbox) first: a few seconds.
+[[ -z ${CORDON_TEST_FILES:-} ]] && bash scripts/build-agent.sh --test
 files=$(ls dist/test/*.test.js | sort)
 # A test that hangs fails after 15 minutes (naming itself) instead of stalling the whole run.
 exec node --test --test-concurrency=1 --test-timeout=900000 --test-reporter=spec ${CORDON_TEST_FILES:-$files}
