@@ -129,7 +129,7 @@ func (r *rawConn) release() {
 // The shutdown is only for that case: the daemon takes the shutdown for the hang-up, and after a
 // quiesce it then freezes the sandbox at once. A socket to the host that is shut down but still open
 // cannot be checkpointed (runsc 20240729 fails to encode it, a nil pointer), so the quiesce closes
-// with no call in progress (conn.quiesce).
+// with no call in progress (the "quiesce" case of conn.dispatch).
 func (r *rawConn) Close() error {
 	r.mu.Lock()
 	if r.closing {
